@@ -1,0 +1,287 @@
+"""GPU and model catalogs: packaged YAML loaded into validated, typed objects.
+
+Ids are case-insensitive and have aliases (``H100`` = ``h100-sxm``).  A user adds or
+overrides entries with their own YAML file of the same shape (``gpus:`` and/or
+``models:`` lists), given by ``--catalog FILE`` or the ``FLEETOPT_CATALOG`` environment
+variable (several files separated by ``os.pathsep``); an entry whose ``id`` matches an
+existing one replaces it field by field.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fleetopt import FleetoptError
+
+#: Bytes per stored element for each dtype name; mxfp4 is 4-bit values plus one 8-bit scale
+#: per 32 (OCP Microscaling spec v1.0), i.e. 4.25 bits.
+DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0,
+                                 "mxfp4": 4.25 / 8, "int4": 0.5}
+
+Dtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "mxfp4", "int4"]
+
+
+class Gpu(BaseModel):
+    """One accelerator type.  Units in field names; see gpus.yaml for the sources."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str
+    aliases: tuple[str, ...] = ()
+    name: str = ""
+    hbm_bytes: float = Field(gt=0, description="usable device memory, bytes")
+    mem_bw_bytes_s: float = Field(gt=0, description="peak memory bandwidth, bytes/s")
+    bf16_flops: float = Field(gt=0, description="dense bf16 tensor FLOP/s")
+    fp8_flops: float = Field(ge=0, description="dense fp8 tensor FLOP/s (0 = none)")
+    tdp_w: float = Field(gt=0, description="board power limit, W")
+    idle_w: float = Field(ge=0, description="idle power with the server loaded, W")
+    link_gb_s: float = Field(gt=0, description="per-direction scale-up bandwidth per GPU, GB/s")
+    usd_per_gpu_hour: float = Field(ge=0, description="default price, $ per GPU-hour")
+
+    @model_validator(mode="after")
+    def _idle_below_tdp(self) -> "Gpu":
+        if self.idle_w >= self.tdp_w:
+            raise ValueError(f"idle_w ({self.idle_w}) must be below tdp_w ({self.tdp_w})")
+        return self
+
+    def flops_for(self, dtype: str) -> float:
+        """Dense tensor FLOP/s for matmuls whose weights are ``dtype`` (fp8 falls back to bf16
+        where the GPU has no fp8 units; sub-byte formats dequantise to the 8-bit or bf16 path)."""
+        if dtype in ("fp8", "int8", "mxfp4", "int4") and self.fp8_flops > 0:
+            return self.fp8_flops
+        return self.bf16_flops
+
+
+class Model(BaseModel):
+    """A transformer's architecture, enough for memory, bytes and FLOPs per token."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str
+    aliases: tuple[str, ...] = ()
+    layers: int = Field(gt=0)
+    hidden: int = Field(gt=0)
+    heads: int = Field(gt=0)
+    kv_heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    intermediate: int = Field(gt=0, description="dense FFN width (dense layers)")
+    vocab: int = Field(gt=0)
+    tied_embeddings: bool = False
+    experts: int = Field(0, ge=0, description="routed experts per MoE layer (0 = dense)")
+    top_k: int = Field(0, ge=0)
+    shared_experts: int = Field(0, ge=0)
+    expert_intermediate: int = Field(0, ge=0)
+    first_dense_layers: int = Field(0, ge=0)
+    attention: Literal["gqa", "mla"] = "gqa"
+    q_lora_rank: int = Field(0, ge=0)
+    kv_lora_rank: int = Field(0, ge=0)
+    qk_rope_head_dim: int = Field(0, ge=0)
+    weight_dtype: Dtype = "bf16"
+    kv_dtype: Dtype = "bf16"
+    published_params_b: float | None = Field(None, gt=0, description="vendor's total, billions")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Model":
+        if self.heads % self.kv_heads:
+            raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
+        if self.experts and not (0 < self.top_k <= self.experts and self.expert_intermediate > 0):
+            raise ValueError("an MoE model needs 0 < top_k <= experts and expert_intermediate > 0")
+        if self.attention == "mla" and not self.kv_lora_rank:
+            raise ValueError("attention 'mla' needs kv_lora_rank")
+        if self.first_dense_layers > self.layers:
+            raise ValueError("first_dense_layers exceeds layers")
+        return self
+
+    @property
+    def is_moe(self) -> bool:
+        return self.experts > 0
+
+    @property
+    def moe_layers(self) -> int:
+        return self.layers - self.first_dense_layers if self.is_moe else 0
+
+    @property
+    def dense_dtype(self) -> str:
+        """dtype of the non-expert weights: MXFP4 releases keep attention/embeddings in bf16."""
+        return "bf16" if self.weight_dtype in ("mxfp4", "int4") else self.weight_dtype
+
+    # --- parameter counts (from the architecture; tests compare with published totals) ---
+    @property
+    def attn_params_per_layer(self) -> int:
+        h, d = self.hidden, self.head_dim
+        if self.attention == "mla":
+            rope = self.qk_rope_head_dim
+            q = (h * self.q_lora_rank + self.q_lora_rank * self.heads * (d + rope)
+                 if self.q_lora_rank else h * self.heads * (d + rope))
+            kv = h * (self.kv_lora_rank + rope) + self.kv_lora_rank * self.heads * (d + d)
+            return q + kv + self.heads * d * h
+        return h * self.heads * d + 2 * h * self.kv_heads * d + self.heads * d * h
+
+    @property
+    def expert_params(self) -> int:
+        """Parameters of one routed expert (gate, up, down projections)."""
+        return 3 * self.hidden * self.expert_intermediate
+
+    @property
+    def dense_ffn_params(self) -> int:
+        return 3 * self.hidden * self.intermediate
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
+
+    @property
+    def non_expert_params(self) -> int:
+        """Everything but routed experts: attention, dense FFNs, shared experts, routers, embeddings."""
+        dense_layers = self.layers - self.moe_layers
+        moe_fixed = self.moe_layers * (self.hidden * self.experts + self.shared_experts * self.expert_params)
+        return (self.layers * self.attn_params_per_layer + dense_layers * self.dense_ffn_params
+                + moe_fixed + self.embedding_params)
+
+    @property
+    def total_params(self) -> int:
+        return self.non_expert_params + self.moe_layers * self.experts * self.expert_params
+
+    @property
+    def active_params(self) -> int:
+        """Parameters a single token multiplies (input embedding lookup excluded)."""
+        emb_lookup = self.vocab * self.hidden if not self.tied_embeddings else 0
+        return self.non_expert_params - emb_lookup + self.moe_layers * self.top_k * self.expert_params
+
+    @property
+    def kv_elements_per_token(self) -> int:
+        """Cached elements per token over all layers (K and V, or the MLA latent)."""
+        if self.attention == "mla":
+            return self.layers * (self.kv_lora_rank + self.qk_rope_head_dim)
+        return 2 * self.layers * self.kv_heads * self.head_dim
+
+
+class _CatalogFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = 1
+    gpus: list[dict] = []
+    models: list[dict] = []
+
+
+def _norm(s: str) -> str:
+    return s.strip().lower().replace("_", "-")
+
+
+class Catalog:
+    """GPUs and models by case-insensitive id or alias."""
+
+    def __init__(self, gpus: list[Gpu], models: list[Model]):
+        self.gpus = {g.id: g for g in gpus}
+        self.models = {m.id: m for m in models}
+        self._gpu_alias = {_norm(a): g.id for g in gpus for a in (g.id, *g.aliases)}
+        self._model_alias = {_norm(a): m.id for m in models for a in (m.id, *m.aliases)}
+
+    def gpu(self, ident: str) -> Gpu:
+        key = self._gpu_alias.get(_norm(str(ident)))
+        if key is None:
+            raise FleetoptError(f"unknown GPU '{ident}'; known: {', '.join(sorted(self.gpus))}")
+        return self.gpus[key]
+
+    def model(self, ident: str) -> Model:
+        key = self._model_alias.get(_norm(str(ident)))
+        if key is None:
+            raise FleetoptError(f"unknown model '{ident}'; known: {', '.join(sorted(self.models))}")
+        return self.models[key]
+
+
+def _read_yaml(path: Path) -> dict:
+    import yaml
+
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise FleetoptError(f"catalog file {path}: cannot read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise FleetoptError(f"catalog file {path}:{where} is not valid YAML") from None
+    if not isinstance(data, dict):
+        raise FleetoptError(f"catalog file {path}: expected a mapping with 'gpus' and/or 'models'")
+    return data
+
+
+def _validate(kind: str, cls: type[BaseModel], entry: dict, i: int, src: str):
+    try:
+        return cls.model_validate(entry)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        ident = entry.get("id", "?") if isinstance(entry, dict) else "?"
+        raise FleetoptError(f"{src}: {kind}.{i}.{loc} ({ident}): {err['msg']}") from None
+
+
+def _merge(base: dict[str, dict], entries: list, kind: str, src: str) -> None:
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict) or "id" not in e:
+            raise FleetoptError(f"{src}: {kind}.{i}: each entry needs an 'id'")
+        key = _norm(str(e["id"]))
+        # match an override by id or alias of an existing entry
+        target = next((k for k, v in base.items()
+                       if key == k or key in {_norm(a) for a in v.get("aliases", ())}), None)
+        if target is None:
+            base[key] = {**e, "id": key}
+        else:
+            base[target] = {**base[target], **{k: v for k, v in e.items() if k != "id"}}
+
+
+@lru_cache(maxsize=8)
+def load_catalog(extra_files: tuple[str, ...] = ()) -> Catalog:
+    """The packaged catalog plus ``extra_files`` and ``$FLEETOPT_CATALOG`` (later wins)."""
+    pkg = resources.files("fleetopt.catalog")
+    import yaml
+
+    gpus: dict[str, dict] = {}
+    models: dict[str, dict] = {}
+    sources: list[tuple[str, dict]] = [
+        ("gpus.yaml", yaml.safe_load(pkg.joinpath("gpus.yaml").read_text())),
+        ("models.yaml", yaml.safe_load(pkg.joinpath("models.yaml").read_text())),
+    ]
+    env = os.environ.get("FLEETOPT_CATALOG", "")
+    for f in [*(p for p in env.split(os.pathsep) if p), *extra_files]:
+        sources.append((f, _read_yaml(Path(f))))
+    for src, data in sources:
+        try:
+            parsed = _CatalogFile.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise FleetoptError(f"{src}: {loc}: {err['msg']}") from None
+        _merge(gpus, parsed.gpus, "gpus", src)
+        _merge(models, parsed.models, "models", src)
+    g = [_validate("gpus", Gpu, e, i, "catalog") for i, e in enumerate(gpus.values())]
+    m = [_validate("models", Model, e, i, "catalog") for i, e in enumerate(models.values())]
+    return Catalog(g, m)
+
+
+def gpu_table(cat: Catalog) -> list[dict]:
+    """Rows for ``fleetopt catalog gpus``."""
+    return [{"id": g.id, "hbm_gib": round(g.hbm_bytes / 2**30, 1), "mem_bw_tb_s": g.mem_bw_bytes_s / 1e12,
+             "bf16_tflops": g.bf16_flops / 1e12, "fp8_tflops": g.fp8_flops / 1e12, "tdp_w": g.tdp_w,
+             "idle_w": g.idle_w, "link_gb_s": g.link_gb_s, "usd_per_gpu_hour": g.usd_per_gpu_hour,
+             "aliases": ",".join(g.aliases)} for g in cat.gpus.values()]
+
+
+def model_table(cat: Catalog) -> list[dict]:
+    """Rows for ``fleetopt catalog models``."""
+    return [{"id": m.id, "params_b": round(m.total_params / 1e9, 2), "active_b": round(m.active_params / 1e9, 2),
+             "layers": m.layers, "hidden": m.hidden, "heads": m.heads, "kv_heads": m.kv_heads,
+             "head_dim": m.head_dim, "experts": m.experts, "top_k": m.top_k, "attention": m.attention,
+             "weight_dtype": m.weight_dtype, "kv_dtype": m.kv_dtype,
+             "kv_bytes_per_token": m.kv_elements_per_token * DTYPE_BYTES[m.kv_dtype]}
+            for m in cat.models.values()]
+
+
+def is_finite_positive(x: float) -> bool:
+    return math.isfinite(x) and x > 0

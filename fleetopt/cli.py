@@ -1,0 +1,178 @@
+"""The ``fleetopt`` command: a thin shell over the library.
+
+Every user mistake ends in one line on stderr and exit status 2 (``--debug`` shows the
+traceback); an infeasible plan exits with 3 and a diagnosis.  Heavy libraries are imported
+inside the commands that need them, so ``fleetopt --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from fleetopt import FleetoptError, InfeasibleError
+
+FORMATS = click.Choice(["table", "json", "csv"])
+
+
+def _catalog(ctx: click.Context):
+    from fleetopt.catalog import load_catalog
+
+    return load_catalog(tuple(ctx.obj.get("catalog", ())))
+
+
+def _ints(text: str, name: str) -> list[int]:
+    try:
+        vals = [int(float(x)) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise FleetoptError(f"{name}: expected comma-separated integers, got '{text}'") from None
+    if not vals:
+        raise FleetoptError(f"{name}: expected at least one value")
+    return vals
+
+
+def _profile(ctx, mode, model, gpu, tp, power_cap_w=None, gmu=None):
+    from fleetopt.profile import make_profile
+
+    kw = {}
+    if mode == "physical":
+        if power_cap_w is not None:
+            if power_cap_w <= 0:
+                raise FleetoptError(f"power-cap-w must be > 0, got {power_cap_w}")
+            kw["power_cap_w"] = power_cap_w
+        if gmu is not None:
+            if not 0 < gmu <= 1:
+                raise FleetoptError(f"gpu-memory-utilization must be in (0, 1], got {gmu}")
+            kw["gpu_memory_utilization"] = gmu
+    return make_profile(mode, model, gpu, tp, _catalog(ctx), **kw)
+
+
+def _emit(obj, fmt: str, title: str | None = None) -> None:
+    from fleetopt.output import render, to_json
+
+    if fmt == "json":
+        click.echo(to_json(obj))
+    else:
+        click.echo(render(obj if isinstance(obj, list) else [obj], fmt, title))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--catalog", "catalog", multiple=True, type=click.Path(dir_okay=False),
+              help="Extra GPU/model catalog YAML (adds or overrides entries; also $FLEETOPT_CATALOG).")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.version_option(package_name="fleetopt")
+@click.pass_context
+def cli(ctx: click.Context, catalog, debug):
+    """Plan LLM serving fleets for tokens per joule: pool boundaries, GPU types, counts."""
+    ctx.ensure_object(dict)
+    ctx.obj["catalog"] = catalog
+    ctx.obj["debug"] = debug
+
+
+mode_opt = click.option("--mode", type=click.Choice(["physical", "paper", "paper-computed"]), default="physical",
+                        show_default=True, help="physical (calibrated, default) or the published 1/W model.")
+
+
+@cli.command()
+@click.option("--model", required=True, help="Model id, e.g. llama-3.1-70b.")
+@click.option("--gpu", required=True, help="GPU id, e.g. H100.")
+@click.option("--tp", type=int, default=1, show_default=True, help="Tensor-parallel degree (GPUs per instance).")
+@click.option("--contexts", default="2048,4096,8192,16384,32768,65536,131072", show_default=True,
+              help="Context windows, comma-separated tokens.")
+@click.option("--output-tokens", type=int, default=512, show_default=True,
+              help="Output tokens per sequence (physical mode; prompt = window - output).")
+@click.option("--admission", type=click.Choice(["reserve", "paged"]), default="reserve", show_default=True)
+@click.option("--power-cap-w", type=float, default=None, help="Per-GPU power cap (DVFS), W.")
+@click.option("--gpu-memory-utilization", "gmu", type=float, default=None, help="vLLM gpu_memory_utilization (0.9).")
+@mode_opt
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def law(ctx, model, gpu, tp, contexts, output_tokens, admission, power_cap_w, gmu, mode, fmt):
+    """Tokens per joule against the context window at saturation (the 1/W law)."""
+    from fleetopt.law import law_rows
+
+    if output_tokens <= 0:
+        raise FleetoptError(f"output-tokens must be > 0, got {output_tokens}")
+    prof = _profile(ctx, mode, model, gpu, tp, power_cap_w, gmu)
+    rows = law_rows(prof, _ints(contexts, "contexts"), output_tokens, admission)
+    _emit(rows, fmt, f"{prof.model.id} on {tp} x {prof.gpu.id}, mode {mode}, admission {admission}")
+
+
+@cli.command()
+@click.option("--model", required=True)
+@click.option("--gpu", required=True)
+@click.option("--tp", type=int, default=1, show_default=True)
+@click.option("--batch", type=int, required=True, help="Sequences decoding together.")
+@click.option("--prompt-tokens", type=int, required=True)
+@click.option("--output-tokens", type=int, required=True)
+@click.option("--power-cap-w", type=float, default=None, help="Per-GPU power cap (DVFS), W.")
+@click.option("--gpu-memory-utilization", "gmu", type=float, default=None)
+@mode_opt
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def estimate(ctx, model, gpu, tp, batch, prompt_tokens, output_tokens, power_cap_w, gmu, mode, fmt):
+    """One operating point: step time, TTFT, power and energy per token and per query."""
+    from fleetopt.law import estimate as est
+
+    prof = _profile(ctx, mode, model, gpu, tp, power_cap_w, gmu)
+    _emit(est(prof, batch, prompt_tokens, output_tokens), fmt)
+
+
+@cli.command()
+@click.argument("what", type=click.Choice(["gpus", "models"]))
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def catalog(ctx, what, fmt):
+    """List the GPU or model catalog."""
+    from fleetopt.catalog import gpu_table, model_table
+
+    cat = _catalog(ctx)
+    _emit(gpu_table(cat) if what == "gpus" else model_table(cat), fmt)
+
+
+def _register_more() -> None:
+    """Commands that live in their own modules (instances, evaluation, solving)."""
+    try:
+        from fleetopt import commands  # noqa: F401
+    except ImportError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the click group and maps errors to exit codes (2 user, 3 infeasible)."""
+    _register_more()
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        cli.main(args=argv, prog_name="fleetopt", standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        click.echo("fleetopt: interrupted", err=True)
+        return 130
+    except click.UsageError as e:
+        if debug:
+            raise
+        click.echo(f"fleetopt: error: {e.format_message()}", err=True)
+        return 2
+    except FleetoptError as e:
+        if debug:
+            raise
+        click.echo(f"fleetopt: error: {e}", err=True)
+        return 2
+    except InfeasibleError as e:
+        if debug:
+            raise
+        click.echo(f"fleetopt: infeasible: {e}", err=True)
+        return 3
+    except KeyboardInterrupt:
+        click.echo("fleetopt: interrupted", err=True)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

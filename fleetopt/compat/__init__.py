@@ -1,0 +1,1 @@
+"""Compatibility models: the published 1/W model (``paper``)."""

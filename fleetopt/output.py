@@ -1,0 +1,88 @@
+"""Rendering rows for the terminal (aligned table), JSON and CSV, and atomic file writes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return None
+        return float(f"{v:.6g}") if abs(v) < 1e15 else v
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if hasattr(v, "item"):       # numpy scalars
+        return _clean(v.item())
+    return v
+
+
+def to_json(obj: Any) -> str:
+    return json.dumps(_clean(obj), indent=2)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "-"
+        a = abs(v)
+        return f"{v:.0f}" if a >= 1000 else f"{v:.1f}" if a >= 100 else f"{v:.2f}" if a >= 1 else f"{v:.3g}"
+    return str(v)
+
+
+def table(rows: list[dict], title: str | None = None) -> str:
+    """A plain aligned text table (numbers right-aligned)."""
+    if not rows:
+        return "(no rows)"
+    cols = list(rows[0])
+    cells = [[_fmt(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    num = [all(isinstance(r.get(c), (int, float)) for r in rows) for c in cols]
+    line = lambda vals: "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(vals, widths, num))  # noqa: E731
+    out = ([title] if title else []) + [line(cols), line(["-" * w for w in widths])] + [line(r) for r in cells]
+    return "\n".join(s.rstrip() for s in out)
+
+
+def to_csv(rows: Iterable[dict]) -> str:
+    rows = list(rows)
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            w.writerow(_clean(r))
+    return buf.getvalue()
+
+
+def render(rows: list[dict], fmt: str, title: str | None = None) -> str:
+    if fmt == "json":
+        return to_json(rows)
+    if fmt == "csv":
+        return to_csv(rows).rstrip("\n")
+    return table(rows, title)
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and os.replace,
+    so a reader never sees a half-written file and an interrupt leaves the old one intact."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,139 @@
+"""Step times from bytes and FLOPs: decode steps (with chunked prefill mixed in) and prefill.
+
+Each step runs the linear layers (weights streamed once per step, FLOPs per token) and the
+attention kernels (KV read per sequence) one after the other; each kernel family has its own
+roofline.  TP adds two all-reduces per layer; the serving stack adds per-step, per-layer and
+per-sequence overheads.  All coefficients come from ``Calibration``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from fleetopt.catalog import DTYPE_BYTES, Gpu, Model
+from fleetopt.physics.calibration import DEFAULT, Calibration
+from fleetopt.physics.kv import kv_bytes_per_token_per_gpu
+
+
+def experts_touched(experts: int, top_k: int, tokens: float) -> float:
+    """Expected distinct experts a layer touches when ``tokens`` tokens each pick top_k of E
+    uniformly: E (1 - (1 - k/E)^tokens).  Source: occupancy of k-of-E draws per token."""
+    if experts == 0 or tokens <= 0:
+        return 0.0
+    return experts * (1.0 - (1.0 - top_k / experts) ** tokens)
+
+
+def weight_bytes_streamed_per_gpu(model: Model, tp: int, tokens: float, dp: int = 1) -> float:
+    """Weight bytes one GPU reads in a step that processes ``tokens`` tokens (all ranks):
+    the non-expert weights (sharded over TP, replicated over DP) plus the experts the step
+    touches (MoE), sharded over TP x DP (expert parallel)."""
+    dense = model.non_expert_params * DTYPE_BYTES[model.dense_dtype]
+    emb_lookup = model.vocab * model.hidden * DTYPE_BYTES[model.dense_dtype]  # gathered rows only
+    experts = model.moe_layers * experts_touched(model.experts, model.top_k, tokens) * model.expert_params
+    return (dense - emb_lookup) / tp + experts * DTYPE_BYTES[model.weight_dtype] / (tp * dp)
+
+
+def attention_flops_per_pair(model: Model) -> float:
+    """FLOPs per (query token, cached token) pair over all layers: QK^T and AV, 2 x 2 x heads
+    x head_dim (GQA); MLA with absorbed projections scores against the latent + rope dims."""
+    if model.attention == "mla":
+        return model.layers * 2 * model.heads * (2 * model.kv_lora_rank + model.qk_rope_head_dim)
+    return model.layers * 4 * model.heads * model.head_dim
+
+
+def soft_roof_ms(a_ms: float, b_ms: float, p: float) -> float:
+    """Smooth max of two times, (a^p + b^p)^(1/p): kernels near the ridge point are slower
+    than the hard roofline because memory and math do not overlap perfectly."""
+    if a_ms <= 0 or b_ms <= 0:
+        return max(a_ms, b_ms)
+    m = max(a_ms, b_ms)
+    return m * ((a_ms / m) ** p + (b_ms / m) ** p) ** (1.0 / p)
+
+
+@dataclass(frozen=True)
+class StepBreakdown:
+    """One forward step of an instance (times in ms, per GPU; bytes and FLOPs per GPU)."""
+
+    step_ms: float
+    linear_ms: float
+    attention_ms: float
+    comm_ms: float
+    overhead_ms: float
+    bytes_per_gpu: float
+    flops_per_gpu: float
+    compute_ms: float
+    """Tensor-core busy time at the calibrated efficiency (stretched by DVFS), ms."""
+    memory_ms: float
+    """Memory busy time (weights and KV streamed at the calibrated bandwidth), ms."""
+
+    @property
+    def u_comp(self) -> float:
+        """Fraction of the step the tensor cores are busy."""
+        return min(1.0, self.compute_ms / self.step_ms) if self.step_ms > 0 else 0.0
+
+    @property
+    def u_mem(self) -> float:
+        """Fraction of the step the memory system is streaming."""
+        return min(1.0, self.memory_ms / self.step_ms) if self.step_ms > 0 else 0.0
+
+
+def step_breakdown(model: Model, gpu: Gpu, tp: int, batch: float, mean_kv_tokens: float,
+                   prefill_tokens: float = 0.0, prefill_ctx_tokens: float = 0.0,
+                   cal: Calibration = DEFAULT, freq_scale: float = 1.0,
+                   eta_flops: float | None = None, dp: int = 1) -> StepBreakdown:
+    """A step decoding ``batch`` sequences of mean cached length ``mean_kv_tokens`` while
+    prefilling ``prefill_tokens`` prompt tokens whose mean attended context is
+    ``prefill_ctx_tokens``.  ``freq_scale`` < 1 stretches compute (DVFS power cap).
+    ``dp`` > 1 is data-parallel attention with experts sharded over dp x tp GPUs (vLLM's
+    DP + expert parallel): each rank holds batch/dp sequences and a full copy of the
+    non-expert weights, and every layer exchanges tokens with two all-to-alls."""
+    eta = cal.eta_flops if eta_flops is None else eta_flops
+    tokens = batch + prefill_tokens
+    batch_r, tokens_r = batch / dp, tokens / dp
+    bw = gpu.mem_bw_bytes_s * cal.eta_bw
+    flops_lin = gpu.flops_for(model.weight_dtype) * eta * freq_scale
+    flops_attn = gpu.bf16_flops * eta * freq_scale
+    w_bytes = weight_bytes_streamed_per_gpu(model, tp, tokens, dp) if tokens > 0 else 0.0
+    kv_bytes = batch_r * mean_kv_tokens * kv_bytes_per_token_per_gpu(model, tp)
+    lin_flops = 2.0 * model.active_params * tokens_r / tp            # 2 FLOPs per MAC
+    attn_flops = attention_flops_per_pair(model) * (batch_r * mean_kv_tokens + prefill_tokens / dp * prefill_ctx_tokens) / tp
+    lin_mem_ms, lin_cmp_ms = w_bytes / bw * 1e3, lin_flops / flops_lin * 1e3
+    att_mem_ms, att_cmp_ms = kv_bytes / bw * 1e3, attn_flops / flops_attn * 1e3
+    linear_ms = soft_roof_ms(lin_mem_ms, lin_cmp_ms, cal.roof_p)
+    attention_ms = soft_roof_ms(att_mem_ms, att_cmp_ms, cal.roof_p)
+    if tp > 1:   # ring all-reduce of the activations, twice per layer
+        ar_bytes = 2.0 * (tp - 1) / tp * tokens * model.hidden * 2.0
+        comm_ms = 2 * model.layers * (cal.allreduce_us * 1e-3 + ar_bytes / (gpu.link_gb_s * 1e9) * 1e3)
+    else:
+        comm_ms = 0.0
+    if dp > 1:   # expert-parallel dispatch and combine: top_k copies of each token's hidden state
+        a2a_bytes = (dp - 1) / dp * tokens_r * model.top_k * model.hidden * 2.0
+        comm_ms += 2 * model.moe_layers * (cal.alltoall_us * 1e-3 + a2a_bytes / (gpu.link_gb_s * 1e9) * 1e3)
+    overhead_ms = cal.step_fixed_ms + model.layers * cal.layer_us * 1e-3 + batch_r * cal.seq_us * 1e-3
+    step = linear_ms + attention_ms + comm_ms + overhead_ms
+    return StepBreakdown(step, linear_ms, attention_ms, comm_ms, overhead_ms,
+                         w_bytes + kv_bytes, lin_flops + attn_flops, lin_cmp_ms + att_cmp_ms,
+                         lin_mem_ms + att_mem_ms)
+
+
+def decode_step_ms(model: Model, gpu: Gpu, tp: int, batch: float, mean_kv_tokens: float,
+                   cal: Calibration = DEFAULT) -> float:
+    """Time of one pure decode step (no prefill mixed in), ms."""
+    return step_breakdown(model, gpu, tp, batch, mean_kv_tokens, cal=cal).step_ms
+
+
+def prefill_ms(model: Model, gpu: Gpu, tp: int, prompt_tokens: float, chunk_tokens: int = 8192,
+               cal: Calibration = DEFAULT, decode_batch: float = 0.0, decode_kv_tokens: float = 0.0,
+               freq_scale: float = 1.0) -> float:
+    """Time to prefill one prompt in chunks of ``chunk_tokens`` (linear FLOPs per token,
+    attention FLOPs growing with the context already cached: the quadratic term), optionally
+    sharing each step with a running decode batch.  ms."""
+    total, done = 0.0, 0.0
+    n_chunks = max(1, math.ceil(prompt_tokens / chunk_tokens))
+    for _ in range(n_chunks):
+        c = min(chunk_tokens, prompt_tokens - done)
+        total += step_breakdown(model, gpu, tp, decode_batch, decode_kv_tokens, c, done + c / 2.0,
+                                cal, freq_scale, eta_flops=cal.eta_prefill).step_ms
+        done += c
+    return total

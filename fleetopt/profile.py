@@ -1,0 +1,208 @@
+"""The mode switch: one ``Profile`` interface, two implementations.
+
+``PhysicalProfile`` (mode ``physical``, the default) derives everything from the catalog and
+the calibrated physics.  ``fleetopt.compat.paper`` holds the published 1/W model (modes
+``paper`` and ``paper-computed``).  Callers ask a profile for concurrency, step times,
+service times and power; nothing outside ``make_profile`` branches on the mode.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from fleetopt import FleetoptError
+from fleetopt.catalog import Catalog, Gpu, Model, load_catalog
+from fleetopt.physics import kv as kvm
+from fleetopt.physics.calibration import DEFAULT, Calibration
+from fleetopt.physics.power import gpu_power_w
+from fleetopt.physics.roofline import prefill_ms, step_breakdown
+
+Admission = Literal["reserve", "paged"]
+MODES = ("physical", "paper", "paper-computed")
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """An instance in steady state: ``batch`` sequences decoding, prompts prefilled in the
+    same steps (chunked prefill) at ``prefill_tokens_per_step``."""
+
+    batch: float
+    step_ms: float
+    """Mean time between a sequence's output tokens, prefill work included, ms."""
+    decode_step_ms: float
+    """The same step without prefill mixed in, ms."""
+    prefill_tokens_per_step: float
+    decode_tokens_per_s: float
+    """Output tokens per second of the whole instance."""
+    power_per_gpu_w: float
+    instance_power_w: float
+    """TP x per-GPU power (host share excluded; the fleet layer adds it)."""
+    tp: int
+    """GPUs in the instance (tp, or tp x dp with expert parallelism)."""
+    freq_scale: float = 1.0
+    u_mem: float = 0.0
+    u_comp: float = 0.0
+
+    @property
+    def tokens_per_joule(self) -> float:
+        """Instance output tok/s over instance W (every GPU charged)."""
+        return self.decode_tokens_per_s / self.instance_power_w
+
+    @property
+    def tok_per_w_paper(self) -> float:
+        """The paper's convention: instance tok/s over ONE GPU's W (flaw 1: tp x too high)."""
+        return self.decode_tokens_per_s / self.power_per_gpu_w
+
+
+class Profile(Protocol):
+    """What the sizing, fleet and simulation layers need from a (model, GPU, TP) instance."""
+
+    model: Model
+    gpu: Gpu
+    tp: int
+    mode: str
+
+    def kv_capacity_tokens(self) -> int: ...
+    def concurrency(self, window_tokens: int, mean_held_tokens: float, admission: Admission) -> int: ...
+    def operating_point(self, batch: float, mean_kv_tokens: float, prefill_tokens_per_step: float = 0.0,
+                        prefill_ctx_tokens: float = 0.0) -> OperatingPoint: ...
+    def prefill_ms(self, prompt_tokens: float) -> float: ...
+    def service_ms(self, prompt_tokens: float, output_tokens: float, batch: float) -> float: ...
+    def idle_power_w(self) -> float: ...
+    def saturation(self, window_tokens: int, output_tokens: int, admission: Admission) -> tuple[int, OperatingPoint | None]: ...
+    def query_point(self, batch: int, prompt_tokens: int, output_tokens: int) -> tuple[OperatingPoint, float]: ...
+
+
+@dataclass(frozen=True)
+class PhysicalProfile:
+    """Physical mode: memory, roofline and power from the catalog and ``Calibration``."""
+
+    model: Model
+    gpu: Gpu
+    tp: int
+    cal: Calibration = DEFAULT
+    gpu_memory_utilization: float = kvm.DEFAULT_GPU_MEMORY_UTILIZATION
+    max_num_seqs: int = kvm.DEFAULT_MAX_NUM_SEQS
+    chunk_tokens: int = kvm.DEFAULT_MAX_BATCHED_TOKENS
+    power_cap_w: float | None = None
+    """Per-GPU power cap (nvidia-smi -pl); None = TDP."""
+    dp: int = 1
+    """Data-parallel attention ranks with expert parallelism (MoE); the instance has tp x dp GPUs."""
+    mode: str = field(default="physical")
+
+    @property
+    def gpus_per_instance(self) -> int:
+        return self.tp * self.dp
+
+    def kv_capacity_tokens(self) -> int:
+        return kvm.kv_capacity_tokens(self.model, self.gpu, self.tp, self.gpu_memory_utilization)
+
+    def concurrency(self, window_tokens: int, mean_held_tokens: float, admission: Admission = "reserve") -> int:
+        kv = self.kv_capacity_tokens()
+        if admission == "reserve":
+            return kvm.concurrency_reserve(kv, window_tokens, self.max_num_seqs)
+        return kvm.concurrency_paged(kv, mean_held_tokens, self.max_num_seqs)
+
+    def _power_and_freq(self, batch, mean_kv, pf_tokens, pf_ctx):
+        cap = min(self.gpu.tdp_w, self.power_cap_w or self.gpu.tdp_w)
+
+        def at(f: float):
+            br = step_breakdown(self.model, self.gpu, self.tp, batch, mean_kv, pf_tokens, pf_ctx, self.cal, f,
+                                dp=self.dp)
+            return br, br.u_mem, br.u_comp, gpu_power_w(self.gpu, br.u_mem, br.u_comp, self.cal, f)
+
+        br, um, uc, p = at(1.0)
+        if p <= cap:
+            return br, um, uc, p, 1.0
+        lo, hi = 0.2, 1.0           # DVFS: the lowest f whose power is under the cap
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            if at(mid)[3] > cap:
+                hi = mid
+            else:
+                lo = mid
+        br, um, uc, p = at(lo)
+        return br, um, uc, min(p, cap), lo
+
+    def operating_point(self, batch: float, mean_kv_tokens: float, prefill_tokens_per_step: float = 0.0,
+                        prefill_ctx_tokens: float = 0.0) -> OperatingPoint:
+        br, um, uc, p, f = self._power_and_freq(batch, mean_kv_tokens, prefill_tokens_per_step, prefill_ctx_tokens)
+        dec = step_breakdown(self.model, self.gpu, self.tp, batch, mean_kv_tokens, cal=self.cal, freq_scale=f,
+                             dp=self.dp)
+        tok_s = batch / br.step_ms * 1e3 if batch > 0 else 0.0
+        return OperatingPoint(batch, br.step_ms, dec.step_ms, prefill_tokens_per_step, tok_s, p,
+                              self.gpus_per_instance * p, self.gpus_per_instance, f, um, uc)
+
+    def steady_state(self, batch: float, prompt_tokens: float, output_tokens: float) -> OperatingPoint:
+        """Closed-loop steady state: ``batch`` sequences of prompt P and output O; each step
+        finishes batch/O sequences, so batch x P/O prompt tokens are prefilled per step."""
+        pf = batch * prompt_tokens / max(output_tokens, 1.0)
+        return self.operating_point(batch, prompt_tokens + output_tokens / 2.0, pf, prompt_tokens / 2.0)
+
+    def saturation(self, window_tokens: int, output_tokens: int, admission: Admission = "reserve"):
+        """The law's operating point: n_max sequences each of total length = window
+        (prompt = window - output), their prompts prefilled in the same steps."""
+        if output_tokens >= window_tokens:
+            raise FleetoptError(f"output-tokens ({output_tokens}) must be below every context window (got {window_tokens})")
+        prompt = window_tokens - output_tokens
+        n = self.concurrency(window_tokens, prompt + output_tokens / 2.0, admission)
+        return n, (self.steady_state(n, prompt, output_tokens) if n > 0 else None)
+
+    def query_point(self, batch: int, prompt_tokens: int, output_tokens: int):
+        """Steady state of ``batch`` queries of P + O tokens and the energy per output token
+        (prefill included: it runs inside the same steps)."""
+        cap = self.concurrency(prompt_tokens + output_tokens, prompt_tokens + output_tokens / 2.0, "paged")
+        if batch > cap:
+            raise FleetoptError(f"batch {batch} does not fit: the KV cache of {self.tp} x {self.gpu.id} "
+                                f"holds {cap} sequences of {prompt_tokens}+{output_tokens} tokens")
+        op = self.steady_state(batch, prompt_tokens, output_tokens)
+        return op, op.instance_power_w / op.decode_tokens_per_s
+
+    def prefill_ms(self, prompt_tokens: float) -> float:
+        return prefill_ms(self.model, self.gpu, self.tp, prompt_tokens, self.chunk_tokens, self.cal)
+
+    def service_ms(self, prompt_tokens: float, output_tokens: float, batch: float) -> float:
+        """Time a request holds a slot: its prefill plus output_tokens decode steps at ``batch``."""
+        op = self.operating_point(batch, prompt_tokens + output_tokens / 2.0)
+        return self.prefill_ms(prompt_tokens) + output_tokens * op.step_ms
+
+    def idle_power_w(self) -> float:
+        return self.gpu.idle_w
+
+
+def check_fits(model: Model, gpu: Gpu, tp: int, gmu: float = kvm.DEFAULT_GPU_MEMORY_UTILIZATION) -> None:
+    """Raise a one-line FleetoptError when TP or memory make the instance impossible."""
+    if tp < 1:
+        raise FleetoptError(f"tp must be >= 1, got {tp}")
+    if model.attention == "gqa" and model.heads % tp:
+        raise FleetoptError(f"tp {tp} does not divide {model.id}'s {model.heads} attention heads")
+    if model.attention == "gqa" and tp > model.kv_heads and tp % model.kv_heads:
+        raise FleetoptError(f"tp {tp} is not a multiple of {model.id}'s {model.kv_heads} KV heads")
+    w = kvm.weight_bytes_per_gpu(model, tp)
+    budget = kvm.kv_budget_bytes(model, gpu, tp, gmu)
+    if budget < kvm.kv_bytes_per_token_per_gpu(model, tp) * kvm.BLOCK_TOKENS * 64:
+        raise FleetoptError(
+            f"{model.id} does not fit on {tp} x {gpu.id}: weights {w / 2**30:.1f} GiB per GPU leave "
+            f"{max(budget, 0) / 2**30:.2f} GiB of KV cache of {gmu:.2f} x {gpu.hbm_bytes / 2**30:.0f} GiB")
+
+
+def make_profile(mode: str, model: str | Model, gpu: str | Gpu, tp: int, catalog: Catalog | None = None,
+                 **kw) -> Profile:
+    """The single place the mode is looked at."""
+    cat = catalog or load_catalog()
+    m = model if isinstance(model, Model) else cat.model(model)
+    g = gpu if isinstance(gpu, Gpu) else cat.gpu(gpu)
+    if mode == "physical":
+        check_fits(m, g, tp, kw.get("gpu_memory_utilization", kvm.DEFAULT_GPU_MEMORY_UTILIZATION))
+        return PhysicalProfile(m, g, tp, **kw)
+    if mode in ("paper", "paper-computed"):
+        from fleetopt.compat.paper import paper_profile
+
+        return paper_profile(m, g, tp, computed=(mode == "paper-computed"))
+    raise FleetoptError(f"mode must be one of {', '.join(MODES)}, got '{mode}'")
+
+
+def ceil_div(a: float, b: float) -> int:
+    return int(math.ceil(a / b))

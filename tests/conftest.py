@@ -1,0 +1,24 @@
+"""Shared fixtures.  Tests that read ../shared/data skip with a reason when it is absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def need_shared_data(*parts: str) -> Path:
+    p = SHARED_DATA.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"needs {p} (the shared data folder beside the repo is absent)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def cat():
+    from fleetopt.catalog import load_catalog
+
+    return load_catalog()

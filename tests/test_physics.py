@@ -1,0 +1,117 @@
+"""Physics against hand computations, closed forms and invariants."""
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fleetopt.physics import kv
+from fleetopt.physics.roofline import experts_touched, step_breakdown
+from fleetopt.profile import PhysicalProfile, make_profile
+
+
+def test_kv_bytes_llama70b(cat):
+    """2 x 80 layers x 8 KV heads x 128 x 2 bytes = 327,680 B/token; TP 8 shards 8 heads."""
+    m = cat.model("llama-3.1-70b")
+    assert kv.kv_bytes_per_token(m) == 2 * 80 * 8 * 128 * 2 == 327_680
+    assert kv.kv_bytes_per_token_per_gpu(m, 8) == 40_960
+    # beyond kv_heads the heads replicate: TP 16 still holds one head per GPU
+    assert kv.kv_bytes_per_token_per_gpu(m, 16) == 40_960
+
+
+def test_kv_bytes_qwen3_235b_and_mla(cat):
+    assert kv.kv_bytes_per_token(cat.model("qwen3-235b-a22b")) == 2 * 94 * 4 * 128 * 2
+    ds = cat.model("deepseek-v3")   # MLA latent: (512 + 64) per layer, replicated over TP
+    assert kv.kv_bytes_per_token(ds) == 61 * 576 * 2
+    assert kv.kv_bytes_per_token_per_gpu(ds, 8) == 61 * 576 * 2
+
+
+def test_weights_per_gpu(cat):
+    m = cat.model("llama-3.1-70b")
+    assert kv.weight_bytes_per_gpu(m, 8) == pytest.approx(m.total_params * 2 / 8)
+    fp8 = cat.model("llama-3.1-405b-fp8")
+    assert kv.weight_bytes_per_gpu(fp8, 8) == pytest.approx(fp8.total_params / 8)
+
+
+def test_kv_budget_hand(cat):
+    """0.9 x HBM - weights - reserve, in 16-token blocks."""
+    m, g = cat.model("llama-3.1-70b"), cat.gpu("h100")
+    budget = 0.9 * g.hbm_bytes - m.total_params * 2 / 8 - kv.runtime_reserve_bytes(m, 8)
+    assert kv.kv_capacity_tokens(m, g, 8) == int(budget // (40_960 * 16)) * 16
+
+
+def test_concurrency_policies():
+    assert kv.concurrency_reserve(1_048_576, 65_536) == 16      # the paper's 64K H100 figure
+    assert kv.concurrency_reserve(1_048_576, 4_096) == 256
+    # paged admission by tokens held: 1.6K-token requests fit far more than 16 in a 64K pool
+    assert kv.concurrency_paged(1_048_576, 1_600, max_num_seqs=100_000) == 65_536 // (100 + 0.5)
+    assert kv.concurrency_paged(1_048_576, 1_600, max_num_seqs=256) == 256
+
+
+def test_experts_touched_closed_form():
+    assert experts_touched(128, 8, 1) == pytest.approx(8)
+    assert experts_touched(128, 8, 16) == pytest.approx(128 * (1 - (120 / 128) ** 16))
+    assert experts_touched(128, 8, 10_000) == pytest.approx(128)
+
+
+def test_moe_streams_more_than_active_at_large_batch(cat):
+    """Flaw 4: at batch 256 nearly every expert is read, so the MoE step is far above the
+    active-parameter floor."""
+    m, g = cat.model("qwen3-235b-a22b"), cat.gpu("h100")
+    small = step_breakdown(m, g, 8, 1, 1000)
+    large = step_breakdown(m, g, 8, 256, 1000)
+    active_floor = m.active_params * 2 / 8
+    assert small.bytes_per_gpu < 1.5 * active_floor + 1000 * 256 * 0
+    assert large.bytes_per_gpu > 5 * active_floor
+
+
+def test_decode_step_above_hbm_floor(cat):
+    """Flaw 3: fp16 70B at TP 8 cannot step faster than 17.6 GB / 3.35 TB/s = 5.3 ms."""
+    p = make_profile("physical", "llama-3.1-70b", "h100", 8)
+    floor_ms = cat.model("llama-3.1-70b").total_params * 2 / 8 / 3.35e12 * 1e3
+    assert p.operating_point(1, 1000).decode_step_ms > floor_ms
+
+
+@settings(max_examples=60, deadline=None)
+@given(b=st.integers(1, 512), ctx=st.integers(64, 32_000), db=st.integers(1, 64), dctx=st.integers(1, 8000))
+def test_step_monotone_and_power_bounded(cat, b, ctx, db, dctx):
+    p = PhysicalProfile(cat.model("llama-3.1-8b"), cat.gpu("h100"), 1)
+    a = p.operating_point(b, ctx)
+    assert p.operating_point(b + db, ctx).decode_step_ms >= a.decode_step_ms
+    assert p.operating_point(b, ctx + dctx).decode_step_ms >= a.decode_step_ms
+    assert p.gpu.idle_w <= a.power_per_gpu_w <= p.gpu.tdp_w + 1e-9
+
+
+@settings(max_examples=25, deadline=None)
+@given(gpu=st.sampled_from(["h100", "h200", "b200", "a100", "mi300x"]))
+def test_law_n_max_and_tpj_fall_with_window(gpu):
+    from fleetopt.law import law_rows
+
+    rows = law_rows(make_profile("physical", "llama-3.1-70b", gpu, 8), (4096, 8192, 16384, 32768, 65536))
+    ns = [r["n_max"] for r in rows]
+    tpj = [r["tokens_per_joule"] for r in rows]
+    assert ns == sorted(ns, reverse=True)
+    assert all(x > y for x, y in zip(tpj, tpj[1:]))
+
+
+def test_power_cap_lowers_power_and_stretches_compute(cat):
+    base = make_profile("physical", "llama-3.1-8b", "h100", 1)
+    capped = make_profile("physical", "llama-3.1-8b", "h100", 1, power_cap_w=400)
+    a, c = base.steady_state(256, 1000, 300), capped.steady_state(256, 1000, 300)
+    assert c.power_per_gpu_w <= 400 + 1e-6 < a.power_per_gpu_w
+    assert c.step_ms > a.step_ms and c.freq_scale < 1
+
+
+def test_prefill_superlinear(cat):
+    """Attention FLOPs grow with the context already cached: 8K prompts cost more than 2 x 4K."""
+    p = make_profile("physical", "llama-3.1-70b", "h100", 8)
+    assert p.prefill_ms(8192) > 2 * p.prefill_ms(4096) * 0.999
+    assert p.prefill_ms(32768) > 4 * p.prefill_ms(8192)
+
+
+def test_bigger_gpu_is_faster(cat):
+    h = make_profile("physical", "llama-3.1-70b", "h100", 8).operating_point(64, 2000)
+    b = make_profile("physical", "llama-3.1-70b", "b200", 8).operating_point(64, 2000)
+    assert b.decode_step_ms < h.decode_step_ms
+    assert math.isclose(h.instance_power_w, 8 * h.power_per_gpu_w)
