@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from fleetopt import FleetoptError
 from fleetopt.catalog import DTYPE_BYTES, Gpu, Model
 from fleetopt.profile import Admission, OperatingPoint
@@ -118,11 +120,12 @@ class ManualProfile(_PaperPoints):
 
     def prefill_ms(self, prompt_tokens: float) -> float:
         """ceil(l_in / chunk) x iter(1) at the prompt length (the paper's mean prefill)."""
-        return math.ceil(prompt_tokens / self.p.chunk) * self.iter_ms(1, prompt_tokens)
+        return np.ceil(np.asarray(prompt_tokens, float) / self.p.chunk) * self.iter_ms(1, prompt_tokens)
 
     def service_ms(self, prompt_tokens: float, output_tokens: float, batch: float) -> float:
         """(ceil(l_in / chunk) + l_out) x iter(n_slots, l_in + l_out)."""
-        return (math.ceil(prompt_tokens / self.p.chunk) + output_tokens) * self.iter_ms(batch, prompt_tokens + output_tokens)
+        p = np.asarray(prompt_tokens, float)
+        return (np.ceil(p / self.p.chunk) + output_tokens) * self.iter_ms(batch, p + output_tokens)
 
     def idle_power_w(self) -> float:
         return self.power(1)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from fleetopt.catalog import DTYPE_BYTES, Gpu, Model
 from fleetopt.physics.calibration import DEFAULT, Calibration
 from fleetopt.physics.kv import kv_bytes_per_token_per_gpu
@@ -19,9 +21,9 @@ from fleetopt.physics.kv import kv_bytes_per_token_per_gpu
 def experts_touched(experts: int, top_k: int, tokens: float) -> float:
     """Expected distinct experts a layer touches when ``tokens`` tokens each pick top_k of E
     uniformly: E (1 - (1 - k/E)^tokens).  Source: occupancy of k-of-E draws per token."""
-    if experts == 0 or tokens <= 0:
+    if experts == 0:
         return 0.0
-    return experts * (1.0 - (1.0 - top_k / experts) ** tokens)
+    return experts * (1.0 - (1.0 - top_k / experts) ** np.maximum(tokens, 0.0))
 
 
 def weight_bytes_streamed_per_gpu(model: Model, tp: int, tokens: float, dp: int = 1) -> float:
@@ -45,10 +47,14 @@ def attention_flops_per_pair(model: Model) -> float:
 def soft_roof_ms(a_ms: float, b_ms: float, p: float) -> float:
     """Smooth max of two times, (a^p + b^p)^(1/p): kernels near the ridge point are slower
     than the hard roofline because memory and math do not overlap perfectly."""
-    if a_ms <= 0 or b_ms <= 0:
-        return max(a_ms, b_ms)
-    m = max(a_ms, b_ms)
-    return m * ((a_ms / m) ** p + (b_ms / m) ** p) ** (1.0 / p)
+    if np.ndim(a_ms) == 0 and np.ndim(b_ms) == 0:
+        if a_ms <= 0 or b_ms <= 0:
+            return max(a_ms, b_ms)
+        m = max(a_ms, b_ms)
+        return m * ((a_ms / m) ** p + (b_ms / m) ** p) ** (1.0 / p)
+    m = np.maximum(a_ms, b_ms)
+    safe = np.where(m > 0, m, 1.0)
+    return np.where(m > 0, safe * ((a_ms / safe) ** p + (b_ms / safe) ** p) ** (1.0 / p), 0.0)
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,7 @@ def step_breakdown(model: Model, gpu: Gpu, tp: int, batch: float, mean_kv_tokens
     bw = gpu.mem_bw_bytes_s * cal.eta_bw
     flops_lin = gpu.flops_for(model.weight_dtype) * eta * freq_scale
     flops_attn = gpu.bf16_flops * eta * freq_scale
-    w_bytes = weight_bytes_streamed_per_gpu(model, tp, tokens, dp) if tokens > 0 else 0.0
+    w_bytes = weight_bytes_streamed_per_gpu(model, tp, tokens, dp) * (np.asarray(tokens) > 0)
     kv_bytes = batch_r * mean_kv_tokens * kv_bytes_per_token_per_gpu(model, tp)
     lin_flops = 2.0 * model.active_params * tokens_r / tp            # 2 FLOPs per MAC
     attn_flops = attention_flops_per_pair(model) * (batch_r * mean_kv_tokens + prefill_tokens / dp * prefill_ctx_tokens) / tp
@@ -129,11 +135,13 @@ def prefill_ms(model: Model, gpu: Gpu, tp: int, prompt_tokens: float, chunk_toke
     """Time to prefill one prompt in chunks of ``chunk_tokens`` (linear FLOPs per token,
     attention FLOPs growing with the context already cached: the quadratic term), optionally
     sharing each step with a running decode batch.  ms."""
-    total, done = 0.0, 0.0
-    n_chunks = max(1, math.ceil(prompt_tokens / chunk_tokens))
-    for _ in range(n_chunks):
-        c = min(chunk_tokens, prompt_tokens - done)
-        total += step_breakdown(model, gpu, tp, decode_batch, decode_kv_tokens, c, done + c / 2.0,
-                                cal, freq_scale, eta_flops=cal.eta_prefill).step_ms
-        done += c
-    return total
+    p = np.asarray(prompt_tokens, dtype=float)
+    total = np.zeros_like(p)
+    n_chunks = max(1, math.ceil(float(np.max(p)) / chunk_tokens))
+    for k in range(n_chunks):     # chunk k of every prompt at once (numpy); absent chunks add 0
+        done = k * chunk_tokens
+        c = np.clip(p - done, 0.0, chunk_tokens)
+        st = step_breakdown(model, gpu, tp, decode_batch, decode_kv_tokens, c, done + c / 2.0,
+                            cal, freq_scale, eta_flops=cal.eta_prefill).step_ms
+        total = total + np.where(c > 0, st, 0.0)
+    return float(total) if total.ndim == 0 else total

@@ -1,0 +1,222 @@
+"""A fleet: the instance's workload routed over pools, each pool sized, totals computed.
+
+``evaluate(instance, topology)`` is the exact evaluation every other layer (MILP columns,
+Optuna trials, baselines) agrees with.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from fleetopt import FleetoptError, InfeasibleError
+from fleetopt.instance import Instance
+from fleetopt.sizing import PoolSizing, PoolTraffic, Slo, size_pool
+from fleetopt.workload import LengthDist, from_cdf, from_cells, from_lognormal, read_trace, trace_rate
+
+GPUS_PER_NODE = 8
+
+
+@dataclass(frozen=True)
+class PoolChoice:
+    """One pool of a topology: requests with routing key in (previous upper, upper]."""
+
+    upper: int
+    gpu: str
+    tp: int
+
+
+def parse_topology(spec: str) -> list[PoolChoice]:
+    """``UPPER:GPU[xTP],...`` ascending, e.g. ``4096:h100x8,65536:h100x8``."""
+    pools = []
+    for i, part in enumerate(p.strip() for p in spec.split(",") if p.strip()):
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)([kK])?:([A-Za-z0-9_.\-]+?)(?:[xX](\d+))?", part)
+        if not m:
+            raise FleetoptError(f"topology pool {i + 1} '{part}': expected UPPER_TOKENS:GPU[xTP], e.g. 4096:h100x8")
+        upper = int(float(m.group(1)) * (1024 if m.group(2) else 1))
+        pools.append(PoolChoice(upper, m.group(3), int(m.group(4) or 1)))
+    if not pools:
+        raise FleetoptError("topology: no pools given")
+    ups = [p.upper for p in pools]
+    if any(b <= a for a, b in zip(ups, ups[1:])) or ups[0] <= 0:
+        raise FleetoptError(f"topology: pool upper bounds must be positive and ascending, got {ups}")
+    return pools
+
+
+def _resolve(base: Path, p: str) -> Path:
+    q = Path(p).expanduser()
+    return q if q.is_absolute() else base / q
+
+
+def _component(d, base: Path, key: str, max_out):
+    """(LengthDist, trace rate or None) for one distribution spec."""
+    if d.type == "cdf":
+        if d.knots is not None:
+            knots = d.knots
+        else:
+            import csv
+
+            path = _resolve(base, d.path)
+            if not path.exists():
+                raise FleetoptError(f"workload.distribution.path: no such file '{path}'")
+            with open(path) as f:
+                knots = [(float(r["total_tokens_le"]), float(r["cumulative_fraction"])) for r in csv.DictReader(f)]
+        return from_cdf(knots, d.input_share, routing_key=key), None
+    if d.type == "histogram":
+        if d.cells is not None:
+            cells = d.cells
+        else:
+            import pandas as pd
+
+            path = _resolve(base, d.path)
+            if not path.exists():
+                raise FleetoptError(f"workload.distribution.path: no such file '{path}'")
+            df = pd.read_csv(path)
+            if d.dataset is not None:
+                df = df[df["dataset"] == d.dataset]
+                if df.empty:
+                    raise FleetoptError(f"workload.distribution.dataset: no rows for '{d.dataset}' in {path.name}")
+            cells = df[["input_bin_lo", "input_bin_hi", "output_bin_lo", "output_bin_hi", "fraction"]].to_numpy()
+        return from_cells(cells, d.points_per_dim, key, max_out), None
+    if d.type == "trace":
+        inp, out, t = read_trace(_resolve(base, d.path), d.input_column, d.output_column, d.time_column)
+        rate = trace_rate(t) if t is not None else None
+        return LengthDist.build(inp, out, np.ones_like(inp), key, max_out), rate
+    if d.type == "lognormal":
+        return from_lognormal(d.input_median, d.input_sigma, d.output_median, d.output_sigma, routing_key=key,
+                              max_tokens=d.max_tokens, max_output_tokens=max_out), None
+    raise FleetoptError(f"workload.distribution.type: unknown '{d.type}'")
+
+
+def build_workload(inst: Instance, base: Path) -> tuple[LengthDist, float]:
+    """The instance's length distribution and arrival rate (req/s)."""
+    wl = inst.workload
+    d = wl.distribution
+    key, max_out = wl.routing_key, wl.max_output_tokens
+    rate = None
+    if d.type == "mixture":
+        parts = [(c.weight, _component(c.workload, base, key, max_out)[0]) for c in d.components.values()]
+        tot = sum(wt for wt, _ in parts)
+        dist = LengthDist.build(np.concatenate([p.inp for _, p in parts]), np.concatenate([p.out for _, p in parts]),
+                                np.concatenate([p.w * wt / tot for wt, p in parts]), "total" if key == "total" else key,
+                                max_out)
+    else:
+        dist, rate = _component(d, base, key, max_out)
+    if wl.arrival_rate == "trace":
+        if rate is None:
+            raise FleetoptError("workload.arrival_rate: 'trace' needs a trace workload with a time column")
+        return dist, rate
+    return dist, float(wl.arrival_rate)
+
+
+def route(dist: LengthDist, uppers: list[int], compress=None) -> list[tuple[PoolTraffic, int]]:
+    """Split the distribution over pools by routing key; returns (traffic, window) per pool.
+    Requests beyond the last upper bound are clamped into the last pool (lengths scaled to
+    fit its window).  With ``compress``, a fraction ``success`` of the next pool's requests
+    with key <= gamma x B are served by the pool of window B, compressed to fit."""
+    n = len(uppers)
+    lows = [0] + uppers[:-1]
+    parts = []
+    for k, (lo, hi) in enumerate(zip(lows, uppers)):
+        s = dist.slice(lo, math.inf if k == n - 1 else hi)
+        inp, out, w = dist.inp[s].copy(), dist.out[s].copy(), dist.w[s].copy()
+        tot = inp + out
+        over = tot > hi
+        if k == n - 1 and over.any():
+            f = np.where(over, hi / tot, 1.0)
+            inp, out = np.maximum(np.floor(inp * f), 1.0), np.maximum(np.floor(out * f), 1.0)
+        parts.append([inp, out, w, out.copy()])
+    if compress is not None and n > 1:
+        for k in range(n - 1):
+            b = uppers[k]
+            nxt = parts[k + 1]
+            key_next = dist.key[dist.slice(b, math.inf if k + 1 == n - 1 else uppers[k + 1])]
+            sel = (key_next > b) & (key_next <= compress.gamma * b)
+            if compress.accounting == "consistent":
+                sel &= nxt[1] < b
+            if not sel.any() or compress.success <= 0:
+                continue
+            i, o, w = nxt[0][sel], nxt[1][sel], nxt[2][sel] * compress.success
+            if compress.accounting == "paper":   # served at length B in the same split, credited uncompressed
+                f = b / (i + o)
+                ci, co, cred = i * f, o * f, o
+            else:                                # prompt compressed to B - output; output served and credited
+                ci, co, cred = np.maximum(b - o, 1.0), o, o
+            cur = parts[k]
+            parts[k] = [np.concatenate([cur[0], ci]), np.concatenate([cur[1], co]),
+                        np.concatenate([cur[2], w]), np.concatenate([cur[3], cred])]
+            nxt[2] = np.where(sel, nxt[2] * (1 - compress.success), nxt[2])
+    out = []
+    for (inp, o, w, cred), hi in zip(parts, uppers):
+        window = int(max(hi, float(np.max(inp + o)) if len(inp) else hi))
+        out.append((PoolTraffic(inp, o, w, cred), window))
+    return out
+
+
+def make_pool_profile(inst: Instance, gpu: str, tp: int, catalog=None):
+    from fleetopt.profile import make_profile
+
+    kw = {}
+    if inst.mode == "physical":
+        s = inst.serving
+        kw = dict(gpu_memory_utilization=s.gpu_memory_utilization, max_num_seqs=s.max_num_seqs,
+                  chunk_tokens=s.chunk_tokens, power_cap_w=s.power_cap_w)
+    return make_profile(inst.mode, inst.model, gpu, tp, catalog, **kw)
+
+
+def _price(inst: Instance, gpu_id: str, catalog) -> float | None:
+    for g in inst.gpus:
+        if catalog.gpu(g.id).id == gpu_id and g.usd_per_gpu_hour is not None:
+            return g.usd_per_gpu_hour
+    return None
+
+
+def fleet_totals(pools: list[PoolSizing], rate: float, pue: float) -> dict:
+    """Fleet figures from sized pools."""
+    it_w = sum(p.it_power_w for p in pools)
+    tok = sum(p.tokens_per_s for p in pools)
+    gpu_w = sum(p.instances * p.power_per_gpu_w for p in pools)
+    cost = sum(p.usd_per_hour for p in pools)
+    return {"instances": sum(p.instances for p in pools), "gpus": sum(p.gpus for p in pools),
+            "it_power_kw": it_w / 1e3, "facility_power_kw": it_w * pue / 1e3,
+            "peak_it_power_kw": sum(p.instances * p.peak_instance_power_w for p in pools) / 1e3,
+            "tokens_per_s": tok, "tokens_per_joule": tok / it_w if it_w else 0.0,
+            "tokens_per_joule_facility": tok / (it_w * pue) if it_w else 0.0,
+            "tok_per_w_paper": tok / gpu_w if gpu_w else 0.0,
+            "energy_per_query_wh": it_w * pue / rate / 3600.0 if rate else 0.0,
+            "cost_per_hour": cost, "cost_per_million_tokens": cost / (tok * 3600 / 1e6) if tok else 0.0,
+            "arrival_rate": rate}
+
+
+def evaluate(inst: Instance, base: Path, topology: list[PoolChoice], admission: str | None = None,
+             catalog=None, workload: tuple[LengthDist, float] | None = None) -> dict:
+    """Size and score a given fleet (``fleetopt evaluate``)."""
+    from fleetopt.catalog import load_catalog
+
+    cat = catalog or load_catalog()
+    dist, rate = workload or build_workload(inst, base)
+    adm = admission or inst.pools.admission[0]
+    if inst.mode == "paper":
+        adm = "reserve"
+    slo = Slo(inst.slo.ttft_p99_ms, inst.slo.tpot_p99_ms, inst.slo.max_utilization)
+    host_per_gpu = inst.power.host_w_per_node / GPUS_PER_NODE
+    routed = route(dist, [p.upper for p in topology], inst.pools.compress)
+    pools, lows = [], [0] + [p.upper for p in topology[:-1]]
+    for choice, lo, (traffic, window) in zip(topology, lows, routed):
+        prof = make_pool_profile(inst, choice.gpu, choice.tp, cat)
+        try:
+            pools.append(size_pool(prof, traffic, rate, lo, choice.upper, window, slo, adm, host_per_gpu,
+                                   _price(inst, prof.gpu.id, cat)))
+        except InfeasibleError:
+            raise
+    fleet = fleet_totals(pools, rate, inst.power.pue)
+    if inst.power.facility_cap_mw is not None:
+        fleet["facility_cap_mw"] = inst.power.facility_cap_mw
+        fleet["within_power_cap"] = fleet["facility_power_kw"] <= inst.power.facility_cap_mw * 1e3
+    return {"instance": inst.name, "mode": inst.mode, "model": inst.model, "admission": adm,
+            "pools": [p.as_dict() for p in pools], "fleet": fleet}

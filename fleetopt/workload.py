@@ -1,0 +1,170 @@
+"""Workloads: a joint (input, output) length distribution as weighted support points, an
+arrival rate, and the routing key pools are split on.
+
+Every source becomes the same object, ``LengthDist`` (points sorted by routing key, weights
+summing to 1), built by deterministic quadrature (no sampling, so no seed is needed):
+
+* ``cdf``        the paper's total-token CDF knots, piecewise uniform between knots, split
+                 into input/output by a fixed input share (0.8 in the paper);
+* ``histogram``  joint cells ``[in_lo, in_hi, out_lo, out_hi, fraction]`` (inline or CSV);
+* ``trace``      a CSV of requests (Azure columns by default, any columns mapped);
+* ``lognormal``  independent lognormal input and output lengths;
+* ``mixture``    named components blended with weights.
+
+Routing keys: ``total`` (input + output: the paper's choice; an oracle, since no router
+knows the output length in advance), ``input`` (what a router sees), or
+``input_plus_max_output`` (input + the request's max-output budget, a safe upper bound).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fleetopt import FleetoptError
+
+ROUTING_KEYS = ("total", "input", "input_plus_max_output")
+
+
+@dataclass(frozen=True)
+class LengthDist:
+    """Weighted (input, output) support points, sorted by routing key."""
+
+    inp: np.ndarray
+    out: np.ndarray
+    w: np.ndarray
+    key: np.ndarray
+
+    @classmethod
+    def build(cls, inp, out, w, routing_key: str = "total", max_output_tokens: int | None = None) -> "LengthDist":
+        inp = np.maximum(np.asarray(inp, float), 1.0)
+        out = np.maximum(np.asarray(out, float), 1.0)
+        w = np.asarray(w, float)
+        if w.sum() <= 0:
+            raise FleetoptError("workload: the distribution has no mass")
+        if routing_key == "total":
+            key = inp + out
+        elif routing_key == "input":
+            key = inp.copy()
+        elif routing_key == "input_plus_max_output":
+            if not max_output_tokens:
+                raise FleetoptError("workload.max_output_tokens: required with routing_key input_plus_max_output")
+            key = inp + max_output_tokens
+            out = np.minimum(out, max_output_tokens)
+        else:
+            raise FleetoptError(f"workload.routing_key: must be one of {', '.join(ROUTING_KEYS)}, got '{routing_key}'")
+        order = np.lexsort((out, inp, key))
+        keep = w[order] > 0
+        o = order[keep]
+        return cls(inp[o], out[o], w[o] / w[o].sum(), key[o])
+
+    @property
+    def mean_input(self) -> float:
+        return float(self.w @ self.inp)
+
+    @property
+    def mean_output(self) -> float:
+        return float(self.w @ self.out)
+
+    @property
+    def max_key(self) -> float:
+        return float(self.key[-1])
+
+    def quantile_key(self, q: float) -> float:
+        c = np.cumsum(self.w)
+        return float(self.key[min(np.searchsorted(c, q), len(c) - 1)])
+
+    def slice(self, lo: float, hi: float) -> slice:
+        """Index range of points with lo < key <= hi (keys are sorted)."""
+        return slice(int(np.searchsorted(self.key, lo, "right")), int(np.searchsorted(self.key, hi, "right")))
+
+
+def _grid(lo: float, hi: float, m: int) -> np.ndarray:
+    """m midpoints of equal sub-intervals of [lo, hi)."""
+    return lo + (np.arange(m) + 0.5) * (hi - lo) / m
+
+
+def from_cdf(knots: list[tuple[float, float]], input_share: float = 0.8, per_bin: int = 64,
+             routing_key: str = "total") -> LengthDist:
+    """Total tokens piecewise uniform between CDF knots (starting from 0), split by a fixed
+    input share: the paper's workload construction (note section 3)."""
+    xs = [0.0] + [float(k) for k, _ in knots]
+    cs = [0.0] + [float(c) for _, c in knots]
+    if any(b < a for a, b in zip(cs, cs[1:])) or any(b <= a for a, b in zip(xs, xs[1:])):
+        raise FleetoptError("workload.cdf: knots must have increasing tokens and non-decreasing fractions")
+    tot, w = [], []
+    for (x0, x1), (c0, c1) in zip(zip(xs, xs[1:]), zip(cs, cs[1:])):
+        if c1 > c0:
+            g = _grid(x0, x1, per_bin)
+            tot.append(g)
+            w.append(np.full(per_bin, (c1 - c0) / per_bin))
+    total = np.concatenate(tot)
+    inp = input_share * total
+    return LengthDist.build(inp, total - inp, np.concatenate(w), routing_key)
+
+
+def from_cells(cells, per_dim: int = 4, routing_key: str = "total", max_output_tokens=None) -> LengthDist:
+    """Joint histogram cells [in_lo, in_hi, out_lo, out_hi, fraction] -> per_dim^2 points
+    per cell on a midpoint grid."""
+    inp, out, w = [], [], []
+    for c in cells:
+        ilo, ihi, olo, ohi, f = (float(x) for x in c)
+        gi, go = _grid(ilo, ihi, per_dim), _grid(olo, ohi, per_dim)
+        I, O = np.meshgrid(gi, go, indexing="ij")
+        inp.append(I.ravel()); out.append(O.ravel()); w.append(np.full(I.size, f / I.size))
+    return LengthDist.build(np.concatenate(inp), np.concatenate(out), np.concatenate(w), routing_key, max_output_tokens)
+
+
+def from_lognormal(input_median: float, input_sigma: float, output_median: float, output_sigma: float,
+                   points: int = 48, routing_key: str = "total", max_tokens: float | None = None,
+                   max_output_tokens=None) -> LengthDist:
+    """Independent lognormal input and output lengths on a quantile grid (points^2 points)."""
+    from statistics import NormalDist
+
+    z = np.array([NormalDist().inv_cdf((i + 0.5) / points) for i in range(points)])
+    gi, go = input_median * np.exp(input_sigma * z), output_median * np.exp(output_sigma * z)
+    if max_tokens:
+        gi = np.minimum(gi, max_tokens)
+    I, O = np.meshgrid(gi, go, indexing="ij")
+    return LengthDist.build(I.ravel(), O.ravel(), np.full(I.size, 1.0 / I.size), routing_key, max_output_tokens)
+
+
+def read_trace(path: str | Path, input_col: str = "ContextTokens", output_col: str = "GeneratedTokens",
+               time_col: str | None = "TIMESTAMP") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(input, output, arrival seconds or None) from a request trace CSV."""
+    import pandas as pd
+
+    p = Path(path)
+    if not p.exists():
+        raise FleetoptError(f"workload.path: no such file '{p}'")
+    cols = [input_col, output_col] + ([time_col] if time_col else [])
+    try:
+        df = pd.read_csv(p, usecols=lambda c: c in cols)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise FleetoptError(f"workload.path: cannot read '{p}' as CSV ({exc})") from None
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise FleetoptError(f"workload.columns: '{p}' has no column {missing[0]!r}")
+    t = None
+    if time_col:
+        ts = pd.to_datetime(df[time_col], errors="coerce")
+        t = (ts - ts.min()).dt.total_seconds().to_numpy()
+    return df[input_col].to_numpy(float), df[output_col].to_numpy(float), t
+
+
+def trace_rate(t: np.ndarray) -> float:
+    """Mean arrival rate of a trace, requests/s: (n - 1) / span."""
+    span = float(np.nanmax(t) - np.nanmin(t))
+    return (len(t) - 1) / span if span > 0 else math.inf
+
+
+def histogram_cells(inp: np.ndarray, out: np.ndarray, in_edges, out_edges) -> list[list[float]]:
+    """Joint histogram of a trace as [in_lo, in_hi, out_lo, out_hi, fraction] cells (non-empty
+    only): the compact form instances carry instead of raw traces."""
+    h, _, _ = np.histogram2d(inp, out, bins=[in_edges, out_edges])
+    h = h / h.sum()
+    return [[float(in_edges[i]), float(in_edges[i + 1]), float(out_edges[j]), float(out_edges[j + 1]), round(float(h[i, j]), 6)]
+            for i in range(len(in_edges) - 1) for j in range(len(out_edges) - 1) if h[i, j] > 0]
