@@ -113,7 +113,7 @@ class Workload(_M):
     @classmethod
     def _rate(cls, v):
         if not isinstance(v, str) and not v > 0:
-            raise ValueError(f"must be > 0, got {v}")
+            raise ValueError(f"must be > 0, got {v:g}")
         return v
 
 

@@ -10,7 +10,7 @@ from fleetopt.cli import main
 
 
 def run(*args):
-    p = subprocess.run([sys.executable, "-m", "fleetopt.cli", *args], capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-m", "fleetopt", *args], capture_output=True, text=True)
     return p.returncode, p.stdout, p.stderr
 
 

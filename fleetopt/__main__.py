@@ -1,0 +1,7 @@
+"""``python -m fleetopt`` = the ``fleetopt`` command."""
+
+import sys
+
+from fleetopt.cli import main
+
+sys.exit(main())
