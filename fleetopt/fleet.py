@@ -53,6 +53,13 @@ def _resolve(base: Path, p: str) -> Path:
     return q if q.is_absolute() else base / q
 
 
+def _existing(base: Path, p: str) -> Path:
+    path = _resolve(base, p)
+    if not path.exists():
+        raise FleetoptError(f"workload.distribution.path: no such file '{path}'")
+    return path
+
+
 def _component(d, base: Path, key: str, max_out):
     """(LengthDist, trace rate or None) for one distribution spec."""
     if d.type == "cdf":
@@ -61,10 +68,7 @@ def _component(d, base: Path, key: str, max_out):
         else:
             import csv
 
-            path = _resolve(base, d.path)
-            if not path.exists():
-                raise FleetoptError(f"workload.distribution.path: no such file '{path}'")
-            with open(path) as f:
+            with open(_existing(base, d.path)) as f:
                 knots = [(float(r["total_tokens_le"]), float(r["cumulative_fraction"])) for r in csv.DictReader(f)]
         return from_cdf(knots, d.input_share, routing_key=key), None
     if d.type == "histogram":
@@ -73,9 +77,7 @@ def _component(d, base: Path, key: str, max_out):
         else:
             import pandas as pd
 
-            path = _resolve(base, d.path)
-            if not path.exists():
-                raise FleetoptError(f"workload.distribution.path: no such file '{path}'")
+            path = _existing(base, d.path)
             df = pd.read_csv(path)
             if d.dataset is not None:
                 df = df[df["dataset"] == d.dataset]

@@ -274,24 +274,9 @@ def apply_set(data: dict, assignment: str) -> None:
 
 
 def load_instance_data(path: str | Path) -> dict:
-    import yaml
+    from fleetopt.files import read_yaml_mapping
 
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise FleetoptError(f"{p}: no such instance file") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise FleetoptError(f"{p}: cannot read ({exc.__class__.__name__})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise FleetoptError(f"{p}:{where}: not valid YAML ({getattr(exc, 'problem', '') or 'syntax error'})") from None
-    if not isinstance(data, dict):
-        raise FleetoptError(f"{p}: an instance must be a YAML mapping")
-    return data
+    return read_yaml_mapping(path, "instance file")
 
 
 def validate_instance(data: dict, source: str = "") -> Instance:

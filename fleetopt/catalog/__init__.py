@@ -195,21 +195,9 @@ class Catalog:
 
 
 def _read_yaml(path: Path) -> dict:
-    import yaml
+    from fleetopt.files import read_yaml_mapping
 
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise FleetoptError(f"catalog file {path}: cannot read ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise FleetoptError(f"catalog file {path}:{where} is not valid YAML") from None
-    if not isinstance(data, dict):
-        raise FleetoptError(f"catalog file {path}: expected a mapping with 'gpus' and/or 'models'")
-    return data
+    return read_yaml_mapping(path, "catalog file")
 
 
 def _validate(kind: str, cls: type[BaseModel], entry: dict, i: int, src: str):
