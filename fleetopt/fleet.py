@@ -160,6 +160,56 @@ def route(dist: LengthDist, uppers: list[int], compress=None) -> list[tuple[Pool
     return out
 
 
+def _cdf_at(knots, x: float) -> float:
+    """The CDF at x by linear interpolation between knots (0 at 0)."""
+    prev_t, prev_f = 0.0, 0.0
+    for t, f in knots:
+        if x <= t:
+            return prev_f + (f - prev_f) * (x - prev_t) / (t - prev_t) if t > prev_t else f
+        prev_t, prev_f = t, f
+    return knots[-1][1]
+
+
+def paper_sub_cdf(knots, lo: float, hi: float) -> tuple[list, float]:
+    """A pool's sub-CDF as the published simulator builds it (``_split_cdf``): the knots in
+    (lo, hi] rescaled to [0, 1], closed by (hi, 1) when hi is not a knot, and NO knot at lo,
+    so the pool's first bin starts at 0 tokens: a long pool samples lengths below its lower
+    boundary.  Reproduced on purpose in paper mode (it shrinks the paper's long pools)."""
+    f_lo, f_hi = _cdf_at(knots, lo), _cdf_at(knots, hi)
+    share = f_hi - f_lo
+    if share <= 0:
+        return [], 0.0
+    sub = [(t, (f - f_lo) / share) for t, f in knots if lo < t <= hi]
+    if not sub or sub[-1][0] < hi:
+        sub.append((hi, 1.0))
+    else:
+        sub[-1] = (sub[-1][0], 1.0)
+    return sub, share
+
+
+def route_paper_cdf(knots, input_share: float, uppers: list[int], compress=None) -> list[tuple[PoolTraffic, int]]:
+    """Paper-mode routing of a CDF workload: each pool samples its own sub-CDF (see
+    ``paper_sub_cdf``), lengths clamped to the pool window; compress-and-route with gamma
+    moves the short pool's split to gamma x B while its window stays B (the paper's
+    FleetOpt rows)."""
+    splits = list(uppers)
+    if compress is not None and len(uppers) > 1:
+        splits = [int(compress.gamma * b) if k < len(uppers) - 1 else b for k, b in enumerate(uppers)]
+    out, lo = [], 0.0
+    for k, (hi_split, window) in enumerate(zip(splits, uppers)):
+        hi = math.inf if k == len(uppers) - 1 else hi_split
+        sub, share = paper_sub_cdf(knots, lo, min(hi, knots[-1][0]))
+        lo = hi_split
+        if share <= 0:
+            out.append((PoolTraffic(np.ones(1), np.ones(1), np.zeros(1), np.ones(1)), window))
+            continue
+        d = from_cdf(sub, input_share)
+        tot = d.inp + d.out
+        f = np.where(tot > window, window / tot, 1.0)
+        out.append((PoolTraffic(d.inp * f, d.out * f, d.w * share, d.out.copy()), window))
+    return out
+
+
 def make_pool_profile(inst: Instance, gpu: str, tp: int, catalog=None):
     from fleetopt.profile import make_profile
 
@@ -207,7 +257,13 @@ def evaluate(inst: Instance, base: Path, topology: list[PoolChoice], admission: 
         adm = "reserve"
     slo = Slo(inst.slo.ttft_p99_ms, inst.slo.tpot_p99_ms, inst.slo.max_utilization)
     host_per_gpu = inst.power.host_w_per_node / GPUS_PER_NODE
-    routed = route(dist, [p.upper for p in topology], inst.pools.compress)
+    uppers = [p.upper for p in topology]
+    d = inst.workload.distribution
+    comp = inst.pools.compress
+    if inst.mode == "paper" and d.type == "cdf" and d.knots is not None and (comp is None or comp.accounting == "paper"):
+        routed = route_paper_cdf(d.knots, d.input_share, uppers, inst.pools.compress)
+    else:
+        routed = route(dist, uppers, inst.pools.compress)
     pools, lows = [], [0] + [p.upper for p in topology[:-1]]
     for choice, lo, (traffic, window) in zip(topology, lows, routed):
         prof = make_pool_profile(inst, choice.gpu, choice.tp, cat)

@@ -26,12 +26,16 @@ PAPER = ["pools.compress.gamma=2", "pools.compress.accounting=paper"]
 @pytest.mark.parametrize("name,topo,sets,n,tpw", [
     ("paper-azure-h100", "65536:h100x8", (), None, 5.58),
     ("paper-azure-b200", "65536:b200x8", (), 47, 9.74),
+    ("paper-azure-h100", "4096:h100x8,65536:h100x8", (), 68, 9.16),
+    ("paper-azure-b200", "4096:b200x8,65536:b200x8", (), 25, 15.39),
+    ("paper-lmsys-h100", "1536:h100x8,65536:h100x8", (), 38, 7.91),
     ("paper-azure-h100", "4096:h100x8,65536:h100x8", PAPER, 40, 14.08),
     ("paper-azure-b200", "4096:b200x8,65536:b200x8", PAPER, 17, 23.71),
 ])
 def test_table3_rows(name, topo, sets, n, tpw):
-    """Rows fleetopt reproduces (instances within 2, tok/W within 3 %); the two-pool rows
-    are a documented gap (benchmarks/results/paper_table3.md)."""
+    """Rows fleetopt reproduces (instances within 2, tok/W within 3 %).  The homogeneous
+    Azure H100 row sizes 145 against the paper's 141 (its 3000-sample Monte Carlo of the
+    service time; tok/W within 3 %), see benchmarks/results/paper_table3.md."""
     f = ev(name, topo, sets)["fleet"]
     if n is not None:
         assert abs(f["instances"] - n) <= 2
