@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fleetopt import FleetoptError, InfeasibleError
+from fleetopt import FleetoptError
 from fleetopt.instance import Instance
 from fleetopt.sizing import PoolSizing, PoolTraffic, Slo, size_pool
 from fleetopt.workload import LengthDist, from_cdf, from_cells, from_lognormal, read_trace, trace_rate
@@ -267,11 +267,8 @@ def evaluate(inst: Instance, base: Path, topology: list[PoolChoice], admission: 
     pools, lows = [], [0] + [p.upper for p in topology[:-1]]
     for choice, lo, (traffic, window) in zip(topology, lows, routed):
         prof = make_pool_profile(inst, choice.gpu, choice.tp, cat)
-        try:
-            pools.append(size_pool(prof, traffic, rate, lo, choice.upper, window, slo, adm, host_per_gpu,
-                                   _price(inst, prof.gpu.id, cat)))
-        except InfeasibleError:
-            raise
+        pools.append(size_pool(prof, traffic, rate, lo, choice.upper, window, slo, adm, host_per_gpu,
+                               _price(inst, prof.gpu.id, cat)))
     fleet = fleet_totals(pools, rate, inst.power.pue)
     if inst.power.facility_cap_mw is not None:
         fleet["facility_cap_mw"] = inst.power.facility_cap_mw

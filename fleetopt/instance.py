@@ -40,22 +40,29 @@ class GpuOption(_M):
         return v
 
 
-class CdfWorkload(_M):
+class _InlineOrFile(_M):
+    """A distribution given either inline (field ``_inline``) or by ``path``, not both."""
+
+    _inline: str = ""
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (getattr(self, self._inline) is None) == (self.path is None):
+            raise ValueError(f"give exactly one of '{self._inline}' or 'path'")
+        return self
+
+
+class CdfWorkload(_InlineOrFile):
     type: Literal["cdf"]
     knots: list[tuple[float, float]] | None = None
     """[[total_tokens_le, cumulative_fraction], ...]"""
     path: str | None = None
     """CSV with columns total_tokens_le, cumulative_fraction (instead of knots)."""
     input_share: float = Field(0.8, gt=0, lt=1)
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        if (self.knots is None) == (self.path is None):
-            raise ValueError("give exactly one of 'knots' or 'path'")
-        return self
+    _inline = "knots"
 
 
-class HistogramWorkload(_M):
+class HistogramWorkload(_InlineOrFile):
     type: Literal["histogram"]
     cells: list[tuple[float, float, float, float, float]] | None = None
     """[[in_lo, in_hi, out_lo, out_hi, fraction], ...]"""
@@ -64,12 +71,7 @@ class HistogramWorkload(_M):
     dataset: str | None = None
     """Row filter on a 'dataset' column of the CSV."""
     points_per_dim: int = Field(4, ge=1, le=32)
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        if (self.cells is None) == (self.path is None):
-            raise ValueError("give exactly one of 'cells' or 'path'")
-        return self
+    _inline = "cells"
 
 
 class TraceWorkload(_M):

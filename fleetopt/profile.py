@@ -203,6 +203,3 @@ def make_profile(mode: str, model: str | Model, gpu: str | Gpu, tp: int, catalog
         return paper_profile(m, g, tp, computed=(mode == "paper-computed"))
     raise FleetoptError(f"mode must be one of {', '.join(MODES)}, got '{mode}'")
 
-
-def ceil_div(a: float, b: float) -> int:
-    return int(math.ceil(a / b))

@@ -9,7 +9,6 @@ existing one replaces it field by field.
 
 from __future__ import annotations
 
-import math
 import os
 from functools import lru_cache
 from importlib import resources
@@ -270,6 +269,3 @@ def model_table(cat: Catalog) -> list[dict]:
              "kv_bytes_per_token": m.kv_elements_per_token * DTYPE_BYTES[m.kv_dtype]}
             for m in cat.models.values()]
 
-
-def is_finite_positive(x: float) -> bool:
-    return math.isfinite(x) and x > 0

@@ -1,0 +1,38 @@
+"""Physical-mode baselines quoted in the README: azure-conv-h100 with reserve vs paged
+admission, one 16K pool vs 4K + 16K, and the TTFT-binding setting.
+
+    python benchmarks/physical_baselines.py   # writes benchmarks/results/physical_baselines.md
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fleetopt.fleet import evaluate, parse_topology
+from fleetopt.instance import load_instance
+from fleetopt.output import table
+
+INST = Path(__file__).resolve().parents[1] / "instances" / "azure-conv-h100.yaml"
+CASES = [("reserve", "16384:h100x8", ()), ("reserve", "4096:h100x8,16384:h100x8", ()),
+         ("paged", "16384:h100x8", ()), ("paged", "4096:h100x8,16384:h100x8", ()),
+         ("paged", "4096:h100x8,16384:h100x8", ("slo.tpot_p99_ms=30", "slo.ttft_p99_ms=600"))]
+
+
+def main() -> None:
+    rows = []
+    for adm, topo, sets in CASES:
+        inst, base = load_instance(INST, list(sets))
+        r = evaluate(inst, base, parse_topology(topo), adm)
+        rows.append({"admission": adm, "topology": topo, "overrides": " ".join(sets) or "-",
+                     "instances": r["fleet"]["instances"], "tokens_per_joule": r["fleet"]["tokens_per_joule"],
+                     "pools": "; ".join(f"{p['instances']} inst {p['slots']} slots util {p['utilization']:.2f} "
+                                        f"[{p['binding']}]" for p in r["pools"])})
+    text = table(rows, "azure-conv-h100 (physical mode)")
+    res = Path(__file__).parent / "results"
+    res.mkdir(exist_ok=True)
+    (res / "physical_baselines.md").write_text("```\n" + text + "\n```\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
