@@ -187,11 +187,35 @@ def paper_sub_cdf(knots, lo: float, hi: float) -> tuple[list, float]:
     return sub, share
 
 
-def route_paper_cdf(knots, input_share: float, uppers: list[int], compress=None) -> list[tuple[PoolTraffic, int]]:
+def paper_mc_lengths(sub, window: int, input_share: float, samples: int, seed: int):
+    """Integer (input, output) lengths drawn as the published simulator calibrates a pool:
+    ``samples`` draws from ``random.Random(seed)``; each picks a sub-CDF bin by a uniform,
+    then a uniform integer length in (previous knot, min(knot, window)] (the window when
+    that range is empty); input = int(share x length), output = the rest, both >= 1."""
+    import random
+
+    rng = random.Random(seed)
+    inp, out = np.empty(samples), np.empty(samples)
+    for i in range(samples):
+        u, prev, length = rng.random(), 0, window
+        for t, f in sub:
+            if u <= f:
+                lo, hi = int(prev) + 1, min(window, int(t))
+                length = rng.randint(lo, hi) if lo <= hi else window
+                break
+            prev = t
+        inp[i] = max(1, int(length * input_share))
+        out[i] = max(1, length - inp[i])
+    return inp, out
+
+
+def route_paper_cdf(knots, input_share: float, uppers: list[int], compress=None,
+                    samples: int | None = None, seed: int = 42) -> list[tuple[PoolTraffic, int]]:
     """Paper-mode routing of a CDF workload: each pool samples its own sub-CDF (see
     ``paper_sub_cdf``), lengths clamped to the pool window; compress-and-route with gamma
     moves the short pool's split to gamma x B while its window stays B (the paper's
-    FleetOpt rows)."""
+    FleetOpt rows).  With ``samples`` the pool's lengths are the published simulator's
+    Monte-Carlo draws (``paper_mc_lengths``) instead of exact quadrature."""
     splits = list(uppers)
     if compress is not None and len(uppers) > 1:
         splits = [int(compress.gamma * b) if k < len(uppers) - 1 else b for k, b in enumerate(uppers)]
@@ -204,6 +228,11 @@ def route_paper_cdf(knots, input_share: float, uppers: list[int], compress=None)
             out.append((PoolTraffic(np.ones(1), np.ones(1), np.zeros(1), np.ones(1)), window))
             continue
         d = from_cdf(sub, input_share)
+        if samples:                      # sized from the draws; tokens credited as below
+            inp, o = paper_mc_lengths(sub, window, input_share, samples, seed)
+            cred = np.full(samples, float(d.w @ d.out))
+            out.append((PoolTraffic(inp, o, np.full(samples, share / samples), cred), window))
+            continue
         tot = d.inp + d.out
         f = np.where(tot > window, window / tot, 1.0)
         out.append((PoolTraffic(d.inp * f, d.out * f, d.w * share, d.out.copy()), window))
@@ -261,7 +290,7 @@ def evaluate(inst: Instance, base: Path, topology: list[PoolChoice], admission: 
     d = inst.workload.distribution
     comp = inst.pools.compress
     if inst.mode == "paper" and d.type == "cdf" and d.knots is not None and (comp is None or comp.accounting == "paper"):
-        routed = route_paper_cdf(d.knots, d.input_share, uppers, inst.pools.compress)
+        routed = route_paper_cdf(d.knots, d.input_share, uppers, inst.pools.compress, d.samples, d.seed)
     else:
         routed = route(dist, uppers, inst.pools.compress)
     pools, lows = [], [0] + [p.upper for p in topology[:-1]]

@@ -59,6 +59,11 @@ class CdfWorkload(_InlineOrFile):
     path: str | None = None
     """CSV with columns total_tokens_le, cumulative_fraction (instead of knots)."""
     input_share: float = Field(0.8, gt=0, lt=1)
+    samples: int | None = Field(None, ge=100, le=1_000_000)
+    """Paper mode only: size each pool from this many Monte-Carlo draws of its sub-CDF, as
+    the published simulator does (3000); unset = exact quadrature (the default)."""
+    seed: int = 42
+    """Seed of those draws (the published simulator uses 42)."""
     _inline = "knots"
 
 
