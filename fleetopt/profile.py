@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+import numpy as np
+
 from fleetopt import FleetoptError
 from fleetopt.catalog import Catalog, Gpu, Model, load_catalog
 from fleetopt.physics import kv as kvm
@@ -106,32 +108,51 @@ class PhysicalProfile:
         return kvm.concurrency_paged(kv, mean_held_tokens, self.max_num_seqs)
 
     def _power_and_freq(self, batch, mean_kv, pf_tokens, pf_ctx):
+        """Step breakdown, utilisations, per-GPU power and clock scale; scalar or array.
+        Over the cap (TDP or the user's), DVFS lowers the clock to the f in [0.2, 1] where
+        power meets the cap: the Illinois variant of regula falsi on P(f) - cap, which is
+        smooth and rising in f (converges in a handful of steps; bisection needs ~40)."""
         cap = min(self.gpu.tdp_w, self.power_cap_w or self.gpu.tdp_w)
 
-        def at(f: float):
+        def at(f):
             br = step_breakdown(self.model, self.gpu, self.tp, batch, mean_kv, pf_tokens, pf_ctx, self.cal, f,
                                 dp=self.dp)
-            return br, br.u_mem, br.u_comp, gpu_power_w(self.gpu, br.u_mem, br.u_comp, self.cal, f)
+            um = np.minimum(1.0, br.memory_ms / br.step_ms)
+            uc = np.minimum(1.0, br.compute_ms / br.step_ms)
+            return br, um, uc, gpu_power_w(self.gpu, um, uc, self.cal, f)
 
         br, um, uc, p = at(1.0)
-        if p <= cap:
+        over = np.asarray(p > cap)
+        if not over.any():
             return br, um, uc, p, 1.0
-        lo, hi = 0.2, 1.0           # DVFS: the lowest f whose power is under the cap
-        for _ in range(40):
-            mid = 0.5 * (lo + hi)
-            if at(mid)[3] > cap:
-                hi = mid
-            else:
-                lo = mid
-        br, um, uc, p = at(lo)
-        return br, um, uc, min(p, cap), lo
+        shape = np.shape(p)
+        lo, hi = np.full(shape, 0.2), np.ones(shape)          # P(lo) <= cap < P(hi)
+        g_lo, g_hi = np.asarray(at(0.2)[3] - cap, float) + np.zeros(shape), np.asarray(p - cap, float) + np.zeros(shape)
+        side = np.zeros(shape)
+        for _ in range(60):
+            f = np.clip(hi - g_hi * (hi - lo) / np.where(g_hi - g_lo > 0, g_hi - g_lo, 1.0), lo, hi)
+            g = np.asarray(at(f)[3] - cap, float) + np.zeros(shape)
+            up = g > 0
+            hi, g_hi = np.where(up, f, hi), np.where(up, g, g_hi)
+            lo, g_lo = np.where(up, lo, f), np.where(up, g_lo, g)
+            g_lo = np.where(up & (side == 1), g_lo / 2, g_lo)    # Illinois: halve the stale end
+            g_hi = np.where(~up & (side == -1), g_hi / 2, g_hi)
+            side = np.where(up, 1, -1)
+            if np.all((hi - lo < 1e-9) | (np.abs(g) < 1e-6)):
+                break
+        f = np.where(over, lo, 1.0)
+        if np.ndim(f) == 0:
+            f = float(f)
+        br, um, uc, p = at(f)
+        return br, um, uc, np.minimum(p, cap), f
 
     def operating_point(self, batch: float, mean_kv_tokens: float, prefill_tokens_per_step: float = 0.0,
                         prefill_ctx_tokens: float = 0.0) -> OperatingPoint:
         br, um, uc, p, f = self._power_and_freq(batch, mean_kv_tokens, prefill_tokens_per_step, prefill_ctx_tokens)
         dec = step_breakdown(self.model, self.gpu, self.tp, batch, mean_kv_tokens, cal=self.cal, freq_scale=f,
                              dp=self.dp)
-        tok_s = batch / br.step_ms * 1e3 if batch > 0 else 0.0
+        tok_s = np.where(np.asarray(batch) > 0, batch / br.step_ms * 1e3, 0.0)
+        tok_s = float(tok_s) if np.ndim(tok_s) == 0 else tok_s
         return OperatingPoint(batch, br.step_ms, dec.step_ms, prefill_tokens_per_step, tok_s, p,
                               self.gpus_per_instance * p, self.gpus_per_instance, f, um, uc)
 

@@ -91,111 +91,207 @@ class PoolSizing:
                 "cost_per_hour": self.usd_per_hour, "binding": ",".join(self.binding)}
 
 
-def weighted_quantile(x: np.ndarray, w: np.ndarray, q: float) -> float:
-    o = np.argsort(x)
-    c = np.cumsum(w[o]) / w.sum()
-    return float(x[o][min(np.searchsorted(c, q), len(c) - 1)])
+def weighted_quantile_rows(x: np.ndarray, w: np.ndarray, q: float) -> np.ndarray:
+    """Per row of x (weights w, rows summing to any positive mass) the smallest x whose
+    cumulative weight reaches q of the row's mass."""
+    o = np.argsort(x, axis=1, kind="stable")
+    xs, ws = np.take_along_axis(x, o, 1), np.take_along_axis(w, o, 1)
+    c = np.cumsum(ws, axis=1)
+    idx = np.minimum((c < q * c[:, -1:] * (1 - 1e-12)).sum(axis=1), x.shape[1] - 1)
+    return xs[np.arange(x.shape[0]), idx]
 
 
-def tpot_batch_cap(profile, kv_slots: int, mean_kv: float, pf_per_seq: float, pf_ctx: float,
-                   tpot_ms: float | None) -> tuple[int, float]:
+def _bisect_int(pred, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per element the largest n in [lo, hi) with pred true, given pred(lo) true and
+    pred(hi) false and pred monotone (true then false).  pred takes (n, index array)."""
+    lo, hi = lo.astype(np.int64).copy(), hi.astype(np.int64).copy()
+    while True:
+        act = np.flatnonzero(hi - lo > 1)
+        if not act.size:
+            return lo
+        mid = (lo[act] + hi[act]) // 2
+        ok = pred(mid, act)
+        lo[act] = np.where(ok, mid, lo[act])
+        hi[act] = np.where(ok, hi[act], mid)
+
+
+def tpot_batch_cap(profile, kv_slots, mean_kv, pf_per_seq, pf_ctx, tpot_ms: float | None):
     """Largest batch <= kv_slots whose mean step (prefill mixed in) is within tpot_ms, and
-    that step.  (0, step at 1) when even one sequence misses the target."""
-    def step(b):
-        return profile.operating_point(b, mean_kv, b * pf_per_seq, pf_ctx).step_ms
+    that step; 0 slots when even one sequence misses the target.  Arrays (one per pool)."""
+    kv_slots = np.maximum(np.asarray(kv_slots, np.int64), 1)
 
-    s_top = step(kv_slots)
-    if tpot_ms is None or s_top <= tpot_ms:
+    def step(b, idx=slice(None)):
+        return np.asarray(profile.operating_point(b, mean_kv[idx], b * pf_per_seq[idx], pf_ctx[idx]).step_ms,
+                          float) * np.ones(np.shape(b))
+
+    s_top = step(kv_slots.astype(float))
+    if tpot_ms is None:
         return kv_slots, s_top
-    if step(1) > tpot_ms:
-        return 0, step(1)
-    lo, hi = 1, kv_slots          # step(lo) <= tpot < step(hi); step rises with batch
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if step(mid) <= tpot_ms:
-            lo = mid
-        else:
-            hi = mid
-    return lo, step(lo)
+    slots, s = kv_slots.copy(), s_top.copy()
+    over = np.flatnonzero(s_top > tpot_ms)
+    if over.size:
+        s1 = step(np.ones(over.size), over)
+        fits = s1 <= tpot_ms
+        slots[over[~fits]], s[over[~fits]] = 0, s1[~fits]
+        srch = over[fits]
+        if srch.size:   # step(lo) <= tpot < step(hi); step rises with batch
+            best = _bisect_int(lambda n, i: step(n.astype(float), srch[i]) <= tpot_ms,
+                               np.ones(srch.size), kv_slots[srch])
+            slots[srch], s[srch] = best, step(best.astype(float), srch)
+    return slots, s
 
 
-def size_pool(profile, traffic: PoolTraffic, total_rate: float, lo: float, hi: float, window: int,
-              slo: Slo, admission: str = "reserve", host_w_per_gpu: float = 0.0,
-              usd_per_gpu_hour: float | None = None, prefill_all: np.ndarray | None = None) -> PoolSizing:
-    """Size one pool; raises InfeasibleError naming the SLO that no instance count can meet."""
-    gname = f"{profile.gpu.id}x{profile.tp}"
-    share = traffic.share
-    lam_s = total_rate * share
+@dataclass
+class PoolColumns:
+    """Many pools sized at once (arrays, one entry per pool; powers in W, rates per second).
+    ``error`` holds, per pool, why no instance count meets the SLOs (None when sized)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    window: np.ndarray
+    instances: np.ndarray
+    arrival_rate: np.ndarray
+    utilization: np.ndarray
+    slots: np.ndarray
+    batch: np.ndarray
+    kv_slots: np.ndarray
+    ttft_p99_ms: np.ndarray
+    tpot_p99_ms: np.ndarray
+    mean_service_ms: np.ndarray
+    power_per_gpu_w: np.ndarray
+    instance_power_w: np.ndarray
+    peak_instance_power_w: np.ndarray
+    tokens_per_s: np.ndarray
+    ttft_binds: np.ndarray
+    gpus_per_instance: int
+    usd_per_instance_hour: float
+    error: list
+
+    @property
+    def it_power_w(self) -> np.ndarray:
+        return self.instances * self.instance_power_w
+
+    def row(self, k: int, gpu: str, tp: int, admission: str) -> PoolSizing:
+        n = int(self.instances[k])
+        binding = ["ttft" if self.ttft_binds[k] else "utilization"]
+        if self.slots[k] < self.kv_slots[k]:
+            binding.append("tpot")
+        if self.arrival_rate[k] <= 0:
+            binding = []
+        return PoolSizing(float(self.lo[k]), float(self.hi[k]), gpu, tp, admission, n, n * self.gpus_per_instance,
+                          float(self.arrival_rate[k]), float(self.utilization[k]), int(self.slots[k]),
+                          float(self.batch[k]), int(self.kv_slots[k]), float(self.ttft_p99_ms[k]),
+                          float(self.tpot_p99_ms[k]), float(self.mean_service_ms[k]), float(self.power_per_gpu_w[k]),
+                          float(self.instance_power_w[k]), float(self.peak_instance_power_w[k]),
+                          float(self.it_power_w[k]), float(self.tokens_per_s[k]),
+                          n * self.usd_per_instance_hour, binding)
+
+
+def size_pools(profile, inp: np.ndarray, out: np.ndarray, w: np.ndarray, credit: np.ndarray, total_rate: float,
+               lo, hi, window, slo: Slo, admission: str = "reserve", host_w_per_gpu: float = 0.0,
+               usd_per_gpu_hour: float | None = None) -> PoolColumns:
+    """Size m pools on one profile at once.  Traffic is given as (m, n) arrays, one row per
+    pool, padded with zero weights; ``w`` is the share of all traffic (rows need not sum to
+    1).  Pools with no traffic get 0 instances.  See the module docstring for the model."""
+    m = inp.shape[0]
+    lo, hi, window = (np.asarray(x, float) * np.ones(m) for x in (lo, hi, window))
     gpus_per = getattr(profile, "gpus_per_instance", profile.tp)
     price = (profile.gpu.usd_per_gpu_hour if usd_per_gpu_hour is None else usd_per_gpu_hour) * gpus_per
     if hasattr(profile, "usd_per_hour"):
         price = profile.usd_per_hour
-    if lam_s <= 0:
-        return PoolSizing(lo, hi, profile.gpu.id, profile.tp, admission, 0, 0, 0.0, 0.0, 0, 0.0, 0, 0.0, 0.0, 0.0,
-                          0.0, 0.0, 0.0, 0.0, 0.0, 0.0, [])
-    w = traffic.w / share
-    inp, out = traffic.inp, traffic.out
-    e_in, e_out = float(w @ inp), float(w @ out)
-    mean_kv = float(w @ (out * (inp + out / 2.0))) / e_out        # time-average tokens held
-    kv_slots = profile.concurrency(window, mean_kv, admission)
-    if kv_slots <= 0:
-        raise InfeasibleError(f"pool ({lo:.0f}, {hi:.0f}] on {gname}: the KV cache cannot hold one {window}-token sequence")
-    pf_per_seq, pf_ctx = e_in / e_out, e_in / 2.0
-    if profile.mode != "physical":
-        pf_per_seq, pf_ctx = 0.0, 0.0
-    slots, step_ms = tpot_batch_cap(profile, kv_slots, mean_kv, pf_per_seq, pf_ctx, slo.tpot_p99_ms)
-    if slots == 0:
-        raise InfeasibleError(f"pool ({lo:.0f}, {hi:.0f}] on {gname}: TPOT SLO unreachable, one sequence "
-                              f"steps in {step_ms:.1f} ms > {slo.tpot_p99_ms:.1f} ms")
-    pre = profile.prefill_ms(inp) if prefill_all is None else prefill_all
-    pre = np.asarray(pre, float)
+    share = w.sum(axis=1)
+    lam_s = total_rate * share
+    err: list = [None] * m
+    act = np.flatnonzero(lam_s > 0)
+    z = np.zeros(m)
+    cols = PoolColumns(lo, hi, window, np.zeros(m, np.int64), lam_s, z.copy(), np.zeros(m, np.int64), z.copy(),
+                       np.zeros(m, np.int64), z.copy(), z.copy(), z.copy(), z.copy(), z.copy(), z.copy(), z.copy(),
+                       np.zeros(m, bool), gpus_per, price, err)
+    if not act.size:
+        return cols
+    gname = f"{profile.gpu.id}x{profile.tp}"
+
+    def fail(idx, msg):
+        for k in idx:
+            if err[k] is None:
+                err[k] = f"pool ({lo[k]:.0f}, {hi[k]:.0f}] on {gname}: " + msg(k)
+
+    wn = w[act] / share[act, None]
+    i_, o_ = inp[act], out[act]
+    e_in, e_out = (wn * i_).sum(1), (wn * o_).sum(1)
+    mean_kv = (wn * o_ * (i_ + o_ / 2.0)).sum(1) / e_out                # time-average tokens held
+    kv_slots = np.asarray(profile.concurrency(window[act], mean_kv, admission), np.int64) * np.ones(act.size, np.int64)
+    fail(act[kv_slots <= 0], lambda k: f"the KV cache cannot hold one {window[k]:.0f}-token sequence")
     if profile.mode == "physical":
-        svc = pre + out * step_ms
-        pre_q = weighted_quantile(pre, w, 0.99)
+        pf_per_seq, pf_ctx = e_in / e_out, e_in / 2.0
     else:
-        svc = np.asarray(profile.service_ms(inp, out, slots), float)
-        pre_q = float(w @ pre)
-    es = float(w @ svc)
-    cv2 = max(float(w @ svc**2) / es**2 - 1.0, 0.0)
-    if pre_q >= slo.ttft_p99_ms:
-        raise InfeasibleError(f"pool ({lo:.0f}, {hi:.0f}] on {gname}: TTFT SLO unreachable, prefill alone takes "
-                              f"{pre_q:.0f} ms > {slo.ttft_p99_ms:.0f} ms")
-    lam_ms = lam_s / 1e3
-    load = lam_ms * es                                        # busy slots (erlangs)
+        pf_per_seq, pf_ctx = np.zeros(act.size), np.zeros(act.size)
+    slots, step_ms = tpot_batch_cap(profile, kv_slots, mean_kv, pf_per_seq, pf_ctx, slo.tpot_p99_ms)
+    slots = np.where(kv_slots <= 0, 0, slots)
+    bad = act[(slots == 0) & (kv_slots > 0)]
+    fail(bad, lambda k: (f"TPOT SLO unreachable, one sequence steps in "
+                         f"{step_ms[np.searchsorted(act, k)]:.1f} ms > {slo.tpot_p99_ms:.1f} ms"))
+    pre = np.asarray(profile.prefill_ms(i_), float)
+    if profile.mode == "physical":
+        svc = pre + o_ * step_ms[:, None]
+        pre_q = weighted_quantile_rows(pre, wn, 0.99)
+    else:
+        svc = np.asarray(profile.service_ms(i_, o_, np.maximum(slots, 1)[:, None]), float)
+        pre_q = (wn * pre).sum(1)
+    es = (wn * svc).sum(1)
+    cv2 = np.maximum((wn * svc**2).sum(1) / es**2 - 1.0, 0.0)
+    fail(act[pre_q >= slo.ttft_p99_ms], lambda k: (f"TTFT SLO unreachable, prefill alone takes "
+                                                     f"{pre_q[np.searchsorted(act, k)]:.0f} ms > {slo.ttft_p99_ms:.0f} ms"))
+    good = np.array([err[k] is None for k in act])
+    sl = np.maximum(slots, 1).astype(float)
+    lam_ms = lam_s[act] / 1e3
+    load = lam_ms * es                                                    # busy slots (erlangs)
 
-    def ttft(n: int) -> float:
-        return wait_quantile_mgc(n * slots, lam_ms, es, cv2) + pre_q
+    def ttft(n, idx=slice(None)):
+        return wait_quantile_mgc(n * sl[idx], lam_ms[idx], es[idx], cv2[idx]) + pre_q[idx]
 
-    n_lo = max(1, math.floor(load / slots) + 1)
-    if ttft(n_lo) <= slo.ttft_p99_ms:
-        n_ttft = n_lo
-    else:
-        hi_n = n_lo * 2
-        while ttft(hi_n) > slo.ttft_p99_ms:
-            hi_n *= 2
-        lo_n = n_lo
-        while hi_n - lo_n > 1:
-            mid = (lo_n + hi_n) // 2
-            if ttft(mid) <= slo.ttft_p99_ms:
-                hi_n = mid
-            else:
-                lo_n = mid
-        n_ttft = hi_n
-    n_util = math.ceil(load / (slo.max_utilization * slots) - 1e-12)
-    n = max(n_ttft, n_util)
-    binding = ["ttft" if n_ttft > n_util else "utilization"]
-    if slots < kv_slots:
-        binding.append("tpot")
-    rho = load / (n * slots)
-    batch = rho * slots
-    op = profile.operating_point(max(batch, 1.0), mean_kv, max(batch, 1.0) * pf_per_seq, pf_ctx)
-    if batch < 1.0:     # the instance idles part of the time
-        p_gpu = profile.idle_power_w() + batch * (op.power_per_gpu_w - profile.idle_power_w())
-    else:
-        p_gpu = op.power_per_gpu_w
-    peak = profile.operating_point(slots, mean_kv, slots * pf_per_seq, pf_ctx).power_per_gpu_w
-    inst_w = gpus_per * (p_gpu + host_w_per_gpu)
-    tok_s = lam_s * float(w @ traffic.credit)
-    return PoolSizing(lo, hi, profile.gpu.id, profile.tp, admission, n, n * gpus_per, lam_s, rho, slots, batch,
-                      kv_slots, ttft(n), step_ms, es, p_gpu, inst_w, gpus_per * (peak + host_w_per_gpu),
-                      n * inst_w, tok_s, n * price, binding)
+    n_lo = np.floor(load / sl) + 1                                        # least stable count
+    n_util = np.ceil(load / (slo.max_utilization * sl) - 1e-12)
+    n = np.maximum(n_lo, n_util)
+    late = np.flatnonzero(good & (ttft(n) > slo.ttft_p99_ms))
+    if late.size:               # TTFT binds: double, then bisect on the least n meeting it
+        hi_n = n[late] * 2
+        while True:
+            still = ttft(hi_n, late) > slo.ttft_p99_ms
+            if not still.any():
+                break
+            hi_n = np.where(still, hi_n * 2, hi_n)
+        # largest n with ttft > slo, plus one
+        n[late] = _bisect_int(lambda v, i: ttft(v.astype(float), late[i]) > slo.ttft_p99_ms, n[late], hi_n) + 1
+    ttft_binds = (n > n_util) & good
+    rho = load / (n * sl)
+    batch = rho * sl
+    b1 = np.maximum(batch, 1.0)
+    p_op = np.asarray(profile.operating_point(b1, mean_kv, b1 * pf_per_seq, pf_ctx).power_per_gpu_w, float)
+    idle = profile.idle_power_w()
+    p_gpu = np.where(batch < 1.0, idle + batch * (p_op - idle), p_op)    # the instance idles part of the time
+    peak = np.asarray(profile.operating_point(sl, mean_kv, sl * pf_per_seq, pf_ctx).power_per_gpu_w, float)
+    tok_s = lam_s[act] * (wn * credit[act]).sum(1)
+    g = act[good]
+    for name, val in (("instances", n), ("utilization", rho), ("slots", slots), ("batch", batch),
+                      ("kv_slots", kv_slots), ("ttft_p99_ms", ttft(n)), ("tpot_p99_ms", step_ms),
+                      ("mean_service_ms", es), ("power_per_gpu_w", p_gpu),
+                      ("instance_power_w", gpus_per * (p_gpu + host_w_per_gpu)),
+                      ("peak_instance_power_w", gpus_per * (peak + host_w_per_gpu)), ("tokens_per_s", tok_s),
+                      ("ttft_binds", ttft_binds)):
+        arr = getattr(cols, name)
+        arr[g] = np.asarray(val)[good].astype(arr.dtype)
+    return cols
+
+
+def size_pool(profile, traffic: PoolTraffic, total_rate: float, lo: float, hi: float, window: int,
+              slo: Slo, admission: str = "reserve", host_w_per_gpu: float = 0.0,
+              usd_per_gpu_hour: float | None = None) -> PoolSizing:
+    """Size one pool (``size_pools`` with one row); raises InfeasibleError naming the SLO
+    that no instance count can meet."""
+    t = traffic
+    cols = size_pools(profile, t.inp[None, :], t.out[None, :], t.w[None, :], t.credit[None, :], total_rate,
+                      lo, hi, window, slo, admission, host_w_per_gpu, usd_per_gpu_hour)
+    if cols.error[0]:
+        raise InfeasibleError(cols.error[0])
+    return cols.row(0, profile.gpu.id, profile.tp, admission)

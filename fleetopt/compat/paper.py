@@ -13,7 +13,6 @@ Their flaws are reproduced deliberately; ``physical`` mode repairs them (README)
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,9 +49,10 @@ class SigmoidPower:
     k: float
     x0: float
 
-    def __call__(self, batch: float) -> float:
-        b = max(1, int(math.floor(batch)))
-        return (self.nom_w - self.idle_w) / (1.0 + math.exp(-self.k * (math.log2(b) - self.x0))) + self.idle_w
+    def __call__(self, batch):
+        b = np.maximum(1.0, np.floor(batch))
+        p = (self.nom_w - self.idle_w) / (1.0 + np.exp(-self.k * (np.log2(b) - self.x0))) + self.idle_w
+        return float(p) if np.ndim(p) == 0 else p
 
 
 #: Per-GPU power curves of the paper (note section 1).
@@ -99,10 +99,12 @@ class ManualProfile(_PaperPoints):
         """iter(n, Lbar) = W + H (Lbar / L_cal) n."""
         return self.p.w_ms + self.p.h_ms * (mean_len_tokens / self.p.l_cal) * n
 
-    def n_slots(self, ctx_tokens: int) -> int:
-        """min(max_slots x L_cal // ctx, total_kv_blocks // ceil(ctx / blk))."""
-        return int(min(self.p.max_slots * self.p.l_cal // ctx_tokens,
-                       self.p.total_kv_blocks // math.ceil(ctx_tokens / self.p.blk)))
+    def n_slots(self, ctx_tokens):
+        """min(max_slots x L_cal // ctx, total_kv_blocks // ceil(ctx / blk)); scalar or array."""
+        ctx = np.asarray(ctx_tokens, np.int64)
+        n = np.minimum(self.p.max_slots * self.p.l_cal // ctx,
+                       self.p.total_kv_blocks // np.ceil(ctx / self.p.blk).astype(np.int64))
+        return int(n) if n.ndim == 0 else n
 
     def kv_capacity_tokens(self) -> int:
         return self.p.total_kv_blocks * self.p.blk
@@ -168,7 +170,8 @@ class ComputedProfile(_PaperPoints):
         return max(blocks, 0) * 16
 
     def concurrency(self, window_tokens: int, mean_held_tokens: float = 0.0, admission: Admission = "reserve") -> int:
-        return self.kv_capacity_tokens() // window_tokens
+        n = self.kv_capacity_tokens() // np.asarray(window_tokens, np.int64)
+        return int(n) if n.ndim == 0 else n
 
     def power_w(self, batch: float, mean_len_tokens: float) -> float:
         w = self.w_power_ms if self.w_power_ms is not None else self.w_ms
@@ -176,7 +179,8 @@ class ComputedProfile(_PaperPoints):
         it = w + nh
         kv_frac = nh / it
         compute_frac = 2 * self.params / self.tp * batch / (it * 1e-3 * self.gpu.bf16_flops)
-        return self.gpu.tdp_w * (0.43 + 0.43 * min(1.0, kv_frac + compute_frac))
+        p = self.gpu.tdp_w * (0.43 + 0.43 * np.minimum(1.0, kv_frac + compute_frac))
+        return float(p) if np.ndim(p) == 0 else p
 
     def operating_point(self, batch: float, mean_kv_tokens: float, prefill_tokens_per_step: float = 0.0,
                         prefill_ctx_tokens: float = 0.0) -> OperatingPoint:

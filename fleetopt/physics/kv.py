@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from fleetopt.catalog import DTYPE_BYTES, Gpu, Model
 
 #: vLLM's paged-attention block size, tokens (vLLM default ``--block-size 16``).
@@ -67,22 +69,28 @@ def kv_capacity_tokens(model: Model, gpu: Gpu, tp: int,
     return max(0, int(budget // per_block)) * BLOCK_TOKENS
 
 
-def blocks_for_tokens(tokens: float) -> int:
-    """Paged blocks a sequence of ``tokens`` occupies."""
-    return max(1, math.ceil(tokens / BLOCK_TOKENS))
+def _scalar_or_array(x, kind=int):
+    """A 0-d result as a Python scalar, arrays unchanged (these functions take both)."""
+    x = np.asarray(x)
+    return kind(x) if x.ndim == 0 else x
 
 
-def concurrency_reserve(kv_tokens: int, window_tokens: int, max_num_seqs: int | None = None) -> int:
+def blocks_for_tokens(tokens):
+    """Paged blocks a sequence of ``tokens`` occupies (scalar or array)."""
+    return _scalar_or_array(np.maximum(1, np.ceil(np.asarray(tokens, float) / BLOCK_TOKENS)).astype(np.int64))
+
+
+def concurrency_reserve(kv_tokens: int, window_tokens, max_num_seqs: int | None = None):
     """Sequences when each reserves its whole window: kv_tokens // window (vLLM's "maximum
-    concurrency for max_model_len tokens per request"; the 1/W paper's n_max)."""
-    n = kv_tokens // (blocks_for_tokens(window_tokens) * BLOCK_TOKENS)
-    return int(min(n, max_num_seqs)) if max_num_seqs else int(n)
+    concurrency for max_model_len tokens per request"; the 1/W paper's n_max).  Scalar or array."""
+    n = kv_tokens // (np.asarray(blocks_for_tokens(window_tokens)) * BLOCK_TOKENS)
+    return _scalar_or_array(np.minimum(n, max_num_seqs) if max_num_seqs else n)
 
 
-def concurrency_paged(kv_tokens: int, mean_held_tokens: float, max_num_seqs: int = DEFAULT_MAX_NUM_SEQS) -> int:
+def concurrency_paged(kv_tokens: int, mean_held_tokens, max_num_seqs: int = DEFAULT_MAX_NUM_SEQS):
     """Sequences admitted by the tokens actually held (vLLM paged KV): pool blocks / mean
     blocks per sequence (mean tokens / block size + half a block of rounding), capped by
-    max_num_seqs."""
+    max_num_seqs.  Scalar or array."""
     blocks = kv_tokens // BLOCK_TOKENS
-    per_seq = mean_held_tokens / BLOCK_TOKENS + 0.5
-    return int(min(max_num_seqs, blocks // per_seq))
+    per_seq = np.asarray(mean_held_tokens, float) / BLOCK_TOKENS + 0.5
+    return _scalar_or_array(np.minimum(max_num_seqs, blocks // per_seq).astype(np.int64))
