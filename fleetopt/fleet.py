@@ -116,48 +116,60 @@ def build_workload(inst: Instance, base: Path) -> tuple[LengthDist, float]:
     return dist, float(wl.arrival_rate)
 
 
+def pool_traffic(dist: LengthDist, lo: float, hi: float, next_hi: float | None,
+                 compress=None) -> tuple[PoolTraffic, int]:
+    """The traffic of the pool of routing keys (lo, hi] and its window.  ``next_hi`` is the
+    next pool's upper bound (math.inf when the next pool is the last), None when this pool
+    is the last: requests beyond ``hi`` are then clamped into it (lengths scaled to fit
+    its window).  With ``compress``, a fraction ``success`` of the requests with key in
+    (B, gamma x B] (B = hi, taken from the next pool) are served here compressed to fit,
+    and this pool likewise gives up that fraction of its own keys in (lo, gamma x lo]."""
+    last = next_hi is None
+    s = dist.slice(lo, math.inf if last else hi)
+    inp, out, w, key = dist.inp[s].copy(), dist.out[s].copy(), dist.w[s].copy(), dist.key[s]
+    tot = inp + out
+    over = tot > hi
+    if last and over.any():
+        f = np.where(over, hi / tot, 1.0)
+        inp, out = np.maximum(np.floor(inp * f), 1.0), np.maximum(np.floor(out * f), 1.0)
+    cred = out.copy()
+    if compress is not None and compress.success > 0:
+        if lo > 0:              # own requests that the pool below serves compressed
+            gone = key <= compress.gamma * lo
+            if compress.accounting == "consistent":
+                gone &= out < lo
+            w = np.where(gone, w * (1 - compress.success), w)
+        if not last:            # the next pool's requests this pool serves compressed
+            s2 = dist.slice(hi, next_hi)
+            i, o, k2 = dist.inp[s2], dist.out[s2], dist.key[s2]
+            sel = k2 <= compress.gamma * hi
+            if compress.accounting == "consistent":
+                sel &= o < hi
+            if sel.any():
+                i, o, w2 = i[sel], o[sel], dist.w[s2][sel] * compress.success
+                if compress.accounting == "paper":   # served at length B, credited uncompressed
+                    f = hi / (i + o)
+                    ci, co, cr = i * f, o * f, o
+                else:                                # prompt compressed to B - output; output served and credited
+                    ci, co, cr = np.maximum(hi - o, 1.0), o, o
+                inp, out = np.concatenate([inp, ci]), np.concatenate([out, co])
+                w, cred = np.concatenate([w, w2]), np.concatenate([cred, cr])
+    window = int(max(hi, float(np.max(inp + out)) if len(inp) else hi))
+    return PoolTraffic(inp, out, w, cred), window
+
+
 def route(dist: LengthDist, uppers: list[int], compress=None) -> list[tuple[PoolTraffic, int]]:
-    """Split the distribution over pools by routing key; returns (traffic, window) per pool.
-    Requests beyond the last upper bound are clamped into the last pool (lengths scaled to
-    fit its window).  With ``compress``, a fraction ``success`` of the next pool's requests
-    with key <= gamma x B are served by the pool of window B, compressed to fit."""
+    """Split the distribution over pools by routing key; (traffic, window) per pool (see
+    ``pool_traffic``)."""
+    return [pool_traffic(dist, lo, hi, nx, compress) for lo, hi, nx in pool_bounds(uppers)]
+
+
+def pool_bounds(uppers: list[int]) -> list[tuple[float, int, float | None]]:
+    """(lo, hi, next_hi) of each pool of a topology, as ``pool_traffic`` takes them."""
     n = len(uppers)
     lows = [0] + uppers[:-1]
-    parts = []
-    for k, (lo, hi) in enumerate(zip(lows, uppers)):
-        s = dist.slice(lo, math.inf if k == n - 1 else hi)
-        inp, out, w = dist.inp[s].copy(), dist.out[s].copy(), dist.w[s].copy()
-        tot = inp + out
-        over = tot > hi
-        if k == n - 1 and over.any():
-            f = np.where(over, hi / tot, 1.0)
-            inp, out = np.maximum(np.floor(inp * f), 1.0), np.maximum(np.floor(out * f), 1.0)
-        parts.append([inp, out, w, out.copy()])
-    if compress is not None and n > 1:
-        for k in range(n - 1):
-            b = uppers[k]
-            nxt = parts[k + 1]
-            key_next = dist.key[dist.slice(b, math.inf if k + 1 == n - 1 else uppers[k + 1])]
-            sel = (key_next > b) & (key_next <= compress.gamma * b)
-            if compress.accounting == "consistent":
-                sel &= nxt[1] < b
-            if not sel.any() or compress.success <= 0:
-                continue
-            i, o, w = nxt[0][sel], nxt[1][sel], nxt[2][sel] * compress.success
-            if compress.accounting == "paper":   # served at length B in the same split, credited uncompressed
-                f = b / (i + o)
-                ci, co, cred = i * f, o * f, o
-            else:                                # prompt compressed to B - output; output served and credited
-                ci, co, cred = np.maximum(b - o, 1.0), o, o
-            cur = parts[k]
-            parts[k] = [np.concatenate([cur[0], ci]), np.concatenate([cur[1], co]),
-                        np.concatenate([cur[2], w]), np.concatenate([cur[3], cred])]
-            nxt[2] = np.where(sel, nxt[2] * (1 - compress.success), nxt[2])
-    out = []
-    for (inp, o, w, cred), hi in zip(parts, uppers):
-        window = int(max(hi, float(np.max(inp + o)) if len(inp) else hi))
-        out.append((PoolTraffic(inp, o, w, cred), window))
-    return out
+    nexts = [math.inf if k + 1 == n - 1 else (uppers[k + 1] if k + 1 < n else None) for k in range(n)]
+    return list(zip(lows, uppers, nexts))
 
 
 def _cdf_at(knots, x: float) -> float:
@@ -209,34 +221,49 @@ def paper_mc_lengths(sub, window: int, input_share: float, samples: int, seed: i
     return inp, out
 
 
-def route_paper_cdf(knots, input_share: float, uppers: list[int], compress=None,
-                    samples: int | None = None, seed: int = 42) -> list[tuple[PoolTraffic, int]]:
-    """Paper-mode routing of a CDF workload: each pool samples its own sub-CDF (see
-    ``paper_sub_cdf``), lengths clamped to the pool window; compress-and-route with gamma
-    moves the short pool's split to gamma x B while its window stays B (the paper's
-    FleetOpt rows).  With ``samples`` the pool's lengths are the published simulator's
-    Monte-Carlo draws (``paper_mc_lengths``) instead of exact quadrature."""
-    splits = list(uppers)
-    if compress is not None and len(uppers) > 1:
-        splits = [int(compress.gamma * b) if k < len(uppers) - 1 else b for k, b in enumerate(uppers)]
-    out, lo = [], 0.0
-    for k, (hi_split, window) in enumerate(zip(splits, uppers)):
-        hi = math.inf if k == len(uppers) - 1 else hi_split
-        sub, share = paper_sub_cdf(knots, lo, min(hi, knots[-1][0]))
-        lo = hi_split
-        if share <= 0:
-            out.append((PoolTraffic(np.ones(1), np.ones(1), np.zeros(1), np.ones(1)), window))
-            continue
-        d = from_cdf(sub, input_share)
-        if samples:                      # sized from the draws; tokens credited as below
-            inp, o = paper_mc_lengths(sub, window, input_share, samples, seed)
-            cred = np.full(samples, float(d.w @ d.out))
-            out.append((PoolTraffic(inp, o, np.full(samples, share / samples), cred), window))
-            continue
-        tot = d.inp + d.out
-        f = np.where(tot > window, window / tot, 1.0)
-        out.append((PoolTraffic(d.inp * f, d.out * f, d.w * share, d.out.copy()), window))
-    return out
+def paper_pool_traffic(knots, input_share: float, lo_split: float, hi_split: float, window: int,
+                       samples: int | None = None, seed: int = 42) -> tuple[PoolTraffic, int]:
+    """Paper-mode traffic of the pool sampling keys (lo_split, hi_split] (hi_split = inf for
+    the last pool) with window ``window``: its own sub-CDF (``paper_sub_cdf``), lengths
+    clamped to the window; with ``samples`` the lengths are the published simulator's
+    Monte-Carlo draws (``paper_mc_lengths``), tokens credited by the exact integral."""
+    sub, share = paper_sub_cdf(knots, lo_split, min(hi_split, knots[-1][0]))
+    if share <= 0:
+        return PoolTraffic(np.ones(1), np.ones(1), np.zeros(1), np.ones(1)), window
+    d = from_cdf(sub, input_share)
+    if samples:
+        inp, o = paper_mc_lengths(sub, window, input_share, samples, seed)
+        cred = np.full(samples, float(d.w @ d.out))
+        return PoolTraffic(inp, o, np.full(samples, share / samples), cred), window
+    tot = d.inp + d.out
+    f = np.where(tot > window, window / tot, 1.0)
+    return PoolTraffic(d.inp * f, d.out * f, d.w * share, d.out.copy()), window
+
+
+class Router:
+    """The instance's routing, pool by pool: paper mode on a CDF workload keeps the
+    published sub-CDF construction, everything else routes the distribution by key.
+    ``pool(lo, hi, next_hi)`` gives one pool's (traffic, window); ``next_hi`` as in
+    ``pool_traffic`` (None for the last pool)."""
+
+    def __init__(self, inst: Instance, dist: LengthDist):
+        d, comp = inst.workload.distribution, inst.pools.compress
+        self.dist, self.compress = dist, comp
+        self.paper = (inst.mode == "paper" and d.type == "cdf" and d.knots is not None
+                      and (comp is None or comp.accounting == "paper"))
+        self.d = d
+
+    def pool(self, lo: float, hi: float, next_hi: float | None) -> tuple[PoolTraffic, int]:
+        if not self.paper:
+            return pool_traffic(self.dist, lo, hi, next_hi, self.compress)
+        g = self.compress.gamma if self.compress is not None else 1.0
+        lo_split = int(g * lo) if lo > 0 else 0.0
+        hi_split = math.inf if next_hi is None else int(g * hi)
+        return paper_pool_traffic(self.d.knots, self.d.input_share, lo_split, hi_split, int(hi),
+                                  self.d.samples, self.d.seed)
+
+    def route(self, uppers: list[int]) -> list[tuple[PoolTraffic, int]]:
+        return [self.pool(lo, hi, nx) for lo, hi, nx in pool_bounds(uppers)]
 
 
 def make_pool_profile(inst: Instance, gpu: str, tp: int, catalog=None):
@@ -287,12 +314,7 @@ def evaluate(inst: Instance, base: Path, topology: list[PoolChoice], admission: 
     slo = Slo(inst.slo.ttft_p99_ms, inst.slo.tpot_p99_ms, inst.slo.max_utilization)
     host_per_gpu = inst.power.host_w_per_node / GPUS_PER_NODE
     uppers = [p.upper for p in topology]
-    d = inst.workload.distribution
-    comp = inst.pools.compress
-    if inst.mode == "paper" and d.type == "cdf" and d.knots is not None and (comp is None or comp.accounting == "paper"):
-        routed = route_paper_cdf(d.knots, d.input_share, uppers, inst.pools.compress, d.samples, d.seed)
-    else:
-        routed = route(dist, uppers, inst.pools.compress)
+    routed = Router(inst, dist).route(uppers)
     pools, lows = [], [0] + [p.upper for p in topology[:-1]]
     for choice, lo, (traffic, window) in zip(topology, lows, routed):
         prof = make_pool_profile(inst, choice.gpu, choice.tp, cat)
