@@ -110,8 +110,100 @@ class PhysicalProfile:
     def _power_and_freq(self, batch, mean_kv, pf_tokens, pf_ctx):
         """Step breakdown, utilisations, per-GPU power and clock scale; scalar or array.
         Over the cap (TDP or the user's), DVFS lowers the clock to the f in [0.2, 1] where
-        power meets the cap: the Illinois variant of regula falsi on P(f) - cap, which is
-        smooth and rising in f (converges in a handful of steps; bisection needs ~40)."""
+        power meets the cap (``_dvfs_scale``)."""
+        cap = min(self.gpu.tdp_w, self.power_cap_w or self.gpu.tdp_w)
+
+        def at(f):
+            br = step_breakdown(self.model, self.gpu, self.tp, batch, mean_kv, pf_tokens, pf_ctx, self.cal, f,
+                                dp=self.dp)
+            um = np.minimum(1.0, br.memory_ms / br.step_ms)
+            uc = np.minimum(1.0, br.compute_ms / br.step_ms)
+            return br, um, uc, gpu_power_w(self.gpu, um, uc, self.cal, f)
+
+        br, um, uc, p = at(1.0)
+        over = np.asarray(p > cap)
+        if not over.any():
+            return br, um, uc, p, 1.0
+        if np.ndim(p) == 0:
+            f = self._dvfs_scale(batch, mean_kv, pf_tokens, pf_ctx, cap)
+        else:                       # iterate on the over-cap points only
+            idx = np.flatnonzero(over)
+            sub = [np.broadcast_to(np.asarray(x, float), np.shape(p))[idx] for x in (batch, mean_kv, pf_tokens, pf_ctx)]
+            f = np.ones(np.shape(p))
+            f[idx] = self._dvfs_scale(*sub, cap)
+        br, um, uc, p = at(f)
+        return br, um, uc, np.minimum(p, cap), f
+
+    def _dvfs_scale(self, batch, mean_kv, pf_tokens, pf_ctx, cap):
+        """The clock scale f in [0.2, 1] where power meets ``cap`` (P(1) > cap assumed):
+        Illinois regula falsi on P(f) - cap, smooth and rising in f."""
+        def g_of(f):
+            br = step_breakdown(self.model, self.gpu, self.tp, batch, mean_kv, pf_tokens, pf_ctx, self.cal, f,
+                                dp=self.dp)
+            um = np.minimum(1.0, br.memory_ms / br.step_ms)
+            uc = np.minimum(1.0, br.compute_ms / br.step_ms)
+            return np.asarray(gpu_power_w(self.gpu, um, uc, self.cal, f) - cap, float)
+
+        shape = np.shape(batch)
+        lo, hi = np.full(shape, 0.2), np.ones(shape)          # P(lo) <= cap < P(hi)
+        g_lo, g_hi = g_of(lo) + np.zeros(shape), g_of(hi) + np.zeros(shape)
+        side = np.zeros(shape)
+        for _ in range(60):
+            f = np.clip(hi - g_hi * (hi - lo) / np.where(g_hi - g_lo > 0, g_hi - g_lo, 1.0), lo, hi)
+            g = g_of(f) + np.zeros(shape)
+            up = g > 0
+            hi, g_hi = np.where(up, f, hi), np.where(up, g, g_hi)
+            lo, g_lo = np.where(up, lo, f), np.where(up, g_lo, g)
+            g_lo = np.where(up & (side == 1), g_lo / 2, g_lo)    # Illinois: halve the stale end
+            g_hi = np.where(~up & (side == -1), g_hi / 2, g_hi)
+            side = np.where(up, 1, -1)
+            if np.all((hi - lo < 1e-9) | (np.abs(g) < 1e-6)):
+                break
+        return float(lo) if np.ndim(lo) == 0 else lo
+
+    def operating_point(self, batch: float, mean_kv_tokens: float, prefill_tokens_per_step: float = 0.0,
+                        prefill_ctx_tokens: float = 0.0) -> OperatingPoint: ...
+    def prefill_ms(self, prompt_tokens: float) -> float: ...
+    def service_ms(self, prompt_tokens: float, output_tokens: float, batch: float) -> float: ...
+    def idle_power_w(self) -> float: ...
+    def saturation(self, window_tokens: int, output_tokens: int, admission: Admission) -> tuple[int, OperatingPoint | None]: ...
+    def query_point(self, batch: int, prompt_tokens: int, output_tokens: int) -> tuple[OperatingPoint, float]: ...
+
+
+@dataclass(frozen=True)
+class PhysicalProfile:
+    """Physical mode: memory, roofline and power from the catalog and ``Calibration``."""
+
+    model: Model
+    gpu: Gpu
+    tp: int
+    cal: Calibration = DEFAULT
+    gpu_memory_utilization: float = kvm.DEFAULT_GPU_MEMORY_UTILIZATION
+    max_num_seqs: int = kvm.DEFAULT_MAX_NUM_SEQS
+    chunk_tokens: int = kvm.DEFAULT_MAX_BATCHED_TOKENS
+    power_cap_w: float | None = None
+    """Per-GPU power cap (nvidia-smi -pl); None = TDP."""
+    dp: int = 1
+    """Data-parallel attention ranks with expert parallelism (MoE); the instance has tp x dp GPUs."""
+    mode: str = field(default="physical")
+
+    @property
+    def gpus_per_instance(self) -> int:
+        return self.tp * self.dp
+
+    def kv_capacity_tokens(self) -> int:
+        return kvm.kv_capacity_tokens(self.model, self.gpu, self.tp, self.gpu_memory_utilization)
+
+    def concurrency(self, window_tokens: int, mean_held_tokens: float, admission: Admission = "reserve") -> int:
+        kv = self.kv_capacity_tokens()
+        if admission == "reserve":
+            return kvm.concurrency_reserve(kv, window_tokens, self.max_num_seqs)
+        return kvm.concurrency_paged(kv, mean_held_tokens, self.max_num_seqs)
+
+    def _power_and_freq(self, batch, mean_kv, pf_tokens, pf_ctx):
+        """Step breakdown, utilisations, per-GPU power and clock scale; scalar or array.
+        Over the cap (TDP or the user's), DVFS lowers the clock to the f in [0.2, 1] where
+        power meets the cap (``_dvfs_scale``)."""
         cap = min(self.gpu.tdp_w, self.power_cap_w or self.gpu.tdp_w)
 
         def at(f):

@@ -91,14 +91,53 @@ class PoolSizing:
                 "cost_per_hour": self.usd_per_hour, "binding": ",".join(self.binding)}
 
 
-def weighted_quantile_rows(x: np.ndarray, w: np.ndarray, q: float) -> np.ndarray:
-    """Per row of x (weights w, rows summing to any positive mass) the smallest x whose
-    cumulative weight reaches q of the row's mass."""
-    o = np.argsort(x, axis=1, kind="stable")
-    xs, ws = np.take_along_axis(x, o, 1), np.take_along_axis(w, o, 1)
-    c = np.cumsum(ws, axis=1)
-    idx = np.minimum((c < q * c[:, -1:] * (1 - 1e-12)).sum(axis=1), x.shape[1] - 1)
-    return xs[np.arange(x.shape[0]), idx]
+@dataclass
+class TrafficBatch:
+    """The traffic of m pools as ragged arrays (``seg`` = pool index of each point) with
+    the statistics that do not depend on the GPU: computed once, reused for every config."""
+
+    seg: np.ndarray
+    inp: np.ndarray
+    out: np.ndarray
+    w: np.ndarray
+    credit: np.ndarray
+    share: np.ndarray
+    e_in: np.ndarray
+    e_out: np.ndarray
+    mean_kv: np.ndarray
+    """Time-average tokens a sequence holds: E[out (in + out/2)] / E[out]."""
+    inp_q99: np.ndarray
+    """Weighted P99 of the prompt length per pool (prefill time rises with it, so the P99
+    prefill is the prefill of this prompt)."""
+    credit_mean: np.ndarray
+    uniq_inp: np.ndarray
+    inv: np.ndarray
+
+    @property
+    def m(self) -> int:
+        return len(self.share)
+
+    @classmethod
+    def of(cls, traffics: list[PoolTraffic]) -> "TrafficBatch":
+        m = len(traffics)
+        seg = np.repeat(np.arange(m), [len(t.w) for t in traffics])
+        inp, out, w, cred = (np.concatenate([getattr(t, f) for t in traffics]).astype(float)
+                             for f in ("inp", "out", "w", "credit"))
+        share = np.bincount(seg, w, m)
+        safe = np.where(share > 0, share, 1.0)
+        e_in, e_out = np.bincount(seg, w * inp, m) / safe, np.bincount(seg, w * out, m) / safe
+        mean_kv = np.bincount(seg, w * out * (inp + out / 2.0), m) / safe / np.where(e_out > 0, e_out, 1.0)
+        o = np.lexsort((inp, seg))                      # by pool, then prompt length
+        cs = np.cumsum(w[o])
+        start = np.searchsorted(seg[o], np.arange(m))
+        before = np.where(start > 0, cs[np.maximum(start - 1, 0)], 0.0)
+        rel = cs - before[seg[o]]
+        reached = rel >= 0.99 * share[seg[o]] * (1 - 1e-12)
+        first = np.full(m, len(o) - 1)
+        np.minimum.at(first, seg[o][reached], np.flatnonzero(reached))
+        uniq, inv = np.unique(inp, return_inverse=True)
+        return cls(seg, inp, out, w, cred, share, e_in, e_out, mean_kv, inp[o][first],
+                   np.bincount(seg, w * cred, m) / safe, uniq, inv)
 
 
 def _bisect_int(pred, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -113,6 +152,31 @@ def _bisect_int(pred, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         ok = pred(mid, act)
         lo[act] = np.where(ok, mid, lo[act])
         hi[act] = np.where(ok, hi[act], mid)
+
+
+def _search_rising(f, target: float, lo: np.ndarray, hi: np.ndarray, f_lo: np.ndarray, f_hi: np.ndarray):
+    """Per element the largest integer n in [lo, hi) with f(n) <= target, for f rising in n
+    with f(lo) <= target < f(hi).  Interpolation steps (step time is nearly affine in the
+    batch) alternate with bisection steps, so the worst case stays logarithmic.
+    f takes (n, index array)."""
+    lo, hi = lo.astype(np.int64).copy(), hi.astype(np.int64).copy()
+    f_lo, f_hi = f_lo.astype(float).copy(), f_hi.astype(float).copy()
+    interp = True
+    while True:
+        act = np.flatnonzero(hi - lo > 1)
+        if not act.size:
+            return lo
+        l, h = lo[act], hi[act]
+        if interp:
+            frac = (target - f_lo[act]) / np.maximum(f_hi[act] - f_lo[act], 1e-300)
+            mid = np.clip(l + np.floor(frac * (h - l)).astype(np.int64), l + 1, h - 1)
+        else:
+            mid = (l + h) // 2
+        interp = not interp
+        v = f(mid, act)
+        ok = v <= target
+        lo[act], f_lo[act] = np.where(ok, mid, l), np.where(ok, v, f_lo[act])
+        hi[act], f_hi[act] = np.where(ok, h, mid), np.where(ok, f_hi[act], v)
 
 
 def tpot_batch_cap(profile, kv_slots, mean_kv, pf_per_seq, pf_ctx, tpot_ms: float | None):
@@ -135,10 +199,11 @@ def tpot_batch_cap(profile, kv_slots, mean_kv, pf_per_seq, pf_ctx, tpot_ms: floa
         slots[over[~fits]], s[over[~fits]] = 0, s1[~fits]
         srch = over[fits]
         if srch.size:   # step(lo) <= tpot < step(hi); step rises with batch
-            best = _bisect_int(lambda n, i: step(n.astype(float), srch[i]) <= tpot_ms,
-                               np.ones(srch.size), kv_slots[srch])
+            best = _search_rising(lambda n, i: step(n.astype(float), srch[i]), tpot_ms, np.ones(srch.size),
+                                  kv_slots[srch], s1[fits], s_top[srch])
             slots[srch], s[srch] = best, step(best.astype(float), srch)
     return slots, s
+
 
 
 @dataclass
@@ -187,20 +252,18 @@ class PoolColumns:
                           n * self.usd_per_instance_hour, binding)
 
 
-def size_pools(profile, inp: np.ndarray, out: np.ndarray, w: np.ndarray, credit: np.ndarray, total_rate: float,
-               lo, hi, window, slo: Slo, admission: str = "reserve", host_w_per_gpu: float = 0.0,
+def size_pools(profile, tb: TrafficBatch, total_rate: float, lo, hi, window, slo: Slo,
+               admission: str = "reserve", host_w_per_gpu: float = 0.0,
                usd_per_gpu_hour: float | None = None) -> PoolColumns:
-    """Size m pools on one profile at once.  Traffic is given as (m, n) arrays, one row per
-    pool, padded with zero weights; ``w`` is the share of all traffic (rows need not sum to
-    1).  Pools with no traffic get 0 instances.  See the module docstring for the model."""
-    m = inp.shape[0]
+    """Size the m pools of ``tb`` on one profile at once.  Pools with no traffic get 0
+    instances.  See the module docstring for the model."""
+    m = tb.m
     lo, hi, window = (np.asarray(x, float) * np.ones(m) for x in (lo, hi, window))
     gpus_per = getattr(profile, "gpus_per_instance", profile.tp)
     price = (profile.gpu.usd_per_gpu_hour if usd_per_gpu_hour is None else usd_per_gpu_hour) * gpus_per
     if hasattr(profile, "usd_per_hour"):
         price = profile.usd_per_hour
-    share = w.sum(axis=1)
-    lam_s = total_rate * share
+    lam_s = total_rate * tb.share
     err: list = [None] * m
     act = np.flatnonzero(lam_s > 0)
     z = np.zeros(m)
@@ -211,37 +274,38 @@ def size_pools(profile, inp: np.ndarray, out: np.ndarray, w: np.ndarray, credit:
         return cols
     gname = f"{profile.gpu.id}x{profile.tp}"
 
-    def fail(idx, msg):
-        for k in idx:
+    def fail(mask, msg):
+        for k in act[mask]:
             if err[k] is None:
-                err[k] = f"pool ({lo[k]:.0f}, {hi[k]:.0f}] on {gname}: " + msg(k)
+                err[k] = f"pool ({lo[k]:.0f}, {hi[k]:.0f}] on {gname}: " + msg(np.searchsorted(act, k))
 
-    wn = w[act] / share[act, None]
-    i_, o_ = inp[act], out[act]
-    e_in, e_out = (wn * i_).sum(1), (wn * o_).sum(1)
-    mean_kv = (wn * o_ * (i_ + o_ / 2.0)).sum(1) / e_out                # time-average tokens held
+    e_in, e_out, mean_kv = tb.e_in[act], tb.e_out[act], tb.mean_kv[act]
     kv_slots = np.asarray(profile.concurrency(window[act], mean_kv, admission), np.int64) * np.ones(act.size, np.int64)
-    fail(act[kv_slots <= 0], lambda k: f"the KV cache cannot hold one {window[k]:.0f}-token sequence")
+    fail(kv_slots <= 0, lambda a: f"the KV cache cannot hold one {window[act[a]]:.0f}-token sequence")
     if profile.mode == "physical":
         pf_per_seq, pf_ctx = e_in / e_out, e_in / 2.0
     else:
         pf_per_seq, pf_ctx = np.zeros(act.size), np.zeros(act.size)
     slots, step_ms = tpot_batch_cap(profile, kv_slots, mean_kv, pf_per_seq, pf_ctx, slo.tpot_p99_ms)
     slots = np.where(kv_slots <= 0, 0, slots)
-    bad = act[(slots == 0) & (kv_slots > 0)]
-    fail(bad, lambda k: (f"TPOT SLO unreachable, one sequence steps in "
-                         f"{step_ms[np.searchsorted(act, k)]:.1f} ms > {slo.tpot_p99_ms:.1f} ms"))
-    pre = np.asarray(profile.prefill_ms(i_), float)
+    fail((slots == 0) & (kv_slots > 0), lambda a: (f"TPOT SLO unreachable, one sequence steps in "
+                                                   f"{step_ms[a]:.1f} ms > {slo.tpot_p99_ms:.1f} ms"))
+    # service times per point (ragged over the active pools)
+    pos = np.full(m, -1)
+    pos[act] = np.arange(act.size)
+    keep = pos[tb.seg] >= 0
+    sg, i_, o_, w_ = pos[tb.seg[keep]], tb.inp[keep], tb.out[keep], tb.w[keep]
+    pre = np.asarray(profile.prefill_ms(tb.uniq_inp), float)[tb.inv[keep]]
     if profile.mode == "physical":
-        svc = pre + o_ * step_ms[:, None]
-        pre_q = weighted_quantile_rows(pre, wn, 0.99)
+        svc = pre + o_ * step_ms[sg]
+        pre_q = np.asarray(profile.prefill_ms(tb.inp_q99[act]), float)
     else:
-        svc = np.asarray(profile.service_ms(i_, o_, np.maximum(slots, 1)[:, None]), float)
-        pre_q = (wn * pre).sum(1)
-    es = (wn * svc).sum(1)
-    cv2 = np.maximum((wn * svc**2).sum(1) / es**2 - 1.0, 0.0)
-    fail(act[pre_q >= slo.ttft_p99_ms], lambda k: (f"TTFT SLO unreachable, prefill alone takes "
-                                                     f"{pre_q[np.searchsorted(act, k)]:.0f} ms > {slo.ttft_p99_ms:.0f} ms"))
+        svc = np.asarray(profile.service_ms(i_, o_, np.maximum(slots, 1)[sg]), float)
+        pre_q = np.bincount(sg, w_ * pre, act.size) / tb.share[act]
+    es = np.bincount(sg, w_ * svc, act.size) / tb.share[act]
+    cv2 = np.maximum(np.bincount(sg, w_ * svc**2, act.size) / tb.share[act] / es**2 - 1.0, 0.0)
+    fail(pre_q >= slo.ttft_p99_ms, lambda a: (f"TTFT SLO unreachable, prefill alone takes "
+                                              f"{pre_q[a]:.0f} ms > {slo.ttft_p99_ms:.0f} ms"))
     good = np.array([err[k] is None for k in act])
     sl = np.maximum(slots, 1).astype(float)
     lam_ms = lam_s[act] / 1e3
@@ -271,7 +335,7 @@ def size_pools(profile, inp: np.ndarray, out: np.ndarray, w: np.ndarray, credit:
     idle = profile.idle_power_w()
     p_gpu = np.where(batch < 1.0, idle + batch * (p_op - idle), p_op)    # the instance idles part of the time
     peak = np.asarray(profile.operating_point(sl, mean_kv, sl * pf_per_seq, pf_ctx).power_per_gpu_w, float)
-    tok_s = lam_s[act] * (wn * credit[act]).sum(1)
+    tok_s = lam_s[act] * tb.credit_mean[act]
     g = act[good]
     for name, val in (("instances", n), ("utilization", rho), ("slots", slots), ("batch", batch),
                       ("kv_slots", kv_slots), ("ttft_p99_ms", ttft(n)), ("tpot_p99_ms", step_ms),
@@ -289,9 +353,8 @@ def size_pool(profile, traffic: PoolTraffic, total_rate: float, lo: float, hi: f
               usd_per_gpu_hour: float | None = None) -> PoolSizing:
     """Size one pool (``size_pools`` with one row); raises InfeasibleError naming the SLO
     that no instance count can meet."""
-    t = traffic
-    cols = size_pools(profile, t.inp[None, :], t.out[None, :], t.w[None, :], t.credit[None, :], total_rate,
-                      lo, hi, window, slo, admission, host_w_per_gpu, usd_per_gpu_hour)
+    cols = size_pools(profile, TrafficBatch.of([traffic]), total_rate, lo, hi, window, slo, admission,
+                      host_w_per_gpu, usd_per_gpu_hour)
     if cols.error[0]:
         raise InfeasibleError(cols.error[0])
     return cols.row(0, profile.gpu.id, profile.tp, admission)

@@ -1,0 +1,202 @@
+"""Candidate pools as MILP columns.
+
+The length range is cut at candidate boundaries 0 = b_0 < b_1 < ... < b_M (the last is the
+largest window).  A *pool candidate* is an arc (i, j), i < j, of that boundary graph (routing
+keys in (b_i, b_j]) together with a *config* (GPU type, TP, admission policy).  Each is sized
+exactly as ``fleetopt evaluate`` sizes a pool (same routing code, same ``size_pools``), so a
+plan's figures are the sums of its columns' figures.
+
+Boundaries (choices, named here):
+* a list in the instance is used as given (values above the last window are dropped);
+* ``auto`` takes ``auto_count`` quantiles of the routing key, rounded up to a multiple of
+  64 tokens and deduplicated, below the last window;
+* the last window is ``pools.max_window``, else the longest routing key rounded up to a
+  power of two.
+
+With compress-and-route, a pool of window B takes the requests with key in (B, gamma B]
+from the pool above; a column stays exact only if that pool covers all of (B, gamma B], so
+arcs (j, k) with k < M and b_k < gamma b_j are not generated (documented restriction).
+
+Dominated columns are dropped before the MILP (exact): on the same arc, a column that is no
+better on every coefficient the model uses (objective terms, provisioned power, and GPUs when
+its type has an inventory limit) than another column of the same limit group.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fleetopt import FleetoptError
+from fleetopt.fleet import GPUS_PER_NODE, Router, _price, make_pool_profile
+from fleetopt.instance import Instance
+from fleetopt.sizing import Slo, TrafficBatch, size_pools
+from fleetopt.workload import LengthDist
+
+ROUND_TOKENS = 64
+
+
+def candidate_boundaries(inst: Instance, dist: LengthDist) -> list[int]:
+    """b_1 < ... < b_M (b_0 = 0 is implicit)."""
+    p = inst.pools
+    top = p.max_window or int(2 ** math.ceil(math.log2(max(dist.max_key, 2.0))))
+    if p.boundaries != "auto":
+        top = p.max_window or max(p.boundaries)
+        inner = sorted({int(b) for b in p.boundaries if 0 < b < top})
+    else:
+        qs = [dist.quantile_key(k / p.auto_count) for k in range(1, p.auto_count)]
+        inner = sorted({int(math.ceil(q / ROUND_TOKENS) * ROUND_TOKENS) for q in qs})
+        inner = [b for b in inner if 0 < b < top]
+    return inner + [int(top)]
+
+
+@dataclass(frozen=True)
+class Config:
+    gpu: str
+    tp: int
+    admission: str
+    max_gpus: int | None
+    price: float | None
+
+
+def configs(inst: Instance, catalog) -> list[Config]:
+    out = []
+    adm = ["reserve"] if inst.mode == "paper" else list(dict.fromkeys(inst.pools.admission))
+    for g in inst.gpus:
+        gid = catalog.gpu(g.id).id
+        for tp in sorted(set(g.tp)):
+            for a in adm:
+                out.append(Config(gid, tp, a, g.max_gpus, _price(inst, gid, catalog)))
+    return out
+
+
+@dataclass
+class Columns:
+    """Every sized candidate pool, as flat arrays (one entry per column)."""
+
+    bounds: list[int]
+    configs: list[Config]
+    arc_i: np.ndarray
+    arc_j: np.ndarray
+    cfg: np.ndarray
+    instances: np.ndarray
+    gpus: np.ndarray
+    energy_w: np.ndarray
+    """Expected IT power of the pool, W (the energy objective)."""
+    provisioned_w: np.ndarray
+    """Facility power the cap is checked against (the instance's provisioning basis x PUE), W."""
+    tokens_s: np.ndarray
+    cost_h: np.ndarray
+    errors: dict = field(default_factory=dict)
+    """Why configs or pools could not be sized: {config index or (i, j, config): message}."""
+
+    def __len__(self) -> int:
+        return len(self.cfg)
+
+    def take(self, keep: np.ndarray) -> "Columns":
+        f = lambda a: a[keep]  # noqa: E731
+        return Columns(self.bounds, self.configs, f(self.arc_i), f(self.arc_j), f(self.cfg), f(self.instances),
+                       f(self.gpus), f(self.energy_w), f(self.provisioned_w), f(self.tokens_s), f(self.cost_h),
+                       self.errors)
+
+    def node(self, i: int) -> int:
+        return 0 if i == 0 else self.bounds[i - 1]
+
+
+def arcs(bounds: list[int], max_pools: int, compress=None) -> list[tuple[int, int]]:
+    m = len(bounds)
+    b = [0] + bounds
+    out = []
+    for i in range(m):
+        for j in range(i + 1, m + 1):
+            if max_pools == 1 and (i, j) != (0, m):
+                continue
+            if compress is not None and i > 0 and j < m and b[j] < compress.gamma * b[i]:
+                continue
+            out.append((i, j))
+    return out
+
+
+def generate(inst: Instance, dist: LengthDist, rate: float, catalog, bounds: list[int] | None = None) -> Columns:
+    """Size every (arc, config) candidate."""
+    bounds = bounds or candidate_boundaries(inst, dist)
+    b = [0] + bounds
+    m = len(bounds)
+    cfgs = configs(inst, catalog)
+    arc_list = arcs(bounds, inst.pools.max_pools, inst.pools.compress)
+    router = Router(inst, dist)
+    routed = [router.pool(b[i], b[j], None if j == m else math.inf) for i, j in arc_list]
+    tb = TrafficBatch.of([t for t, _ in routed])
+    win = np.array([wd for _, wd in routed], float)
+    lo = np.array([b[i] for i, _ in arc_list], float)
+    hi = np.array([b[j] for _, j in arc_list], float)
+    slo = Slo(inst.slo.ttft_p99_ms, inst.slo.tpot_p99_ms, inst.slo.max_utilization)
+    host = inst.power.host_w_per_node / GPUS_PER_NODE
+    pue, basis = inst.power.pue, inst.power.provisioning
+    ai, aj = np.array([i for i, _ in arc_list]), np.array([j for _, j in arc_list])
+    parts, errors = [], {}
+    for c, cf in enumerate(cfgs):
+        try:
+            prof = make_pool_profile(inst, cf.gpu, cf.tp, catalog)
+        except FleetoptError as e:
+            errors[c] = str(e)
+            continue
+        pc = size_pools(prof, tb, rate, lo, hi, win, slo, cf.admission, host, cf.price)
+        ok = np.array([e is None for e in pc.error])
+        for k in np.flatnonzero(~ok):
+            errors[(int(ai[k]), int(aj[k]), c)] = pc.error[k]
+        n = pc.instances.astype(float)
+        if basis == "expected":
+            prov = pc.it_power_w
+        elif basis == "peak":
+            prov = n * pc.peak_instance_power_w
+        else:
+            prov = n * pc.gpus_per_instance * (prof.gpu.tdp_w + host)
+        parts.append((np.full(ok.sum(), c), ai[ok], aj[ok], pc.instances[ok], pc.instances[ok] * pc.gpus_per_instance,
+                      pc.it_power_w[ok], prov[ok] * pue, pc.tokens_per_s[ok], n[ok] * pc.usd_per_instance_hour))
+    if not parts:
+        return Columns(bounds, cfgs, *(np.zeros(0, int) for _ in range(6)), *(np.zeros(0) for _ in range(3)), errors)
+    cat = [np.concatenate(x) for x in zip(*parts)]
+    cfg_a, i_a, j_a, n_a, g_a, e_a, p_a, t_a, c_a = cat
+    order = np.lexsort((cfg_a, j_a, i_a))        # deterministic: by arc, then config
+    return Columns(bounds, cfgs, i_a[order], j_a[order], cfg_a[order], n_a[order].astype(np.int64),
+                   g_a[order].astype(np.int64), e_a[order], p_a[order], t_a[order], c_a[order], errors)
+
+
+def objective_terms(cols: Columns, objective: str) -> np.ndarray:
+    """Per column, the coefficients the objective reads (rows compared for dominance)."""
+    if objective == "min_cost":
+        return np.stack([cols.cost_h])
+    return np.stack([cols.energy_w, -cols.tokens_s])
+
+
+def prune_dominated(cols: Columns, objective: str, capped: bool) -> Columns:
+    """Drop columns dominated on their arc (see module docstring); ties keep the first."""
+    if not len(cols):
+        return cols
+    gid = {g: k for k, g in enumerate(dict.fromkeys(c.gpu for c in cols.configs))}
+    type_of = [gid[c.gpu] if c.max_gpus is not None else -1 for c in cols.configs]
+    crit = [objective_terms(cols, objective)]
+    if capped:
+        crit.append(cols.provisioned_w[None, :])
+    crit = np.concatenate(crit)
+    group = np.array([type_of[int(c)] for c in cols.cfg])
+    keep = np.ones(len(cols), bool)
+    key = cols.arc_i * 10**6 + cols.arc_j * 10**3
+    for g in np.unique(np.stack([key, group]), axis=1).T:
+        idx = np.flatnonzero((key == g[0]) & (group == g[1]))
+        if len(idx) < 2:
+            continue
+        v = crit[:, idx]
+        for a_pos, a in enumerate(idx):
+            le = np.all(v <= v[:, [a_pos]], axis=0)
+            lt = np.any(v < v[:, [a_pos]], axis=0)
+            better = le & (lt | (np.arange(len(idx)) < a_pos))
+            better[a_pos] = False
+            if group[a] >= 0:        # inventory-limited: GPUs used must not be higher either
+                better &= cols.gpus[idx] <= cols.gpus[a]
+            if np.any(better & keep[idx]):
+                keep[a] = False
+    return cols.take(keep)
