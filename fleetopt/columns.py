@@ -11,7 +11,8 @@ Boundaries (choices, named here):
 * ``auto`` takes ``auto_count`` quantiles of the routing key, rounded up to a multiple of
   64 tokens and deduplicated, below the last window;
 * the last window is ``pools.max_window``, else the longest routing key rounded up to a
-  power of two.
+  power of two;
+* ``pools.paper_boundary`` (the baseline's split) is always a candidate.
 
 With compress-and-route, a pool of window B takes the requests with key in (B, gamma B]
 from the pool above; a column stays exact only if that pool covers all of (B, gamma B], so
@@ -49,6 +50,8 @@ def candidate_boundaries(inst: Instance, dist: LengthDist) -> list[int]:
         qs = [dist.quantile_key(k / p.auto_count) for k in range(1, p.auto_count)]
         inner = sorted({int(math.ceil(q / ROUND_TOKENS) * ROUND_TOKENS) for q in qs})
         inner = [b for b in inner if 0 < b < top]
+    if p.paper_boundary and p.paper_boundary < top:     # the baseline's split is always a candidate
+        inner = sorted(set(inner) | {int(p.paper_boundary)})
     return inner + [int(top)]
 
 
@@ -173,30 +176,31 @@ def objective_terms(cols: Columns, objective: str) -> np.ndarray:
 
 
 def prune_dominated(cols: Columns, objective: str, capped: bool) -> Columns:
-    """Drop columns dominated on their arc (see module docstring); ties keep the first."""
+    """Drop columns dominated on their arc (see module docstring); ties keep the first.
+    Dominance is transitive, so keeping exactly the columns nobody dominates is exact."""
     if not len(cols):
         return cols
     gid = {g: k for k, g in enumerate(dict.fromkeys(c.gpu for c in cols.configs))}
-    type_of = [gid[c.gpu] if c.max_gpus is not None else -1 for c in cols.configs]
+    type_of = np.array([gid[c.gpu] if c.max_gpus is not None else -1 for c in cols.configs])
     crit = [objective_terms(cols, objective)]
     if capped:
         crit.append(cols.provisioned_w[None, :])
-    crit = np.concatenate(crit)
-    group = np.array([type_of[int(c)] for c in cols.cfg])
-    keep = np.ones(len(cols), bool)
-    key = cols.arc_i * 10**6 + cols.arc_j * 10**3
-    for g in np.unique(np.stack([key, group]), axis=1).T:
-        idx = np.flatnonzero((key == g[0]) & (group == g[1]))
-        if len(idx) < 2:
-            continue
-        v = crit[:, idx]
-        for a_pos, a in enumerate(idx):
-            le = np.all(v <= v[:, [a_pos]], axis=0)
-            lt = np.any(v < v[:, [a_pos]], axis=0)
-            better = le & (lt | (np.arange(len(idx)) < a_pos))
-            better[a_pos] = False
-            if group[a] >= 0:        # inventory-limited: GPUs used must not be higher either
-                better &= cols.gpus[idx] <= cols.gpus[a]
-            if np.any(better & keep[idx]):
-                keep[a] = False
-    return cols.take(keep)
+    crit.append(np.where(type_of[cols.cfg] >= 0, cols.gpus, 0)[None, :])   # GPUs count where stock is limited
+    crit = np.concatenate(crit)                                             # (criteria, columns)
+    arc = cols.arc_i * (len(cols.bounds) + 1) + cols.arc_j
+    uniq, first = np.unique(arc, return_index=True)
+    slot = np.arange(len(cols)) - first[np.searchsorted(uniq, arc)]        # position within the arc
+    width = int(slot.max()) + 1
+    v = np.full((crit.shape[0], len(uniq), width), np.inf)
+    grp = np.full((len(uniq), width), -2)
+    a_idx = np.searchsorted(uniq, arc)
+    v[:, a_idx, slot] = crit
+    grp[a_idx, slot] = type_of[cols.cfg]
+    le = np.all(v[:, :, None, :] <= v[:, :, :, None], axis=0)      # [arc, a, b]: b no worse than a
+    lt = np.any(v[:, :, None, :] < v[:, :, :, None], axis=0)
+    earlier = np.arange(width)[None, :] < np.arange(width)[:, None]  # [a, b]: b before a
+    same = grp[:, :, None] == grp[:, None, :]
+    dom = le & (lt | earlier[None]) & same
+    dom &= ~np.eye(width, dtype=bool)[None]
+    dominated = dom.any(axis=2)
+    return cols.take(~dominated[a_idx, slot])

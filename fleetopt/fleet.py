@@ -29,17 +29,23 @@ class PoolChoice:
     upper: int
     gpu: str
     tp: int
+    admission: str | None = None
+    """None: the instance's (or the command's) admission policy."""
+
+    def spec(self) -> str:
+        return f"{self.upper}:{self.gpu}x{self.tp}" + (f":{self.admission}" if self.admission else "")
 
 
 def parse_topology(spec: str) -> list[PoolChoice]:
-    """``UPPER:GPU[xTP],...`` ascending, e.g. ``4096:h100x8,65536:h100x8``."""
+    """``UPPER:GPU[xTP][:ADMISSION],...`` ascending, e.g. ``4096:h100x8,65536:h100x8:paged``."""
     pools = []
     for i, part in enumerate(p.strip() for p in spec.split(",") if p.strip()):
-        m = re.fullmatch(r"(\d+(?:\.\d+)?)([kK])?:([A-Za-z0-9_.\-]+?)(?:[xX](\d+))?", part)
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)([kK])?:([A-Za-z0-9_.\-]+?)(?:[xX](\d+))?(?::(reserve|paged))?", part)
         if not m:
-            raise FleetoptError(f"topology pool {i + 1} '{part}': expected UPPER_TOKENS:GPU[xTP], e.g. 4096:h100x8")
+            raise FleetoptError(f"topology pool {i + 1} '{part}': expected UPPER_TOKENS:GPU[xTP][:reserve|paged], "
+                                f"e.g. 4096:h100x8")
         upper = int(float(m.group(1)) * (1024 if m.group(2) else 1))
-        pools.append(PoolChoice(upper, m.group(3), int(m.group(4) or 1)))
+        pools.append(PoolChoice(upper, m.group(3), int(m.group(4) or 1), m.group(5)))
     if not pools:
         raise FleetoptError("topology: no pools given")
     ups = [p.upper for p in pools]
@@ -318,7 +324,8 @@ def evaluate(inst: Instance, base: Path, topology: list[PoolChoice], admission: 
     pools, lows = [], [0] + [p.upper for p in topology[:-1]]
     for choice, lo, (traffic, window) in zip(topology, lows, routed):
         prof = make_pool_profile(inst, choice.gpu, choice.tp, cat)
-        pools.append(size_pool(prof, traffic, rate, lo, choice.upper, window, slo, adm, host_per_gpu,
+        a = "reserve" if inst.mode == "paper" else (choice.admission or adm)
+        pools.append(size_pool(prof, traffic, rate, lo, choice.upper, window, slo, a, host_per_gpu,
                                _price(inst, prof.gpu.id, cat)))
     fleet = fleet_totals(pools, rate, inst.power.pue)
     if inst.power.facility_cap_mw is not None:

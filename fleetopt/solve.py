@@ -1,0 +1,282 @@
+"""``fleetopt solve``: columns -> MILP (formulations/fleet.py) -> plan, baselines, gains.
+
+The plan is re-evaluated with ``fleetopt.fleet.evaluate`` (the same code that sized its
+columns), so what is reported is what ``fleetopt evaluate`` gives for the plan's topology.
+Baselines are read from the same columns: ``homogeneous`` is the best single config on
+one pool of the largest window; ``two_pool_paper`` is the best single config on the
+instance's ``paper_boundary`` split.  Infeasible instances raise ``InfeasibleError`` with a
+diagnosis naming the binding constraint and by how much.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fleetopt import FleetoptError, InfeasibleError
+from fleetopt.columns import Columns, generate, prune_dominated
+from fleetopt.fleet import PoolChoice, build_workload, evaluate
+from fleetopt.instance import Instance
+
+BIG = math.inf
+
+
+def _model_data(inst: Instance, cols: Columns):
+    from formulations.fleet import FleetModelData
+
+    stock = {}
+    for cf in cols.configs:
+        if cf.max_gpus is not None:
+            stock[cf.gpu] = min(stock.get(cf.gpu, cf.max_gpus), cf.max_gpus)
+    cap = inst.power.facility_cap_mw * 1e6 if inst.power.facility_cap_mw is not None else None
+    return FleetModelData(len(cols.bounds) + 1, cols.arc_i, cols.arc_j, [cols.configs[c].gpu for c in cols.cfg],
+                          cols.gpus, inst.pools.max_pools, stock, cols.provisioned_w, cap)
+
+
+def _best_path(cols: Columns, weight: np.ndarray, max_pools: int) -> float:
+    """Least total weight of a path 0 -> M with at most max_pools arcs (DP over the DAG)."""
+    m = len(cols.bounds)
+    best = np.full(m + 1, BIG)
+    best[0] = 0.0
+    out = BIG
+    cur = best.copy()
+    for _ in range(max_pools):
+        nxt = np.full(m + 1, BIG)
+        np.minimum.at(nxt, cols.arc_j, cur[cols.arc_i] + weight)
+        out = min(out, nxt[m])
+        cur = nxt
+    return out
+
+
+def diagnose(inst: Instance, cols: Columns) -> str:
+    """Why no plan exists: the binding constraint and by how much."""
+    errs = cols.errors
+    cfg_errs = [v for k, v in errs.items() if isinstance(k, int)]
+    if not len(cols):
+        if cfg_errs and len(cfg_errs) == len(cols.configs):
+            return f"no GPU type fits the model: {cfg_errs[0]}"
+        pool_errs = [v for k, v in errs.items() if not isinstance(k, int)]
+        return f"SLO unreachable for any pool: {pool_errs[0] if pool_errs else 'no candidate pools'}"
+    K = inst.pools.max_pools
+    if not math.isfinite(_best_path(cols, np.zeros(len(cols)), K)):
+        pool_errs = [v for k, v in errs.items() if not isinstance(k, int)]
+        last = [v for k, v in errs.items() if not isinstance(k, int) and k[1] == len(cols.bounds)]
+        why = (last or pool_errs or ["no candidate pools cover the range"])[0]
+        return f"no plan of at most {K} pools meets the SLOs over the whole length range: {why}"
+    if inst.power.facility_cap_mw is not None:
+        need = _best_path(cols, cols.provisioned_w, K)
+        cap = inst.power.facility_cap_mw * 1e6
+        if need > cap:
+            return (f"power cap short by {(need - cap) / 1e6:.3f} MW: the least-power plan needs {need / 1e6:.3f} MW "
+                    f"facility power ({inst.power.provisioning} basis, PUE {inst.power.pue:g}) against the "
+                    f"{inst.power.facility_cap_mw:g} MW cap")
+    limits = {c.gpu: c.max_gpus for c in cols.configs if c.max_gpus is not None}
+    if limits:
+        need = _best_path(cols, cols.gpus.astype(float), K)
+        return (f"GPU inventory too small: the plan with fewest GPUs needs {need:.0f} GPUs; limits "
+                + ", ".join(f"{g} {n}" for g, n in sorted(limits.items()))
+                + (" (with the power cap)" if inst.power.facility_cap_mw is not None else ""))
+    return "no feasible plan (power cap and inventory together)"
+
+
+def _topology(cols: Columns, chosen: list[int], merge_empty: bool = True) -> list[PoolChoice]:
+    chosen = sorted(chosen, key=lambda c: cols.arc_i[c])
+    pools = []
+    for c in chosen:
+        cf = cols.configs[cols.cfg[c]]
+        pools.append((cols.instances[c], PoolChoice(cols.bounds[cols.arc_j[c] - 1], cf.gpu, cf.tp, cf.admission)))
+    if merge_empty and len(pools) > 1:   # a pool with no traffic: its range joins the next pool (nothing moves)
+        kept = [p for n, p in pools[:-1] if n > 0] + [pools[-1][1]]
+        if pools[-1][0] == 0 and len(kept) > 1:
+            last = kept.pop()
+            kept[-1] = PoolChoice(last.upper, kept[-1].gpu, kept[-1].tp, kept[-1].admission)
+        return kept
+    return [p for _, p in pools]
+
+
+def _tie_break(cols: Columns, w: np.ndarray) -> np.ndarray:
+    """w plus a tie-breaker far below the solver's gap (1e-9 of the mean weight per pool,
+    +1e-12 per GPU): among equal optima the plan with fewer pools, then fewer GPUs, wins."""
+    scale = float(np.mean(np.abs(w))) or 1.0
+    return w + scale * (1e-9 + 1e-12 * cols.gpus)
+
+
+def _solve_columns(inst: Instance, cols: Columns, verbose: bool):
+    """Run the MILP on the columns for the instance's objective (fixed demand).  The
+    reported objective is recomputed from the chosen columns (without the tie-breaker)."""
+    from formulations.fleet import build, solve
+
+    data = _model_data(inst, cols)
+    s = inst.solver
+    if inst.objective == "min_cost" or inst.pools.compress is None:
+        # cost, or tokens per joule when every path credits the same tokens (= least energy)
+        w = cols.cost_h if inst.objective == "min_cost" else cols.energy_w
+        res = solve(build(data, _tie_break(cols, w)), s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose)
+        if res.chosen:
+            true = float(w[res.chosen].sum())
+            res.bound = min(res.bound, true) if res.bound is not None else true
+            res.objective = true
+            res.gap = abs(true - res.bound) / max(abs(true), 1e-12)
+        return res, 0
+    res = solve(build(data, cols.energy_w), s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose)
+    it = 0
+    while res.chosen and it < 20:
+        it += 1
+        q = cols.tokens_s[res.chosen].sum() / cols.energy_w[res.chosen].sum()
+        nxt = solve(build(data, cols.tokens_s - q * cols.energy_w, "max"), s.time_limit_s, s.mip_gap, s.threads,
+                    s.seed, verbose)
+        if not nxt.chosen or nxt.objective <= 1e-9 * cols.tokens_s[res.chosen].sum():
+            # q is optimal: report the ratio as objective (bound from the Dinkelbach certificate)
+            res.objective = res.bound = float(q)
+            res.gap = 0.0 if nxt.status == "optimal" else nxt.gap
+            break
+        res = nxt
+    return res, it
+
+
+def _baseline(inst, base, cols: Columns, uppers_idx: list[int], dist, rate, catalog):
+    """Best single config on a fixed boundary set (indices into nodes), by the objective."""
+    m = len(cols.bounds)
+    arcs = list(zip([0] + uppers_idx[:-1], uppers_idx))
+    best = None
+    for c, cf in enumerate(cols.configs):
+        sel = [np.flatnonzero((cols.arc_i == i) & (cols.arc_j == j) & (cols.cfg == c)) for i, j in arcs]
+        if any(len(x) == 0 for x in sel):
+            continue
+        idx = [int(x[0]) for x in sel]
+        prov = cols.provisioned_w[idx].sum()
+        if inst.power.facility_cap_mw is not None and prov > inst.power.facility_cap_mw * 1e6:
+            continue
+        gpus = cols.gpus[idx].sum()
+        if cf.max_gpus is not None and gpus > cf.max_gpus:
+            continue
+        if inst.objective == "min_cost":
+            key = cols.cost_h[idx].sum()
+        else:
+            key = -cols.tokens_s[idx].sum() / max(cols.energy_w[idx].sum(), 1e-12)
+        if best is None or key < best[0]:
+            best = (key, cf)
+    if best is None:
+        return None
+    cf = best[1]
+    topo = [PoolChoice(cols.bounds[j - 1], cf.gpu, cf.tp, cf.admission) for j in uppers_idx]
+    res = evaluate(inst, base, topo, catalog=catalog, workload=(dist, rate))
+    res["topology"] = ",".join(p.spec() for p in topo)
+    return res
+
+
+def _gains(plan: dict, base: dict | None) -> dict | None:
+    if base is None:
+        return None
+    f, b = plan["fleet"], base["fleet"]
+    rel = lambda a, c: (a / c - 1.0) if c else None  # noqa: E731
+    return {"tokens_per_joule": rel(f["tokens_per_joule"], b["tokens_per_joule"]),
+            "gpus_saved": b["gpus"] - f["gpus"], "it_power_saved_kw": b["it_power_kw"] - f["it_power_kw"],
+            "cost_per_hour_saved": b["cost_per_hour"] - f["cost_per_hour"]}
+
+
+def solve_instance(inst: Instance, base: Path, catalog=None, verbose: bool = False) -> dict:
+    """Solve the instance; returns the plan (pools, fleet), baselines, gains and solver facts."""
+    from fleetopt.catalog import load_catalog
+
+    t0 = time.perf_counter()
+    cat = catalog or load_catalog()
+    dist, rate = build_workload(inst, base)
+    if inst.objective == "max_throughput":
+        return _max_throughput(inst, base, cat, dist, rate, verbose, t0)
+    raw = generate(inst, dist, rate, cat)
+    return _finish(inst, base, cat, dist, rate, raw, verbose, t0)
+
+
+def _finish(inst, base, cat, dist, rate, raw: Columns, verbose: bool, t0: float, extra: dict | None = None) -> dict:
+    capped = inst.power.facility_cap_mw is not None
+    cols = prune_dominated(raw, inst.objective, capped)
+    t_cols = time.perf_counter() - t0
+    if not len(cols):
+        raise InfeasibleError(diagnose(inst, raw))
+    res, dinkelbach = _solve_columns(inst, cols, verbose)
+    if res.status == "infeasible" or not res.chosen:
+        if res.status == "time_limit":
+            raise InfeasibleError(f"no feasible plan found within the {inst.solver.time_limit_s:g} s time limit "
+                                  f"(solver.time_limit_s); raise it")
+        raise InfeasibleError(diagnose(inst, raw))
+    topo = _topology(cols, res.chosen, merge_empty=inst.pools.compress is None)
+    plan = evaluate(inst, base, topo, catalog=cat, workload=(dist, rate))
+    m = len(raw.bounds)
+    homog = _baseline(inst, base, raw, [m], dist, rate, cat)
+    pb = inst.pools.paper_boundary
+    two = None
+    if pb is not None and pb in raw.bounds[:-1]:
+        two = _baseline(inst, base, raw, [raw.bounds.index(pb) + 1, m], dist, rate, cat)
+    out = {"instance": inst.name, "mode": inst.mode, "model": inst.model, "objective": inst.objective,
+           "topology": ",".join(p.spec() for p in topo), "pools": plan["pools"], "fleet": plan["fleet"],
+           "baselines": {"homogeneous": _brief(homog), "two_pool_paper": _brief(two)},
+           "gains": {"vs_homogeneous": _gains(plan, homog), "vs_two_pool_paper": _gains(plan, two)},
+           "solver": {"name": "HiGHS (highspy) via pyomo.contrib.solver.solvers.highs.Highs", "status": res.status,
+                      "objective": res.objective, "bound": res.bound, "gap": res.gap,
+                      "seconds": time.perf_counter() - t0, "solve_seconds": res.seconds,
+                      "column_seconds": t_cols, "variables": res.variables, "constraints": res.constraints,
+                      "dinkelbach_iterations": dinkelbach},
+           "search_space": {"boundaries": raw.bounds, "configs": [f"{c.gpu}x{c.tp}:{c.admission}" for c in raw.configs],
+                            "max_pools": inst.pools.max_pools, "columns": len(raw), "columns_after_pruning": len(cols),
+                            "infeasible_columns": len([k for k in raw.errors if not isinstance(k, int)])}}
+    if extra:
+        out.update(extra)
+    return out
+
+
+def _brief(res: dict | None) -> dict | None:
+    if res is None:
+        return None
+    return {"topology": res["topology"], **res["fleet"]}
+
+
+def _max_throughput(inst, base, cat, dist, rate, verbose, t0):
+    """Largest demand scale s (to 0.1 %) for which a plan fits the power cap, by bisection;
+    the plan at that scale minimises energy."""
+    if inst.power.facility_cap_mw is None:
+        raise FleetoptError("objective: max_throughput needs power.facility_cap_mw")
+    energy = inst.model_copy(update={"objective": "max_tokens_per_joule"})
+
+    def feasible(s: float):
+        raw = generate(energy, dist, rate * s, cat)
+        cols = prune_dominated(raw, "max_tokens_per_joule", True)
+        if not len(cols):
+            return None, raw
+        res, _ = _solve_columns(energy, cols, False)
+        return (raw if res.chosen else None), raw
+
+    lo, hi = 0.0, 1.0
+    ok, raw = feasible(1.0)
+    if ok is not None:
+        lo = 1.0
+        while True:
+            hi = lo * 2
+            ok2, _ = feasible(hi)
+            if ok2 is None:
+                break
+            lo = hi
+    else:
+        while ok is None and hi > 1e-6:
+            hi /= 2
+            ok, raw = feasible(hi)
+        if ok is None:
+            raise InfeasibleError(diagnose(energy, raw))
+        lo, hi = hi, hi * 2
+    steps = 0
+    while (hi - lo) / lo > 1e-3:
+        mid = 0.5 * (lo + hi)
+        steps += 1
+        if feasible(mid)[0] is not None:
+            lo = mid
+        else:
+            hi = mid
+    raw, _ = feasible(lo)
+    out = _finish(energy, base, cat, dist, rate * lo, raw, verbose, t0,
+                  {"throughput": {"demand_scale": lo, "arrival_rate": rate * lo, "upper_bound_scale": hi,
+                                  "relative_gap": (hi - lo) / lo, "bisection_steps": steps}})
+    out["objective"] = "max_throughput"
+    return out
