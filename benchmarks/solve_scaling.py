@@ -1,0 +1,137 @@
+"""`fleetopt solve`: time as the search space grows, and plan quality against the baselines
+and an Optuna-only search given the same number of evaluations.
+
+    python benchmarks/solve_scaling.py          # writes benchmarks/results/solve_scaling.md
+
+Part 1 runs the real command in a fresh process (`python -m fleetopt solve ...`), so the
+wall time includes interpreter start and every import, on the Azure-derived
+heterogeneous instance (conversation + code traces, physical mode), growing GPU types x
+candidate boundaries x K.  The solver's own breakdown (columns, MILP) comes from its JSON.
+Part 2 gives Optuna (TPE, seed 0) as many `evaluate` calls as the MILP had columns
+... capped at 300 trials, searching the same boundaries, configs and K, and compares tok/J.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+INST = ROOT / "instances" / "heterogeneous.yaml"
+GPUS = ["a100-sxm-80gb", "h100-sxm", "h200", "b200", "l40s", "gb200", "mi300x"]
+
+
+def run(sets: list[str]) -> tuple[float, dict]:
+    cmd = [sys.executable, "-m", "fleetopt", "solve", str(INST), "--format", "json"]
+    for s in sets:
+        cmd += ["--set", s]
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return time.perf_counter() - t0, json.loads(out)
+
+
+def scaling_rows() -> list[dict]:
+    rows = []
+    cases = [(1, 8, 1), (2, 16, 2), (4, 32, 3), (6, 32, 3), (7, 32, 3), (7, 64, 3)]
+    for n_gpu, n_bounds, k in cases:
+        keep = list(range(n_gpu))
+        sets = [f"pools.auto_count={n_bounds}", f"pools.max_pools={k}"]
+        gp = [{"id": GPUS[i], "tp": t} for i, t in zip(keep, [[4, 8], [4, 8], [2, 4, 8], [2, 4, 8], [4, 8], [2, 4],
+                                                               [2, 4, 8]])]
+        sets.append("gpus=" + json.dumps(gp))
+        wall, res = min((run(sets) for _ in range(3)), key=lambda r: r[0])
+        s, ss = res["solver"], res["search_space"]
+        rows.append({"gpu_types": n_gpu, "configs": len(ss["configs"]), "boundaries": len(ss["boundaries"]),
+                     "max_pools": k, "columns": ss["columns"], "after_pruning": ss["columns_after_pruning"],
+                     "wall_s": wall, "in_process_s": s["seconds"], "columns_s": s["column_seconds"],
+                     "milp_s": s["solve_seconds"], "status": s["status"], "tokens_per_joule": res["fleet"]["tokens_per_joule"],
+                     "homogeneous_tpj": res["baselines"]["homogeneous"]["tokens_per_joule"]})
+    return rows
+
+
+def optuna_rows(budget_cap: int = 300) -> list[dict]:
+    import optuna
+
+    from fleetopt import InfeasibleError
+    from fleetopt.catalog import load_catalog
+    from fleetopt.columns import candidate_boundaries, configs
+    from fleetopt.fleet import PoolChoice, build_workload, evaluate
+    from fleetopt.instance import load_instance
+    from fleetopt.solve import solve_instance
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rows = []
+    for name in ("heterogeneous", "azure-conv-h100", "paper-azure-h100"):
+        inst, base = load_instance(ROOT / "instances" / f"{name}.yaml")
+        cat = load_catalog()
+        t0 = time.perf_counter()
+        milp = solve_instance(inst, base, cat)
+        t_milp = time.perf_counter() - t0
+        dist, rate = build_workload(inst, base)
+        bounds = candidate_boundaries(inst, dist)
+        cfgs = configs(inst, cat)
+        budget = min(budget_cap, milp["search_space"]["columns"])
+
+        def objective(trial):
+            k = trial.suggest_int("pools", 1, inst.pools.max_pools)
+            cuts = sorted({trial.suggest_categorical(f"b{i}", bounds[:-1]) for i in range(k - 1)})
+            uppers = cuts + [bounds[-1]]
+            topo = []
+            for i, u in enumerate(uppers):
+                c = cfgs[trial.suggest_int(f"c{i}", 0, len(cfgs) - 1)]
+                topo.append(PoolChoice(u, c.gpu, c.tp, c.admission))
+            try:
+                f = evaluate(inst, base, topo, catalog=cat, workload=(dist, rate))["fleet"]
+            except InfeasibleError:
+                return 0.0
+            return f["tokens_per_joule"]
+
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
+        t0 = time.perf_counter()
+        study.optimize(objective, n_trials=budget)
+        t_opt = time.perf_counter() - t0
+        rows.append({"instance": name, "evaluations": budget, "milp_tpj": milp["fleet"]["tokens_per_joule"],
+                     "milp_s": t_milp, "optuna_tpj": study.best_value, "optuna_s": t_opt,
+                     "optuna_vs_milp_pct": 100 * (study.best_value / milp["fleet"]["tokens_per_joule"] - 1)})
+    return rows
+
+
+def plan_rows() -> list[dict]:
+    """The solved plan of every shipped instance against its baselines (same model)."""
+    from fleetopt.instance import load_instance
+    from fleetopt.solve import solve_instance
+
+    rows = []
+    for path in sorted((ROOT / "instances").glob("*.yaml")):
+        inst, base = load_instance(path)
+        t0 = time.perf_counter()
+        r = solve_instance(inst, base)
+        f, h, two = r["fleet"], r["baselines"]["homogeneous"], r["baselines"]["two_pool_paper"]
+        rows.append({"instance": inst.name, "mode": inst.mode, "plan": r["topology"], "instances": f["instances"],
+                     "tokens_per_joule": f["tokens_per_joule"], "tok_per_w_paper": f["tok_per_w_paper"],
+                     "homog_instances": h["instances"] if h else None,
+                     "homog_tok_per_w_paper": h["tok_per_w_paper"] if h else None,
+                     "two_pool_instances": two["instances"] if two else None,
+                     "two_pool_tok_per_w_paper": two["tok_per_w_paper"] if two else None,
+                     "gain_vs_homog_pct": 100 * r["gains"]["vs_homogeneous"]["tokens_per_joule"] if h else None,
+                     "status": r["solver"]["status"], "seconds": time.perf_counter() - t0})
+    return rows
+
+
+def main() -> None:
+    from fleetopt.output import table
+
+    text = table(plan_rows(), "solved plans of every shipped instance (in process)") + "\n\n"
+    text += table(scaling_rows(), "fleetopt solve, whole process (best of 3), heterogeneous Azure instance") + "\n\n"
+    text += table(optuna_rows(), "MILP against Optuna-only (TPE, seed 0) with the same evaluation budget")
+    res = ROOT / "benchmarks" / "results"
+    res.mkdir(exist_ok=True)
+    (res / "solve_scaling.md").write_text("```\n" + text + "\n```\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
