@@ -175,6 +175,9 @@ class Solver(_M):
     mip_gap: float = Field(1e-6, ge=0)
     threads: int = Field(1, ge=1)
     seed: int = Field(0, ge=0)
+    interface: Literal["highspy", "pyomo"] = "highspy"
+    """How the model reaches HiGHS: its rows as a matrix through highspy (default, no Pyomo
+    import) or the Pyomo model through pyomo.contrib.solver.solvers.highs.Highs."""
 
 
 class Instance(_M):

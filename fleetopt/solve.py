@@ -107,27 +107,31 @@ def _tie_break(cols: Columns, w: np.ndarray) -> np.ndarray:
 def _solve_columns(inst: Instance, cols: Columns, verbose: bool):
     """Run the MILP on the columns for the instance's objective (fixed demand).  The
     reported objective is recomputed from the chosen columns (without the tie-breaker)."""
-    from formulations.fleet import build, solve
+    from formulations.fleet import build, solve, solve_direct
 
     data = _model_data(inst, cols)
     s = inst.solver
+
+    def run(w, sense="min"):
+        if s.interface == "pyomo":
+            return solve(build(data, w, sense), s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose)
+        return solve_direct(data, w, sense, s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose)
     if inst.objective == "min_cost" or inst.pools.compress is None:
         # cost, or tokens per joule when every path credits the same tokens (= least energy)
         w = cols.cost_h if inst.objective == "min_cost" else cols.energy_w
-        res = solve(build(data, _tie_break(cols, w)), s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose)
+        res = run(_tie_break(cols, w))
         if res.chosen:
             true = float(w[res.chosen].sum())
             res.bound = min(res.bound, true) if res.bound is not None else true
             res.objective = true
             res.gap = abs(true - res.bound) / max(abs(true), 1e-12)
         return res, 0
-    res = solve(build(data, cols.energy_w), s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose)
+    res = run(cols.energy_w)
     it = 0
     while res.chosen and it < 20:
         it += 1
         q = cols.tokens_s[res.chosen].sum() / cols.energy_w[res.chosen].sum()
-        nxt = solve(build(data, cols.tokens_s - q * cols.energy_w, "max"), s.time_limit_s, s.mip_gap, s.threads,
-                    s.seed, verbose)
+        nxt = run(cols.tokens_s - q * cols.energy_w, "max")
         if not nxt.chosen or nxt.objective <= 1e-9 * cols.tokens_s[res.chosen].sum():
             # q is optimal: report the ratio as objective (bound from the Dinkelbach certificate)
             res.objective = res.bound = float(q)
@@ -215,7 +219,8 @@ def _finish(inst, base, cat, dist, rate, raw: Columns, verbose: bool, t0: float,
            "topology": ",".join(p.spec() for p in topo), "pools": plan["pools"], "fleet": plan["fleet"],
            "baselines": {"homogeneous": _brief(homog), "two_pool_paper": _brief(two)},
            "gains": {"vs_homogeneous": _gains(plan, homog), "vs_two_pool_paper": _gains(plan, two)},
-           "solver": {"name": "HiGHS (highspy) via pyomo.contrib.solver.solvers.highs.Highs", "status": res.status,
+           "solver": {"name": ("HiGHS via pyomo.contrib.solver.solvers.highs.Highs" if inst.solver.interface == "pyomo"
+                               else "HiGHS via highspy (the model's rows as a matrix)"), "status": res.status,
                       "objective": res.objective, "bound": res.bound, "gap": res.gap,
                       "seconds": time.perf_counter() - t0, "solve_seconds": res.seconds,
                       "column_seconds": t_cols, "variables": res.variables, "constraints": res.constraints,

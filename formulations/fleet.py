@@ -78,35 +78,96 @@ class SolveResult:
     log: str = ""
 
 
+def constraint_rows(data: FleetModelData) -> list[tuple[str, list[int], list[float], float, float]]:
+    """Every constraint row once, as (family, column indices, coefficients, lower, upper):
+    the single definition both transports below read."""
+    n = len(data.arc_i)
+    out_of = {v: [] for v in range(data.n_nodes)}
+    into = {v: [] for v in range(data.n_nodes)}
+    for c in range(n):
+        out_of[int(data.arc_i[c])].append(c)
+        into[int(data.arc_j[c])].append(c)
+    rows = [("flow", out_of[0], [1.0] * len(out_of[0]), 1.0, 1.0)]
+    for v in range(1, data.n_nodes - 1):
+        if into[v] or out_of[v]:
+            rows.append(("flow", into[v] + out_of[v], [1.0] * len(into[v]) + [-1.0] * len(out_of[v]), 0.0, 0.0))
+    rows.append(("pools", list(range(n)), [1.0] * n, -math.inf, float(data.max_pools)))
+    for g, limit in sorted(data.stock.items()):
+        cs = [c for c in range(n) if data.gpu_type[c] == g]
+        if cs:
+            rows.append(("stock", cs, [float(data.gpus[c]) for c in cs], -math.inf, float(limit)))
+    if data.cap_w is not None:
+        rows.append(("power", list(range(n)), [float(x) for x in data.provisioned_w], -math.inf, float(data.cap_w)))
+    return rows
+
+
 def build(data: FleetModelData, weights: np.ndarray, sense: str = "min"):
-    """The Pyomo model: flow, pool count, inventory and power rows; objective sum w_c x_c."""
+    """The Pyomo model: one indexed constraint per family over ``constraint_rows``;
+    objective sum w_c x_c."""
     import pyomo.core as pc
 
     m = pc.ConcreteModel(name="fleet")
     C = range(len(weights))
     m.C = pc.Set(initialize=C, ordered=True)
     m.x = pc.Var(m.C, domain=pc.Binary)
-    out_of = {v: [] for v in range(data.n_nodes)}
-    into = {v: [] for v in range(data.n_nodes)}
-    for c in C:
-        out_of[int(data.arc_i[c])].append(c)
-        into[int(data.arc_j[c])].append(c)
-    m.flow = pc.ConstraintList()
-    m.flow.add(sum(m.x[c] for c in out_of[0]) == 1)
-    for v in range(1, data.n_nodes - 1):
-        if into[v] or out_of[v]:
-            m.flow.add(sum(m.x[c] for c in into[v]) - sum(m.x[c] for c in out_of[v]) == 0)
-    m.pools = pc.Constraint(expr=sum(m.x[c] for c in C) <= data.max_pools)
-    m.stock = pc.ConstraintList()
-    for g, limit in sorted(data.stock.items()):
-        cs = [c for c in C if data.gpu_type[c] == g]
-        if cs:
-            m.stock.add(sum(int(data.gpus[c]) * m.x[c] for c in cs) <= limit)
-    if data.cap_w is not None:
-        m.power = pc.Constraint(expr=sum(float(data.provisioned_w[c]) * m.x[c] for c in C) <= data.cap_w)
+    for fam in ("flow", "pools", "stock", "power"):
+        setattr(m, fam, pc.ConstraintList())
+    for fam, idx, coef, lo, up in constraint_rows(data):
+        expr = sum(a * m.x[c] for c, a in zip(idx, coef))
+        cl = getattr(m, fam)
+        if lo == up:
+            cl.add(expr == lo)
+        else:
+            cl.add(expr <= up)
     m.obj = pc.Objective(expr=sum(float(weights[c]) * m.x[c] for c in C),
                          sense=pc.minimize if sense == "min" else pc.maximize)
     return m
+
+
+def solve_direct(data: FleetModelData, weights: np.ndarray, sense: str, time_limit_s: float, mip_gap: float,
+                 threads: int, seed: int, verbose: bool = False) -> SolveResult:
+    """The same rows passed to HiGHS as a matrix through highspy (no Pyomo import: about
+    0.3 s less per process).  Equal optima to ``solve(build(...))`` are tested."""
+    import highspy
+
+    rows = constraint_rows(data)
+    n = len(weights)
+    h = _new_highs(highspy, verbose)
+    for k, v in (("output_flag", bool(verbose)), ("log_to_console", bool(verbose)), ("time_limit", float(time_limit_s)),
+                 ("mip_rel_gap", float(mip_gap)), ("mip_abs_gap", 0.0), ("threads", int(threads)),
+                 ("random_seed", int(seed))):
+        h.setOptionValue(k, v)
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = n, len(rows)
+    lp.col_cost_ = np.asarray(weights, float) * (1.0 if sense == "min" else -1.0)
+    lp.col_lower_, lp.col_upper_ = np.zeros(n), np.ones(n)
+    lp.row_lower_ = np.array([r[3] for r in rows])
+    lp.row_upper_ = np.array([r[4] if math.isfinite(r[4]) else highspy.kHighsInf for r in rows])
+    lp.row_lower_ = np.where(np.isfinite(lp.row_lower_), lp.row_lower_, -highspy.kHighsInf)
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+    lp.a_matrix_.start_ = np.concatenate(([0], np.cumsum([len(r[1]) for r in rows]))).astype(np.int32)
+    lp.a_matrix_.index_ = np.concatenate([np.asarray(r[1], np.int32) for r in rows])
+    lp.a_matrix_.value_ = np.concatenate([np.asarray(r[2], float) for r in rows])
+    lp.integrality_ = [highspy.HighsVarType.kInteger] * n
+    t0 = time.perf_counter()
+    h.passModel(lp)
+    h.run()
+    secs = time.perf_counter() - t0
+    st = h.getModelStatus()
+    info = h.getInfo()
+    M = highspy.HighsModelStatus
+    if st in (M.kInfeasible, M.kUnboundedOrInfeasible):
+        return SolveResult("infeasible", [], None, None, None, secs, n, len(rows))
+    if info.primal_solution_status != 2:        # no feasible solution
+        status = "time_limit" if st == M.kTimeLimit else "infeasible"
+        return SolveResult(status, [], None, None, None, secs, n, len(rows))
+    x = np.asarray(h.getSolution().col_value)
+    chosen = [int(c) for c in np.flatnonzero(x > 0.5)]
+    sign = 1.0 if sense == "min" else -1.0
+    obj = sign * float(info.objective_function_value)
+    bound = sign * float(info.mip_dual_bound) if math.isfinite(info.mip_dual_bound) else obj
+    gap = abs(obj - bound) / max(abs(obj), 1e-12)
+    return SolveResult("optimal" if st == M.kOptimal else "time_limit", chosen, obj, bound, gap, secs, n, len(rows))
 
 
 def solve(model, time_limit_s: float, mip_gap: float, threads: int, seed: int, verbose: bool = False) -> SolveResult:
@@ -121,7 +182,8 @@ def solve(model, time_limit_s: float, mip_gap: float, threads: int, seed: int, v
                     solver_options={"random_seed": seed, "mip_abs_gap": 0.0})
     secs = time.perf_counter() - t0
     tc = res.termination_condition
-    nv, ncon = len(model.x), sum(1 for _ in model.component_data_objects(_ctype("Constraint"), active=True))
+    nv = len(model.x)
+    ncon = sum(len(getattr(model, f)) for f in ("flow", "pools", "stock", "power"))
     if tc in (TC.provenInfeasible, TC.infeasibleOrUnbounded, TC.locallyInfeasible):
         return SolveResult("infeasible", [], None, None, None, secs, nv, ncon)
     has_sol = res.incumbent_objective is not None
@@ -137,14 +199,28 @@ def solve(model, time_limit_s: float, mip_gap: float, threads: int, seed: int, v
     return SolveResult(status, chosen, obj, bound, gap, secs, nv, ncon)
 
 
-def _ctype(name: str):
-    import pyomo.core as pc
+def _new_highs(highspy, verbose: bool):
+    """A Highs object; its constructor prints a banner to the C-level stdout, which a
+    JSON consumer must not see, so stdout's descriptor is pointed at /dev/null meanwhile."""
+    import os
+    import sys
 
-    return getattr(pc, name)
+    if verbose:
+        return highspy.Highs()
+    sys.stdout.flush()
+    saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        return highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
 
 
 def write_lp(model, path: str) -> None:
-    """The model as an LP file (CPLEX LP format), symbolic names, for review and golden tests."""
+    """The model as an LP file (CPLEX LP format, from the .lp suffix), symbolic names, for review
+    and golden tests."""
     import pyomo.environ  # noqa: F401  (registers the LP writer)
 
-    model.write(path, format="lp", io_options={"symbolic_solver_labels": True})
+    model.write(path, io_options={"symbolic_solver_labels": True})

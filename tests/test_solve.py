@@ -15,7 +15,7 @@ from fleetopt.cli import main
 from fleetopt.fleet import PoolChoice, build_workload, evaluate
 from fleetopt.instance import Instance, load_instance
 from fleetopt.solve import solve_instance
-from formulations.fleet import FleetModelData, build, solve, write_lp
+from formulations.fleet import FleetModelData, build, solve, solve_direct, write_lp
 
 INST = Path(__file__).resolve().parents[1] / "instances"
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -69,7 +69,10 @@ def test_milp_equals_enumeration_on_random_columns(case):
     data = FleetModelData(n_nodes, np.array([c["i"] for c in cols]), np.array([c["j"] for c in cols]),
                           [c["t"] for c in cols], np.array([c["g"] for c in cols]), K, stock,
                           np.array([c["p"] for c in cols], float), cap)
-    res = solve(build(data, np.array([c["w"] for c in cols], float)), 30, 0.0, 1, 0)
+    w = np.array([c["w"] for c in cols], float)
+    res = solve(build(data, w), 30, 0.0, 1, 0)
+    direct = solve_direct(data, w, "min", 30, 0.0, 1, 0)
+    assert direct.status == res.status and direct.objective == res.objective    # both transports agree
     bf = brute_force(n_nodes, cols, K, stock, cap)
     if math.isinf(bf):
         assert res.status == "infeasible"
@@ -155,6 +158,12 @@ def test_post_solve_invariants_and_columns_agree_with_evaluate():
     assert len(pools) <= 3
     # the MILP objective is the re-evaluated plan's energy: columns and evaluate agree
     assert res["solver"]["objective"] == pytest.approx(res["fleet"]["it_power_kw"] * 1e3, rel=1e-9)
+
+
+def test_pyomo_and_highspy_interfaces_give_the_same_plan():
+    a = solve_instance(*load_instance(INST / "heterogeneous.yaml", ["solver.interface=pyomo"]))
+    b = solve_instance(*load_instance(INST / "heterogeneous.yaml"))
+    assert a["topology"] == b["topology"] and a["solver"]["objective"] == pytest.approx(b["solver"]["objective"])
 
 
 def test_k1_is_the_best_homogeneous_fleet():
