@@ -103,14 +103,30 @@ def _write_outputs(out_dir: str, res: dict, force: bool) -> None:
               help="Folder for plan.json, pools.csv and plan.md (written atomically).")
 @click.option("--force", is_flag=True, help="Replace existing files in --out.")
 @click.option("--verbose", is_flag=True, help="Show the HiGHS log.")
+@click.option("--verify", is_flag=True, help="Simulate the plan and report both (flagged if an SLO is missed).")
+@click.option("--repair", is_flag=True, help="With --verify: add instances to failing pools until the SLOs hold.")
+@click.option("--requests", type=click.IntRange(min=100), default=100_000, show_default=True,
+              help="Requests simulated by --verify.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --verify simulation.")
 @click.pass_context
-def solve(ctx, instance, overrides, fmt, out_dir, force, verbose):
+def solve(ctx, instance, overrides, fmt, out_dir, force, verbose, verify, repair, requests, seed):
     """Optimal pool boundaries, GPU types and counts (MILP, HiGHS), with baselines and gains."""
+    from fleetopt.fleet import parse_topology
     from fleetopt.instance import load_instance
     from fleetopt.solve import solve_instance
 
     inst, base = load_instance(instance, overrides)
     res = solve_instance(inst, base, _catalog(ctx), verbose=verbose)
+    if verify or repair:
+        from fleetopt.simulate.run import repair as rep
+        from fleetopt.simulate.run import simulate as sim
+
+        topo = parse_topology(res["topology"])
+        v = (rep if repair else sim)(inst, base, topo, requests, seed, _catalog(ctx))
+        missed = [p for p in v["pools"] if p["requests"] and (p["ttft_p99_ms"] > inst.slo.ttft_p99_ms or (
+            inst.slo.tpot_p99_ms is not None and p["tpot_p99_ms"] > inst.slo.tpot_p99_ms))]
+        res["verification"] = {"fleet": v["fleet"], "pools": v["pools"], "deviation": v["deviation"],
+                               "sim": v["sim"], "slo_missed": bool(missed), **({"repair": v["repair"]} if repair else {})}
     if out_dir:
         _write_outputs(out_dir, res, force)
     if fmt == "json":
@@ -119,3 +135,81 @@ def solve(ctx, instance, overrides, fmt, out_dir, force, verbose):
         _emit(res["pools"], "csv")
     else:
         click.echo(_solve_tables(res))
+        if "verification" in res:
+            v = res["verification"]
+            f = v["fleet"]
+            flag = "SLO MISSED in simulation" if v["slo_missed"] else "SLOs hold in simulation"
+            click.echo(f"\nverify: {flag}: P99 TTFT {f['ttft_p99_ms']:.0f} ms, P99 TPOT {f['tpot_p99_ms']:.1f} ms, "
+                       f"attainment {f['slo_attainment']:.4f}, tok/J {f['tokens_per_joule']:.4g} "
+                       f"({100 * v['deviation'].get('tokens_per_joule', 0):+.1f} % vs analytical)")
+            if "repair" in v:
+                r = v["repair"]
+                click.echo(f"repair: instances {r['instances_before']} -> {r['instances_after']}")
+
+
+def _sim_tables(res: dict) -> str:
+    from fleetopt.output import table
+
+    cols = ["lo_tokens", "hi_tokens", "gpu", "tp", "instances", "requests", "utilization", "ttft_p50_ms",
+            "ttft_p99_ms", "analytical_ttft_p99_ms", "tpot_p99_ms", "slo_attainment", "tokens_per_joule",
+            "preemptions"]
+    rows = [{c: p[c] for c in cols} for p in res["pools"]]
+    keys = ["ttft_p99_ms", "tpot_p99_ms", "tokens_per_joule", "energy_per_query_wh"]
+    side = [{"figure": k, "simulated": res["fleet"][k], "analytical": res["analytical"][k],
+             "deviation": res["deviation"].get(k)} for k in keys]
+    s = res["sim"]
+    tail = (f"\nslo attainment {res['fleet']['slo_attainment']:.4f}, preemptions {res['fleet']['preemptions']}; "
+            f"{s['requests']} requests in {s['seconds']:.2f} s ({s['requests_per_second']:.0f} requests/s), "
+            f"seed {s['seed']}")
+    if "repair" in res:
+        r = res["repair"]
+        tail += (f"\nrepair: {r['rounds']} rounds, instances {r['instances_before']} -> {r['instances_after']}, "
+                 f"SLOs {'hold' if r['holds'] else 'still missed'}")
+    return table(rows, "pools (simulated)") + "\n\n" + table(side, "fleet: simulated against analytical") + tail
+
+
+def _plan_topology(plan_path: str):
+    import json
+
+    from fleetopt import FleetoptError
+    from fleetopt.fleet import parse_topology
+
+    try:
+        with open(plan_path) as f:
+            plan = json.load(f)
+        return parse_topology(plan["topology"])
+    except FileNotFoundError:
+        raise FleetoptError(f"--plan: no such file '{plan_path}'") from None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise FleetoptError(f"--plan: '{plan_path}' is not a plan.json written by fleetopt solve --out") from None
+
+
+@cli.command()
+@click.argument("instance", type=click.Path(dir_okay=False))
+@click.option("--plan", "plan_path", default=None, help="plan.json from fleetopt solve --out.")
+@click.option("--topology", default=None, help="Pools as UPPER_TOKENS:GPU[xTP][:ADMISSION],... ascending.")
+@click.option("--requests", type=click.IntRange(min=100), default=100_000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--repair", is_flag=True, help="Add instances to pools whose simulated P99s miss the SLOs.")
+@set_opt
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def simulate(ctx, instance, plan_path, topology, requests, seed, repair, overrides, fmt):
+    """Request-level simulation of a fleet, beside its analytical prediction."""
+    from fleetopt import FleetoptError
+    from fleetopt.fleet import parse_topology
+    from fleetopt.instance import load_instance
+    from fleetopt.simulate.run import repair as rep
+    from fleetopt.simulate.run import simulate as sim
+
+    if (plan_path is None) == (topology is None):
+        raise FleetoptError("simulate: give exactly one of --plan or --topology")
+    inst, base = load_instance(instance, overrides)
+    topo = _plan_topology(plan_path) if plan_path else parse_topology(topology)
+    res = (rep if repair else sim)(inst, base, topo, requests, seed, _catalog(ctx))
+    if fmt == "json":
+        _emit(res, "json")
+    elif fmt == "csv":
+        _emit(res["pools"], "csv")
+    else:
+        click.echo(_sim_tables(res))

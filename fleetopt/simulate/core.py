@@ -1,0 +1,321 @@
+"""The event loop of one pool: arrivals, join-shortest-queue dispatch, continuous batching,
+admission (reserve or paged KV, with preemption and recompute), energy.
+
+Continuous batching without simulating every step: between two events an instance's batch
+b is constant, so its step time s(b, held KV) is constant and every running sequence gains
+one token per step.  Each instance keeps a virtual clock V (tokens produced per running
+sequence since it started); a sequence admitted at V0 with O tokens to produce finishes
+when V reaches V0 + O, so completions come off a heap in O(log b).  KV held by a paged
+instance is sum(prompt - V0) + b V, so the moment it would overflow is known in O(1).
+
+Prefill (chunked, mixed into the decode steps, as the sizing layer models it): a request's
+prompt takes ``prefill_ms`` from admission (its first token then), expressed as
+prefill_ms / s extra steps in its virtual-clock budget; the decode step times come from
+the same operating points as the sizing layer (the pool's mean prefill load per step is
+mixed in).  TTFT = queueing wait + prefill; TPOT = (finish - first token) / (O - 1).
+
+Preemption (paged): when the held KV would exceed the capacity, the most recently admitted
+sequence is evicted and re-queued at the front with its prompt extended by the tokens it
+had produced (recompute), as vLLM does; the instance then admits nothing until one of its
+sequences finishes.
+
+Statistics stream into log-spaced histograms (``LogHist``): memory does not grow with the
+number of requests.  Requests arriving during the warm-up are served but not counted;
+energy and tokens are integrated over the measurement window [t_warm, t_end] (a request's
+output tokens are credited pro rata to the part of its decode inside the window).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class LogHist:
+    """Streaming quantiles: values collect in a bounded buffer that is folded, vectorised,
+    into log-spaced bins from 1e-3 to 1e8 (ms), 0.5 % wide, plus an exact count of zeros;
+    quantiles are read at the bin's geometric middle (0.25 % resolution).  Memory stays
+    bounded however many requests are simulated."""
+
+    LO, HI, STEP = 1e-3, 1e8, 1.005
+    BUFFER = 65536
+
+    def __init__(self):
+        self.nb = int(math.log(self.HI / self.LO) / math.log(self.STEP)) + 2
+        self.bins = np.zeros(self.nb, np.int64)
+        self.zeros = 0
+        self.n = 0
+        self.total = 0.0
+        self.buf: list[float] = []
+        self.add = self.buf.append          # the hot path: one list append per value
+
+    def _fold(self) -> None:
+        if not self.buf:
+            return
+        x = np.asarray(self.buf, float)
+        self.buf.clear()
+        self.n += x.size
+        self.total += float(x.sum())
+        pos = x > 0
+        self.zeros += int((~pos).sum())
+        i = np.floor((np.log(x[pos]) - math.log(self.LO)) / math.log(self.STEP)).astype(np.int64) + 1
+        self.bins += np.bincount(np.clip(i, 0, self.nb - 1), minlength=self.nb)
+
+    def maybe_fold(self) -> None:
+        if len(self.buf) >= self.BUFFER:
+            self._fold()
+
+    def merge(self, other: "LogHist") -> None:
+        self._fold()
+        other._fold()
+        self.bins += other.bins
+        self.zeros += other.zeros
+        self.n += other.n
+        self.total += other.total
+
+    def quantile(self, q: float) -> float:
+        self._fold()
+        if self.n == 0:
+            return float("nan")
+        target = q * self.n
+        if self.zeros >= target:
+            return 0.0
+        c = np.cumsum(self.bins) + self.zeros
+        i = int(np.searchsorted(c, target))
+        return self.LO * self.STEP ** (i - 0.5) if i < self.nb else self.HI
+
+    @property
+    def mean(self) -> float:
+        self._fold()
+        return self.total / self.n if self.n else float("nan")
+
+    def frac_zero(self) -> float:
+        self._fold()
+        return self.zeros / self.n if self.n else float("nan")
+
+
+@dataclass
+class PoolSpec:
+    """One pool as the simulator needs it (times in ms, powers in W per instance)."""
+
+    instances: int
+    slots: int
+    """Sequences an instance runs at most (the sizing layer's TPOT-capped slots)."""
+    kv_capacity_tokens: float
+    """KV tokens an instance holds (paged admission); math.inf for reserve."""
+    admission: str
+    step_and_power: callable
+    """step_and_power(batch, mean_held_kv_tokens) -> (step ms, W per busy instance)."""
+    idle_w: float
+    """Power of an instance with nothing to run, W."""
+
+
+@dataclass
+class PoolStats:
+    ttft: LogHist = field(default_factory=LogHist)
+    tpot: LogHist = field(default_factory=LogHist)
+    e2e: LogHist = field(default_factory=LogHist)
+    wait: LogHist = field(default_factory=LogHist)
+    measured: int = 0
+    met_both: int = 0
+    completed: int = 0
+    preemptions: int = 0
+    energy_j: float = 0.0
+    tokens: float = 0.0
+    busy_slot_ms: float = 0.0
+    window_ms: float = 0.0
+
+
+def simulate_pool(spec: PoolSpec, arrivals_ms, inp, out, prefill_ms, warm: int, ttft_slo_ms: float,
+                  tpot_slo_ms: float | None) -> PoolStats:
+    """Run one pool over the given requests (arrival times ascending, ms; lengths; prefill
+    ms per request).  Requests with index < warm are warm-up."""
+    n_req = len(arrivals_ms)
+    st = PoolStats()
+    if n_req == 0 or spec.instances <= 0:
+        return st
+    t_warm = arrivals_ms[warm] if warm < n_req else arrivals_ms[-1]
+    t_end = arrivals_ms[-1]
+    st.window_ms = max(t_end - t_warm, 0.0)
+    N = spec.instances
+    slots, cap, paged = spec.slots, spec.kv_capacity_tokens, spec.admission == "paged"
+    sp_fn, idle_w = spec.step_and_power, spec.idle_w
+    V = [0.0] * N              # virtual clock: tokens per running sequence
+    T = [0.0] * N              # time of the last update
+    B = [0] * N                # running sequences
+    KV0 = [0.0] * N            # sum over running of (tokens held at admission - V at admission)
+    STEP = [1.0] * N
+    POW = [idle_w] * N
+    VER = [0] * N
+    running = [[] for _ in range(N)]   # heap of (finish_V, order, rid)
+    stack = [[] for _ in range(N)]     # admission order (for LIFO eviction), lazy
+    alive = {}                          # rid -> (instance, V0, held0, finish_V, order)
+    queues = [[] for _ in range(N)]    # FIFO per instance: list used as deque via index
+    qhead = [0] * N
+    load = [0] * N                      # running + queued, for join-shortest-queue
+    blocked = [False] * N               # after a preemption: admit nothing until a sequence finishes
+    # per-request state (lists, indexed by rid): remaining prompt/out after preemption
+    p_in = [float(x) for x in inp]
+    p_out = [float(x) for x in out]
+    pre = [float(x) for x in prefill_ms]
+    first_tok = [-1.0] * n_req
+    admit_t = [-1.0] * n_req
+    order_ctr = 0
+    events = []                         # (time, kind, instance, version); kind 0 = completion/overflow
+    inf = math.inf
+    heappush, heappop = heapq.heappush, heapq.heappop
+    add_ttft, add_tpot, add_e2e = st.ttft.add, st.tpot.add, st.e2e.add
+
+    def advance(k: int, t: float) -> None:
+        t_k = T[k]
+        dt = t - t_k
+        T[k] = t
+        if dt <= 0:
+            return
+        b = B[k]
+        if b:
+            V[k] += dt / STEP[k]
+        if t <= t_warm or t_k >= t_end:      # outside the measurement window
+            return
+        lo = t_k if t_k > t_warm else t_warm
+        hi = t if t < t_end else t_end
+        w = hi - lo
+        if b:
+            st.energy_j += POW[k] * w * 1e-3
+            st.busy_slot_ms += b * w
+        else:
+            st.energy_j += idle_w * w * 1e-3
+
+    def reschedule(k: int, t: float) -> None:
+        VER[k] += 1
+        b = B[k]
+        if not b:
+            STEP[k], POW[k] = 1.0, idle_w
+            return
+        held = KV0[k] + b * V[k]
+        mean_kv = held / b
+        s, POW[k] = sp_fn(b, mean_kv)
+        STEP[k] = s
+        h = running[k]
+        while h and h[0][2] not in alive:
+            heappop(h)
+        nxt = (h[0][0] - V[k]) * s if h else inf
+        if paged and cap < inf and b > 1:
+            t_over = max(cap - held, 0.0) / b * s
+            if t_over < nxt:
+                heappush(events, (t + t_over, 0, k, VER[k]))
+                return
+        heappush(events, (t + (nxt if nxt > 0.0 else 0.0), 0, k, VER[k]))
+
+    def admit(k: int, t: float) -> None:
+        nonlocal order_ctr
+        q = queues[k]
+        if blocked[k]:
+            return
+        while qhead[k] < len(q) and B[k] < slots:
+            rid = q[qhead[k]]
+            held_new = p_in[rid]
+            if paged and KV0[k] + B[k] * V[k] + held_new > cap and B[k] > 0:
+                break
+            qhead[k] += 1
+            if admit_t[rid] < 0:
+                admit_t[rid] = t
+                if rid >= warm:
+                    st.wait.add(t - arrivals_ms[rid])
+            s = STEP[k] if B[k] else sp_fn(1, held_new)[0]
+            budget = p_out[rid] + (pre[rid] / s if first_tok[rid] < 0 else 0.0)
+            if first_tok[rid] < 0:
+                first_tok[rid] = t + pre[rid]
+            order_ctr += 1
+            v0 = V[k]
+            fin = v0 + budget
+            alive[rid] = (k, v0, held_new, fin, order_ctr)
+            heapq.heappush(running[k], (fin, order_ctr, rid))
+            stack[k].append(rid)
+            B[k] += 1
+            KV0[k] += held_new - v0
+        if qhead[k] > 1024 and qhead[k] * 2 > len(q):   # compact the FIFO
+            del q[:qhead[k]]
+            qhead[k] = 0
+
+    def finish(k: int, t: float) -> None:
+        h = running[k]
+        while h and (h[0][2] not in alive or h[0][0] <= V[k] * (1 + 1e-12) + 1e-9):
+            fin, _, rid = heapq.heappop(h)
+            if rid not in alive:
+                continue
+            _, v0, held0, _, _ = alive.pop(rid)
+            B[k] -= 1
+            KV0[k] -= held0 - v0
+            load[k] -= 1
+            blocked[k] = False
+            st.completed += 1
+            ft = first_tok[rid]                  # tokens credited pro rata to the window
+            if t > ft:
+                ov = (t if t < t_end else t_end) - (ft if ft > t_warm else t_warm)
+                if ov > 0:
+                    st.tokens += out[rid] * ov / (t - ft)
+            elif t_warm <= t <= t_end:
+                st.tokens += out[rid]
+            if rid >= warm:
+                ft = first_tok[rid]
+                ttft = ft - arrivals_ms[rid]
+                o = out[rid]
+                tpot = (t - ft) / (o - 1) if o > 1 else 0.0
+                st.measured += 1
+                add_ttft(ttft)
+                add_tpot(tpot)
+                add_e2e(t - arrivals_ms[rid])
+                if ttft <= ttft_slo_ms and (tpot_slo_ms is None or tpot <= tpot_slo_ms):
+                    st.met_both += 1
+
+    def preempt(k: int) -> None:
+        """Evict the most recently admitted running sequence; it recomputes later."""
+        s = stack[k]
+        while s:
+            rid = s.pop()
+            if rid in alive:
+                _, v0, held0, fin, _ = alive.pop(rid)
+                done = V[k] - v0
+                B[k] -= 1
+                KV0[k] -= held0 - v0
+                produced = max(0.0, done - (pre[rid] / STEP[k] if done > 0 else 0.0))
+                p_in[rid] = held0 + produced
+                p_out[rid] = max(1.0, fin - V[k])
+                queues[k].insert(qhead[k], rid)
+                st.preemptions += 1
+                blocked[k] = True
+                return
+
+    i = 0
+    while i < n_req or events:
+        t_arr = arrivals_ms[i] if i < n_req else inf
+        if events and events[0][0] <= t_arr:
+            t, _, k, ver = heapq.heappop(events)
+            if ver != VER[k]:
+                continue
+            advance(k, t)
+            finish(k, t)
+            while paged and B[k] > 1 and KV0[k] + B[k] * V[k] >= cap * (1 - 1e-9):
+                preempt(k)
+            admit(k, t)
+            reschedule(k, t)
+            continue
+        t = t_arr
+        rid = i
+        i += 1
+        if not i & 0xFFFF:
+            for h in (st.ttft, st.tpot, st.e2e, st.wait):
+                h.maybe_fold()
+        k = min(range(N), key=load.__getitem__)      # join the shortest queue
+        load[k] += 1
+        advance(k, t)
+        queues[k].append(rid)
+        if B[k] < slots:
+            admit(k, t)
+            reschedule(k, t)
+    # the tail: busy time after the last arrival is outside the window already
+    return st

@@ -1,0 +1,129 @@
+"""The simulator against queueing closed forms, the physics step time, conservation and seeds."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fleetopt.catalog import load_catalog
+from fleetopt.cli import main
+from fleetopt.fleet import parse_topology
+from fleetopt.instance import load_instance
+from fleetopt.profile import make_profile
+from fleetopt.queueing import erlang_c
+from fleetopt.simulate.core import LogHist, PoolSpec, simulate_pool
+from fleetopt.simulate.run import _tables, simulate
+
+INST = Path(__file__).resolve().parents[1] / "instances"
+
+
+def run_queue(c, lam_per_ms, service, n=200_000, seed=3, power=(100.0, 100.0)):
+    """One instance with c slots and a step of 1 ms at any batch: a request holds a slot
+    for `service` (ms, = its output tokens), so the pool is an M/G/c queue."""
+    rng = np.random.default_rng(seed)
+    arr = np.cumsum(rng.exponential(1 / lam_per_ms, n))
+    svc = service(rng, n)
+    spec = PoolSpec(1, c, math.inf, "reserve", lambda b, kv: (1.0, power[0]), power[1])
+    st = simulate_pool(spec, arr.tolist(), [1.0] * n, svc.tolist(), [0.0] * n, n // 10, 1e9, None)
+    return st, arr
+
+
+@pytest.mark.parametrize("c,rho", [(1, 0.7), (4, 0.8), (16, 0.85)])
+def test_mmc_wait_matches_erlang_c(c, rho):
+    mu = 1 / 20.0                                   # mean service 20 ms
+    lam = rho * c * mu
+    st, _ = run_queue(c, lam, lambda r, n: r.exponential(20.0, n))
+    pw = 1 - st.wait.frac_zero()
+    C = erlang_c(c, lam / mu)
+    assert pw == pytest.approx(C, abs=0.02)
+    assert st.wait.mean == pytest.approx(C / (c * mu - lam), rel=0.08)   # E[W] = C / (c mu - lambda)
+
+
+def test_md1_wait_matches_pollaczek_khinchine():
+    d, rho = 20.0, 0.75                             # deterministic 20 ms service
+    lam = rho / d
+    st, _ = run_queue(1, lam, lambda r, n: np.full(n, d))
+    assert st.wait.mean == pytest.approx(rho * d / (2 * (1 - rho)), rel=0.06)   # P-K: rho / (2 mu (1 - rho))
+    assert 1 - st.wait.frac_zero() == pytest.approx(rho, abs=0.02)             # P(wait) = rho for one server
+
+
+def test_conservation_every_request_once_and_energy_is_power_times_time():
+    st, arr = run_queue(4, 0.1, lambda r, n: r.exponential(20.0, n), n=50_000, power=(250.0, 250.0))
+    assert st.completed == 50_000
+    assert st.measured == 50_000 - 5_000
+    window_s = (arr[-1] - arr[5_000]) / 1e3
+    assert st.energy_j == pytest.approx(250.0 * window_s, rel=1e-9)       # constant power: P x window
+
+
+def test_busy_and_idle_power_integrate_separately():
+    st, arr = run_queue(1, 0.02, lambda r, n: np.full(n, 10.0), n=40_000, power=(300.0, 100.0))
+    window_s = (arr[-1] - arr[4_000]) / 1e3
+    busy = st.busy_slot_ms / 1e3 / window_s                               # one slot: fraction busy
+    assert busy == pytest.approx(0.2, abs=0.01)                           # rho = 0.02 x 10
+    assert st.energy_j == pytest.approx((300 * busy + 100 * (1 - busy)) * window_s, rel=1e-6)
+
+
+def test_fixed_batch_step_equals_physics():
+    """b identical requests admitted together decode at the physics step of batch b."""
+    cat = load_catalog()
+    prof = make_profile("physical", "llama-3.1-70b", "h100", 8, cat)
+    b, prompt, out = 32, 1000, 200
+    f = _tables(prof, b, 4096, 0.0, 0.0, 0.0)
+    spec = PoolSpec(1, b, math.inf, "reserve", f, 100.0)
+    arr = [i * 1e-6 for i in range(b)]
+    st = simulate_pool(spec, arr, [float(prompt)] * b, [float(out)] * b, [0.0] * b, 0, 1e9, None)
+    mean_held = prompt + out / 2
+    expect = prof.operating_point(b, mean_held).step_ms
+    assert st.tpot.mean == pytest.approx(expect, rel=0.01)
+
+
+def test_paged_kv_overflow_preempts_and_still_finishes_everything():
+    n = 2000
+    spec = PoolSpec(1, 64, 20_000.0, "paged", lambda b, kv: (1.0, 100.0), 50.0)
+    rng = np.random.default_rng(0)
+    arr = np.cumsum(rng.exponential(2.0, n)).tolist()
+    st = simulate_pool(spec, arr, [500.0] * n, [400.0] * n, [0.0] * n, 0, 1e9, None)
+    assert st.preemptions > 0 and st.completed == n
+
+
+def test_seeded_reproducibility():
+    inst, base = load_instance(INST / "azure-conv-h100.yaml")
+    topo = parse_topology("4096:h100x8,16384:h100x8")
+    a = simulate(inst, base, topo, 5000, seed=7)
+    b = simulate(inst, base, topo, 5000, seed=7)
+    c = simulate(inst, base, topo, 5000, seed=8)
+    assert a["fleet"] == b["fleet"] and a["pools"] == b["pools"]
+    assert a["fleet"] != c["fleet"]
+
+
+def test_loghist_quantiles_within_resolution():
+    h = LogHist()
+    x = np.random.default_rng(1).lognormal(3, 1, 100_000)
+    for v in x:
+        h.add(float(v))
+    for q in (0.5, 0.9, 0.99):
+        assert h.quantile(q) == pytest.approx(np.quantile(x, q), rel=0.006)
+
+
+def test_simulate_cli_reports_every_field(capsys):
+    code = main(["simulate", str(INST / "paper-azure-h100.yaml"), "--topology", "4096:h100x8,65536:h100x8",
+                 "--requests", "20000", "--seed", "1", "--format", "json"])
+    assert code == 0
+    r = json.loads(capsys.readouterr().out)
+    for k in ("ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "slo_attainment", "tokens_per_joule",
+              "energy_per_query_wh", "preemptions"):
+        assert k in r["fleet"] and k in r["pools"][0]
+    assert set(r["sim"]) >= {"requests", "seconds", "requests_per_second", "seed"}
+    assert abs(r["deviation"]["tokens_per_joule"]) < 0.10
+    assert main(["simulate", str(INST / "paper-azure-h100.yaml")]) == 2
+
+
+def test_solve_verify_and_repair(capsys):
+    assert main(["solve", str(INST / "azure-conv-h100.yaml"), "--set", "slo.ttft_p99_ms=400", "--repair",
+                 "--requests", "20000", "--format", "json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    v = r["verification"]
+    assert v["repair"]["holds"] and not v["slo_missed"]
+    assert all(a >= b for a, b in zip(v["repair"]["instances_after"], v["repair"]["instances_before"]))
