@@ -161,6 +161,8 @@ def _sim_tables(res: dict) -> str:
     tail = (f"\nslo attainment {res['fleet']['slo_attainment']:.4f}, preemptions {res['fleet']['preemptions']}; "
             f"{s['requests']} requests in {s['seconds']:.2f} s ({s['requests_per_second']:.0f} requests/s), "
             f"seed {s['seed']}")
+    if s.get("warning"):
+        tail += f"\nWARNING: {s['warning']}"
     if "repair" in res:
         r = res["repair"]
         tail += (f"\nrepair: {r['rounds']} rounds, instances {r['instances_before']} -> {r['instances_after']}, "

@@ -155,7 +155,8 @@ def simulate_pool(spec: PoolSpec, arrivals_ms, inp, out, prefill_ms, warm: int, 
     alive = {}                          # rid -> (instance, V0, held0, finish_V, order)
     queues = [[] for _ in range(N)]    # FIFO per instance: list used as deque via index
     qhead = [0] * N
-    load = [0] * N                      # running + queued, for join-shortest-queue
+    load = [0] * N if N <= 32 else np.zeros(N, np.int64)   # running + queued, for join-shortest-queue
+    argmin = (lambda: min(range(N), key=load.__getitem__)) if N <= 32 else (lambda: int(load.argmin()))
     blocked = [False] * N               # after a preemption: admit nothing until a sequence finishes
     # per-request state (lists, indexed by rid): remaining prompt/out after preemption
     p_in = [float(x) for x in inp]
@@ -310,7 +311,7 @@ def simulate_pool(spec: PoolSpec, arrivals_ms, inp, out, prefill_ms, warm: int, 
         if not i & 0xFFFF:
             for h in (st.ttft, st.tpot, st.e2e, st.wait):
                 h.maybe_fold()
-        k = min(range(N), key=load.__getitem__)      # join the shortest queue
+        k = argmin()                                   # join the shortest queue (lowest index on ties)
         load[k] += 1
         advance(k, t)
         queues[k].append(rid)

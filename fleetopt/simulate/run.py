@@ -85,6 +85,16 @@ def simulate(inst: Instance, base: Path, topology: list[PoolChoice], requests: i
     routed = Router(inst, dist).route([p.upper for p in topology])
     host = inst.power.host_w_per_node / GPUS_PER_NODE
     horizon_ms = requests / rate * 1e3
+    # warm-up: the larger of the fraction of the horizon and 3 mean service times of the
+    # slowest pool (a fleet fills up over about one service time)
+    e_s = max((p["mean_service_ms"] for p in ana["pools"] if p["instances"]), default=0.0)
+    warm_ms = max(warmup * horizon_ms, 3.0 * e_s)
+    warning = None
+    if warm_ms > 0.5 * horizon_ms:
+        warm_ms = 0.5 * horizon_ms
+        need = int(math.ceil(6.0 * e_s * rate / 1e3))
+        warning = (f"horizon too short for steady state: {requests} requests span {horizon_ms / 1e3:.1f} s against "
+                   f"a mean service time of {e_s / 1e3:.1f} s; use --requests {need} or more")
     seqs = np.random.SeedSequence(seed).spawn(len(topology))
     pools_out, stats = [], []
     for k, (choice, (traffic, window), sized) in enumerate(zip(topology, routed, ana["pools"])):
@@ -112,7 +122,8 @@ def simulate(inst: Instance, base: Path, topology: list[PoolChoice], requests: i
             spec = PoolSpec(int(n_inst), int(sized["slots"]), cap, adm, sp_fn,
                             gpus * (prof.idle_power_w() + host))
             pre = np.asarray(prof.prefill_ms(inp), float)
-            st = simulate_pool(spec, arr.tolist(), inp.tolist(), out.tolist(), pre.tolist(), int(warmup * n),
+            st = simulate_pool(spec, arr.tolist(), inp.tolist(), out.tolist(), pre.tolist(),
+                               int(np.searchsorted(arr, warm_ms)),
                                inst.slo.ttft_p99_ms, inst.slo.tpot_p99_ms)
         stats.append(st)
         f = _figures([st], inst.power.pue)
@@ -135,7 +146,7 @@ def simulate(inst: Instance, base: Path, topology: list[PoolChoice], requests: i
     return {"instance": inst.name, "topology": ",".join(p.spec() for p in topology), "pools": pools_out,
             "fleet": fleet, "analytical": analytical, "deviation": deviation,
             "sim": {"requests": total, "seconds": secs, "requests_per_second": total / secs if secs else None,
-                    "seed": seed, "warmup_fraction": warmup}}
+                    "seed": seed, "warmup_ms": warm_ms, **({"warning": warning} if warning else {})}}
 
 
 def repair(inst: Instance, base: Path, topology: list[PoolChoice], requests: int, seed: int, catalog=None,

@@ -1,0 +1,80 @@
+"""The simulator: its speed, and simulated against analytical figures for the solved plan of
+every shipped instance.
+
+    python benchmarks/simulate_check.py       # writes benchmarks/results/simulate_check.md
+
+Check: each plan is simulated for 10^5 requests or, when longer, 20 mean service times of
+its slowest pool (the warm-up is 3 of them), so that every fleet reaches steady state.
+
+Speed: 10^5 requests (seed 1) on the paper's two-pool Azure fleet and on the physical
+Azure conversation fleet, one process (the event loop is single-threaded; pools are
+independent, so a multi-pool fleet could use more cores).  Wall time includes routing,
+sampling and tabulating the physics.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def speed_rows() -> list[dict]:
+    from fleetopt.fleet import parse_topology
+    from fleetopt.instance import load_instance
+    from fleetopt.simulate.run import simulate
+
+    rows = []
+    for name, topo in (("paper-azure-h100", "4096:h100x8,65536:h100x8"), ("azure-conv-h100", "16384:h100x8"),
+                       ("datacenter-20mw", "2048:b200x4,16384:b200x4")):
+        inst, base = load_instance(ROOT / "instances" / f"{name}.yaml")
+        best = None
+        for _ in range(3):
+            r = simulate(inst, base, parse_topology(topo), 100_000, seed=1)
+            if best is None or r["sim"]["seconds"] < best["sim"]["seconds"]:
+                best = r
+        rows.append({"instance": name, "topology": topo, "instances": best["fleet"]["instances"],
+                     "requests": best["sim"]["requests"], "seconds": best["sim"]["seconds"],
+                     "requests_per_second": best["sim"]["requests_per_second"]})
+    return rows
+
+
+def check_rows() -> list[dict]:
+    from fleetopt.fleet import parse_topology
+    from fleetopt.instance import load_instance
+    from fleetopt.simulate.run import simulate
+    from fleetopt.solve import solve_instance
+
+    rows = []
+    for path in sorted((ROOT / "instances").glob("*.yaml")):
+        inst, base = load_instance(path)
+        plan = solve_instance(inst, base)
+        t0 = time.perf_counter()
+        e_s = max(p["mean_service_ms"] for p in plan["pools"] if p["instances"])   # >= 20 service times
+        n = int(min(2_000_000, max(100_000, 20 * e_s / 1e3 * plan["fleet"]["arrival_rate"])))
+        r = simulate(inst, base, parse_topology(plan["topology"]), n, seed=1)
+        a, f = r["analytical"], r["fleet"]
+        rows.append({"instance": inst.name, "plan": plan["topology"], "requests": n,
+                     "tpj_analytical": a["tokens_per_joule"],
+                     "tpj_simulated": f["tokens_per_joule"], "tpj_dev_pct": 100 * r["deviation"]["tokens_per_joule"],
+                     "ttft_p99_analytical": a["ttft_p99_ms"], "ttft_p99_simulated": f["ttft_p99_ms"],
+                     "tpot_p99_slo": inst.slo.tpot_p99_ms, "tpot_p99_simulated": f["tpot_p99_ms"],
+                     "slo_attainment": f["slo_attainment"], "preemptions": f["preemptions"],
+                     "sim_s": time.perf_counter() - t0})
+    return rows
+
+
+def main() -> None:
+    from fleetopt.output import table
+
+    text = table(speed_rows(), "simulator speed, 10^5 requests, best of 3, one process") + "\n\n"
+    text += table(check_rows(), "solved plans: analytical against simulated (seed 1; 10^5 requests or 20 mean service times)")
+    res = ROOT / "benchmarks" / "results"
+    res.mkdir(exist_ok=True)
+    (res / "simulate_check.md").write_text("```\n" + text + "\n```\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
