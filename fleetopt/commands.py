@@ -215,3 +215,48 @@ def simulate(ctx, instance, plan_path, topology, requests, seed, repair, overrid
         _emit(res["pools"], "csv")
     else:
         click.echo(_sim_tables(res))
+
+
+@cli.command()
+@click.argument("instance", type=click.Path(dir_okay=False))
+@click.option("--trials", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop after this many seconds.")
+@click.option("--storage", default=None,
+              help="Optuna storage: a journal file path (default .fleetopt/<instance>.optuna.journal) or an RDB URL.")
+@click.option("--study", "study_name", default=None, help="Study name (default refine-<instance>-<objective>).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--pareto", type=click.Choice(["ttft", "cost"]), default=None,
+              help="Multi-objective: tokens per joule against P99 TTFT or against cost; reports the Pareto front.")
+@set_opt
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def refine(ctx, instance, trials, timeout_s, storage, study_name, seed, pareto, overrides, fmt):
+    """Optuna refinement of the non-convex knobs, seeded by the MILP plan."""
+    import sys
+
+    from fleetopt.instance import load_instance
+    from fleetopt.output import table
+    from fleetopt.refine import refine as run
+
+    inst, base = load_instance(instance, overrides)
+    res = run(inst, base, trials, timeout_s, storage, study_name, seed, pareto, _catalog(ctx),
+              progress=(fmt == "table" and sys.stderr.isatty()))
+    if fmt == "json":
+        _emit(res, "json")
+        return
+    if fmt == "csv":
+        _emit(res["best"]["pools"], "csv")
+        return
+    key = "cost_per_hour" if res["objective"] == "min_cost" else "tokens_per_joule"
+    rows = [{"plan": "milp", "topology": res["milp"]["topology"], key: res["milp"][key],
+             "instances": res["milp"]["instances"]},
+            {"plan": "refined", "topology": res["best"]["topology"], key: res["best"]["fleet"][key],
+             "instances": res["best"]["fleet"]["instances"]}]
+    t = res["trials"]
+    click.echo(table(rows, f"study {res['study']}") + f"\n\nimprovement {100 * res['improvement']:+.2f} %; "
+               f"trials {t['count']} ({t['completed']} completed, {t['pruned']} pruned, {t['this_run']} this run)"
+               f"\nknobs: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                         for k, v in res["best"]["knobs"].items()))
+    if "pareto" in res:
+        click.echo("\n" + table(res["pareto"], "Pareto front"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,6 +31,9 @@ class PoolChoice:
     tp: int
     admission: str | None = None
     """None: the instance's (or the command's) admission policy."""
+    serving: dict | None = field(default=None, compare=False)
+    """Per-pool serving overrides (gpu_memory_utilization, max_num_seqs, chunk_tokens,
+    power_cap_w) over the instance's ``serving``; set by ``fleetopt refine``."""
 
     def spec(self) -> str:
         return f"{self.upper}:{self.gpu}x{self.tp}" + (f":{self.admission}" if self.admission else "")
@@ -272,7 +275,9 @@ class Router:
         return [self.pool(lo, hi, nx) for lo, hi, nx in pool_bounds(uppers)]
 
 
-def make_pool_profile(inst: Instance, gpu: str, tp: int, catalog=None):
+def make_pool_profile(inst: Instance, gpu: str, tp: int, catalog=None, serving: dict | None = None):
+    """The pool's profile under the instance's mode and serving settings (``serving``
+    overrides them per pool; paper mode has no serving knobs)."""
     from fleetopt.profile import make_profile
 
     kw = {}
@@ -280,6 +285,7 @@ def make_pool_profile(inst: Instance, gpu: str, tp: int, catalog=None):
         s = inst.serving
         kw = dict(gpu_memory_utilization=s.gpu_memory_utilization, max_num_seqs=s.max_num_seqs,
                   chunk_tokens=s.chunk_tokens, power_cap_w=s.power_cap_w)
+        kw.update(serving or {})
     return make_profile(inst.mode, inst.model, gpu, tp, catalog, **kw)
 
 
@@ -323,7 +329,7 @@ def evaluate(inst: Instance, base: Path, topology: list[PoolChoice], admission: 
     routed = Router(inst, dist).route(uppers)
     pools, lows = [], [0] + [p.upper for p in topology[:-1]]
     for choice, lo, (traffic, window) in zip(topology, lows, routed):
-        prof = make_pool_profile(inst, choice.gpu, choice.tp, cat)
+        prof = make_pool_profile(inst, choice.gpu, choice.tp, cat, choice.serving)
         a = "reserve" if inst.mode == "paper" else (choice.admission or adm)
         pools.append(size_pool(prof, traffic, rate, lo, choice.upper, window, slo, a, host_per_gpu,
                                _price(inst, prof.gpu.id, cat)))

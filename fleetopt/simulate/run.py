@@ -110,7 +110,7 @@ def simulate(inst: Instance, base: Path, topology: list[PoolChoice], requests: i
             pick = rng.choice(len(traffic.w), size=n, p=traffic.w / share)
             inp = np.maximum(np.rint(traffic.inp[pick]), 1.0)
             out = np.maximum(np.rint(traffic.out[pick]), 1.0)
-            prof = make_pool_profile(inst, choice.gpu, choice.tp, cat)
+            prof = make_pool_profile(inst, choice.gpu, choice.tp, cat, choice.serving)
             w = traffic.w / share
             e_in, e_out = float(w @ traffic.inp), float(w @ traffic.out)
             physical = prof.mode == "physical"
