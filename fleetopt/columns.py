@@ -33,7 +33,7 @@ import numpy as np
 from fleetopt import FleetoptError
 from fleetopt.fleet import GPUS_PER_NODE, Router, _price, make_pool_profile
 from fleetopt.instance import Instance
-from fleetopt.sizing import Slo, TrafficBatch, size_pools
+from fleetopt.sizing import Slo, TrafficBatch, pool_shapes, size_shapes
 from fleetopt.workload import LengthDist
 
 ROUND_TOKENS = 64
@@ -122,17 +122,23 @@ def arcs(bounds: list[int], max_pools: int, compress=None) -> list[tuple[int, in
     return out
 
 
-def generate(inst: Instance, dist: LengthDist, rate: float, catalog, bounds: list[int] | None = None) -> Columns:
-    """Size every (arc, config) candidate."""
+def generate(inst: Instance, dist: LengthDist, rate: float, catalog, bounds: list[int] | None = None,
+             cache: dict | None = None) -> Columns:
+    """Size every (arc, config) candidate.  ``cache`` (a dict the caller keeps per
+    rate-independent part of the instance) holds the routed traffic and each config's
+    ``PoolShape``, so another arrival rate only redoes the queueing and power."""
     bounds = bounds or candidate_boundaries(inst, dist)
     b = [0] + bounds
     m = len(bounds)
     cfgs = configs(inst, catalog)
-    arc_list = arcs(bounds, inst.pools.max_pools, inst.pools.compress)
-    router = Router(inst, dist)
-    routed = [router.pool(b[i], b[j], None if j == m else math.inf) for i, j in arc_list]
-    tb = TrafficBatch.of([t for t, _ in routed])
-    win = np.array([wd for _, wd in routed], float)
+    cache = {} if cache is None else cache
+    tkey = ("traffic", tuple(bounds))
+    if tkey not in cache:
+        arc_list = arcs(bounds, inst.pools.max_pools, inst.pools.compress)
+        router = Router(inst, dist)
+        routed = [router.pool(b[i], b[j], None if j == m else math.inf) for i, j in arc_list]
+        cache[tkey] = (arc_list, TrafficBatch.of([t for t, _ in routed]), np.array([wd for _, wd in routed], float))
+    arc_list, tb, win = cache[tkey]
     lo = np.array([b[i] for i, _ in arc_list], float)
     hi = np.array([b[j] for _, j in arc_list], float)
     slo = Slo(inst.slo.ttft_p99_ms, inst.slo.tpot_p99_ms, inst.slo.max_utilization)
@@ -141,12 +147,19 @@ def generate(inst: Instance, dist: LengthDist, rate: float, catalog, bounds: lis
     ai, aj = np.array([i for i, _ in arc_list]), np.array([j for _, j in arc_list])
     parts, errors = [], {}
     for c, cf in enumerate(cfgs):
-        try:
-            prof = make_pool_profile(inst, cf.gpu, cf.tp, catalog)
-        except FleetoptError as e:
-            errors[c] = str(e)
+        skey = ("shape", tuple(bounds), cf.gpu, cf.tp, cf.admission, cf.price)
+        if skey not in cache:
+            try:
+                prof = make_pool_profile(inst, cf.gpu, cf.tp, catalog)
+            except FleetoptError as e:
+                cache[skey] = (None, str(e))
+            else:
+                cache[skey] = (prof, pool_shapes(prof, tb, lo, hi, win, slo, cf.admission, cf.price))
+        prof, sh = cache[skey]
+        if prof is None:
+            errors[c] = sh
             continue
-        pc = size_pools(prof, tb, rate, lo, hi, win, slo, cf.admission, host, cf.price)
+        pc = size_shapes(prof, sh, tb, rate, slo, host)
         ok = np.array([e is None for e in pc.error])
         for k in np.flatnonzero(~ok):
             errors[(int(ai[k]), int(aj[k]), c)] = pc.error[k]

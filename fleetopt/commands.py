@@ -260,3 +260,44 @@ def refine(ctx, instance, trials, timeout_s, storage, study_name, seed, pareto, 
                                          for k, v in res["best"]["knobs"].items()))
     if "pareto" in res:
         click.echo("\n" + table(res["pareto"], "Pareto front"))
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Results folder (a Parquet dataset under OUT/cases, one file per case).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes.")
+@click.option("--scheduler", default=None, help="Dask scheduler address (tcp://host:port) to run the cases on.")
+@click.option("--retry-failed", is_flag=True, help="Run again the cases recorded as failed.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def sweep(spec, out_dir, workers, scheduler, retry_failed, fmt):
+    """Solve every case of a sweep spec; resumable (finished cases are skipped)."""
+    import sys
+
+    from fleetopt.sweep import run_sweep
+
+    res = run_sweep(spec, out_dir, workers, scheduler, retry_failed, progress=(fmt == "table" and sys.stderr.isatty()))
+    if fmt == "json":
+        _emit({k: v for k, v in res.items()}, "json")
+        return
+    rate = f", {res['cases_per_second']:.1f} cases/s" if res["cases_per_second"] else ""
+    click.echo(f"{res['spec']}: {res['cases']} cases, {res['done']} run now ({res['failed']} failed, "
+               f"{res['infeasible']} infeasible), {res['skipped']} already done; {res['seconds']:.1f} s{rate}; "
+               f"results in {res['out']}/cases")
+    for e in res["errors"]:
+        click.echo(f"  failed {e}", err=True)
+
+
+@cli.command("sweep-report")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def sweep_report(out_dir, fmt):
+    """Pivot tables and PNG plots of a sweep's results (written under OUT/report)."""
+    from fleetopt.report import report
+
+    res = report(out_dir)
+    if fmt == "json":
+        _emit(res, "json")
+    else:
+        click.echo(res["text"])
+        click.echo("\nwrote " + ", ".join(res["files"]))

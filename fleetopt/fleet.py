@@ -111,8 +111,11 @@ def build_workload(inst: Instance, base: Path) -> tuple[LengthDist, float]:
     key, max_out = wl.routing_key, wl.max_output_tokens
     rate = None
     if d.type == "mixture":
-        parts = [(c.weight, _component(c.workload, base, key, max_out)[0]) for c in d.components.values()]
+        parts = [(c.weight, _component(c.workload, base, key, max_out)[0]) for c in d.components.values()
+                 if c.weight > 0]
         tot = sum(wt for wt, _ in parts)
+        if tot <= 0:
+            raise FleetoptError("workload.distribution.components: every weight is 0")
         dist = LengthDist.build(np.concatenate([p.inp for _, p in parts]), np.concatenate([p.out for _, p in parts]),
                                 np.concatenate([p.w * wt / tot for wt, p in parts]), "total" if key == "total" else key,
                                 max_out)

@@ -97,7 +97,8 @@ class LognormalWorkload(_M):
 
 
 class MixtureComponent(_M):
-    weight: float = Field(gt=0)
+    weight: float = Field(ge=0)
+    """Relative weight (normalised over the components; 0 switches a component off)."""
     workload: Union[CdfWorkload, HistogramWorkload, TraceWorkload, LognormalWorkload] = Field(discriminator="type")
 
 

@@ -252,26 +252,47 @@ class PoolColumns:
                           n * self.usd_per_instance_hour, binding)
 
 
-def size_pools(profile, tb: TrafficBatch, total_rate: float, lo, hi, window, slo: Slo,
-               admission: str = "reserve", host_w_per_gpu: float = 0.0,
-               usd_per_gpu_hour: float | None = None) -> PoolColumns:
-    """Size the m pools of ``tb`` on one profile at once.  Pools with no traffic get 0
-    instances.  See the module docstring for the model."""
+@dataclass
+class PoolShape:
+    """What sizing a pool needs that does not depend on the arrival rate (per active pool):
+    slots, step, service-time moments, prefill P99, peak power, errors.  Computed once per
+    (traffic, profile) and reused across demand levels (``fleetopt sweep``)."""
+
+    m: int
+    lo: np.ndarray
+    hi: np.ndarray
+    window: np.ndarray
+    act: np.ndarray
+    kv_slots: np.ndarray
+    slots: np.ndarray
+    step_ms: np.ndarray
+    pre_q: np.ndarray
+    es: np.ndarray
+    cv2: np.ndarray
+    mean_kv: np.ndarray
+    pf_per_seq: np.ndarray
+    pf_ctx: np.ndarray
+    peak_gpu_w: np.ndarray
+    good: np.ndarray
+    err: list
+    gpus_per: int
+    price: float
+
+
+def pool_shapes(profile, tb: TrafficBatch, lo, hi, window, slo: Slo, admission: str = "reserve",
+                usd_per_gpu_hour: float | None = None) -> PoolShape:
+    """The rate-independent half of ``size_pools``."""
     m = tb.m
     lo, hi, window = (np.asarray(x, float) * np.ones(m) for x in (lo, hi, window))
     gpus_per = getattr(profile, "gpus_per_instance", profile.tp)
     price = (profile.gpu.usd_per_gpu_hour if usd_per_gpu_hour is None else usd_per_gpu_hour) * gpus_per
     if hasattr(profile, "usd_per_hour"):
         price = profile.usd_per_hour
-    lam_s = total_rate * tb.share
     err: list = [None] * m
-    act = np.flatnonzero(lam_s > 0)
-    z = np.zeros(m)
-    cols = PoolColumns(lo, hi, window, np.zeros(m, np.int64), lam_s, z.copy(), np.zeros(m, np.int64), z.copy(),
-                       np.zeros(m, np.int64), z.copy(), z.copy(), z.copy(), z.copy(), z.copy(), z.copy(), z.copy(),
-                       np.zeros(m, bool), gpus_per, price, err)
+    act = np.flatnonzero(tb.share > 0)
+    e = np.zeros(0)
     if not act.size:
-        return cols
+        return PoolShape(m, lo, hi, window, act, e, e, e, e, e, e, e, e, e, e, np.zeros(0, bool), err, gpus_per, price)
     gname = f"{profile.gpu.id}x{profile.tp}"
 
     def fail(mask, msg):
@@ -308,6 +329,26 @@ def size_pools(profile, tb: TrafficBatch, total_rate: float, lo, hi, window, slo
                                               f"{pre_q[a]:.0f} ms > {slo.ttft_p99_ms:.0f} ms"))
     good = np.array([err[k] is None for k in act])
     sl = np.maximum(slots, 1).astype(float)
+    peak = np.asarray(profile.operating_point(sl, mean_kv, sl * pf_per_seq, pf_ctx).power_per_gpu_w, float)
+    return PoolShape(m, lo, hi, window, act, kv_slots, slots, step_ms, pre_q, es, cv2, mean_kv, pf_per_seq, pf_ctx,
+                     peak * np.ones(act.size), good, err, gpus_per, price)
+
+
+def size_shapes(profile, sh: PoolShape, tb: TrafficBatch, total_rate: float, slo: Slo,
+                host_w_per_gpu: float = 0.0) -> PoolColumns:
+    """The rate-dependent half of ``size_pools``: instance counts (TTFT and utilisation),
+    utilisation, mean batch and power at the given arrival rate."""
+    m = sh.m
+    lam_s = total_rate * tb.share
+    z = np.zeros(m)
+    cols = PoolColumns(sh.lo, sh.hi, sh.window, np.zeros(m, np.int64), lam_s, z.copy(), np.zeros(m, np.int64),
+                       z.copy(), np.zeros(m, np.int64), z.copy(), z.copy(), z.copy(), z.copy(), z.copy(), z.copy(),
+                       z.copy(), np.zeros(m, bool), sh.gpus_per, sh.price, list(sh.err))
+    act, good = sh.act, sh.good
+    if not act.size or total_rate <= 0:
+        return cols
+    slots, es, cv2, pre_q = sh.slots, sh.es, sh.cv2, sh.pre_q
+    sl = np.maximum(slots, 1).astype(float)
     lam_ms = lam_s[act] / 1e3
     load = lam_ms * es                                                    # busy slots (erlangs)
 
@@ -331,21 +372,30 @@ def size_pools(profile, tb: TrafficBatch, total_rate: float, lo, hi, window, slo
     rho = load / (n * sl)
     batch = rho * sl
     b1 = np.maximum(batch, 1.0)
-    p_op = np.asarray(profile.operating_point(b1, mean_kv, b1 * pf_per_seq, pf_ctx).power_per_gpu_w, float)
+    p_op = np.asarray(profile.operating_point(b1, sh.mean_kv, b1 * sh.pf_per_seq, sh.pf_ctx).power_per_gpu_w, float)
     idle = profile.idle_power_w()
     p_gpu = np.where(batch < 1.0, idle + batch * (p_op - idle), p_op)    # the instance idles part of the time
-    peak = np.asarray(profile.operating_point(sl, mean_kv, sl * pf_per_seq, pf_ctx).power_per_gpu_w, float)
     tok_s = lam_s[act] * tb.credit_mean[act]
     g = act[good]
+    gp = sh.gpus_per
     for name, val in (("instances", n), ("utilization", rho), ("slots", slots), ("batch", batch),
-                      ("kv_slots", kv_slots), ("ttft_p99_ms", ttft(n)), ("tpot_p99_ms", step_ms),
+                      ("kv_slots", sh.kv_slots), ("ttft_p99_ms", ttft(n)), ("tpot_p99_ms", sh.step_ms),
                       ("mean_service_ms", es), ("power_per_gpu_w", p_gpu),
-                      ("instance_power_w", gpus_per * (p_gpu + host_w_per_gpu)),
-                      ("peak_instance_power_w", gpus_per * (peak + host_w_per_gpu)), ("tokens_per_s", tok_s),
+                      ("instance_power_w", gp * (p_gpu + host_w_per_gpu)),
+                      ("peak_instance_power_w", gp * (sh.peak_gpu_w + host_w_per_gpu)), ("tokens_per_s", tok_s),
                       ("ttft_binds", ttft_binds)):
         arr = getattr(cols, name)
         arr[g] = np.asarray(val)[good].astype(arr.dtype)
     return cols
+
+
+def size_pools(profile, tb: TrafficBatch, total_rate: float, lo, hi, window, slo: Slo,
+               admission: str = "reserve", host_w_per_gpu: float = 0.0,
+               usd_per_gpu_hour: float | None = None) -> PoolColumns:
+    """Size the m pools of ``tb`` on one profile at once (``pool_shapes`` then
+    ``size_shapes``).  Pools with no traffic get 0 instances.  See the module docstring."""
+    sh = pool_shapes(profile, tb, lo, hi, window, slo, admission, usd_per_gpu_hour)
+    return size_shapes(profile, sh, tb, total_rate, slo, host_w_per_gpu)
 
 
 def size_pool(profile, traffic: PoolTraffic, total_rate: float, lo: float, hi: float, window: int,

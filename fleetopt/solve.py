@@ -192,10 +192,12 @@ def solve_instance(inst: Instance, base: Path, catalog=None, verbose: bool = Fal
     if inst.objective == "max_throughput":
         return _max_throughput(inst, base, cat, dist, rate, verbose, t0)
     raw = generate(inst, dist, rate, cat)
-    return _finish(inst, base, cat, dist, rate, raw, verbose, t0)
+    return finish_solve(inst, base, cat, dist, rate, raw, t0, verbose)
 
 
-def _finish(inst, base, cat, dist, rate, raw: Columns, verbose: bool, t0: float, extra: dict | None = None) -> dict:
+def finish_solve(inst, base, cat, dist, rate, raw: Columns, t0: float, verbose: bool = False,
+                 extra: dict | None = None) -> dict:
+    """Prune, solve and report, from already sized columns (``fleetopt sweep`` reuses them)."""
     capped = inst.power.facility_cap_mw is not None
     cols = prune_dominated(raw, inst.objective, capped)
     t_cols = time.perf_counter() - t0
@@ -280,8 +282,8 @@ def _max_throughput(inst, base, cat, dist, rate, verbose, t0):
         else:
             hi = mid
     raw, _ = feasible(lo)
-    out = _finish(energy, base, cat, dist, rate * lo, raw, verbose, t0,
-                  {"throughput": {"demand_scale": lo, "arrival_rate": rate * lo, "upper_bound_scale": hi,
+    out = finish_solve(energy, base, cat, dist, rate * lo, raw, t0, verbose,
+                       {"throughput": {"demand_scale": lo, "arrival_rate": rate * lo, "upper_bound_scale": hi,
                                   "relative_gap": (hi - lo) / lo, "bisection_steps": steps}})
     out["objective"] = "max_throughput"
     return out

@@ -1,0 +1,126 @@
+"""``fleetopt sweep-report``: what a planner reads off a sweep.
+
+From the Parquet rows under OUT/cases it writes OUT/report/:
+* ``report.md``: pivot tables (tokens per joule, gain over the homogeneous fleet, GPUs) over
+  the sweep's first two numeric axes, and the plan per case along each axis;
+* ``heatmap_<metric>.png``: tokens per joule and the gain over the homogeneous fleet over
+  two axes (e.g. long-context share x arrival rate);
+* ``power_cap.png``: GPUs, facility MW and traffic served against the power cap, when the
+  cap is an axis;
+* ``boundaries_<axis>.png``: where the pool boundaries sit, and on which GPU, along an axis.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fleetopt import FleetoptError
+
+
+def _g(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def _load(out: Path):
+    import pandas as pd
+
+    d = out / "cases"
+    if not d.exists() or not any(d.glob("*.parquet")):
+        raise FleetoptError(f"sweep-report: no results in '{d}' (run fleetopt sweep --out {out} first)")
+    return pd.read_parquet(d)
+
+
+def _axes(df) -> list[str]:
+    import pandas as pd
+
+    axes = [c for c in df.columns if c.startswith("axis:")]
+    return [a for a in axes if df[a].nunique() > 1 and pd.api.types.is_numeric_dtype(df[a])]
+
+
+def report(out_dir: str) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fleetopt.output import write_atomic
+
+    out = Path(out_dir)
+    df = _load(out)
+    ok = df[df["status"].isin(["optimal", "time_limit"])].copy()
+    rd = out / "report"
+    rd.mkdir(exist_ok=True)
+    files, parts = [], [f"# sweep report: {len(df)} cases, {len(ok)} solved, "
+                        f"{int((df['status'] == 'infeasible').sum())} infeasible, "
+                        f"{int((df['status'] == 'failed').sum())} failed\n"]
+    axes = _axes(ok)
+    names = {a: a.split(":", 1)[1] for a in axes}
+    if len(axes) >= 2:
+        y, x = axes[0], axes[1]
+        for metric, title in (("tokens_per_joule", "tokens per joule"), ("gain_vs_homog", "gain over homogeneous"),
+                              ("gpus", "GPUs")):
+            if metric not in ok or ok[metric].isna().all():
+                continue
+            pv = ok.pivot_table(index=y, columns=x, values=metric, aggfunc="mean").sort_index()
+            parts.append(f"\n## {title}: {names[y]} (rows) x {names[x]} (columns)\n\n```\n{pv.to_string(float_format=_g)}\n```\n")
+            if metric == "gpus":
+                continue
+            fig, ax = plt.subplots(figsize=(1.2 + 0.45 * pv.shape[1], 1.2 + 0.4 * pv.shape[0]))
+            im = ax.imshow(pv.values, aspect="auto", origin="lower", cmap="viridis")
+            ax.set_xticks(range(pv.shape[1]), [f"{v:g}" for v in pv.columns], rotation=60, fontsize=7)
+            ax.set_yticks(range(pv.shape[0]), [f"{v:g}" for v in pv.index], fontsize=7)
+            ax.set_xlabel(names[x])
+            ax.set_ylabel(names[y])
+            ax.set_title(title)
+            fig.colorbar(im, ax=ax)
+            fig.tight_layout()
+            p = rd / f"heatmap_{metric}.png"
+            fig.savefig(p, dpi=110)
+            plt.close(fig)
+            files.append(str(p))
+    cap = next((a for a in axes if a.endswith("facility_cap_mw")), None)
+    if cap is not None:
+        s = ok.sort_values(cap)
+        fig, ax1 = plt.subplots(figsize=(7, 4))
+        ax1.plot(s[cap], s["gpus"], "o-", label="GPUs")
+        ax1.set_xlabel("facility power cap, MW")
+        ax1.set_ylabel("GPUs")
+        ax2 = ax1.twinx()
+        ax2.plot(s[cap], s["facility_power_kw"] / 1e3, "s--", color="tab:red", label="facility MW used")
+        ax2.set_ylabel("facility MW")
+        fig.legend(loc="upper left")
+        fig.tight_layout()
+        p = rd / "power_cap.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        files.append(str(p))
+        cols = [cap, "arrival_rate", "gpus", "facility_power_kw", "tokens_per_joule", "topology"]
+        parts.append(f"\n## against the power cap\n\n```\n{s[cols].to_string(index=False, float_format=_g)}\n```\n")
+    for a in axes:
+        s = ok.sort_values(a)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for _, r in s.iterrows():
+            pools = r["topology"].split(",")
+            for pool in pools[:-1]:
+                up, g = pool.split(":")[0], pool.split(":")[1]
+                ax.scatter(r[a], int(up), s=18, c=f"C{abs(hash(g)) % 10}", label=g)
+        h, lab = ax.get_legend_handles_labels()
+        uniq = dict(zip(lab, h))
+        if uniq:
+            ax.legend(uniq.values(), uniq.keys(), fontsize=7)
+        ax.set_yscale("log", base=2)
+        ax.set_xlabel(names[a])
+        ax.set_ylabel("pool boundary, tokens (GPU of the pool below)")
+        fig.tight_layout()
+        p = rd / f"boundaries_{names[a].replace('.', '_')}.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        files.append(str(p))
+    if not axes:
+        parts.append("\n(no numeric axis varies: nothing to pivot)\n")
+    summary = ok.groupby("topology").size().sort_values(ascending=False).head(15)
+    parts.append(f"\n## plans chosen most often\n\n```\n{summary.to_frame('cases').to_string()}\n```\n")
+    text = "".join(parts)
+    write_atomic(rd / "report.md", text)
+    files.insert(0, str(rd / "report.md"))
+    return {"cases": len(df), "solved": len(ok), "files": files, "text": text}
