@@ -215,8 +215,9 @@ def _cached_columns(inst, base, cat, key: str):
     return dist, rate, raw
 
 
-def run_case(case: dict, out_dir: str) -> dict:
-    """Solve one case and write its row atomically; returns the row."""
+def run_case(case: dict, out_dir: str, reuse: bool = True) -> dict:
+    """Solve one case and write its row atomically; returns the row.  ``reuse=False`` solves
+    from scratch (the benchmark's baseline)."""
     from fleetopt.catalog import load_catalog
     from fleetopt.solve import finish_solve
 
@@ -228,7 +229,7 @@ def run_case(case: dict, out_dir: str) -> dict:
     try:
         inst, base = _load_case(case)
         cat = load_catalog()
-        if inst.objective == "max_throughput":
+        if inst.objective == "max_throughput" or not reuse:
             from fleetopt.solve import solve_instance
 
             res = solve_instance(inst, base, cat)
@@ -261,8 +262,8 @@ def run_case(case: dict, out_dir: str) -> dict:
     return row
 
 
-def run_chunk(cases: list[dict], out_dir: str) -> list[dict]:
-    return [_brief(run_case(c, out_dir)) for c in cases]
+def run_chunk(cases: list[dict], out_dir: str, reuse: bool = True) -> list[dict]:
+    return [_brief(run_case(c, out_dir, reuse)) for c in cases]
 
 
 def _brief(row: dict) -> dict:
@@ -335,7 +336,7 @@ def chunks(cases: list[dict], size: int) -> list[list[dict]]:
 
 
 def run_sweep(spec_path: str, out: str, workers: int = 1, scheduler: str | None = None,
-              retry_failed: bool = False, progress: bool = False, chunk_size: int = 10) -> dict:
+              retry_failed: bool = False, progress: bool = False, chunk_size: int = 10, reuse: bool = True) -> dict:
     spec, spec_dir = load_spec(spec_path)
     cases = expand(spec, spec_dir)
     out_p = Path(out)
@@ -363,17 +364,17 @@ def run_sweep(spec_path: str, out: str, workers: int = 1, scheduler: str | None 
         from dask.distributed import Client, as_completed
 
         with Client(scheduler, timeout="10s") as client:
-            futs = [client.submit(run_chunk, p, str(out_p.resolve()), pure=False) for p in parts]
+            futs = [client.submit(run_chunk, p, str(out_p.resolve()), reuse, pure=False) for p in parts]
             for fut in as_completed(futs):
                 took(fut.result())
     elif workers <= 1:
         for p in parts:
-            took(run_chunk(p, str(out_p)))
+            took(run_chunk(p, str(out_p), reuse))
     else:
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(max_workers=workers) as ex:
-            futs = [ex.submit(run_chunk, p, str(out_p)) for p in parts]
+            futs = [ex.submit(run_chunk, p, str(out_p), reuse) for p in parts]
             for fut in as_completed(futs):
                 took(fut.result())
     if bar is not None:
