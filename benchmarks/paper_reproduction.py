@@ -8,12 +8,13 @@ Writes benchmarks/results/paper_reproduction.md.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from fleetopt.catalog import load_catalog
 from fleetopt.compat.paper import computed_profile
 from fleetopt.law import law_rows
 from fleetopt.output import table
+
+from _results import RESULTS
 from fleetopt.profile import make_profile
 
 PUBLISHED_T1 = {"h100": [35.00, 17.62, 8.97, 4.69, 2.58, 1.50, 0.88], "b200": [61.44, 30.79, 15.49, 7.87, 4.09, 2.24, 1.30]}
@@ -50,9 +51,8 @@ def main() -> None:
                     "tok_per_w_paper": dop.tok_per_w_paper}],
                   "Qwen3-235B-A22B, H100 TP 8, 8K window (paper 37.82)"), ""]
     text = "\n".join(out)
-    res = Path(__file__).parent / "results"
-    res.mkdir(exist_ok=True)
-    (res / "paper_reproduction.md").write_text(text + "\n")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "paper_reproduction.md").write_text(text + "\n")
     print(text)
 
 

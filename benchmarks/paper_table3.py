@@ -15,6 +15,8 @@ from fleetopt.fleet import evaluate, parse_topology
 from fleetopt.instance import load_instance
 from fleetopt.output import table
 
+from _results import publish
+
 INST = Path(__file__).resolve().parents[1] / "instances"
 ROWS = [  # instance, topology, compress gamma, published instances, kW, tok/W
     ("paper-azure-h100", "65536:h100x8", None, 141, 58.3, 5.58),
@@ -47,10 +49,7 @@ def main() -> None:
                     "tok_per_w_err_pct": 100 * (f["tok_per_w_paper"] / tpw - 1),
                     "quadrature_instances": q["instances"], "quadrature_tok_per_w": q["tok_per_w_paper"]})
     text = table(out, "Table 3 reproduction (paper mode)")
-    res = Path(__file__).parent / "results"
-    res.mkdir(exist_ok=True)
-    (res / "paper_table3.md").write_text("```\n" + text + "\n```\n")
-    print(text)
+    publish("paper_table3", text)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from fleetopt.fleet import evaluate, parse_topology
 from fleetopt.instance import load_instance
 from fleetopt.output import table
 
+from _results import publish
+
 INST = Path(__file__).resolve().parents[1] / "instances" / "azure-conv-h100.yaml"
 CASES = [("reserve", "16384:h100x8", ()), ("reserve", "4096:h100x8,16384:h100x8", ()),
          ("paged", "16384:h100x8", ()), ("paged", "4096:h100x8,16384:h100x8", ()),
@@ -28,10 +30,7 @@ def main() -> None:
                      "pools": "; ".join(f"{p['instances']} inst {p['slots']} slots util {p['utilization']:.2f} "
                                         f"[{p['binding']}]" for p in r["pools"])})
     text = table(rows, "azure-conv-h100 (physical mode)")
-    res = Path(__file__).parent / "results"
-    res.mkdir(exist_ok=True)
-    (res / "physical_baselines.md").write_text("```\n" + text + "\n```\n")
-    print(text)
+    publish("physical_baselines", text)
 
 
 if __name__ == "__main__":

@@ -38,11 +38,10 @@ def rows() -> list[dict]:
 def main() -> None:
     from fleetopt.output import table
 
+    from _results import publish
+
     text = table(rows(), f"refine: {TRIALS} trials per instance, TPE seed 0")
-    res = ROOT / "benchmarks" / "results"
-    res.mkdir(exist_ok=True)
-    (res / "refine_gain.md").write_text("```\n" + text + "\n```\n")
-    print(text)
+    publish("refine_gain", text)
 
 
 if __name__ == "__main__":

@@ -68,12 +68,11 @@ def check_rows() -> list[dict]:
 def main() -> None:
     from fleetopt.output import table
 
+    from _results import publish
+
     text = table(speed_rows(), "simulator speed, 10^5 requests, best of 3, one process") + "\n\n"
     text += table(check_rows(), "solved plans: analytical against simulated (seed 1; 10^5 requests or 20 mean service times)")
-    res = ROOT / "benchmarks" / "results"
-    res.mkdir(exist_ok=True)
-    (res / "simulate_check.md").write_text("```\n" + text + "\n```\n")
-    print(text)
+    publish("simulate_check", text)
 
 
 if __name__ == "__main__":

@@ -124,13 +124,12 @@ def plan_rows() -> list[dict]:
 def main() -> None:
     from fleetopt.output import table
 
+    from _results import publish
+
     text = table(plan_rows(), "solved plans of every shipped instance (in process)") + "\n\n"
     text += table(scaling_rows(), "fleetopt solve, whole process (best of 3), heterogeneous Azure instance") + "\n\n"
     text += table(optuna_rows(), "MILP against Optuna-only (TPE, seed 0) with the same evaluation budget")
-    res = ROOT / "benchmarks" / "results"
-    res.mkdir(exist_ok=True)
-    (res / "solve_scaling.md").write_text("```\n" + text + "\n```\n")
-    print(text)
+    publish("solve_scaling", text)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ def run(spec_path: Path, workers: int, reuse: bool) -> dict:
 def main() -> None:
     from fleetopt.output import table
 
+    from _results import publish
+
     rows = []
     with tempfile.TemporaryDirectory() as d:
         big, small = spec(Path(d), 100), None
@@ -63,10 +65,7 @@ def main() -> None:
             rows.append({"cases": r["cases"], "workers": 1, "reuse": "yes" if reuse else "no", "failed": r["failed"],
                          "wall_s": r["wall_s"], "cases_per_s": r["cases"] / r["wall_s"]})
     text = table(rows, f"fleetopt sweep on {os.cpu_count()} cores (whole process, fresh output folder)")
-    res = ROOT / "benchmarks" / "results"
-    res.mkdir(exist_ok=True)
-    (res / "sweep_speed.md").write_text("```\n" + text + "\n```\n")
-    print(text)
+    publish("sweep_speed", text)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ service times and power; nothing outside ``make_profile`` branches on the mode.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 

@@ -23,7 +23,6 @@ re-running with the same storage and study name resumes the study.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 

@@ -18,7 +18,6 @@ Model (each choice named):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np

@@ -143,7 +143,6 @@ def _solve_columns(inst: Instance, cols: Columns, verbose: bool):
 
 def _baseline(inst, base, cols: Columns, uppers_idx: list[int], dist, rate, catalog):
     """Best single config on a fixed boundary set (indices into nodes), by the objective."""
-    m = len(cols.bounds)
     arcs = list(zip([0] + uppers_idx[:-1], uppers_idx))
     best = None
     for c, cf in enumerate(cols.configs):

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from fleetopt.cli import main
-from fleetopt.fleet import evaluate, parse_topology
 from fleetopt.instance import load_instance
 from fleetopt.refine import refine
 
