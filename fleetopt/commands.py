@@ -193,10 +193,15 @@ def _plan_topology(plan_path: str):
 @click.option("--requests", type=click.IntRange(min=100), default=100_000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--repair", is_flag=True, help="Add instances to pools whose simulated P99s miss the SLOs.")
+@click.option("--arrivals", type=click.Choice(["poisson", "trace"]), default="poisson", show_default=True,
+              help="Poisson at the instance's rate, or the instance's trace timestamps replayed.")
+@click.option("--trace-out", default=None, type=click.Path(dir_okay=False),
+              help="Write one CSV row per request (arrival, first token, finish, instance).")
+@click.option("--force", is_flag=True, help="Replace an existing --trace-out file.")
 @set_opt
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @click.pass_context
-def simulate(ctx, instance, plan_path, topology, requests, seed, repair, overrides, fmt):
+def simulate(ctx, instance, plan_path, topology, requests, seed, repair, arrivals, trace_out, force, overrides, fmt):
     """Request-level simulation of a fleet, beside its analytical prediction."""
     from fleetopt import FleetoptError
     from fleetopt.fleet import parse_topology
@@ -208,7 +213,12 @@ def simulate(ctx, instance, plan_path, topology, requests, seed, repair, overrid
         raise FleetoptError("simulate: give exactly one of --plan or --topology")
     inst, base = load_instance(instance, overrides)
     topo = _plan_topology(plan_path) if plan_path else parse_topology(topology)
-    res = (rep if repair else sim)(inst, base, topo, requests, seed, _catalog(ctx))
+    if repair:
+        if trace_out or arrivals != "poisson":
+            raise FleetoptError("--repair: simulates Poisson arrivals without --trace-out")
+        res = rep(inst, base, topo, requests, seed, _catalog(ctx))
+    else:
+        res = sim(inst, base, topo, requests, seed, _catalog(ctx), arrivals=arrivals, trace_out=trace_out, force=force)
     if fmt == "json":
         _emit(res, "json")
     elif fmt == "csv":

@@ -152,8 +152,14 @@ def read_trace(path: str | Path, input_col: str = "ContextTokens", output_col: s
         raise FleetoptError(f"workload.columns: '{p}' has no column {missing[0]!r}")
     t = None
     if time_col:
-        ts = pd.to_datetime(df[time_col], errors="coerce")
-        t = (ts - ts.min()).dt.total_seconds().to_numpy()
+        col = df[time_col]
+        if pd.api.types.is_numeric_dtype(col):          # numbers are seconds
+            t = (col - col.min()).to_numpy(float)
+        else:                                           # date-times (the Azure traces)
+            ts = pd.to_datetime(col, errors="coerce")
+            if ts.isna().all():
+                raise FleetoptError(f"workload.time_column: '{time_col}' in '{p}' holds neither seconds nor date-times")
+            t = (ts - ts.min()).dt.total_seconds().to_numpy()
     return df[input_col].to_numpy(float), df[output_col].to_numpy(float), t
 
 

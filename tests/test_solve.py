@@ -245,3 +245,9 @@ def test_golden_lp_has_every_constraint_family(tmp_path):
     for family in ("flow", "pools", "stock", "power"):
         assert family in text
     assert text == (GOLDEN / "fleet_tiny.lp").read_text()
+
+
+def test_time_limit_without_incumbent_is_one_line_exit_3(capsys):
+    assert main(["solve", str(INST / "heterogeneous.yaml"), "--set", "solver.time_limit_s=0.0001"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert "time limit" in err and "\n" not in err

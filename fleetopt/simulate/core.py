@@ -130,9 +130,10 @@ class PoolStats:
 
 
 def simulate_pool(spec: PoolSpec, arrivals_ms, inp, out, prefill_ms, warm: int, ttft_slo_ms: float,
-                  tpot_slo_ms: float | None) -> PoolStats:
+                  tpot_slo_ms: float | None, record=None) -> PoolStats:
     """Run one pool over the given requests (arrival times ascending, ms; lengths; prefill
-    ms per request).  Requests with index < warm are warm-up."""
+    ms per request).  Requests with index < warm are warm-up.  ``record(rid, first_token_ms,
+    finish_ms, instance)``, when given, is called as each request finishes (--trace-out)."""
     n_req = len(arrivals_ms)
     st = PoolStats()
     if n_req == 0 or spec.instances <= 0:
@@ -254,6 +255,8 @@ def simulate_pool(spec: PoolSpec, arrivals_ms, inp, out, prefill_ms, warm: int, 
             load[k] -= 1
             blocked[k] = False
             st.completed += 1
+            if record is not None:
+                record(rid, first_tok[rid], t, k)
             ft = first_tok[rid]                  # tokens credited pro rata to the window
             if t > ft:
                 ov = (t if t < t_end else t_end) - (ft if ft > t_warm else t_warm)

@@ -18,11 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from fleetopt import FleetoptError
 from fleetopt.fleet import GPUS_PER_NODE, PoolChoice, Router, build_workload, evaluate, make_pool_profile
 from fleetopt.instance import Instance
 from fleetopt.simulate.core import LogHist, PoolSpec, PoolStats, simulate_pool
 
 KV_GRID = 24
+MAX_INSTANCES = 100_000
 
 
 def _tables(profile, slots: int, window: float, pf_per_seq: float, pf_ctx: float, host_w_per_gpu: float):
@@ -72,19 +74,116 @@ def _figures(st_list: list[PoolStats], pue: float) -> dict:
             "preemptions": sum(s.preemptions for s in st_list), "requests_measured": measured}
 
 
+def _replayed(inst: Instance, base: Path, topology: list[PoolChoice], requests: int, rate: float):
+    """Per pool (arrival ms, input, output) from the instance's trace: its own timestamps
+    (scaled in time to the instance's arrival rate when that differs from the trace's),
+    the first ``requests`` requests, each routed by the instance's key."""
+    from fleetopt.fleet import _resolve
+    from fleetopt.workload import read_trace, trace_rate
+
+    d = inst.workload.distribution
+    if d.type != "trace" or not d.time_column:
+        raise FleetoptError("--arrivals trace: the instance's workload must be a trace with a time column")
+    if inst.pools.compress is not None:
+        raise FleetoptError("--arrivals trace: compress-and-route is simulated with Poisson arrivals only")
+    inp, out, t = read_trace(_resolve(base, d.path), d.input_column, d.output_column, d.time_column)
+    order = np.argsort(t, kind="stable")[:requests]
+    inp, out, t = inp[order], out[order], t[order]
+    t_ms = (t - t[0]) * 1e3 * (trace_rate(t) / rate if len(t) > 1 and math.isfinite(trace_rate(t)) else 1.0)
+    mo = inst.workload.max_output_tokens
+    if inst.workload.routing_key == "input_plus_max_output":
+        out = np.minimum(out, mo)
+    k_all = {"total": inp + out, "input": inp}.get(inst.workload.routing_key, inp + (mo or 0))
+    uppers = np.array([p.upper for p in topology], float)
+    pool = np.minimum(np.searchsorted(uppers, k_all, side="left"), len(uppers) - 1)
+    out_lists = []
+    for k, hi in enumerate(uppers):
+        sel = pool == k
+        i_, o_ = inp[sel].astype(float), out[sel].astype(float)
+        if k == len(uppers) - 1:            # the last pool takes longer requests, clamped as sized
+            f = np.where(i_ + o_ > hi, hi / (i_ + o_), 1.0)
+            i_, o_ = np.maximum(np.floor(i_ * f), 1.0), np.maximum(np.floor(o_ * f), 1.0)
+        out_lists.append((t_ms[sel], np.maximum(i_, 1.0), np.maximum(o_, 1.0)))
+    return out_lists
+
+
+class _TraceWriter:
+    """--trace-out: one CSV row per finished request, written to a temporary file and
+    renamed into place when the simulation ends."""
+
+    def __init__(self, path: str | None, force: bool):
+        self.path = Path(path) if path else None
+        if self.path is None:
+            return
+        if self.path.exists() and not force:
+            raise FleetoptError(f"--trace-out: {self.path} exists; pass --force to replace it")
+        import csv
+        import tempfile
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        self.f = open(fd, "w", newline="")
+        self.w = csv.writer(self.f)
+        self.w.writerow(["pool", "request", "instance", "arrival_ms", "first_token_ms", "finish_ms",
+                         "input_tokens", "output_tokens", "warmup"])
+
+    def recorder(self, pool: int, arr, inp, out, warm: int):
+        if self.path is None:
+            return None
+        w = self.w.writerow
+
+        def rec(rid, first, fin, k):
+            w([pool, rid, k, f"{arr[rid]:.3f}", f"{first:.3f}", f"{fin:.3f}", int(inp[rid]), int(out[rid]),
+               int(rid < warm)])
+        return rec
+
+    def close(self, ok: bool) -> None:
+        if self.path is None:
+            return
+        import os
+
+        self.f.close()
+        if ok:
+            os.replace(self.tmp, self.path)
+        else:
+            Path(self.tmp).unlink(missing_ok=True)
+
+
 def simulate(inst: Instance, base: Path, topology: list[PoolChoice], requests: int = 100_000, seed: int = 0,
-             catalog=None, instances: list[int] | None = None, warmup: float = 0.1) -> dict:
-    """Simulate ``requests`` arrivals on the fleet; ``instances`` overrides the analytical
+             catalog=None, instances: list[int] | None = None, warmup: float = 0.1, arrivals: str = "poisson",
+             trace_out: str | None = None, force: bool = False) -> dict:
+    """Simulate ``requests`` arrivals on the fleet (a Poisson process, or the instance's
+    trace replayed with ``arrivals="trace"``); ``instances`` overrides the analytical
     instance counts per pool (used by --repair)."""
+    writer = _TraceWriter(trace_out, force)
+    ok = False
+    try:
+        res = _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, arrivals, writer)
+        ok = True
+        return res
+    finally:
+        writer.close(ok)
+
+
+def _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, arrivals, writer) -> dict:
     from fleetopt.catalog import load_catalog
 
     t0 = time.perf_counter()
     cat = catalog or load_catalog()
     dist, rate = build_workload(inst, base)
     ana = evaluate(inst, base, topology, catalog=cat, workload=(dist, rate))
+    n_total = sum(p["instances"] for p in ana["pools"]) if instances is None else sum(instances)
+    if n_total > MAX_INSTANCES:
+        raise FleetoptError(f"simulate: the fleet has {n_total} instances, more than the {MAX_INSTANCES} the "
+                            f"simulator holds (arrival rate {rate:.4g} req/s)")
     routed = Router(inst, dist).route([p.upper for p in topology])
     host = inst.power.host_w_per_node / GPUS_PER_NODE
+    if arrivals not in ("poisson", "trace"):
+        raise FleetoptError(f"--arrivals: must be poisson or trace, got '{arrivals}'")
+    replay = _replayed(inst, base, topology, requests, rate) if arrivals == "trace" else None
     horizon_ms = requests / rate * 1e3
+    if replay is not None:
+        horizon_ms = max((float(a[-1]) for a, _, _ in replay if len(a)), default=0.0)
     # warm-up: the larger of the fraction of the horizon and 3 mean service times of the
     # slowest pool (a fleet fills up over about one service time)
     e_s = max((p["mean_service_ms"] for p in ana["pools"] if p["instances"]), default=0.0)
@@ -102,14 +201,19 @@ def simulate(inst: Instance, base: Path, topology: list[PoolChoice], requests: i
         share = traffic.share
         n_inst = sized["instances"] if instances is None else instances[k]
         lam_ms = rate * share / 1e3
-        n = int(rng.poisson(lam_ms * horizon_ms)) if share > 0 else 0
+        if replay is not None:
+            arr, inp, out = replay[k]
+            n = len(arr)
+        else:
+            n = int(rng.poisson(lam_ms * horizon_ms)) if share > 0 else 0
         if n == 0 or n_inst == 0:
             st = PoolStats()
         else:
-            arr = np.cumsum(rng.exponential(1.0 / lam_ms, n))
-            pick = rng.choice(len(traffic.w), size=n, p=traffic.w / share)
-            inp = np.maximum(np.rint(traffic.inp[pick]), 1.0)
-            out = np.maximum(np.rint(traffic.out[pick]), 1.0)
+            if replay is None:
+                arr = np.cumsum(rng.exponential(1.0 / lam_ms, n))
+                pick = rng.choice(len(traffic.w), size=n, p=traffic.w / share)
+                inp = np.maximum(np.rint(traffic.inp[pick]), 1.0)
+                out = np.maximum(np.rint(traffic.out[pick]), 1.0)
             prof = make_pool_profile(inst, choice.gpu, choice.tp, cat, choice.serving)
             w = traffic.w / share
             e_in, e_out = float(w @ traffic.inp), float(w @ traffic.out)
@@ -122,9 +226,9 @@ def simulate(inst: Instance, base: Path, topology: list[PoolChoice], requests: i
             spec = PoolSpec(int(n_inst), int(sized["slots"]), cap, adm, sp_fn,
                             gpus * (prof.idle_power_w() + host))
             pre = np.asarray(prof.prefill_ms(inp), float)
-            st = simulate_pool(spec, arr.tolist(), inp.tolist(), out.tolist(), pre.tolist(),
-                               int(np.searchsorted(arr, warm_ms)),
-                               inst.slo.ttft_p99_ms, inst.slo.tpot_p99_ms)
+            warm = int(np.searchsorted(arr, warm_ms))
+            st = simulate_pool(spec, arr.tolist(), inp.tolist(), out.tolist(), pre.tolist(), warm,
+                               inst.slo.ttft_p99_ms, inst.slo.tpot_p99_ms, writer.recorder(k, arr, inp, out, warm))
         stats.append(st)
         f = _figures([st], inst.power.pue)
         util = st.busy_slot_ms / (n_inst * max(sized["slots"], 1) * st.window_ms) if st.window_ms and n_inst else 0.0
@@ -146,7 +250,7 @@ def simulate(inst: Instance, base: Path, topology: list[PoolChoice], requests: i
     return {"instance": inst.name, "topology": ",".join(p.spec() for p in topology), "pools": pools_out,
             "fleet": fleet, "analytical": analytical, "deviation": deviation,
             "sim": {"requests": total, "seconds": secs, "requests_per_second": total / secs if secs else None,
-                    "seed": seed, "warmup_ms": warm_ms, **({"warning": warning} if warning else {})}}
+                    "seed": seed, "arrivals": arrivals, "warmup_ms": warm_ms, **({"warning": warning} if warning else {})}}
 
 
 def repair(inst: Instance, base: Path, topology: list[PoolChoice], requests: int, seed: int, catalog=None,
