@@ -238,10 +238,11 @@ def simulate(ctx, instance, plan_path, topology, requests, seed, repair, arrival
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--pareto", type=click.Choice(["ttft", "cost"]), default=None,
               help="Multi-objective: tokens per joule against P99 TTFT or against cost; reports the Pareto front.")
+@click.option("--verify", is_flag=True, help="Simulate the refined plan (50,000 requests) and report it.")
 @set_opt
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @click.pass_context
-def refine(ctx, instance, trials, timeout_s, storage, study_name, seed, pareto, overrides, fmt):
+def refine(ctx, instance, trials, timeout_s, storage, study_name, seed, pareto, verify, overrides, fmt):
     """Optuna refinement of the non-convex knobs, seeded by the MILP plan."""
     import sys
 
@@ -251,7 +252,7 @@ def refine(ctx, instance, trials, timeout_s, storage, study_name, seed, pareto, 
 
     inst, base = load_instance(instance, overrides)
     res = run(inst, base, trials, timeout_s, storage, study_name, seed, pareto, _catalog(ctx),
-              progress=(fmt == "table" and sys.stderr.isatty()))
+              progress=(fmt == "table" and sys.stderr.isatty()), verify=verify)
     if fmt == "json":
         _emit(res, "json")
         return
@@ -268,6 +269,12 @@ def refine(ctx, instance, trials, timeout_s, storage, study_name, seed, pareto, 
                f"trials {t['count']} ({t['completed']} completed, {t['pruned']} pruned, {t['this_run']} this run)"
                f"\nknobs: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                          for k, v in res["best"]["knobs"].items()))
+    if "verification" in res:
+        v = res["verification"]
+        f = v["fleet"]
+        click.echo(f"verify: {'SLO MISSED' if v['slo_missed'] else 'SLOs hold'} in simulation: P99 TTFT "
+                   f"{f['ttft_p99_ms']:.0f} ms, P99 TPOT {f['tpot_p99_ms']:.1f} ms, tok/J {f['tokens_per_joule']:.4g} "
+                   f"({100 * v['deviation'].get('tokens_per_joule', 0):+.1f} % vs analytical)")
     if "pareto" in res:
         click.echo("\n" + table(res["pareto"], "Pareto front"))
 

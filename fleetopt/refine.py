@@ -175,7 +175,8 @@ def _prune(why: str):
 
 def refine(inst: Instance, base: Path, trials: int = 100, timeout_s: float | None = None, storage: str | None = None,
            study_name: str | None = None, seed: int = 0, pareto: str | None = None, catalog=None,
-           progress: bool = False) -> dict:
+           progress: bool = False, verify: bool = False, verify_requests: int = 50_000) -> dict:
+    """Run (or resume) the study; ``verify`` simulates the refined plan."""
     import optuna
 
     from fleetopt.catalog import load_catalog
@@ -227,6 +228,15 @@ def refine(inst: Instance, base: Path, trials: int = 100, timeout_s: float | Non
            "trials": {"count": len(study.trials), "completed": len(done), "pruned": len(pruned),
                       "this_run": len(study.trials) - before},
            "seconds": time.perf_counter() - t0, "seed": seed}
+    if verify:                       # the refined plan, knobs included, request by request
+        from fleetopt.simulate.run import simulate
+
+        v = simulate(inst_b, base, topo_b, verify_requests, seed, cat)
+        out["verification"] = {"fleet": v["fleet"], "deviation": v["deviation"], "sim": v["sim"],
+                               "slo_missed": any(p["requests"] and (
+                                   p["ttft_p99_ms"] > inst.slo.ttft_p99_ms or (
+                                       inst.slo.tpot_p99_ms is not None and p["tpot_p99_ms"] > inst.slo.tpot_p99_ms))
+                                   for p in v["pools"])}
     if pareto:
         col = PARETO[pareto][0]
         out["pareto"] = sorted(({"trial": t.number, key: t.values[0], col: t.values[1],

@@ -85,3 +85,11 @@ def test_refine_cli_json(tmp_path, capsys):
     assert set(r) >= {"milp", "best", "improvement", "trials"}
     assert r["best"]["fleet"]["tokens_per_joule"] >= r["milp"]["tokens_per_joule"]
     assert main(["refine", str(INST / "paper-azure-h100.yaml"), "--pareto", "latency"]) == 2
+
+
+def test_refined_plan_verified_by_simulation(tmp_path):
+    inst, base = load_instance(INST / "azure-conv-h100.yaml")
+    r = refine(inst, base, trials=10, storage=str(tmp_path / "s.journal"), seed=0, verify=True,
+               verify_requests=20_000)
+    v = r["verification"]
+    assert not v["slo_missed"] and abs(v["deviation"]["tokens_per_joule"]) < 0.10
