@@ -68,7 +68,7 @@ class Profile(Protocol):
     def kv_capacity_tokens(self) -> int: ...
     def concurrency(self, window_tokens: int, mean_held_tokens: float, admission: Admission) -> int: ...
     def operating_point(self, batch: float, mean_kv_tokens: float, prefill_tokens_per_step: float = 0.0,
-                        prefill_ctx_tokens: float = 0.0) -> OperatingPoint: ...
+                        prefill_ctx_tokens: float = 0.0, decode: bool = True) -> OperatingPoint: ...
     def prefill_ms(self, prompt_tokens: float) -> float: ...
     def service_ms(self, prompt_tokens: float, output_tokens: float, batch: float) -> float: ...
     def idle_power_w(self) -> float: ...
@@ -124,18 +124,18 @@ class PhysicalProfile:
         if not over.any():
             return br, um, uc, p, 1.0
         if np.ndim(p) == 0:
-            f = self._dvfs_scale(batch, mean_kv, pf_tokens, pf_ctx, cap)
+            f = self._dvfs_scale(batch, mean_kv, pf_tokens, pf_ctx, cap, p - cap)
         else:                       # iterate on the over-cap points only
             idx = np.flatnonzero(over)
             sub = [np.broadcast_to(np.asarray(x, float), np.shape(p))[idx] for x in (batch, mean_kv, pf_tokens, pf_ctx)]
             f = np.ones(np.shape(p))
-            f[idx] = self._dvfs_scale(*sub, cap)
+            f[idx] = self._dvfs_scale(*sub, cap, np.asarray(p - cap, float)[idx])
         br, um, uc, p = at(f)
         return br, um, uc, np.minimum(p, cap), f
 
-    def _dvfs_scale(self, batch, mean_kv, pf_tokens, pf_ctx, cap):
-        """The clock scale f in [0.2, 1] where power meets ``cap`` (P(1) > cap assumed):
-        Illinois regula falsi on P(f) - cap, smooth and rising in f."""
+    def _dvfs_scale(self, batch, mean_kv, pf_tokens, pf_ctx, cap, g_one):
+        """The clock scale f in [0.2, 1] where power meets ``cap`` (``g_one`` = P(1) - cap > 0):
+        Illinois regula falsi on P(f) - cap, smooth and rising in f, to 1 mW."""
         def g_of(f):
             br = step_breakdown(self.model, self.gpu, self.tp, batch, mean_kv, pf_tokens, pf_ctx, self.cal, f,
                                 dp=self.dp)
@@ -145,7 +145,7 @@ class PhysicalProfile:
 
         shape = np.shape(batch)
         lo, hi = np.full(shape, 0.2), np.ones(shape)          # P(lo) <= cap < P(hi)
-        g_lo, g_hi = g_of(lo) + np.zeros(shape), g_of(hi) + np.zeros(shape)
+        g_lo, g_hi = g_of(lo) + np.zeros(shape), np.asarray(g_one, float) + np.zeros(shape)
         side = np.zeros(shape)
         for _ in range(60):
             f = np.clip(hi - g_hi * (hi - lo) / np.where(g_hi - g_lo > 0, g_hi - g_lo, 1.0), lo, hi)
@@ -156,18 +156,23 @@ class PhysicalProfile:
             g_lo = np.where(up & (side == 1), g_lo / 2, g_lo)    # Illinois: halve the stale end
             g_hi = np.where(~up & (side == -1), g_hi / 2, g_hi)
             side = np.where(up, 1, -1)
-            if np.all((hi - lo < 1e-9) | (np.abs(g) < 1e-6)):
+            if np.all((hi - lo < 1e-9) | (np.abs(g) < 1e-3)):
                 break
         return float(lo) if np.ndim(lo) == 0 else lo
 
     def operating_point(self, batch: float, mean_kv_tokens: float, prefill_tokens_per_step: float = 0.0,
-                        prefill_ctx_tokens: float = 0.0) -> OperatingPoint:
+                        prefill_ctx_tokens: float = 0.0, decode: bool = True) -> OperatingPoint:
+        """``decode=False`` skips the decode-only step (``decode_step_ms`` is then NaN):
+        the sizing layer's searches do not read it."""
         br, um, uc, p, f = self._power_and_freq(batch, mean_kv_tokens, prefill_tokens_per_step, prefill_ctx_tokens)
-        dec = step_breakdown(self.model, self.gpu, self.tp, batch, mean_kv_tokens, cal=self.cal, freq_scale=f,
-                             dp=self.dp)
+        if decode:
+            dec_ms = step_breakdown(self.model, self.gpu, self.tp, batch, mean_kv_tokens, cal=self.cal,
+                                    freq_scale=f, dp=self.dp).step_ms
+        else:
+            dec_ms = np.nan * np.ones(np.shape(br.step_ms))
         tok_s = np.where(np.asarray(batch) > 0, batch / br.step_ms * 1e3, 0.0)
         tok_s = float(tok_s) if np.ndim(tok_s) == 0 else tok_s
-        return OperatingPoint(batch, br.step_ms, dec.step_ms, prefill_tokens_per_step, tok_s, p,
+        return OperatingPoint(batch, br.step_ms, dec_ms, prefill_tokens_per_step, tok_s, p,
                               self.gpus_per_instance * p, self.gpus_per_instance, f, um, uc)
 
     def steady_state(self, batch: float, prompt_tokens: float, output_tokens: float) -> OperatingPoint:

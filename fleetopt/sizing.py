@@ -184,8 +184,8 @@ def tpot_batch_cap(profile, kv_slots, mean_kv, pf_per_seq, pf_ctx, tpot_ms: floa
     kv_slots = np.maximum(np.asarray(kv_slots, np.int64), 1)
 
     def step(b, idx=slice(None)):
-        return np.asarray(profile.operating_point(b, mean_kv[idx], b * pf_per_seq[idx], pf_ctx[idx]).step_ms,
-                          float) * np.ones(np.shape(b))
+        return np.asarray(profile.operating_point(b, mean_kv[idx], b * pf_per_seq[idx], pf_ctx[idx],
+                                                  decode=False).step_ms, float) * np.ones(np.shape(b))
 
     s_top = step(kv_slots.astype(float))
     if tpot_ms is None:
@@ -328,7 +328,8 @@ def pool_shapes(profile, tb: TrafficBatch, lo, hi, window, slo: Slo, admission: 
                                               f"{pre_q[a]:.0f} ms > {slo.ttft_p99_ms:.0f} ms"))
     good = np.array([err[k] is None for k in act])
     sl = np.maximum(slots, 1).astype(float)
-    peak = np.asarray(profile.operating_point(sl, mean_kv, sl * pf_per_seq, pf_ctx).power_per_gpu_w, float)
+    peak = np.asarray(profile.operating_point(sl, mean_kv, sl * pf_per_seq, pf_ctx, decode=False).power_per_gpu_w,
+                      float)
     return PoolShape(m, lo, hi, window, act, kv_slots, slots, step_ms, pre_q, es, cv2, mean_kv, pf_per_seq, pf_ctx,
                      peak * np.ones(act.size), good, err, gpus_per, price)
 
@@ -371,7 +372,8 @@ def size_shapes(profile, sh: PoolShape, tb: TrafficBatch, total_rate: float, slo
     rho = load / (n * sl)
     batch = rho * sl
     b1 = np.maximum(batch, 1.0)
-    p_op = np.asarray(profile.operating_point(b1, sh.mean_kv, b1 * sh.pf_per_seq, sh.pf_ctx).power_per_gpu_w, float)
+    p_op = np.asarray(profile.operating_point(b1, sh.mean_kv, b1 * sh.pf_per_seq, sh.pf_ctx,
+                                              decode=False).power_per_gpu_w, float)
     idle = profile.idle_power_w()
     p_gpu = np.where(batch < 1.0, idle + batch * (p_op - idle), p_op)    # the instance idles part of the time
     tok_s = lam_s[act] * tb.credit_mean[act]

@@ -114,7 +114,7 @@ class ManualProfile(_PaperPoints):
         return self.n_slots(window_tokens)
 
     def operating_point(self, batch: float, mean_kv_tokens: float, prefill_tokens_per_step: float = 0.0,
-                        prefill_ctx_tokens: float = 0.0) -> OperatingPoint:
+                        prefill_ctx_tokens: float = 0.0, decode: bool = True) -> OperatingPoint:
         it = self.iter_ms(batch, mean_kv_tokens)
         pw = self.power(batch)
         tok_s = batch / it * 1e3
@@ -183,7 +183,7 @@ class ComputedProfile(_PaperPoints):
         return float(p) if np.ndim(p) == 0 else p
 
     def operating_point(self, batch: float, mean_kv_tokens: float, prefill_tokens_per_step: float = 0.0,
-                        prefill_ctx_tokens: float = 0.0) -> OperatingPoint:
+                        prefill_ctx_tokens: float = 0.0, decode: bool = True) -> OperatingPoint:
         it = self.w_ms + batch * self.h_ms(mean_kv_tokens)
         pw = self.power_w(batch, mean_kv_tokens)
         return OperatingPoint(batch, it, it, 0.0, batch / it * 1e3, pw, self.tp * pw, self.tp)
