@@ -122,11 +122,40 @@ def arcs(bounds: list[int], max_pools: int, compress=None) -> list[tuple[int, in
     return out
 
 
+_FORK: dict = {}
+
+
+def _shape_job(c: int):
+    """In a forked worker: the shape of config c (inputs inherited through ``_FORK``)."""
+    f = _FORK
+    cf = f["cfgs"][c]
+    try:
+        prof = make_pool_profile(f["inst"], cf.gpu, cf.tp, f["catalog"])
+    except FleetoptError as e:
+        return c, None, str(e)
+    return c, prof, pool_shapes(prof, f["tb"], f["lo"], f["hi"], f["win"], f["slo"], cf.admission, cf.price)
+
+
+def _shapes_in_parallel(todo: list[int], workers: int, **inputs) -> list:
+    """Pool shapes of several configs on ``workers`` forked processes (Linux fork: the
+    inputs are inherited, only the shapes travel back)."""
+    import multiprocessing as mp
+
+    _FORK.clear()
+    _FORK.update(inputs)
+    try:
+        with mp.get_context("fork").Pool(workers) as pool:
+            return pool.map(_shape_job, todo, chunksize=max(1, len(todo) // (2 * workers)))
+    finally:
+        _FORK.clear()
+
+
 def generate(inst: Instance, dist: LengthDist, rate: float, catalog, bounds: list[int] | None = None,
-             cache: dict | None = None) -> Columns:
+             cache: dict | None = None, workers: int = 1) -> Columns:
     """Size every (arc, config) candidate.  ``cache`` (a dict the caller keeps per
     rate-independent part of the instance) holds the routed traffic and each config's
-    ``PoolShape``, so another arrival rate only redoes the queueing and power."""
+    ``PoolShape``, so another arrival rate only redoes the queueing and power.
+    ``workers`` > 1 sizes the configs on that many forked processes (where fork exists)."""
     bounds = bounds or candidate_boundaries(inst, dist)
     b = [0] + bounds
     m = len(bounds)
@@ -146,8 +175,14 @@ def generate(inst: Instance, dist: LengthDist, rate: float, catalog, bounds: lis
     pue, basis = inst.power.pue, inst.power.provisioning
     ai, aj = np.array([i for i, _ in arc_list]), np.array([j for _, j in arc_list])
     parts, errors = [], {}
+    skeys = [("shape", tuple(bounds), cf.gpu, cf.tp, cf.admission, cf.price) for cf in cfgs]
+    todo = [c for c, k in enumerate(skeys) if k not in cache]
+    if workers > 1 and len(todo) >= 2 * workers and hasattr(__import__("os"), "fork"):
+        for c, prof, sh in _shapes_in_parallel(todo, workers, inst=inst, catalog=catalog, cfgs=cfgs, tb=tb, lo=lo,
+                                               hi=hi, win=win, slo=slo):
+            cache[skeys[c]] = (prof, sh)
     for c, cf in enumerate(cfgs):
-        skey = ("shape", tuple(bounds), cf.gpu, cf.tp, cf.admission, cf.price)
+        skey = skeys[c]
         if skey not in cache:
             try:
                 prof = make_pool_profile(inst, cf.gpu, cf.tp, catalog)

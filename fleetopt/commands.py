@@ -108,15 +108,19 @@ def _write_outputs(out_dir: str, res: dict, force: bool) -> None:
 @click.option("--requests", type=click.IntRange(min=100), default=100_000, show_default=True,
               help="Requests simulated by --verify.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --verify simulation.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes sizing the candidate pools (default: up to 2, the cores there are).")
 @click.pass_context
-def solve(ctx, instance, overrides, fmt, out_dir, force, verbose, verify, repair, requests, seed):
+def solve(ctx, instance, overrides, fmt, out_dir, force, verbose, verify, repair, requests, seed, workers):
     """Optimal pool boundaries, GPU types and counts (MILP, HiGHS), with baselines and gains."""
     from fleetopt.fleet import parse_topology
     from fleetopt.instance import load_instance
     from fleetopt.solve import solve_instance
 
     inst, base = load_instance(instance, overrides)
-    res = solve_instance(inst, base, _catalog(ctx), verbose=verbose)
+    import os
+
+    res = solve_instance(inst, base, _catalog(ctx), verbose=verbose, workers=workers or min(2, os.cpu_count() or 1))
     if verify or repair:
         from fleetopt.simulate.run import repair as rep
         from fleetopt.simulate.run import simulate as sim

@@ -176,6 +176,10 @@ class Solver(_M):
     mip_gap: float = Field(1e-6, ge=0)
     threads: int = Field(1, ge=1)
     seed: int = Field(0, ge=0)
+    presolve: bool = False
+    """HiGHS presolve.  Off by default: on this path-structured model its probing costs 3-10x
+    the whole branch and bound (measured on the heterogeneous instance: 0.15 s against
+    0.03 s, same optimum); the optimum is proven either way."""
     interface: Literal["highspy", "pyomo"] = "highspy"
     """How the model reaches HiGHS: its rows as a matrix through highspy (default, no Pyomo
     import) or the Pyomo model through pyomo.contrib.solver.solvers.highs.Highs."""

@@ -114,8 +114,8 @@ def _solve_columns(inst: Instance, cols: Columns, verbose: bool):
 
     def run(w, sense="min"):
         if s.interface == "pyomo":
-            return solve(build(data, w, sense), s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose)
-        return solve_direct(data, w, sense, s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose)
+            return solve(build(data, w, sense), s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose, s.presolve)
+        return solve_direct(data, w, sense, s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose, s.presolve)
     if inst.objective == "min_cost" or inst.pools.compress is None:
         # cost, or tokens per joule when every path credits the same tokens (= least energy)
         w = cols.cost_h if inst.objective == "min_cost" else cols.energy_w
@@ -181,7 +181,7 @@ def _gains(plan: dict, base: dict | None) -> dict | None:
             "cost_per_hour_saved": b["cost_per_hour"] - f["cost_per_hour"]}
 
 
-def solve_instance(inst: Instance, base: Path, catalog=None, verbose: bool = False) -> dict:
+def solve_instance(inst: Instance, base: Path, catalog=None, verbose: bool = False, workers: int = 1) -> dict:
     """Solve the instance; returns the plan (pools, fleet), baselines, gains and solver facts."""
     from fleetopt.catalog import load_catalog
 
@@ -190,7 +190,7 @@ def solve_instance(inst: Instance, base: Path, catalog=None, verbose: bool = Fal
     dist, rate = build_workload(inst, base)
     if inst.objective == "max_throughput":
         return _max_throughput(inst, base, cat, dist, rate, verbose, t0)
-    raw = generate(inst, dist, rate, cat)
+    raw = generate(inst, dist, rate, cat, workers=workers)
     return finish_solve(inst, base, cat, dist, rate, raw, t0, verbose)
 
 

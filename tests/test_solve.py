@@ -73,6 +73,8 @@ def test_milp_equals_enumeration_on_random_columns(case):
     res = solve(build(data, w), 30, 0.0, 1, 0)
     direct = solve_direct(data, w, "min", 30, 0.0, 1, 0)
     assert direct.status == res.status and direct.objective == res.objective    # both transports agree
+    pre = solve_direct(data, w, "min", 30, 0.0, 1, 0, presolve=True)
+    assert pre.status == res.status and pre.objective == res.objective          # presolve changes no optimum
     bf = brute_force(n_nodes, cols, K, stock, cap)
     if math.isinf(bf):
         assert res.status == "infeasible"
