@@ -97,11 +97,9 @@ def _topology(cols: Columns, chosen: list[int], merge_empty: bool = True) -> lis
     return [p for _, p in pools]
 
 
-def _tie_break(cols: Columns, w: np.ndarray) -> np.ndarray:
-    """w plus a tie-breaker far below the solver's gap (1e-9 of the mean weight per pool,
-    +1e-12 per GPU): among equal optima the plan with fewer pools, then fewer GPUs, wins."""
-    scale = float(np.mean(np.abs(w))) or 1.0
-    return w + scale * (1e-9 + 1e-12 * cols.gpus)
+def _simplest(cols: Columns) -> np.ndarray:
+    """Stage-2 weights: one per pool plus a fraction per GPU (fewer pools, then fewer GPUs)."""
+    return 1.0 + cols.gpus / (10.0 * max(int(cols.gpus.max()), 1) * len(cols.bounds))
 
 
 def _solve_columns(inst: Instance, cols: Columns, verbose: bool):
@@ -119,12 +117,23 @@ def _solve_columns(inst: Instance, cols: Columns, verbose: bool):
     if inst.objective == "min_cost" or inst.pools.compress is None:
         # cost, or tokens per joule when every path credits the same tokens (= least energy)
         w = cols.cost_h if inst.objective == "min_cost" else cols.energy_w
-        res = run(_tie_break(cols, w))
+        res = run(w)
         if res.chosen:
             true = float(w[res.chosen].sum())
             res.bound = min(res.bound, true) if res.bound is not None else true
             res.objective = true
             res.gap = abs(true - res.bound) / max(abs(true), 1e-12)
+            # lexicographic tie-break: among plans within the optimality gap of this one (all
+            # equally proven), the fewest pools, then the fewest GPUs
+            tol = max(s.mip_gap, 1e-9)
+            data.budget = (w, true * (1 + tol))
+            second = run(_simplest(cols))
+            data.budget = None
+            if second.chosen and float(w[second.chosen].sum()) <= true * (1 + tol):
+                res.chosen = second.chosen
+                res.objective = float(w[second.chosen].sum())
+                res.gap = abs(res.objective - res.bound) / max(abs(res.objective), 1e-12)
+                res.seconds += second.seconds
         return res, 0
     res = run(cols.energy_w)
     it = 0

@@ -37,8 +37,10 @@ Objectives (fixed demand):
 Tightness: without (pools), (stock) and (power) the constraint matrix is a network matrix
 (totally unimodular), so the LP relaxation is integral; the side constraints are single
 knapsack rows, and the LP bound stays close (measured in benchmarks/results/solve_scaling.md).
-Ties: columns are ordered by (arc, config) and HiGHS runs with fixed threads and seed, so
-equal optima resolve the same way on every run.
+Ties (lexicographic, ``fleetopt.solve``): after the optimum z* is found, a second solve
+adds the row sum w_c x_c <= z* (1 + mip_gap) and minimises the number of pools, then GPUs,
+so among plans equal within the proven gap the simplest wins; columns are ordered by (arc, config) and HiGHS
+runs with fixed threads and seed, so the choice is the same on every run.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ class FleetModelData:
     stock: dict[str, int]        # GPU type -> inventory limit
     provisioned_w: np.ndarray
     cap_w: float | None
+    budget: tuple[np.ndarray, float] | None = None
+    """(w, z): the row sum w_c x_c <= z, for the lexicographic tie-break stage."""
 
 
 @dataclass
@@ -98,6 +102,9 @@ def constraint_rows(data: FleetModelData) -> list[tuple[str, list[int], list[flo
             rows.append(("stock", cs, [float(data.gpus[c]) for c in cs], -math.inf, float(limit)))
     if data.cap_w is not None:
         rows.append(("power", list(range(n)), [float(x) for x in data.provisioned_w], -math.inf, float(data.cap_w)))
+    if data.budget is not None:
+        w, z = data.budget
+        rows.append(("budget", list(range(n)), [float(x) for x in w], -math.inf, float(z)))
     return rows
 
 
@@ -110,7 +117,7 @@ def build(data: FleetModelData, weights: np.ndarray, sense: str = "min"):
     C = range(len(weights))
     m.C = pc.Set(initialize=C, ordered=True)
     m.x = pc.Var(m.C, domain=pc.Binary)
-    for fam in ("flow", "pools", "stock", "power"):
+    for fam in ("flow", "pools", "stock", "power", "budget"):
         setattr(m, fam, pc.ConstraintList())
     for fam, idx, coef, lo, up in constraint_rows(data):
         expr = sum(a * m.x[c] for c, a in zip(idx, coef))
@@ -184,7 +191,7 @@ def solve(model, time_limit_s: float, mip_gap: float, threads: int, seed: int, v
     secs = time.perf_counter() - t0
     tc = res.termination_condition
     nv = len(model.x)
-    ncon = sum(len(getattr(model, f)) for f in ("flow", "pools", "stock", "power"))
+    ncon = sum(len(getattr(model, f)) for f in ("flow", "pools", "stock", "power", "budget"))
     if tc in (TC.provenInfeasible, TC.infeasibleOrUnbounded, TC.locallyInfeasible):
         return SolveResult("infeasible", [], None, None, None, secs, nv, ncon)
     has_sol = res.incumbent_objective is not None

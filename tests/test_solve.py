@@ -143,7 +143,7 @@ def test_solve_equals_enumeration_through_evaluate(seed, K, cap, stock):
         return
     res = solve_instance(inst, Path("."))
     assert res["solver"]["status"] == "optimal"
-    assert res["fleet"]["it_power_kw"] == pytest.approx(best_kw, rel=1e-9)
+    assert res["fleet"]["it_power_kw"] == pytest.approx(best_kw, rel=1e-6)     # within the proven gap
 
 
 def test_post_solve_invariants_and_columns_agree_with_evaluate():
@@ -253,3 +253,10 @@ def test_time_limit_without_incumbent_is_one_line_exit_3(capsys):
     assert main(["solve", str(INST / "heterogeneous.yaml"), "--set", "solver.time_limit_s=0.0001"]) == 3
     err = capsys.readouterr().err.strip()
     assert "time limit" in err and "\n" not in err
+
+
+def test_ties_go_to_the_simplest_plan():
+    """On the heterogeneous instance a split at 1664 tokens saves 4e-9 of the energy: within
+    the proven gap, so the one-pool plan (fewest pools) is returned."""
+    res = solve_instance(*load_instance(INST / "heterogeneous.yaml"))
+    assert len(res["pools"]) == 1 and res["solver"]["gap"] <= 1e-6
