@@ -22,6 +22,18 @@ def _fleet_tables(result: dict) -> str:
     return table(pools, "pools") + "\n\n" + table(fleet, "fleet")
 
 
+def _show(res: dict, fmt: str, tables) -> bool:
+    """JSON, the pools as CSV, or ``tables(res)``; returns True when the tables were shown."""
+    if fmt == "json":
+        _emit(res, "json")
+    elif fmt == "csv":
+        _emit(res["pools"], "csv")
+    else:
+        click.echo(tables(res))
+        return True
+    return False
+
+
 @cli.command()
 @click.argument("instance", type=click.Path(dir_okay=False))
 @click.option("--topology", required=True, help="Pools as UPPER_TOKENS:GPU[xTP],... ascending.")
@@ -38,12 +50,7 @@ def evaluate(ctx, instance, topology, admission, overrides, fmt):
 
     inst, base = load_instance(instance, overrides)
     res = ev(inst, base, parse_topology(topology), admission, _catalog(ctx))
-    if fmt == "json":
-        _emit(res, "json")
-    elif fmt == "csv":
-        _emit(res["pools"], "csv")
-    else:
-        click.echo(_fleet_tables(res))
+    _show(res, fmt, _fleet_tables)
 
 
 def _solve_tables(res: dict) -> str:
@@ -122,23 +129,18 @@ def solve(ctx, instance, overrides, fmt, out_dir, force, verbose, verify, repair
 
     res = solve_instance(inst, base, _catalog(ctx), verbose=verbose, workers=workers or min(2, os.cpu_count() or 1))
     if verify or repair:
+        from fleetopt.simulate.run import misses
         from fleetopt.simulate.run import repair as rep
         from fleetopt.simulate.run import simulate as sim
 
         topo = parse_topology(res["topology"])
         v = (rep if repair else sim)(inst, base, topo, requests, seed, _catalog(ctx))
-        missed = [p for p in v["pools"] if p["requests"] and (p["ttft_p99_ms"] > inst.slo.ttft_p99_ms or (
-            inst.slo.tpot_p99_ms is not None and p["tpot_p99_ms"] > inst.slo.tpot_p99_ms))]
+        missed = [p for p in v["pools"] if p["requests"] and misses(inst, p)]
         res["verification"] = {"fleet": v["fleet"], "pools": v["pools"], "deviation": v["deviation"],
                                "sim": v["sim"], "slo_missed": bool(missed), **({"repair": v["repair"]} if repair else {})}
     if out_dir:
         _write_outputs(out_dir, res, force)
-    if fmt == "json":
-        _emit(res, "json")
-    elif fmt == "csv":
-        _emit(res["pools"], "csv")
-    else:
-        click.echo(_solve_tables(res))
+    if _show(res, fmt, _solve_tables):
         if "verification" in res:
             v = res["verification"]
             f = v["fleet"]
@@ -223,12 +225,7 @@ def simulate(ctx, instance, plan_path, topology, requests, seed, repair, arrival
         res = rep(inst, base, topo, requests, seed, _catalog(ctx))
     else:
         res = sim(inst, base, topo, requests, seed, _catalog(ctx), arrivals=arrivals, trace_out=trace_out, force=force)
-    if fmt == "json":
-        _emit(res, "json")
-    elif fmt == "csv":
-        _emit(res["pools"], "csv")
-    else:
-        click.echo(_sim_tables(res))
+    _show(res, fmt, _sim_tables)
 
 
 @cli.command()
@@ -299,7 +296,7 @@ def sweep(spec, out_dir, workers, scheduler, retry_failed, fmt):
 
     res = run_sweep(spec, out_dir, workers, scheduler, retry_failed, progress=(fmt == "table" and sys.stderr.isatty()))
     if fmt == "json":
-        _emit({k: v for k, v in res.items()}, "json")
+        _emit(res, "json")
         return
     rate = f", {res['cases_per_second']:.1f} cases/s" if res["cases_per_second"] else ""
     click.echo(f"{res['spec']}: {res['cases']} cases, {res['done']} run now ({res['failed']} failed, "

@@ -229,14 +229,11 @@ def refine(inst: Instance, base: Path, trials: int = 100, timeout_s: float | Non
                       "this_run": len(study.trials) - before},
            "seconds": time.perf_counter() - t0, "seed": seed}
     if verify:                       # the refined plan, knobs included, request by request
-        from fleetopt.simulate.run import simulate
+        from fleetopt.simulate.run import misses, simulate
 
         v = simulate(inst_b, base, topo_b, verify_requests, seed, cat)
         out["verification"] = {"fleet": v["fleet"], "deviation": v["deviation"], "sim": v["sim"],
-                               "slo_missed": any(p["requests"] and (
-                                   p["ttft_p99_ms"] > inst.slo.ttft_p99_ms or (
-                                       inst.slo.tpot_p99_ms is not None and p["tpot_p99_ms"] > inst.slo.tpot_p99_ms))
-                                   for p in v["pools"])}
+                               "slo_missed": any(p["requests"] and misses(inst, p) for p in v["pools"])}
     if pareto:
         col = PARETO[pareto][0]
         out["pareto"] = sorted(({"trial": t.number, key: t.values[0], col: t.values[1],

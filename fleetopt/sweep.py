@@ -282,7 +282,7 @@ def _arrow_type(name: str, value):
         return pa.string()
     if name in INT_COLS:
         return pa.int64()
-    if name.startswith("axis:") and not isinstance(value, (int, float)) or isinstance(value, bool):
+    if isinstance(value, bool) or (name.startswith("axis:") and not isinstance(value, (int, float))):
         return pa.string()
     return pa.float64()
 

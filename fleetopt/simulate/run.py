@@ -262,7 +262,7 @@ def repair(inst: Instance, base: Path, topology: list[PoolChoice], requests: int
     start = list(counts)
     rounds = 0
     while rounds < max_rounds:
-        bad = [k for k, p in enumerate(res["pools"]) if p["requests"] and _misses(inst, p)]
+        bad = [k for k, p in enumerate(res["pools"]) if p["requests"] and misses(inst, p)]
         if not bad:
             break
         for k in bad:
@@ -270,10 +270,11 @@ def repair(inst: Instance, base: Path, topology: list[PoolChoice], requests: int
         rounds += 1
         res = simulate(inst, base, topology, requests, seed, catalog, instances=counts)
     res["repair"] = {"rounds": rounds, "instances_before": start, "instances_after": counts,
-                     "holds": not any(p["requests"] and _misses(inst, p) for p in res["pools"])}
+                     "holds": not any(p["requests"] and misses(inst, p) for p in res["pools"])}
     return res
 
 
-def _misses(inst: Instance, p: dict) -> bool:
+def misses(inst: Instance, p: dict) -> bool:
+    """Whether a simulated pool misses the P99 TTFT or TPOT SLO."""
     tp = inst.slo.tpot_p99_ms
     return p["ttft_p99_ms"] > inst.slo.ttft_p99_ms or (tp is not None and p["tpot_p99_ms"] > tp)
