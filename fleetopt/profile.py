@@ -111,15 +111,7 @@ class PhysicalProfile:
         Over the cap (TDP or the user's), DVFS lowers the clock to the f in [0.2, 1] where
         power meets the cap (``_dvfs_scale``)."""
         cap = min(self.gpu.tdp_w, self.power_cap_w or self.gpu.tdp_w)
-
-        def at(f):
-            br = step_breakdown(self.model, self.gpu, self.tp, batch, mean_kv, pf_tokens, pf_ctx, self.cal, f,
-                                dp=self.dp)
-            um = np.minimum(1.0, br.memory_ms / br.step_ms)
-            uc = np.minimum(1.0, br.compute_ms / br.step_ms)
-            return br, um, uc, gpu_power_w(self.gpu, um, uc, self.cal, f)
-
-        br, um, uc, p = at(1.0)
+        br, um, uc, p = self._power_at(batch, mean_kv, pf_tokens, pf_ctx, 1.0)
         over = np.asarray(p > cap)
         if not over.any():
             return br, um, uc, p, 1.0
@@ -130,18 +122,19 @@ class PhysicalProfile:
             sub = [np.broadcast_to(np.asarray(x, float), np.shape(p))[idx] for x in (batch, mean_kv, pf_tokens, pf_ctx)]
             f = np.ones(np.shape(p))
             f[idx] = self._dvfs_scale(*sub, cap, np.asarray(p - cap, float)[idx])
-        br, um, uc, p = at(f)
+        br, um, uc, p = self._power_at(batch, mean_kv, pf_tokens, pf_ctx, f)
         return br, um, uc, np.minimum(p, cap), f
+
+    def _power_at(self, batch, mean_kv, pf_tokens, pf_ctx, f):
+        """Step breakdown, memory and compute utilisations and per-GPU power at clock scale f."""
+        br = step_breakdown(self.model, self.gpu, self.tp, batch, mean_kv, pf_tokens, pf_ctx, self.cal, f, dp=self.dp)
+        return br, br.u_mem, br.u_comp, gpu_power_w(self.gpu, br.u_mem, br.u_comp, self.cal, f)
 
     def _dvfs_scale(self, batch, mean_kv, pf_tokens, pf_ctx, cap, g_one):
         """The clock scale f in [0.2, 1] where power meets ``cap`` (``g_one`` = P(1) - cap > 0):
         Illinois regula falsi on P(f) - cap, smooth and rising in f, to 1 mW."""
         def g_of(f):
-            br = step_breakdown(self.model, self.gpu, self.tp, batch, mean_kv, pf_tokens, pf_ctx, self.cal, f,
-                                dp=self.dp)
-            um = np.minimum(1.0, br.memory_ms / br.step_ms)
-            uc = np.minimum(1.0, br.compute_ms / br.step_ms)
-            return np.asarray(gpu_power_w(self.gpu, um, uc, self.cal, f) - cap, float)
+            return np.asarray(self._power_at(batch, mean_kv, pf_tokens, pf_ctx, f)[3] - cap, float)
 
         shape = np.shape(batch)
         lo, hi = np.full(shape, 0.2), np.ones(shape)          # P(lo) <= cap < P(hi)

@@ -155,8 +155,8 @@ def _bisect_int(pred, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 def _search_rising(f, target: float, lo: np.ndarray, hi: np.ndarray, f_lo: np.ndarray, f_hi: np.ndarray):
     """Per element the largest integer n in [lo, hi) with f(n) <= target, for f rising in n
-    with f(lo) <= target < f(hi).  Interpolation steps (step time is nearly affine in the
-    batch) alternate with bisection steps, so the worst case stays logarithmic.
+    with f(lo) <= target < f(hi), and f(n).  Interpolation steps (step time is nearly affine
+    in the batch) alternate with bisection steps, so the worst case stays logarithmic.
     f takes (n, index array)."""
     lo, hi = lo.astype(np.int64).copy(), hi.astype(np.int64).copy()
     f_lo, f_hi = f_lo.astype(float).copy(), f_hi.astype(float).copy()
@@ -164,7 +164,7 @@ def _search_rising(f, target: float, lo: np.ndarray, hi: np.ndarray, f_lo: np.nd
     while True:
         act = np.flatnonzero(hi - lo > 1)
         if not act.size:
-            return lo
+            return lo, f_lo
         l, h = lo[act], hi[act]
         if interp:
             frac = (target - f_lo[act]) / np.maximum(f_hi[act] - f_lo[act], 1e-300)
@@ -198,9 +198,8 @@ def tpot_batch_cap(profile, kv_slots, mean_kv, pf_per_seq, pf_ctx, tpot_ms: floa
         slots[over[~fits]], s[over[~fits]] = 0, s1[~fits]
         srch = over[fits]
         if srch.size:   # step(lo) <= tpot < step(hi); step rises with batch
-            best = _search_rising(lambda n, i: step(n.astype(float), srch[i]), tpot_ms, np.ones(srch.size),
-                                  kv_slots[srch], s1[fits], s_top[srch])
-            slots[srch], s[srch] = best, step(best.astype(float), srch)
+            slots[srch], s[srch] = _search_rising(lambda n, i: step(n.astype(float), srch[i]), tpot_ms,
+                                                  np.ones(srch.size), kv_slots[srch], s1[fits], s_top[srch])
     return slots, s
 
 

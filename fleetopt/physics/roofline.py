@@ -75,13 +75,20 @@ class StepBreakdown:
 
     @property
     def u_comp(self) -> float:
-        """Fraction of the step the tensor cores are busy."""
-        return min(1.0, self.compute_ms / self.step_ms) if self.step_ms > 0 else 0.0
+        """Fraction of the step the tensor cores are busy (scalar or array)."""
+        return _busy_fraction(self.compute_ms, self.step_ms)
 
     @property
     def u_mem(self) -> float:
-        """Fraction of the step the memory system is streaming."""
-        return min(1.0, self.memory_ms / self.step_ms) if self.step_ms > 0 else 0.0
+        """Fraction of the step the memory system is streaming (scalar or array)."""
+        return _busy_fraction(self.memory_ms, self.step_ms)
+
+
+def _busy_fraction(busy_ms, step_ms):
+    """min(1, busy / step), 0 for an empty step; scalar or array."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.where(np.asarray(step_ms) > 0, np.minimum(1.0, np.asarray(busy_ms) / step_ms), 0.0)
+    return float(u) if np.ndim(u) == 0 else u
 
 
 def step_breakdown(model: Model, gpu: Gpu, tp: int, batch: float, mean_kv_tokens: float,
