@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fleetopt import FleetoptError
-from fleetopt.fleet import GPUS_PER_NODE, Router, _price, make_pool_profile
+from fleetopt.fleet import GPUS_PER_NODE, Router, _price, make_pool_profile, provisioned_w
 from fleetopt.instance import Instance
 from fleetopt.sizing import Slo, TrafficBatch, pool_shapes, size_shapes
 from fleetopt.workload import LengthDist
@@ -103,9 +103,6 @@ class Columns:
         return Columns(self.bounds, self.configs, f(self.arc_i), f(self.arc_j), f(self.cfg), f(self.instances),
                        f(self.gpus), f(self.energy_w), f(self.provisioned_w), f(self.tokens_s), f(self.cost_h),
                        self.errors)
-
-    def node(self, i: int) -> int:
-        return 0 if i == 0 else self.bounds[i - 1]
 
 
 def arcs(bounds: list[int], max_pools: int, compress=None) -> list[tuple[int, int]]:
@@ -199,14 +196,10 @@ def generate(inst: Instance, dist: LengthDist, rate: float, catalog, bounds: lis
         for k in np.flatnonzero(~ok):
             errors[(int(ai[k]), int(aj[k]), c)] = pc.error[k]
         n = pc.instances.astype(float)
-        if basis == "expected":
-            prov = pc.it_power_w
-        elif basis == "peak":
-            prov = n * pc.peak_instance_power_w
-        else:
-            prov = n * pc.gpus_per_instance * (prof.gpu.tdp_w + host)
+        prov = provisioned_w(basis, n, pc.it_power_w, pc.peak_instance_power_w, n * pc.gpus_per_instance,
+                             prof.gpu.tdp_w, host, pue)
         parts.append((np.full(ok.sum(), c), ai[ok], aj[ok], pc.instances[ok], pc.instances[ok] * pc.gpus_per_instance,
-                      pc.it_power_w[ok], prov[ok] * pue, pc.tokens_per_s[ok], n[ok] * pc.usd_per_instance_hour))
+                      pc.it_power_w[ok], prov[ok], pc.tokens_per_s[ok], n[ok] * pc.usd_per_instance_hour))
     if not parts:
         return Columns(bounds, cfgs, *(np.zeros(0, int) for _ in range(6)), *(np.zeros(0) for _ in range(3)), errors)
     cat = [np.concatenate(x) for x in zip(*parts)]

@@ -138,11 +138,8 @@ def pool_traffic(dist: LengthDist, lo: float, hi: float, next_hi: float | None,
     last = next_hi is None
     s = dist.slice(lo, math.inf if last else hi)
     inp, out, w, key = dist.inp[s].copy(), dist.out[s].copy(), dist.w[s].copy(), dist.key[s]
-    tot = inp + out
-    over = tot > hi
-    if last and over.any():
-        f = np.where(over, hi / tot, 1.0)
-        inp, out = np.maximum(np.floor(inp * f), 1.0), np.maximum(np.floor(out * f), 1.0)
+    if last:
+        inp, out = clamp_to_window(inp, out, hi)
     cred = out.copy()
     if compress is not None and compress.success > 0:
         if lo > 0:              # own requests that the pool below serves compressed
@@ -167,6 +164,17 @@ def pool_traffic(dist: LengthDist, lo: float, hi: float, next_hi: float | None,
                 w, cred = np.concatenate([w, w2]), np.concatenate([cred, cr])
     window = int(max(hi, float(np.max(inp + out)) if len(inp) else hi))
     return PoolTraffic(inp, out, w, cred), window
+
+
+def clamp_to_window(inp: np.ndarray, out: np.ndarray, window: float) -> tuple[np.ndarray, np.ndarray]:
+    """Requests longer than the window, scaled down to fit it (the last pool takes every
+    longer request): both lengths by window / total, floored, at least 1 token."""
+    tot = inp + out
+    over = tot > window
+    if not over.any():
+        return inp, out
+    f = np.where(over, window / tot, 1.0)
+    return np.maximum(np.floor(inp * f), 1.0), np.maximum(np.floor(out * f), 1.0)
 
 
 def route(dist: LengthDist, uppers: list[int], compress=None) -> list[tuple[PoolTraffic, int]]:
@@ -298,6 +306,21 @@ def _price(inst: Instance, gpu_id: str, catalog) -> float | None:
     return None
 
 
+def provisioned_w(basis: str, instances, it_power_w, peak_instance_power_w, gpus, tdp_w: float,
+                  host_w_per_gpu: float, pue: float):
+    """Facility power a pool is provisioned for, the quantity the facility cap bounds: IT
+    power on the instance's basis (``expected``: at the mean batch; ``peak``: every instance
+    at its slot-capped batch; ``tdp``: every GPU at nameplate plus its host share) x PUE.
+    Scalars or arrays."""
+    if basis == "expected":
+        it = it_power_w
+    elif basis == "peak":
+        it = instances * peak_instance_power_w
+    else:
+        it = gpus * (tdp_w + host_w_per_gpu)
+    return it * pue
+
+
 def fleet_totals(pools: list[PoolSizing], rate: float, pue: float) -> dict:
     """Fleet figures from sized pools."""
     it_w = sum(p.it_power_w for p in pools)
@@ -329,15 +352,20 @@ def evaluate(inst: Instance, base: Path, topology: list[PoolChoice], admission: 
     host_per_gpu = inst.power.host_w_per_node / GPUS_PER_NODE
     uppers = [p.upper for p in topology]
     routed = Router(inst, dist).route(uppers)
-    pools, lows = [], [0] + [p.upper for p in topology[:-1]]
+    pools, lows, prov_w = [], [0] + [p.upper for p in topology[:-1]], 0.0
+    pw = inst.power
     for choice, lo, (traffic, window) in zip(topology, lows, routed):
         prof = make_pool_profile(inst, choice.gpu, choice.tp, cat, choice.serving)
         a = "reserve" if inst.mode == "paper" else (choice.admission or adm)
-        pools.append(size_pool(prof, traffic, rate, lo, choice.upper, window, slo, a, host_per_gpu,
-                               _price(inst, prof.gpu.id, cat)))
-    fleet = fleet_totals(pools, rate, inst.power.pue)
-    if inst.power.facility_cap_mw is not None:
-        fleet["facility_cap_mw"] = inst.power.facility_cap_mw
-        fleet["within_power_cap"] = fleet["facility_power_kw"] <= inst.power.facility_cap_mw * 1e3
+        p = size_pool(prof, traffic, rate, lo, choice.upper, window, slo, a, host_per_gpu,
+                      _price(inst, prof.gpu.id, cat))
+        pools.append(p)
+        prov_w += provisioned_w(pw.provisioning, p.instances, p.it_power_w, p.peak_instance_power_w, p.gpus,
+                                prof.gpu.tdp_w, host_per_gpu, pw.pue)
+    fleet = fleet_totals(pools, rate, pw.pue)
+    fleet["provisioned_facility_kw"] = prov_w / 1e3
+    if pw.facility_cap_mw is not None:           # checked on the provisioning basis, as the MILP's row
+        fleet["facility_cap_mw"] = pw.facility_cap_mw
+        fleet["within_power_cap"] = prov_w <= pw.facility_cap_mw * 1e6 * (1 + 1e-12)
     return {"instance": inst.name, "mode": inst.mode, "model": inst.model, "admission": adm,
             "pools": [p.as_dict() for p in pools], "fleet": fleet}

@@ -42,8 +42,13 @@ def storage_for(url: str | None, inst: Instance, base_dir: Path | None = None):
     if url and "://" in url:
         return url
     path = Path(url) if url else (base_dir or Path(".")) / ".fleetopt" / f"{inst.name}.optuna.journal"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
+    if path.is_dir():
+        raise FleetoptError(f"--storage: '{path}' is a folder; give a journal file path or an RDB URL")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    except OSError as e:
+        raise FleetoptError(f"--storage: cannot open '{path}' ({e.strerror or e})") from None
 
 
 class Search:
@@ -130,7 +135,7 @@ class Search:
             raise _prune(str(e)) from None
         f = res["fleet"]
         cap = inst.power.facility_cap_mw
-        if cap is not None and _provisioned_kw(inst, res, self.cat) > cap * 1e3 + 1e-9:
+        if cap is not None and not f["within_power_cap"]:
             raise _prune("power cap")
         for g, lim in self.limits.items():
             if sum(p["gpus"] for p in res["pools"] if p["gpu"] == g) > lim:
@@ -151,20 +156,6 @@ class Search:
         if self.pareto:
             d.append(PARETO[self.pareto][1])
         return d
-
-
-def _provisioned_kw(inst: Instance, res: dict, cat) -> float:
-    """Facility power on the instance's provisioning basis (as the MILP's power row)."""
-    from fleetopt.fleet import GPUS_PER_NODE
-
-    basis, pue = inst.power.provisioning, inst.power.pue
-    f = res["fleet"]
-    if basis == "expected":
-        return f["it_power_kw"] * pue
-    if basis == "peak":
-        return f["peak_it_power_kw"] * pue
-    host = inst.power.host_w_per_node / GPUS_PER_NODE
-    return sum(p["gpus"] * (cat.gpu(p["gpu"]).tdp_w + host) for p in res["pools"]) / 1e3 * pue
 
 
 def _prune(why: str):
@@ -193,8 +184,14 @@ def refine(inst: Instance, base: Path, trials: int = 100, timeout_s: float | Non
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = study_name or f"refine-{inst.name}-{inst.objective}" + (f"-pareto-{pareto}" if pareto else "")
     sampler = optuna.samplers.TPESampler(seed=seed)
-    study = optuna.create_study(study_name=name, storage=storage_for(storage, inst), sampler=sampler,
-                                directions=search.directions(), load_if_exists=True)
+    try:
+        study = optuna.create_study(study_name=name, storage=storage_for(storage, inst), sampler=sampler,
+                                    directions=search.directions(), load_if_exists=True)
+    except FleetoptError:
+        raise
+    except Exception as e:     # noqa: BLE001  (an unreachable or malformed RDB URL, a study of other directions)
+        raise FleetoptError(f"--storage: cannot use '{storage}' for study '{name}' "
+                            f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
     before = len(study.trials)
     if before == 0:
         study.enqueue_trial(search.seed_params())

@@ -255,9 +255,10 @@ def _max_throughput(inst, base, cat, dist, rate, verbose, t0):
     if inst.power.facility_cap_mw is None:
         raise FleetoptError("objective: max_throughput needs power.facility_cap_mw")
     energy = inst.model_copy(update={"objective": "max_tokens_per_joule"})
+    shapes: dict = {}                   # routed traffic and pool shapes do not depend on the demand
 
     def feasible(s: float):
-        raw = generate(energy, dist, rate * s, cat)
+        raw = generate(energy, dist, rate * s, cat, cache=shapes)
         cols = prune_dominated(raw, "max_tokens_per_joule", True)
         if not len(cols):
             return None, raw

@@ -363,7 +363,11 @@ def run_sweep(spec_path: str, out: str, workers: int = 1, scheduler: str | None 
     if scheduler:
         from dask.distributed import Client, as_completed
 
-        with Client(scheduler, timeout="10s") as client:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError, ValueError) as e:
+            raise FleetoptError(f"--scheduler: cannot reach '{scheduler}' ({str(e).splitlines()[0]})") from None
+        with client:
             futs = [client.submit(run_chunk, p, str(out_p.resolve()), reuse, pure=False) for p in parts]
             for fut in as_completed(futs):
                 took(fut.result())

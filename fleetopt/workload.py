@@ -31,6 +31,20 @@ from fleetopt import FleetoptError
 ROUTING_KEYS = ("total", "input", "input_plus_max_output")
 
 
+def routing_keys(inp: np.ndarray, out: np.ndarray, routing_key: str, max_output_tokens: int | None = None):
+    """(key, output) per request under the routing key; with ``input_plus_max_output`` the
+    output is capped at the budget the key assumes."""
+    if routing_key == "total":
+        return inp + out, out
+    if routing_key == "input":
+        return inp.copy(), out
+    if routing_key == "input_plus_max_output":
+        if not max_output_tokens:
+            raise FleetoptError("workload.max_output_tokens: required with routing_key input_plus_max_output")
+        return inp + max_output_tokens, np.minimum(out, max_output_tokens)
+    raise FleetoptError(f"workload.routing_key: must be one of {', '.join(ROUTING_KEYS)}, got '{routing_key}'")
+
+
 @dataclass(frozen=True)
 class LengthDist:
     """Weighted (input, output) support points, sorted by routing key."""
@@ -47,17 +61,7 @@ class LengthDist:
         w = np.asarray(w, float)
         if w.sum() <= 0:
             raise FleetoptError("workload: the distribution has no mass")
-        if routing_key == "total":
-            key = inp + out
-        elif routing_key == "input":
-            key = inp.copy()
-        elif routing_key == "input_plus_max_output":
-            if not max_output_tokens:
-                raise FleetoptError("workload.max_output_tokens: required with routing_key input_plus_max_output")
-            key = inp + max_output_tokens
-            out = np.minimum(out, max_output_tokens)
-        else:
-            raise FleetoptError(f"workload.routing_key: must be one of {', '.join(ROUTING_KEYS)}, got '{routing_key}'")
+        key, out = routing_keys(inp, out, routing_key, max_output_tokens)
         order = np.lexsort((out, inp, key))
         keep = w[order] > 0
         o = order[keep]

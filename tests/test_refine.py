@@ -93,3 +93,10 @@ def test_refined_plan_verified_by_simulation(tmp_path):
                verify_requests=20_000)
     v = r["verification"]
     assert not v["slo_missed"] and abs(v["deviation"]["tokens_per_joule"]) < 0.10
+
+
+def test_bad_storage_is_one_line(tmp_path, capsys):
+    for bad in (str(tmp_path), f"sqlite:///{tmp_path}/missing/dir/o.db"):
+        assert main(["refine", str(INST / "paper-azure-h100.yaml"), "--trials", "2", "--storage", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("fleetopt: error: --storage:") and "\n" not in err

@@ -113,7 +113,7 @@ def test_simulate_cli_reports_every_field(capsys):
     assert code == 0
     r = json.loads(capsys.readouterr().out)
     for k in ("ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "slo_attainment", "tokens_per_joule",
-              "energy_per_query_wh", "preemptions"):
+              "energy_per_query_wh", "preemptions", "e2e_p99_ms", "queue_wait_p99_ms"):
         assert k in r["fleet"] and k in r["pools"][0]
     assert set(r["sim"]) >= {"requests", "seconds", "requests_per_second", "seed"}
     assert abs(r["deviation"]["tokens_per_joule"]) < 0.10

@@ -139,3 +139,10 @@ def test_bad_spec_is_one_line(tmp_path, capsys):
     assert main(["sweep", str(p), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert "exactly one of 'grid', 'cases' or 'random'" in err and "\n" not in err
+
+
+def test_unreachable_scheduler_is_one_line(tmp_path, capsys):
+    spec = write_spec(tmp_path, [50])
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "o"), "--scheduler", "nonsense"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fleetopt: error: --scheduler:") and "\n" not in err

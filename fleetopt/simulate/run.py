@@ -63,11 +63,14 @@ def _merge(hs: list[LogHist]) -> LogHist:
 
 def _figures(st_list: list[PoolStats], pue: float) -> dict:
     ttft, tpot = _merge([s.ttft for s in st_list]), _merge([s.tpot for s in st_list])
+    e2e, wait = _merge([s.e2e for s in st_list]), _merge([s.wait for s in st_list])
     measured = sum(s.measured for s in st_list)
     energy = sum(s.energy_j for s in st_list)
     tokens = sum(s.tokens for s in st_list)
     return {"ttft_p50_ms": ttft.quantile(0.5), "ttft_p99_ms": ttft.quantile(0.99),
             "tpot_p50_ms": tpot.quantile(0.5), "tpot_p99_ms": tpot.quantile(0.99),
+            "e2e_p50_ms": e2e.quantile(0.5), "e2e_p99_ms": e2e.quantile(0.99),
+            "queue_wait_p99_ms": wait.quantile(0.99),
             "slo_attainment": sum(s.met_both for s in st_list) / measured if measured else float("nan"),
             "tokens_per_joule": tokens / energy if energy else float("nan"),
             "energy_per_query_wh": energy * pue / 3600.0 / measured if measured else float("nan"),
@@ -78,8 +81,8 @@ def _replayed(inst: Instance, base: Path, topology: list[PoolChoice], requests: 
     """Per pool (arrival ms, input, output) from the instance's trace: its own timestamps
     (scaled in time to the instance's arrival rate when that differs from the trace's),
     the first ``requests`` requests, each routed by the instance's key."""
-    from fleetopt.fleet import _resolve
-    from fleetopt.workload import read_trace, trace_rate
+    from fleetopt.fleet import _resolve, clamp_to_window
+    from fleetopt.workload import read_trace, routing_keys, trace_rate
 
     d = inst.workload.distribution
     if d.type != "trace" or not d.time_column:
@@ -89,11 +92,9 @@ def _replayed(inst: Instance, base: Path, topology: list[PoolChoice], requests: 
     inp, out, t = read_trace(_resolve(base, d.path), d.input_column, d.output_column, d.time_column)
     order = np.argsort(t, kind="stable")[:requests]
     inp, out, t = inp[order], out[order], t[order]
-    t_ms = (t - t[0]) * 1e3 * (trace_rate(t) / rate if len(t) > 1 and math.isfinite(trace_rate(t)) else 1.0)
-    mo = inst.workload.max_output_tokens
-    if inst.workload.routing_key == "input_plus_max_output":
-        out = np.minimum(out, mo)
-    k_all = {"total": inp + out, "input": inp}.get(inst.workload.routing_key, inp + (mo or 0))
+    own = inst.workload.arrival_rate == "trace" or len(t) < 2 or not math.isfinite(trace_rate(t))
+    t_ms = (t - t[0]) * 1e3 * (1.0 if own else trace_rate(t) / rate)
+    k_all, out = routing_keys(inp, out, inst.workload.routing_key, inst.workload.max_output_tokens)
     uppers = np.array([p.upper for p in topology], float)
     pool = np.minimum(np.searchsorted(uppers, k_all, side="left"), len(uppers) - 1)
     out_lists = []
@@ -101,8 +102,7 @@ def _replayed(inst: Instance, base: Path, topology: list[PoolChoice], requests: 
         sel = pool == k
         i_, o_ = inp[sel].astype(float), out[sel].astype(float)
         if k == len(uppers) - 1:            # the last pool takes longer requests, clamped as sized
-            f = np.where(i_ + o_ > hi, hi / (i_ + o_), 1.0)
-            i_, o_ = np.maximum(np.floor(i_ * f), 1.0), np.maximum(np.floor(o_ * f), 1.0)
+            i_, o_ = clamp_to_window(i_, o_, hi)
         out_lists.append((t_ms[sel], np.maximum(i_, 1.0), np.maximum(o_, 1.0)))
     return out_lists
 
