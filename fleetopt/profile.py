@@ -17,8 +17,8 @@ from fleetopt import FleetoptError
 from fleetopt.catalog import Catalog, Gpu, Model, load_catalog
 from fleetopt.physics import kv as kvm
 from fleetopt.physics.calibration import DEFAULT, Calibration
-from fleetopt.physics.power import gpu_power_w
-from fleetopt.physics.roofline import prefill_ms, step_breakdown
+from fleetopt.physics.power import gpu_power_dfreq_w, gpu_power_w
+from fleetopt.physics.roofline import StepParts, prefill_ms, step_breakdown, step_parts
 
 Admission = Literal["reserve", "paged"]
 MODES = ("physical", "paper", "paper-computed")
@@ -111,47 +111,48 @@ class PhysicalProfile:
         Over the cap (TDP or the user's), DVFS lowers the clock to the f in [0.2, 1] where
         power meets the cap (``_dvfs_scale``)."""
         cap = min(self.gpu.tdp_w, self.power_cap_w or self.gpu.tdp_w)
-        br, um, uc, p = self._power_at(batch, mean_kv, pf_tokens, pf_ctx, 1.0)
+        parts = step_parts(self.model, self.gpu, self.tp, batch, mean_kv, pf_tokens, pf_ctx, self.cal, dp=self.dp)
+        br, um, uc, p = self._power_at(parts, 1.0)
         over = np.asarray(p > cap)
         if not over.any():
             return br, um, uc, p, 1.0
         if np.ndim(p) == 0:
-            f = self._dvfs_scale(batch, mean_kv, pf_tokens, pf_ctx, cap, p - cap)
+            f = self._dvfs_scale(parts, cap, p - cap)
         else:                       # iterate on the over-cap points only
             idx = np.flatnonzero(over)
-            sub = [np.broadcast_to(np.asarray(x, float), np.shape(p))[idx] for x in (batch, mean_kv, pf_tokens, pf_ctx)]
             f = np.ones(np.shape(p))
-            f[idx] = self._dvfs_scale(*sub, cap, np.asarray(p - cap, float)[idx])
-        br, um, uc, p = self._power_at(batch, mean_kv, pf_tokens, pf_ctx, f)
+            f[idx] = self._dvfs_scale(parts.take(idx), cap, np.asarray(p - cap, float)[idx])
+        br, um, uc, p = self._power_at(parts, f)
         return br, um, uc, np.minimum(p, cap), f
 
-    def _power_at(self, batch, mean_kv, pf_tokens, pf_ctx, f):
+    def _power_at(self, parts: StepParts, f):
         """Step breakdown, memory and compute utilisations and per-GPU power at clock scale f."""
-        br = step_breakdown(self.model, self.gpu, self.tp, batch, mean_kv, pf_tokens, pf_ctx, self.cal, f, dp=self.dp)
-        return br, br.u_mem, br.u_comp, gpu_power_w(self.gpu, br.u_mem, br.u_comp, self.cal, f)
+        br = parts.at(f)
+        um, uc = br.u_mem, br.u_comp
+        return br, um, uc, gpu_power_w(self.gpu, um, uc, self.cal, f)
 
-    def _dvfs_scale(self, batch, mean_kv, pf_tokens, pf_ctx, cap, g_one):
+    def _dvfs_scale(self, parts: StepParts, cap, g_one):
         """The clock scale f in [0.2, 1] where power meets ``cap`` (``g_one`` = P(1) - cap > 0):
-        Illinois regula falsi on P(f) - cap, smooth and rising in f, to 1 mW."""
-        def g_of(f):
-            return np.asarray(self._power_at(batch, mean_kv, pf_tokens, pf_ctx, f)[3] - cap, float)
-
-        shape = np.shape(batch)
-        lo, hi = np.full(shape, 0.2), np.ones(shape)          # P(lo) <= cap < P(hi)
-        g_lo, g_hi = g_of(lo) + np.zeros(shape), np.asarray(g_one, float) + np.zeros(shape)
-        side = np.zeros(shape)
+        P(f) is smooth and rising, so Newton's method with the analytic dP/df
+        (``gpu_power_dfreq_w``), safeguarded by bisection inside the bracket it keeps, to
+        1 mW.  Where even f = 0.2 exceeds the cap, 0.2."""
+        shape = np.shape(g_one)
+        lo, hi = np.full(shape, 0.2), np.ones(shape)
+        x, g = np.ones(shape), np.asarray(g_one, float) + np.zeros(shape)
+        br = parts.at(1.0)
         for _ in range(60):
-            f = np.clip(hi - g_hi * (hi - lo) / np.where(g_hi - g_lo > 0, g_hi - g_lo, 1.0), lo, hi)
-            g = g_of(f) + np.zeros(shape)
-            up = g > 0
-            hi, g_hi = np.where(up, f, hi), np.where(up, g, g_hi)
-            lo, g_lo = np.where(up, lo, f), np.where(up, g_lo, g)
-            g_lo = np.where(up & (side == 1), g_lo / 2, g_lo)    # Illinois: halve the stale end
-            g_hi = np.where(~up & (side == -1), g_hi / 2, g_hi)
-            side = np.where(up, 1, -1)
-            if np.all((hi - lo < 1e-9) | (np.abs(g) < 1e-3)):
+            d = gpu_power_dfreq_w(self.gpu, br.memory_ms, br.compute_ms, br.step_ms, parts.dstep_df(br, x), self.cal, x)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                xn = x - g / d
+            xn = np.where((xn > lo) & (xn < hi), xn, 0.5 * (lo + hi))     # outside the bracket: bisect
+            br, _, _, p = self._power_at(parts, xn)
+            gn = np.asarray(p - cap, float) + np.zeros(shape)
+            hi, lo = np.where(gn > 0, xn, hi), np.where(gn > 0, lo, xn)
+            x, g = xn, gn
+            if np.all((np.abs(g) < 1e-3) | (hi - lo < 1e-9)):
                 break
-        return float(lo) if np.ndim(lo) == 0 else lo
+        f = np.where(np.abs(g) < 1e-3, x, lo)
+        return float(f) if np.ndim(f) == 0 else f
 
     def operating_point(self, batch: float, mean_kv_tokens: float, prefill_tokens_per_step: float = 0.0,
                         prefill_ctx_tokens: float = 0.0, decode: bool = True) -> OperatingPoint:

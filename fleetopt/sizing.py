@@ -155,9 +155,11 @@ def _bisect_int(pred, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 def _search_rising(f, target: float, lo: np.ndarray, hi: np.ndarray, f_lo: np.ndarray, f_hi: np.ndarray):
     """Per element the largest integer n in [lo, hi) with f(n) <= target, for f rising in n
-    with f(lo) <= target < f(hi), and f(n).  Interpolation steps (step time is nearly affine
-    in the batch) alternate with bisection steps, so the worst case stays logarithmic.
-    f takes (n, index array)."""
+    with f(lo) <= target < f(hi), and f(n).  f takes (n, index array).
+    Step time is nearly affine in the batch, so an interpolation step evaluates the pair
+    (g, g + 1) around the interpolated crossing g in one call: when the pair straddles the
+    target the element is done.  Bisection steps alternate with interpolation steps, so the
+    worst case stays logarithmic."""
     lo, hi = lo.astype(np.int64).copy(), hi.astype(np.int64).copy()
     f_lo, f_hi = f_lo.astype(float).copy(), f_hi.astype(float).copy()
     interp = True
@@ -168,14 +170,25 @@ def _search_rising(f, target: float, lo: np.ndarray, hi: np.ndarray, f_lo: np.nd
         l, h = lo[act], hi[act]
         if interp:
             frac = (target - f_lo[act]) / np.maximum(f_hi[act] - f_lo[act], 1e-300)
-            mid = np.clip(l + np.floor(frac * (h - l)).astype(np.int64), l + 1, h - 1)
+            g = np.clip(l + np.floor(frac * (h - l)).astype(np.int64), l + 1, h - 1)
+            pair = np.flatnonzero(g + 1 < h)              # g + 1 = h is known already
+            v = f(np.concatenate([g, g[pair] + 1]), np.concatenate([act, act[pair]]))
+            v_g, v_g1 = v[:act.size], np.full(act.size, np.inf)
+            v_g1[pair] = v[act.size:]
+            ok_g, ok_g1 = v_g <= target, v_g1 <= target
+            # new bracket: (g+1, h) if both fit, (g, g+1) if only g fits, (l, g) if neither
+            new_l = np.where(ok_g1, g + 1, np.where(ok_g, g, l))
+            new_h = np.where(ok_g1, h, np.where(ok_g, g + 1, g))
+            lo[act], hi[act] = new_l, new_h
+            f_lo[act] = np.where(ok_g1, v_g1, np.where(ok_g, v_g, f_lo[act]))
+            f_hi[act] = np.where(ok_g1, f_hi[act], np.where(ok_g, np.where(np.isinf(v_g1), f_hi[act], v_g1), v_g))
         else:
             mid = (l + h) // 2
+            v = f(mid, act)
+            ok = v <= target
+            lo[act], f_lo[act] = np.where(ok, mid, l), np.where(ok, v, f_lo[act])
+            hi[act], f_hi[act] = np.where(ok, h, mid), np.where(ok, f_hi[act], v)
         interp = not interp
-        v = f(mid, act)
-        ok = v <= target
-        lo[act], f_lo[act] = np.where(ok, mid, l), np.where(ok, v, f_lo[act])
-        hi[act], f_hi[act] = np.where(ok, h, mid), np.where(ok, f_hi[act], v)
 
 
 def tpot_batch_cap(profile, kv_slots, mean_kv, pf_per_seq, pf_ctx, tpot_ms: float | None):

@@ -115,3 +115,50 @@ def test_bigger_gpu_is_faster(cat):
     b = make_profile("physical", "llama-3.1-70b", "b200", 8).operating_point(64, 2000)
     assert b.decode_step_ms < h.decode_step_ms
     assert math.isclose(h.instance_power_w, 8 * h.power_per_gpu_w)
+
+
+@pytest.mark.parametrize("gpu,tp,cap", [("h100", 1, 400), ("h100", 8, 600), ("b200", 4, 700), ("a100-sxm-80gb", 2, 250)])
+def test_dvfs_clock_meets_the_cap(cat, gpu, tp, cap):
+    """The clock found by the safeguarded Newton search equals the root of P(f) = cap found
+    by 60 plain bisections on the same physics (independent of the search), at many points."""
+    import numpy as np
+
+    from fleetopt.physics.power import gpu_power_w
+    from fleetopt.physics.roofline import step_parts
+
+    prof = make_profile("physical", "llama-3.1-70b" if tp > 1 else "llama-3.1-8b", gpu, tp, power_cap_w=cap)
+    batch = np.array([1.0, 8, 64, 256, 512])
+    kv_tok = np.array([500.0, 2000, 4000, 1000, 8000])
+    pf = batch * 0.5
+    _, _, _, p, f = prof._power_and_freq(batch, kv_tok, pf, kv_tok / 2)
+    parts = step_parts(prof.model, prof.gpu, tp, batch, kv_tok, pf, kv_tok / 2, prof.cal)
+
+    def power(x):
+        br = parts.at(x)
+        return gpu_power_w(prof.gpu, br.u_mem, br.u_comp, prof.cal, x)
+
+    lo, hi = np.full(5, 0.2), np.ones(5)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        up = power(mid) > cap
+        hi, lo = np.where(up, mid, hi), np.where(up, lo, mid)
+    want = np.where(power(np.ones(5)) > cap, lo, 1.0)
+    assert np.allclose(f, want, rtol=0, atol=1e-5)
+    assert np.all(p <= cap + 1e-6)
+
+
+def test_dvfs_derivative_matches_finite_difference(cat):
+    import numpy as np
+
+    from fleetopt.physics.power import gpu_power_dfreq_w, gpu_power_w
+    from fleetopt.physics.roofline import step_parts
+
+    prof = make_profile("physical", "llama-3.1-70b", "h100", 4)
+    parts = step_parts(prof.model, prof.gpu, 4, np.array([4.0, 128.0]), np.array([1000.0, 3000.0]),
+                       np.array([100.0, 2000.0]), np.array([500.0, 1500.0]), prof.cal)
+    for f in (0.4, 0.7, 0.95):
+        br = parts.at(f)
+        d = gpu_power_dfreq_w(prof.gpu, br.memory_ms, br.compute_ms, br.step_ms, parts.dstep_df(br, f), prof.cal, f)
+        h = 1e-6
+        pw = lambda x: gpu_power_w(prof.gpu, parts.at(x).u_mem, parts.at(x).u_comp, prof.cal, x)  # noqa: E731
+        assert np.allclose(d, (pw(f + h) - pw(f - h)) / (2 * h), rtol=1e-5)

@@ -45,16 +45,14 @@ def attention_flops_per_pair(model: Model) -> float:
 
 
 def soft_roof_ms(a_ms: float, b_ms: float, p: float) -> float:
-    """Smooth max of two times, (a^p + b^p)^(1/p): kernels near the ridge point are slower
-    than the hard roofline because memory and math do not overlap perfectly."""
-    if np.ndim(a_ms) == 0 and np.ndim(b_ms) == 0:
-        if a_ms <= 0 or b_ms <= 0:
-            return max(a_ms, b_ms)
-        m = max(a_ms, b_ms)
-        return m * ((a_ms / m) ** p + (b_ms / m) ** p) ** (1.0 / p)
-    m = np.maximum(a_ms, b_ms)
-    safe = np.where(m > 0, m, 1.0)
-    return np.where(m > 0, safe * ((a_ms / safe) ** p + (b_ms / safe) ** p) ** (1.0 / p), 0.0)
+    """Smooth max of two non-negative times, (a^p + b^p)^(1/p): kernels near the ridge point
+    are slower than the hard roofline because memory and math do not overlap perfectly.
+    Computed directly: for times in ms and p of a few, the powers stay far from overflow."""
+    if p == 1.5:    # the calibrated value: sqrt and cbrt are several times cheaper than pow
+        r = np.cbrt(a_ms * np.sqrt(a_ms) + b_ms * np.sqrt(b_ms)) ** 2
+    else:
+        r = (a_ms ** p + b_ms ** p) ** (1.0 / p)
+    return float(r) if np.ndim(r) == 0 else r
 
 
 @dataclass(frozen=True)
@@ -86,9 +84,80 @@ class StepBreakdown:
 
 def _busy_fraction(busy_ms, step_ms):
     """min(1, busy / step), 0 for an empty step; scalar or array."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = np.where(np.asarray(step_ms) > 0, np.minimum(1.0, np.asarray(busy_ms) / step_ms), 0.0)
-    return float(u) if np.ndim(u) == 0 else u
+    if np.ndim(step_ms) == 0 and np.ndim(busy_ms) == 0:
+        return min(1.0, busy_ms / step_ms) if step_ms > 0 else 0.0
+    step = np.asarray(step_ms, float)
+    u = np.divide(busy_ms, step, out=np.zeros(np.broadcast_shapes(np.shape(busy_ms), step.shape)), where=step > 0)
+    return np.minimum(u, 1.0, out=u)
+
+
+@dataclass(frozen=True)
+class StepParts:
+    """The clock-independent pieces of a step (ms at full clock, per GPU; scalars or arrays):
+    a DVFS search evaluates ``at(f)`` many times without recomputing bytes and FLOPs."""
+
+    lin_mem_ms: float
+    lin_cmp_ms: float
+    att_mem_ms: float
+    att_cmp_ms: float
+    comm_ms: float
+    overhead_ms: float
+    bytes_per_gpu: float
+    flops_per_gpu: float
+    roof_p: float
+
+    def at(self, freq_scale=1.0) -> StepBreakdown:
+        """The step at clock scale f: compute times stretch by 1/f, memory, links and
+        host overheads do not (DVFS lowers the SM clock only)."""
+        lin_c, att_c = self.lin_cmp_ms / freq_scale, self.att_cmp_ms / freq_scale
+        linear_ms = soft_roof_ms(self.lin_mem_ms, lin_c, self.roof_p)
+        attention_ms = soft_roof_ms(self.att_mem_ms, att_c, self.roof_p)
+        step = linear_ms + attention_ms + self.comm_ms + self.overhead_ms
+        return StepBreakdown(step, linear_ms, attention_ms, self.comm_ms, self.overhead_ms, self.bytes_per_gpu,
+                             self.flops_per_gpu, lin_c + att_c, self.lin_mem_ms + self.att_mem_ms)
+
+    def dstep_df(self, br: StepBreakdown, freq_scale=1.0):
+        """d step_ms / d f at ``br`` (= ``self.at(freq_scale)``): each soft roof
+        R = (m^p + (c/f)^p)^(1/p) has dR/df = -(c/f)^p R^(1-p) / f (chain rule)."""
+        p, out = self.roof_p, 0.0
+        for c, r in ((self.lin_cmp_ms, br.linear_ms), (self.att_cmp_ms, br.attention_ms)):
+            r = np.asarray(r, float)
+            safe = np.where(r > 0, r, 1.0)
+            out = out - np.where(r > 0, (c / freq_scale) ** p * safe ** (1.0 - p), 0.0) / freq_scale
+        return out
+
+    def take(self, idx) -> "StepParts":
+        """The parts of the points ``idx`` (every field broadcast to the parts' shape first)."""
+        shape = np.broadcast_shapes(*(np.shape(getattr(self, f)) for f in self.__dataclass_fields__ if f != "roof_p"))
+        pick = lambda x: np.broadcast_to(np.asarray(x, float), shape)[idx]  # noqa: E731
+        return StepParts(*(pick(getattr(self, f)) for f in self.__dataclass_fields__ if f != "roof_p"), self.roof_p)
+
+
+def step_parts(model: Model, gpu: Gpu, tp: int, batch: float, mean_kv_tokens: float,
+               prefill_tokens: float = 0.0, prefill_ctx_tokens: float = 0.0,
+               cal: Calibration = DEFAULT, eta_flops: float | None = None, dp: int = 1) -> StepParts:
+    """The pieces of ``step_breakdown`` that do not depend on the clock (arguments as there)."""
+    eta = cal.eta_flops if eta_flops is None else eta_flops
+    tokens = batch + prefill_tokens
+    batch_r, tokens_r = batch / dp, tokens / dp
+    bw = gpu.mem_bw_bytes_s * cal.eta_bw
+    flops_lin = gpu.flops_for(model.weight_dtype) * eta
+    flops_attn = gpu.bf16_flops * eta
+    w_bytes = weight_bytes_streamed_per_gpu(model, tp, tokens, dp) * (np.asarray(tokens) > 0)
+    kv_bytes = batch_r * mean_kv_tokens * kv_bytes_per_token_per_gpu(model, tp)
+    lin_flops = 2.0 * model.active_params * tokens_r / tp            # 2 FLOPs per MAC
+    attn_flops = attention_flops_per_pair(model) * (batch_r * mean_kv_tokens + prefill_tokens / dp * prefill_ctx_tokens) / tp
+    if tp > 1:   # ring all-reduce of the activations, twice per layer
+        ar_bytes = 2.0 * (tp - 1) / tp * tokens * model.hidden * 2.0
+        comm_ms = 2 * model.layers * (cal.allreduce_us * 1e-3 + ar_bytes / (gpu.link_gb_s * 1e9) * 1e3)
+    else:
+        comm_ms = 0.0
+    if dp > 1:   # expert-parallel dispatch and combine: top_k copies of each token's hidden state
+        a2a_bytes = (dp - 1) / dp * tokens_r * model.top_k * model.hidden * 2.0
+        comm_ms += 2 * model.moe_layers * (cal.alltoall_us * 1e-3 + a2a_bytes / (gpu.link_gb_s * 1e9) * 1e3)
+    overhead_ms = cal.step_fixed_ms + model.layers * cal.layer_us * 1e-3 + batch_r * cal.seq_us * 1e-3
+    return StepParts(w_bytes / bw * 1e3, lin_flops / flops_lin * 1e3, kv_bytes / bw * 1e3, attn_flops / flops_attn * 1e3,
+                     comm_ms, overhead_ms, w_bytes + kv_bytes, lin_flops + attn_flops, cal.roof_p)
 
 
 def step_breakdown(model: Model, gpu: Gpu, tp: int, batch: float, mean_kv_tokens: float,
@@ -101,33 +170,8 @@ def step_breakdown(model: Model, gpu: Gpu, tp: int, batch: float, mean_kv_tokens
     ``dp`` > 1 is data-parallel attention with experts sharded over dp x tp GPUs (vLLM's
     DP + expert parallel): each rank holds batch/dp sequences and a full copy of the
     non-expert weights, and every layer exchanges tokens with two all-to-alls."""
-    eta = cal.eta_flops if eta_flops is None else eta_flops
-    tokens = batch + prefill_tokens
-    batch_r, tokens_r = batch / dp, tokens / dp
-    bw = gpu.mem_bw_bytes_s * cal.eta_bw
-    flops_lin = gpu.flops_for(model.weight_dtype) * eta * freq_scale
-    flops_attn = gpu.bf16_flops * eta * freq_scale
-    w_bytes = weight_bytes_streamed_per_gpu(model, tp, tokens, dp) * (np.asarray(tokens) > 0)
-    kv_bytes = batch_r * mean_kv_tokens * kv_bytes_per_token_per_gpu(model, tp)
-    lin_flops = 2.0 * model.active_params * tokens_r / tp            # 2 FLOPs per MAC
-    attn_flops = attention_flops_per_pair(model) * (batch_r * mean_kv_tokens + prefill_tokens / dp * prefill_ctx_tokens) / tp
-    lin_mem_ms, lin_cmp_ms = w_bytes / bw * 1e3, lin_flops / flops_lin * 1e3
-    att_mem_ms, att_cmp_ms = kv_bytes / bw * 1e3, attn_flops / flops_attn * 1e3
-    linear_ms = soft_roof_ms(lin_mem_ms, lin_cmp_ms, cal.roof_p)
-    attention_ms = soft_roof_ms(att_mem_ms, att_cmp_ms, cal.roof_p)
-    if tp > 1:   # ring all-reduce of the activations, twice per layer
-        ar_bytes = 2.0 * (tp - 1) / tp * tokens * model.hidden * 2.0
-        comm_ms = 2 * model.layers * (cal.allreduce_us * 1e-3 + ar_bytes / (gpu.link_gb_s * 1e9) * 1e3)
-    else:
-        comm_ms = 0.0
-    if dp > 1:   # expert-parallel dispatch and combine: top_k copies of each token's hidden state
-        a2a_bytes = (dp - 1) / dp * tokens_r * model.top_k * model.hidden * 2.0
-        comm_ms += 2 * model.moe_layers * (cal.alltoall_us * 1e-3 + a2a_bytes / (gpu.link_gb_s * 1e9) * 1e3)
-    overhead_ms = cal.step_fixed_ms + model.layers * cal.layer_us * 1e-3 + batch_r * cal.seq_us * 1e-3
-    step = linear_ms + attention_ms + comm_ms + overhead_ms
-    return StepBreakdown(step, linear_ms, attention_ms, comm_ms, overhead_ms,
-                         w_bytes + kv_bytes, lin_flops + attn_flops, lin_cmp_ms + att_cmp_ms,
-                         lin_mem_ms + att_mem_ms)
+    return step_parts(model, gpu, tp, batch, mean_kv_tokens, prefill_tokens, prefill_ctx_tokens, cal,
+                      eta_flops, dp).at(freq_scale)
 
 
 def decode_step_ms(model: Model, gpu: Gpu, tp: int, batch: float, mean_kv_tokens: float,
