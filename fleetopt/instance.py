@@ -1,8 +1,9 @@
 """Instance files: the validated schema, ``--set`` overrides and one-line errors.
 
-An instance is YAML read with ``yaml.safe_load`` and validated by pydantic models with
-``extra="forbid"``; every error names the field path (``workload.arrival_rate: must be > 0,
-got -5``).  Relative file paths inside an instance resolve against the instance's folder.
+An instance is YAML read with ``yaml.safe_load`` and validated into msgspec records with
+unknown fields forbidden (``fleetopt.schema``); every error names the field path
+(``workload.arrival_rate: must be > 0, got -5``).  Relative file paths inside an instance
+resolve against the instance's folder.
 """
 
 from __future__ import annotations
@@ -10,172 +11,155 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
 from fleetopt import FleetoptError
+from fleetopt.schema import (Annotated, Fraction, Meta, NonNeg, Pos, PosInt, Record, between, convert, field,
+                             int_between)
 
 SCHEMA_VERSION = 1
 
 
-class _M(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class GpuOption(_M):
+class GpuOption(Record, kw_only=True):
     """A candidate GPU type."""
 
     id: str
-    tp: list[int] = Field(default_factory=lambda: [8], min_length=1)
+    tp: Annotated[list[Annotated[int, Meta(ge=1)]], Meta(min_length=1)] = field(default_factory=lambda: [8])
     """Tensor-parallel degrees to consider."""
-    max_gpus: int | None = Field(None, ge=0)
+    max_gpus: Annotated[int, Meta(ge=0)] | None = None
     """Inventory limit (GPUs of this type across the fleet); None = unlimited."""
-    usd_per_gpu_hour: float | None = Field(None, ge=0)
+    usd_per_gpu_hour: NonNeg | None = None
     """Price override; default from the catalog."""
 
-    @field_validator("tp")
-    @classmethod
-    def _tp_pos(cls, v):
-        if any(t < 1 for t in v):
-            raise ValueError(f"every tp must be >= 1, got {v}")
-        return v
+
+def _one_source(rec, inline: str) -> None:
+    """A distribution given either inline (field ``inline``) or by ``path``, not both."""
+    if (getattr(rec, inline) is None) == (rec.path is None):
+        raise ValueError(f"give exactly one of '{inline}' or 'path'")
 
 
-class _InlineOrFile(_M):
-    """A distribution given either inline (field ``_inline``) or by ``path``, not both."""
+class _Dist(Record, tag_field="type", kw_only=True):
+    """A length distribution; ``type`` (the tag) names the kind."""
 
-    _inline: str = ""
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        if (getattr(self, self._inline) is None) == (self.path is None):
-            raise ValueError(f"give exactly one of '{self._inline}' or 'path'")
-        return self
+    @property
+    def type(self) -> str:
+        return self.__struct_config__.tag
 
 
-class CdfWorkload(_InlineOrFile):
-    type: Literal["cdf"]
+class CdfWorkload(_Dist, tag="cdf", kw_only=True):
     knots: list[tuple[float, float]] | None = None
     """[[total_tokens_le, cumulative_fraction], ...]"""
     path: str | None = None
     """CSV with columns total_tokens_le, cumulative_fraction (instead of knots)."""
-    input_share: float = Field(0.8, gt=0, lt=1)
-    samples: int | None = Field(None, ge=100, le=1_000_000)
+    input_share: Fraction = 0.8
+    samples: int_between(ge=100, le=1_000_000) | None = None
     """Paper mode only: size each pool from this many Monte-Carlo draws of its sub-CDF, as
     the published simulator does (3000); unset = exact quadrature (the default)."""
     seed: int = 42
     """Seed of those draws (the published simulator uses 42)."""
-    _inline = "knots"
+
+    def __post_init__(self):
+        _one_source(self, "knots")
 
 
-class HistogramWorkload(_InlineOrFile):
-    type: Literal["histogram"]
+class HistogramWorkload(_Dist, tag="histogram", kw_only=True):
     cells: list[tuple[float, float, float, float, float]] | None = None
     """[[in_lo, in_hi, out_lo, out_hi, fraction], ...]"""
     path: str | None = None
     """CSV with columns input_bin_lo, input_bin_hi, output_bin_lo, output_bin_hi, fraction."""
     dataset: str | None = None
     """Row filter on a 'dataset' column of the CSV."""
-    points_per_dim: int = Field(4, ge=1, le=32)
-    _inline = "cells"
+    points_per_dim: int_between(ge=1, le=32) = 4
+
+    def __post_init__(self):
+        _one_source(self, "cells")
 
 
-class TraceWorkload(_M):
-    type: Literal["trace"]
+class TraceWorkload(_Dist, tag="trace", kw_only=True):
     path: str
     input_column: str = "ContextTokens"
     output_column: str = "GeneratedTokens"
     time_column: str | None = "TIMESTAMP"
 
 
-class LognormalWorkload(_M):
-    type: Literal["lognormal"]
-    input_median: float = Field(gt=0)
-    input_sigma: float = Field(ge=0)
-    output_median: float = Field(gt=0)
-    output_sigma: float = Field(ge=0)
-    max_tokens: float | None = Field(None, gt=0)
+class LognormalWorkload(_Dist, tag="lognormal", kw_only=True):
+    input_median: Pos
+    input_sigma: NonNeg
+    output_median: Pos
+    output_sigma: NonNeg
+    max_tokens: Pos | None = None
 
 
-class MixtureComponent(_M):
-    weight: float = Field(ge=0)
+class MixtureComponent(Record, kw_only=True):
+    weight: NonNeg
     """Relative weight (normalised over the components; 0 switches a component off)."""
-    workload: Union[CdfWorkload, HistogramWorkload, TraceWorkload, LognormalWorkload] = Field(discriminator="type")
+    workload: Union[CdfWorkload, HistogramWorkload, TraceWorkload, LognormalWorkload]
 
 
-class MixtureWorkload(_M):
-    type: Literal["mixture"]
-    components: dict[str, MixtureComponent] = Field(min_length=1)
+class MixtureWorkload(_Dist, tag="mixture", kw_only=True):
+    components: Annotated[dict[str, MixtureComponent], Meta(min_length=1)]
 
 
-class Workload(_M):
+class Workload(Record, kw_only=True):
     """The request stream: a length distribution, an arrival rate and the routing key."""
 
-    distribution: Union[CdfWorkload, HistogramWorkload, TraceWorkload, LognormalWorkload, MixtureWorkload] = Field(
-        discriminator="type")
-    arrival_rate: Union[float, Literal["trace"]] = 100.0
+    distribution: Union[CdfWorkload, HistogramWorkload, TraceWorkload, LognormalWorkload, MixtureWorkload]
+    arrival_rate: Union[Pos, Literal["trace"]] = 100.0
     """Requests per second, or 'trace' for a trace's own mean rate."""
     routing_key: Literal["total", "input", "input_plus_max_output"] = "total"
-    max_output_tokens: int | None = Field(None, gt=0)
-
-    @field_validator("arrival_rate")
-    @classmethod
-    def _rate(cls, v):
-        if not isinstance(v, str) and not v > 0:
-            raise ValueError(f"must be > 0, got {v:g}")
-        return v
+    max_output_tokens: PosInt | None = None
 
 
-class Slo(_M):
-    ttft_p99_ms: float = Field(500.0, gt=0)
-    tpot_p99_ms: float | None = Field(None, gt=0)
-    max_utilization: float = Field(0.85, gt=0, le=1)
+class Slo(Record, kw_only=True):
+    ttft_p99_ms: Pos = 500.0
+    tpot_p99_ms: Pos | None = None
+    max_utilization: between(gt=0, le=1) = 0.85
 
 
-class Power(_M):
-    facility_cap_mw: float | None = Field(None, gt=0)
-    pue: float = Field(1.0, ge=1.0)
-    host_w_per_node: float = Field(0.0, ge=0)
+class Power(Record, kw_only=True):
+    facility_cap_mw: Pos | None = None
+    pue: between(ge=1.0) = 1.0
+    host_w_per_node: NonNeg = 0.0
     """Host (CPU, NIC, fans) power per 8-GPU node, charged pro rata to GPUs."""
     provisioning: Literal["peak", "tdp", "expected"] = "peak"
     """Basis of the power cap: power at the slot-capped batch, nameplate TDP, or expected."""
 
 
-class Compress(_M):
+class Compress(Record, kw_only=True):
     """Compress-and-route: requests up to gamma x B go to the pool of window B, their prompt
     compressed to fit, with a success probability (failures stay in the longer pool)."""
 
-    gamma: float = Field(2.0, ge=1.0)
-    success: float = Field(1.0, ge=0, le=1)
+    gamma: between(ge=1.0) = 2.0
+    success: between(ge=0, le=1) = 1.0
     accounting: Literal["paper", "consistent"] = "consistent"
     """paper: served at the compressed length (80/20), outputs credited uncompressed;
     consistent: prompt compressed to B - output, outputs served and credited as they are."""
 
 
-class Pools(_M):
-    max_pools: int = Field(3, ge=1, le=8)
+class Pools(Record, kw_only=True):
+    max_pools: int_between(ge=1, le=8) = 3
     boundaries: Union[Literal["auto"], list[int]] = "auto"
-    auto_count: int = Field(32, ge=1, le=256)
+    auto_count: int_between(ge=1, le=256) = 32
     """Candidate boundaries taken from the distribution's quantiles when 'auto'."""
-    admission: list[Literal["reserve", "paged"]] = Field(default_factory=lambda: ["paged"], min_length=1)
-    max_window: int | None = Field(None, gt=0)
+    admission: Annotated[list[Literal["reserve", "paged"]], Meta(min_length=1)] = field(
+        default_factory=lambda: ["paged"])
+    max_window: PosInt | None = None
     """Window of the last pool; default: the longest request, rounded up to a power of 2."""
-    paper_boundary: int | None = Field(None, gt=0)
+    paper_boundary: PosInt | None = None
     """The paper's fixed two-pool split for this workload (baseline)."""
     compress: Compress | None = None
 
 
-class Serving(_M):
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
-    max_num_seqs: int = Field(1024, ge=1)
-    chunk_tokens: int = Field(8192, ge=16)
-    power_cap_w: float | None = Field(None, gt=0)
+class Serving(Record, kw_only=True):
+    gpu_memory_utilization: between(gt=0, le=1) = 0.9
+    max_num_seqs: int_between(ge=1) = 1024
+    chunk_tokens: int_between(ge=16) = 8192
+    power_cap_w: Pos | None = None
 
 
-class Solver(_M):
-    time_limit_s: float = Field(60.0, gt=0)
-    mip_gap: float = Field(1e-6, ge=0)
-    threads: int = Field(1, ge=1)
-    seed: int = Field(0, ge=0)
+class Solver(Record, kw_only=True):
+    time_limit_s: Pos = 60.0
+    mip_gap: NonNeg = 1e-6
+    threads: int_between(ge=1) = 1
+    seed: int_between(ge=0) = 0
     presolve: bool = False
     """HiGHS presolve.  Off by default: on this path-structured model its probing costs 3-10x
     the whole branch and bound (measured on the heterogeneous instance: 0.15 s against
@@ -185,7 +169,7 @@ class Solver(_M):
     import) or the Pyomo model through pyomo.contrib.solver.solvers.highs.Highs."""
 
 
-class Instance(_M):
+class Instance(Record, kw_only=True):
     """A planning problem."""
 
     schema_version: int = SCHEMA_VERSION
@@ -193,56 +177,14 @@ class Instance(_M):
     description: str = ""
     mode: Literal["physical", "paper"] = "physical"
     model: str
-    gpus: list[GpuOption] = Field(min_length=1)
+    gpus: Annotated[list[GpuOption], Meta(min_length=1)]
     workload: Workload
-    slo: Slo = Field(default_factory=Slo)
-    power: Power = Field(default_factory=Power)
+    slo: Slo = field(default_factory=Slo)
+    power: Power = field(default_factory=Power)
     objective: Literal["max_tokens_per_joule", "min_cost", "max_throughput"] = "max_tokens_per_joule"
-    pools: Pools = Field(default_factory=Pools)
-    serving: Serving = Field(default_factory=Serving)
-    solver: Solver = Field(default_factory=Solver)
-
-    @field_validator("schema_version")
-    @classmethod
-    def _version(cls, v):
-        if v != SCHEMA_VERSION:
-            raise ValueError(f"this fleetopt reads schema_version {SCHEMA_VERSION}, got {v}")
-        return v
-
-    @field_validator("gpus", mode="before")
-    @classmethod
-    def _gpu_shorthand(cls, v):
-        if isinstance(v, list):
-            return [{"id": g} if isinstance(g, str) else g for g in v]
-        return v
-
-
-_MSG = {"greater_than": "must be > {gt}", "greater_than_equal": "must be >= {ge}", "less_than": "must be < {lt}",
-        "less_than_equal": "must be <= {le}", "missing": "is required", "extra_forbidden": "is not a known field",
-        "int_parsing": "must be an integer", "float_parsing": "must be a number", "int_from_float": "must be an integer",
-        "bool_parsing": "must be true or false", "literal_error": "must be one of {expected}",
-        "too_short": "must have at least {min_length} item(s)", "union_tag_invalid": "type must be one of {expected_tags}",
-        "union_tag_not_found": "needs a 'type' ({expected_tags})" }
-
-
-def _one_line(exc: ValidationError, prefix: str = "") -> str:
-    err = exc.errors()[0]
-    loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and p in
-                                              ("cdf", "histogram", "trace", "lognormal", "mixture"))]
-    path = ".".join(loc) or "(top level)"
-    tmpl = _MSG.get(err["type"])
-    ctx = err.get("ctx", {}) or {}
-    if tmpl:
-        try:
-            msg = tmpl.format(**ctx)
-        except (KeyError, IndexError):
-            msg = err["msg"]
-    else:
-        msg = err["msg"].removeprefix("Value error, ")
-    given = err.get("input")
-    if err["type"] not in ("missing", "extra_forbidden") and not isinstance(given, (dict, list)) and "got" not in msg:
-        msg += f", got {given!r}"
-    return f"{prefix}{path}: {msg}"
+    pools: Pools = field(default_factory=Pools)
+    serving: Serving = field(default_factory=Serving)
+    solver: Solver = field(default_factory=Solver)
 
 
 def _parse_value(text: str) -> Any:
@@ -295,10 +237,15 @@ def load_instance_data(path: str | Path) -> dict:
 
 
 def validate_instance(data: dict, source: str = "") -> Instance:
-    try:
-        return Instance.model_validate(data)
-    except ValidationError as exc:
-        raise FleetoptError(_one_line(exc, f"{source}: " if source else "")) from None
+    """Validate instance data (``gpus`` entries may be bare ids: ``[h100, b200]``)."""
+    prefix = f"{source}: " if source else ""
+    if isinstance(data, dict):
+        v = data.get("schema_version", SCHEMA_VERSION)
+        if v != SCHEMA_VERSION:
+            raise FleetoptError(f"{prefix}schema_version: this fleetopt reads schema_version {SCHEMA_VERSION}, got {v!r}")
+        if isinstance(data.get("gpus"), list):
+            data = {**data, "gpus": [{"id": g} if isinstance(g, str) else g for g in data["gpus"]]}
+    return convert(data, Instance, source)
 
 
 def load_instance(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Instance, Path]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from fleetopt import FleetoptError, InfeasibleError
 from fleetopt.fleet import PoolChoice, build_workload, evaluate, parse_topology
 from fleetopt.instance import Instance
+from fleetopt.schema import replace
 
 CHUNKS = [512, 1024, 2048, 4096, 8192, 16384]
 PARETO = {"ttft": ("ttft_p99_ms", "minimize"), "cost": ("cost_per_hour", "minimize")}
@@ -124,8 +125,8 @@ class Search:
         inst = self.inst
         if inst.pools.compress is not None:
             gamma = trial.suggest_float("gamma", 1.0, 4.0)
-            comp = inst.pools.compress.model_copy(update={"gamma": gamma})
-            inst = inst.model_copy(update={"pools": inst.pools.model_copy(update={"compress": comp})})
+            comp = replace(inst.pools.compress, gamma=gamma)
+            inst = replace(inst, pools=replace(inst.pools, compress=comp))
         return inst, topo
 
     def evaluate(self, inst: Instance, topo: list[PoolChoice]) -> dict:

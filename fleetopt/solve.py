@@ -20,6 +20,7 @@ from fleetopt import FleetoptError, InfeasibleError
 from fleetopt.columns import Columns, generate, prune_dominated
 from fleetopt.fleet import PoolChoice, build_workload, evaluate
 from fleetopt.instance import Instance
+from fleetopt.schema import replace
 
 BIG = math.inf
 
@@ -254,7 +255,7 @@ def _max_throughput(inst, base, cat, dist, rate, verbose, t0):
     the plan at that scale minimises energy."""
     if inst.power.facility_cap_mw is None:
         raise FleetoptError("objective: max_throughput needs power.facility_cap_mw")
-    energy = inst.model_copy(update={"objective": "max_tokens_per_joule"})
+    energy = replace(inst, objective="max_tokens_per_joule")
     shapes: dict = {}                   # routed traffic and pool shapes do not depend on the demand
 
     def feasible(s: float):

@@ -32,58 +32,55 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
 from fleetopt import FleetoptError
+from fleetopt.schema import Meta, Record, convert, field, int_between, to_builtins
 
 RHS_PATHS = ("power.facility_cap_mw",)   # and gpus.N.max_gpus: fields the columns do not depend on
 
 
-class _M(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AxisValue(Record, kw_only=True):
+    """A grid value that sets several fields: ``{value: label, set: {path: value, ...}}``."""
 
-
-class AxisValue(_M):
     value: Union[float, int, str, bool, None]
     set: dict[str, Any]
 
 
-class RandomSpec(_M):
-    samples: int = Field(gt=0, le=1_000_000)
+class RandomSpec(Record, kw_only=True):
+    samples: int_between(gt=0, le=1_000_000)
     seed: int = 0
-    ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
-    choices: dict[str, list[Any]] = Field(default_factory=dict)
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    choices: dict[str, list[Any]] = field(default_factory=dict)
 
 
-class SweepSpec(_M):
+class SweepSpec(Record, kw_only=True):
     schema_version: Literal[1] = 1
     name: str
     base: str | None = None
     """The base instance (path relative to the spec)."""
     instances: str | None = None
     """A folder of instance files (instead of base + variations)."""
-    grid: dict[str, Annotated[Union[list[AxisValue], list[Any]], Field(union_mode="left_to_right")]] | None = None
+    grid: dict[str, Annotated[list[Any], Meta(min_length=1)]] | None = None
+    """Axis -> values; a value that is a mapping with exactly ``value`` and ``set`` is an
+    ``AxisValue`` (it sets several fields under one label)."""
     cases: list[dict[str, Any]] | None = None
     random: RandomSpec | None = None
 
-    @model_validator(mode="after")
-    def _one_source(self):
+    def __post_init__(self):
         if (self.base is None) == (self.instances is None):
             raise ValueError("give exactly one of 'base' or 'instances'")
         if self.base is not None and sum(x is not None for x in (self.grid, self.cases, self.random)) != 1:
             raise ValueError("with 'base', give exactly one of 'grid', 'cases' or 'random'")
-        return self
 
 
 def load_spec(path: str | Path) -> tuple[SweepSpec, Path]:
     from fleetopt.files import read_yaml_mapping
-    from fleetopt.instance import _one_line
-
     data = read_yaml_mapping(path, "sweep spec")
-    try:
-        return SweepSpec.model_validate(data), Path(path).resolve().parent
-    except ValidationError as exc:
-        raise FleetoptError(_one_line(exc, f"{path}: ")) from None
+    spec = convert(data, SweepSpec, str(path))
+    for name, vals in (spec.grid or {}).items():
+        for i, v in enumerate(vals):
+            if isinstance(v, dict) and set(v) == {"value", "set"}:
+                vals[i] = convert(v, AxisValue, f"{path}: grid.{name}.{i}")
+    return spec, Path(path).resolve().parent
 
 
 def _fmt(v: Any) -> str:
@@ -181,7 +178,7 @@ def _load_case(case: dict):
 def _shape_key(inst, base: Path) -> str:
     """Everything the routed traffic and the pool shapes depend on (not the arrival rate,
     power, objective, solver, inventories or the utilisation cap)."""
-    d = inst.model_dump(mode="json")
+    d = to_builtins(inst)
     d["workload"].pop("arrival_rate", None)
     for k in ("power", "objective", "solver", "name"):
         d.pop(k, None)
@@ -394,6 +391,6 @@ def run_sweep(spec_path: str, out: str, workers: int = 1, scheduler: str | None 
 def _write_manifest(out: Path, spec: SweepSpec, spec_path: str, cases: list[dict]) -> None:
     from fleetopt.output import to_json, write_atomic
 
-    write_atomic(out / "sweep.json", to_json({"spec": spec.model_dump(), "spec_path": str(Path(spec_path).resolve()),
+    write_atomic(out / "sweep.json", to_json({"spec": to_builtins(spec), "spec_path": str(Path(spec_path).resolve()),
                                               "cases": [{k: c[k] for k in ("case_id", "labels", "overrides")}
                                                         for c in cases]}) + "\n")

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from fleetopt import InfeasibleError
 from fleetopt.cli import main
 from fleetopt.fleet import PoolChoice, build_workload, evaluate
-from fleetopt.instance import Instance, load_instance
+from fleetopt.instance import Instance, load_instance, validate_instance
 from fleetopt.solve import solve_instance
 from formulations.fleet import FleetModelData, build, solve, solve_direct, write_lp
 
@@ -93,7 +93,7 @@ def tiny_instance(seed: int, K: int, cap_mw=None, stock=None) -> Instance:
     gpus = [{"id": "h100", "tp": [4, 8]}, {"id": "h200", "tp": [8]}]
     if stock:
         gpus[0]["max_gpus"] = stock
-    return Instance.model_validate({
+    return validate_instance({
         "name": f"tiny-{seed}", "mode": "physical", "model": "llama-3.1-70b", "gpus": gpus,
         "workload": {"distribution": {"type": "lognormal", "input_median": float(rng.uniform(300, 1500)),
                                       "input_sigma": 1.0, "output_median": float(rng.uniform(100, 400)),

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from fleetopt.schema import Frozen, NonNeg, NonNegInt, Pos, PosInt, Record, convert
 
 from fleetopt import FleetoptError
 
@@ -27,27 +27,32 @@ DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1
 Dtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "mxfp4", "int4"]
 
 
-class Gpu(BaseModel):
+class Gpu(Frozen, kw_only=True):
     """One accelerator type.  Units in field names; see gpus.yaml for the sources."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     id: str
     aliases: tuple[str, ...] = ()
     name: str = ""
-    hbm_bytes: float = Field(gt=0, description="usable device memory, bytes")
-    mem_bw_bytes_s: float = Field(gt=0, description="peak memory bandwidth, bytes/s")
-    bf16_flops: float = Field(gt=0, description="dense bf16 tensor FLOP/s")
-    fp8_flops: float = Field(ge=0, description="dense fp8 tensor FLOP/s (0 = none)")
-    tdp_w: float = Field(gt=0, description="board power limit, W")
-    idle_w: float = Field(ge=0, description="idle power with the server loaded, W")
-    link_gb_s: float = Field(gt=0, description="per-direction scale-up bandwidth per GPU, GB/s")
-    usd_per_gpu_hour: float = Field(ge=0, description="default price, $ per GPU-hour")
+    hbm_bytes: Pos
+    """usable device memory, bytes"""
+    mem_bw_bytes_s: Pos
+    """peak memory bandwidth, bytes/s"""
+    bf16_flops: Pos
+    """dense bf16 tensor FLOP/s"""
+    fp8_flops: NonNeg
+    """dense fp8 tensor FLOP/s (0 = none)"""
+    tdp_w: Pos
+    """board power limit, W"""
+    idle_w: NonNeg
+    """idle power with the server loaded, W"""
+    link_gb_s: Pos
+    """per-direction scale-up bandwidth per GPU, GB/s"""
+    usd_per_gpu_hour: NonNeg
+    """default price, $ per GPU-hour"""
 
-    @model_validator(mode="after")
-    def _idle_below_tdp(self) -> "Gpu":
+    def __post_init__(self):
         if self.idle_w >= self.tdp_w:
             raise ValueError(f"idle_w ({self.idle_w}) must be below tdp_w ({self.tdp_w})")
-        return self
 
     def flops_for(self, dtype: str) -> float:
         """Dense tensor FLOP/s for matmuls whose weights are ``dtype`` (fp8 falls back to bf16
@@ -57,35 +62,36 @@ class Gpu(BaseModel):
         return self.bf16_flops
 
 
-class Model(BaseModel):
+class Model(Frozen, kw_only=True):
     """A transformer's architecture, enough for memory, bytes and FLOPs per token."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     id: str
     aliases: tuple[str, ...] = ()
-    layers: int = Field(gt=0)
-    hidden: int = Field(gt=0)
-    heads: int = Field(gt=0)
-    kv_heads: int = Field(gt=0)
-    head_dim: int = Field(gt=0)
-    intermediate: int = Field(gt=0, description="dense FFN width (dense layers)")
-    vocab: int = Field(gt=0)
+    layers: PosInt
+    hidden: PosInt
+    heads: PosInt
+    kv_heads: PosInt
+    head_dim: PosInt
+    intermediate: PosInt
+    """dense FFN width (dense layers)"""
+    vocab: PosInt
     tied_embeddings: bool = False
-    experts: int = Field(0, ge=0, description="routed experts per MoE layer (0 = dense)")
-    top_k: int = Field(0, ge=0)
-    shared_experts: int = Field(0, ge=0)
-    expert_intermediate: int = Field(0, ge=0)
-    first_dense_layers: int = Field(0, ge=0)
+    experts: NonNegInt = 0
+    """routed experts per MoE layer (0 = dense)"""
+    top_k: NonNegInt = 0
+    shared_experts: NonNegInt = 0
+    expert_intermediate: NonNegInt = 0
+    first_dense_layers: NonNegInt = 0
     attention: Literal["gqa", "mla"] = "gqa"
-    q_lora_rank: int = Field(0, ge=0)
-    kv_lora_rank: int = Field(0, ge=0)
-    qk_rope_head_dim: int = Field(0, ge=0)
+    q_lora_rank: NonNegInt = 0
+    kv_lora_rank: NonNegInt = 0
+    qk_rope_head_dim: NonNegInt = 0
     weight_dtype: Dtype = "bf16"
     kv_dtype: Dtype = "bf16"
-    published_params_b: float | None = Field(None, gt=0, description="vendor's total, billions")
+    published_params_b: Pos | None = None
+    """vendor's total, billions"""
 
-    @model_validator(mode="after")
-    def _consistent(self) -> "Model":
+    def __post_init__(self):
         if self.heads % self.kv_heads:
             raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
         if self.experts and not (0 < self.top_k <= self.experts and self.expert_intermediate > 0):
@@ -94,7 +100,6 @@ class Model(BaseModel):
             raise ValueError("attention 'mla' needs kv_lora_rank")
         if self.first_dense_layers > self.layers:
             raise ValueError("first_dense_layers exceeds layers")
-        return self
 
     @property
     def is_moe(self) -> bool:
@@ -160,8 +165,7 @@ class Model(BaseModel):
         return 2 * self.layers * self.kv_heads * self.head_dim
 
 
-class _CatalogFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _CatalogFile(Record, kw_only=True):
     schema_version: int = 1
     gpus: list[dict] = []
     models: list[dict] = []
@@ -199,14 +203,9 @@ def _read_yaml(path: Path) -> dict:
     return read_yaml_mapping(path, "catalog file")
 
 
-def _validate(kind: str, cls: type[BaseModel], entry: dict, i: int, src: str):
-    try:
-        return cls.model_validate(entry)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        ident = entry.get("id", "?") if isinstance(entry, dict) else "?"
-        raise FleetoptError(f"{src}: {kind}.{i}.{loc} ({ident}): {err['msg']}") from None
+def _validate(kind: str, cls: type, entry: dict, i: int, src: str):
+    ident = entry.get("id", "?") if isinstance(entry, dict) else "?"
+    return convert(entry, cls, f"{src}: {kind}.{i} ({ident})")
 
 
 def _merge(base: dict[str, dict], entries: list, kind: str, src: str) -> None:
@@ -239,12 +238,7 @@ def load_catalog(extra_files: tuple[str, ...] = ()) -> Catalog:
     for f in [*(p for p in env.split(os.pathsep) if p), *extra_files]:
         sources.append((f, _read_yaml(Path(f))))
     for src, data in sources:
-        try:
-            parsed = _CatalogFile.model_validate(data)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise FleetoptError(f"{src}: {loc}: {err['msg']}") from None
+        parsed = convert(data, _CatalogFile, src)
         _merge(gpus, parsed.gpus, "gpus", src)
         _merge(models, parsed.models, "models", src)
     g = [_validate("gpus", Gpu, e, i, "catalog") for i, e in enumerate(gpus.values())]
