@@ -94,6 +94,10 @@ class Columns:
     cost_h: np.ndarray
     errors: dict = field(default_factory=dict)
     """Why configs or pools could not be sized: {config index or (i, j, config): message}."""
+    sized: dict = field(default_factory=dict)
+    """Per config index: (its ``PoolColumns`` over every arc, its profile)."""
+    arc_row: dict = field(default_factory=dict)
+    """(i, j) -> the arc's row in those ``PoolColumns``."""
 
     def __len__(self) -> int:
         return len(self.cfg)
@@ -102,7 +106,19 @@ class Columns:
         f = lambda a: a[keep]  # noqa: E731
         return Columns(self.bounds, self.configs, f(self.arc_i), f(self.arc_j), f(self.cfg), f(self.instances),
                        f(self.gpus), f(self.energy_w), f(self.provisioned_w), f(self.tokens_s), f(self.cost_h),
-                       self.errors)
+                       self.errors, self.sized, self.arc_row)
+
+    def pool_sizing(self, i: int, j: int, c: int):
+        """Column (arc (i, j), config c) as ``evaluate`` reports a pool: (PoolSizing,
+        profile), or None when it was not sized here or is infeasible."""
+        k = self.arc_row.get((i, j))
+        if c not in self.sized or k is None:
+            return None
+        pc, prof = self.sized[c]
+        if pc.error[k] is not None:
+            return None
+        cf = self.configs[c]
+        return pc.row(k, cf.gpu, cf.tp, cf.admission), prof
 
 
 def arcs(bounds: list[int], max_pools: int, compress=None) -> list[tuple[int, int]]:
@@ -133,16 +149,34 @@ def _shape_job(c: int):
     return c, prof, pool_shapes(prof, f["tb"], f["lo"], f["hi"], f["win"], f["slo"], cf.admission, cf.price)
 
 
+def _drain(_=None) -> list:
+    """Size configs until none is left: each process (the parent too) takes the next
+    index from a shared counter, so uneven configs balance themselves."""
+    f, out = _FORK, []
+    while True:
+        with f["next"].get_lock():
+            k = f["next"].value
+            f["next"].value += 1
+        if k >= len(f["todo"]):
+            return out
+        out.append(_shape_job(f["todo"][k]))
+
+
 def _shapes_in_parallel(todo: list[int], workers: int, **inputs) -> list:
-    """Pool shapes of several configs on ``workers`` forked processes (Linux fork: the
-    inputs are inherited, only the shapes travel back)."""
+    """Pool shapes of several configs on the parent and ``workers - 1`` forked processes
+    (Linux fork: the inputs are inherited, only the shapes travel back)."""
     import multiprocessing as mp
 
+    import fleetopt.profile  # noqa: F401  (imported once here, not in every child)
+
+    ctx = mp.get_context("fork")
     _FORK.clear()
-    _FORK.update(inputs)
+    _FORK.update(inputs, todo=todo, next=ctx.Value("i", 0))
     try:
-        with mp.get_context("fork").Pool(workers) as pool:
-            return pool.map(_shape_job, todo, chunksize=max(1, len(todo) // (2 * workers)))
+        with ctx.Pool(workers - 1) as pool:
+            theirs = pool.map_async(_drain, range(workers - 1), chunksize=1)
+            mine = _drain()
+            return mine + [r for rs in theirs.get() for r in rs]
     finally:
         _FORK.clear()
 
@@ -171,7 +205,8 @@ def generate(inst: Instance, dist: LengthDist, rate: float, catalog, bounds: lis
     host = inst.power.host_w_per_node / GPUS_PER_NODE
     pue, basis = inst.power.pue, inst.power.provisioning
     ai, aj = np.array([i for i, _ in arc_list]), np.array([j for _, j in arc_list])
-    parts, errors = [], {}
+    arc_row = {a: k for k, a in enumerate(arc_list)}
+    parts, errors, sized = [], {}, {}
     skeys = [("shape", tuple(bounds), cf.gpu, cf.tp, cf.admission, cf.price) for cf in cfgs]
     todo = [c for c, k in enumerate(skeys) if k not in cache]
     if workers > 1 and len(todo) >= 2 * workers and hasattr(__import__("os"), "fork"):
@@ -192,6 +227,7 @@ def generate(inst: Instance, dist: LengthDist, rate: float, catalog, bounds: lis
             errors[c] = sh
             continue
         pc = size_shapes(prof, sh, tb, rate, slo, host)
+        sized[c] = (pc, prof)
         ok = np.array([e is None for e in pc.error])
         for k in np.flatnonzero(~ok):
             errors[(int(ai[k]), int(aj[k]), c)] = pc.error[k]
@@ -201,12 +237,13 @@ def generate(inst: Instance, dist: LengthDist, rate: float, catalog, bounds: lis
         parts.append((np.full(ok.sum(), c), ai[ok], aj[ok], pc.instances[ok], pc.instances[ok] * pc.gpus_per_instance,
                       pc.it_power_w[ok], prov[ok], pc.tokens_per_s[ok], n[ok] * pc.usd_per_instance_hour))
     if not parts:
-        return Columns(bounds, cfgs, *(np.zeros(0, int) for _ in range(6)), *(np.zeros(0) for _ in range(3)), errors)
+        return Columns(bounds, cfgs, *(np.zeros(0, int) for _ in range(6)), *(np.zeros(0) for _ in range(3)), errors,
+                       sized, arc_row)
     cat = [np.concatenate(x) for x in zip(*parts)]
     cfg_a, i_a, j_a, n_a, g_a, e_a, p_a, t_a, c_a = cat
     order = np.lexsort((cfg_a, j_a, i_a))        # deterministic: by arc, then config
     return Columns(bounds, cfgs, i_a[order], j_a[order], cfg_a[order], n_a[order].astype(np.int64),
-                   g_a[order].astype(np.int64), e_a[order], p_a[order], t_a[order], c_a[order], errors)
+                   g_a[order].astype(np.int64), e_a[order], p_a[order], t_a[order], c_a[order], errors, sized, arc_row)
 
 
 def objective_terms(cols: Columns, objective: str) -> np.ndarray:

@@ -339,8 +339,10 @@ def fleet_totals(pools: list[PoolSizing], rate: float, pue: float) -> dict:
 
 
 def evaluate(inst: Instance, base: Path, topology: list[PoolChoice], admission: str | None = None,
-             catalog=None, workload: tuple[LengthDist, float] | None = None) -> dict:
-    """Size and score a given fleet (``fleetopt evaluate``)."""
+             catalog=None, workload: tuple[LengthDist, float] | None = None, sized=None) -> dict:
+    """Size and score a given fleet (``fleetopt evaluate``).  ``sized(lo, upper, gpu, tp,
+    admission)`` may return a pool already sized by this same code on the same traffic
+    (``fleetopt solve`` passes its columns) as (PoolSizing, profile); None sizes it here."""
     from fleetopt.catalog import load_catalog
 
     cat = catalog or load_catalog()
@@ -355,10 +357,14 @@ def evaluate(inst: Instance, base: Path, topology: list[PoolChoice], admission: 
     pools, lows, prov_w = [], [0] + [p.upper for p in topology[:-1]], 0.0
     pw = inst.power
     for choice, lo, (traffic, window) in zip(topology, lows, routed):
-        prof = make_pool_profile(inst, choice.gpu, choice.tp, cat, choice.serving)
         a = "reserve" if inst.mode == "paper" else (choice.admission or adm)
-        p = size_pool(prof, traffic, rate, lo, choice.upper, window, slo, a, host_per_gpu,
-                      _price(inst, prof.gpu.id, cat))
+        got = sized(lo, choice.upper, cat.gpu(choice.gpu).id, choice.tp, a) if sized and not choice.serving else None
+        if got is not None:
+            p, prof = got
+        else:
+            prof = make_pool_profile(inst, choice.gpu, choice.tp, cat, choice.serving)
+            p = size_pool(prof, traffic, rate, lo, choice.upper, window, slo, a, host_per_gpu,
+                          _price(inst, prof.gpu.id, cat))
         pools.append(p)
         prov_w += provisioned_w(pw.provisioning, p.instances, p.it_power_w, p.peak_instance_power_w, p.gpus,
                                 prof.gpu.tdp_w, host_per_gpu, pw.pue)

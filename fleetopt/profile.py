@@ -139,17 +139,20 @@ class PhysicalProfile:
         shape = np.shape(g_one)
         lo, hi = np.full(shape, 0.2), np.ones(shape)
         x, g = np.ones(shape), np.asarray(g_one, float) + np.zeros(shape)
+        done = np.zeros(shape, bool)
         br = parts.at(1.0)
         for _ in range(60):
             d = gpu_power_dfreq_w(self.gpu, br.memory_ms, br.compute_ms, br.step_ms, parts.dstep_df(br, x), self.cal, x)
             with np.errstate(divide="ignore", invalid="ignore"):
                 xn = x - g / d
             xn = np.where((xn > lo) & (xn < hi), xn, 0.5 * (lo + hi))     # outside the bracket: bisect
+            xn = np.where(done, x, xn)      # a point stops where it converged: its clock never depends on others
             br, _, _, p = self._power_at(parts, xn)
             gn = np.asarray(p - cap, float) + np.zeros(shape)
             hi, lo = np.where(gn > 0, xn, hi), np.where(gn > 0, lo, xn)
             x, g = xn, gn
-            if np.all((np.abs(g) < 1e-3) | (hi - lo < 1e-9)):
+            done = (np.abs(g) < 1e-3) | (hi - lo < 1e-9)
+            if np.all(done):
                 break
         f = np.where(np.abs(g) < 1e-3, x, lo)
         return float(f) if np.ndim(f) == 0 else f

@@ -111,6 +111,18 @@ class TrafficBatch:
     credit_mean: np.ndarray
     uniq_inp: np.ndarray
     inv: np.ndarray
+    pair_seg: np.ndarray
+    """The points collapsed to distinct (pool, prompt length) pairs: pool of each pair,"""
+    pair_inv: np.ndarray
+    """its prompt length (index into uniq_inp),"""
+    pair_w: np.ndarray
+    """sum of w and"""
+    pair_wo: np.ndarray
+    """sum of w x out over the pair's points."""
+    w_o: np.ndarray
+    """Per pool: sum of w x out and"""
+    w_o2: np.ndarray
+    """sum of w x out^2 (service-time moments are affine in the step: see pool_shapes)."""
 
     @property
     def m(self) -> int:
@@ -135,8 +147,11 @@ class TrafficBatch:
         first = np.full(m, len(o) - 1)
         np.minimum.at(first, seg[o][reached], np.flatnonzero(reached))
         uniq, inv = np.unique(inp, return_inverse=True)
+        pairs, pinv = np.unique(seg * len(uniq) + inv, return_inverse=True)
         return cls(seg, inp, out, w, cred, share, e_in, e_out, mean_kv, inp[o][first],
-                   np.bincount(seg, w * cred, m) / safe, uniq, inv)
+                   np.bincount(seg, w * cred, m) / safe, uniq, inv, pairs // len(uniq), pairs % len(uniq),
+                   np.bincount(pinv, w, len(pairs)), np.bincount(pinv, w * out, len(pairs)),
+                   np.bincount(seg, w * out, m), np.bincount(seg, w * out**2, m))
 
 
 def _bisect_int(pred, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -322,20 +337,32 @@ def pool_shapes(profile, tb: TrafficBatch, lo, hi, window, slo: Slo, admission: 
     slots = np.where(kv_slots <= 0, 0, slots)
     fail((slots == 0) & (kv_slots > 0), lambda a: (f"TPOT SLO unreachable, one sequence steps in "
                                                    f"{step_ms[a]:.1f} ms > {slo.tpot_p99_ms:.1f} ms"))
-    # service times per point (ragged over the active pools)
-    pos = np.full(m, -1)
-    pos[act] = np.arange(act.size)
-    keep = pos[tb.seg] >= 0
-    sg, i_, o_, w_ = pos[tb.seg[keep]], tb.inp[keep], tb.out[keep], tb.w[keep]
-    pre = np.asarray(profile.prefill_ms(tb.uniq_inp), float)[tb.inv[keep]]
+    share = tb.share[act]
+    pre_u = np.asarray(profile.prefill_ms(tb.uniq_inp), float)
     if profile.mode == "physical":
-        svc = pre + o_ * step_ms[sg]
+        # service = prefill(in) + out x step, step constant in a pool, so its moments come
+        # from per-(pool, prompt length) sums: E[S] = E[pre] + s E[out],
+        # E[S^2] = E[pre^2] + 2 s E[pre out] + s^2 E[out^2]  (exact, no per-point pass)
+        pos = np.full(m, -1)
+        pos[act] = np.arange(act.size)
+        keep = pos[tb.pair_seg] >= 0
+        sg, pre, pw, pwo = pos[tb.pair_seg[keep]], pre_u[tb.pair_inv[keep]], tb.pair_w[keep], tb.pair_wo[keep]
+        e_pre, e_pre2 = np.bincount(sg, pw * pre, act.size), np.bincount(sg, pw * pre**2, act.size)
+        e_pre_o = np.bincount(sg, pwo * pre, act.size)
+        es = (e_pre + step_ms * tb.w_o[act]) / share
+        es2 = (e_pre2 + 2.0 * step_ms * e_pre_o + step_ms**2 * tb.w_o2[act]) / share
         pre_q = np.asarray(profile.prefill_ms(tb.inp_q99[act]), float)
-    else:
+    else:   # the published model: its service time per point (ragged over the active pools)
+        pos = np.full(m, -1)
+        pos[act] = np.arange(act.size)
+        keep = pos[tb.seg] >= 0
+        sg, i_, o_, w_ = pos[tb.seg[keep]], tb.inp[keep], tb.out[keep], tb.w[keep]
+        pre = pre_u[tb.inv[keep]]
         svc = np.asarray(profile.service_ms(i_, o_, np.maximum(slots, 1)[sg]), float)
-        pre_q = np.bincount(sg, w_ * pre, act.size) / tb.share[act]
-    es = np.bincount(sg, w_ * svc, act.size) / tb.share[act]
-    cv2 = np.maximum(np.bincount(sg, w_ * svc**2, act.size) / tb.share[act] / es**2 - 1.0, 0.0)
+        pre_q = np.bincount(sg, w_ * pre, act.size) / share
+        es = np.bincount(sg, w_ * svc, act.size) / share
+        es2 = np.bincount(sg, w_ * svc**2, act.size) / share
+    cv2 = np.maximum(es2 / es**2 - 1.0, 0.0)
     fail(pre_q >= slo.ttft_p99_ms, lambda a: (f"TTFT SLO unreachable, prefill alone takes "
                                               f"{pre_q[a]:.0f} ms > {slo.ttft_p99_ms:.0f} ms"))
     good = np.array([err[k] is None for k in act])

@@ -151,6 +151,22 @@ def _solve_columns(inst: Instance, cols: Columns, verbose: bool):
     return res, it
 
 
+def _reader(inst: Instance, cols: Columns):
+    """``evaluate``'s ``sized``: reads a pool from the columns (same code, same traffic)
+    instead of sizing it again.  Not with compress-and-route, where a column's traffic
+    assumes the pool above covers (B, gamma B] and ``evaluate`` routes the real plan."""
+    if inst.pools.compress is not None:
+        return None
+    node = {b: k + 1 for k, b in enumerate(cols.bounds)}
+    node[0] = 0
+    cfg = {(c.gpu, c.tp, c.admission): k for k, c in enumerate(cols.configs)}
+
+    def read(lo, hi, gpu, tp, admission):
+        i, j, c = node.get(int(lo)), node.get(int(hi)), cfg.get((gpu, tp, admission))
+        return None if None in (i, j, c) else cols.pool_sizing(i, j, c)
+    return read
+
+
 def _baseline(inst, base, cols: Columns, uppers_idx: list[int], dist, rate, catalog):
     """Best single config on a fixed boundary set (indices into nodes), by the objective."""
     arcs = list(zip([0] + uppers_idx[:-1], uppers_idx))
@@ -176,7 +192,7 @@ def _baseline(inst, base, cols: Columns, uppers_idx: list[int], dist, rate, cata
         return None
     cf = best[1]
     topo = [PoolChoice(cols.bounds[j - 1], cf.gpu, cf.tp, cf.admission) for j in uppers_idx]
-    res = evaluate(inst, base, topo, catalog=catalog, workload=(dist, rate))
+    res = evaluate(inst, base, topo, catalog=catalog, workload=(dist, rate), sized=_reader(inst, cols))
     res["topology"] = ",".join(p.spec() for p in topo)
     return res
 
@@ -219,7 +235,7 @@ def finish_solve(inst, base, cat, dist, rate, raw: Columns, t0: float, verbose: 
                                   f"(solver.time_limit_s); raise it")
         raise InfeasibleError(diagnose(inst, raw))
     topo = _topology(cols, res.chosen, merge_empty=inst.pools.compress is None)
-    plan = evaluate(inst, base, topo, catalog=cat, workload=(dist, rate))
+    plan = evaluate(inst, base, topo, catalog=cat, workload=(dist, rate), sized=_reader(inst, raw))
     m = len(raw.bounds)
     homog = _baseline(inst, base, raw, [m], dist, rate, cat)
     pb = inst.pools.paper_boundary

@@ -162,6 +162,23 @@ def test_post_solve_invariants_and_columns_agree_with_evaluate():
     assert res["solver"]["objective"] == pytest.approx(res["fleet"]["it_power_kw"] * 1e3, rel=1e-9)
 
 
+@pytest.mark.parametrize("name,sets", [("heterogeneous", ["power.facility_cap_mw=0.2", "gpus.1.max_gpus=64"]),
+                                       ("paper-azure-h100", []), ("longctx-summarization", [])])
+def test_reported_plan_and_baselines_equal_a_fresh_evaluate(name, sets):
+    """solve reads its plan's and baselines' pools from the sized columns; a fresh
+    `evaluate` of the same topologies (routing and sizing again) gives the same figures."""
+    from fleetopt.fleet import parse_topology
+
+    inst, base = load_instance(INST / f"{name}.yaml", sets)
+    res = solve_instance(inst, base)
+    for topo, fleet, pools in [(res["topology"], res["fleet"], res["pools"])] + [
+            (b["topology"], b, None) for b in res["baselines"].values() if b is not None]:
+        fresh = evaluate(inst, base, parse_topology(topo))
+        assert fresh["fleet"] == pytest.approx({k: v for k, v in fleet.items() if k in fresh["fleet"]}, rel=1e-12)
+        if pools is not None:
+            assert fresh["pools"] == pools
+
+
 def test_pyomo_and_highspy_interfaces_give_the_same_plan():
     a = solve_instance(*load_instance(INST / "heterogeneous.yaml", ["solver.interface=pyomo"]))
     b = solve_instance(*load_instance(INST / "heterogeneous.yaml"))
