@@ -1,7 +1,5 @@
 """``python -m fleetopt`` = the ``fleetopt`` command."""
 
-import sys
+from fleetopt.cli import run
 
-from fleetopt.cli import main
-
-sys.exit(main())
+run()

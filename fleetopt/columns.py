@@ -139,14 +139,16 @@ _FORK: dict = {}
 
 
 def _shape_job(c: int):
-    """In a forked worker: the shape of config c (inputs inherited through ``_FORK``)."""
+    """In a forked worker: the shape of config c and its sizing at the rate (inputs
+    inherited through ``_FORK``)."""
     f = _FORK
     cf = f["cfgs"][c]
     try:
         prof = make_pool_profile(f["inst"], cf.gpu, cf.tp, f["catalog"])
     except FleetoptError as e:
-        return c, None, str(e)
-    return c, prof, pool_shapes(prof, f["tb"], f["lo"], f["hi"], f["win"], f["slo"], cf.admission, cf.price)
+        return c, None, str(e), None
+    sh = pool_shapes(prof, f["tb"], f["lo"], f["hi"], f["win"], f["slo"], cf.admission, cf.price)
+    return c, prof, sh, size_shapes(prof, sh, f["tb"], f["rate"], f["slo"], f["host"])
 
 
 def _drain(_=None) -> list:
@@ -206,13 +208,14 @@ def generate(inst: Instance, dist: LengthDist, rate: float, catalog, bounds: lis
     pue, basis = inst.power.pue, inst.power.provisioning
     ai, aj = np.array([i for i, _ in arc_list]), np.array([j for _, j in arc_list])
     arc_row = {a: k for k, a in enumerate(arc_list)}
-    parts, errors, sized = [], {}, {}
+    parts, errors, sized, done = [], {}, {}, {}
     skeys = [("shape", tuple(bounds), cf.gpu, cf.tp, cf.admission, cf.price) for cf in cfgs]
     todo = [c for c, k in enumerate(skeys) if k not in cache]
     if workers > 1 and len(todo) >= 2 * workers and hasattr(__import__("os"), "fork"):
-        for c, prof, sh in _shapes_in_parallel(todo, workers, inst=inst, catalog=catalog, cfgs=cfgs, tb=tb, lo=lo,
-                                               hi=hi, win=win, slo=slo):
+        for c, prof, sh, pc in _shapes_in_parallel(todo, workers, inst=inst, catalog=catalog, cfgs=cfgs, tb=tb,
+                                                   lo=lo, hi=hi, win=win, slo=slo, rate=rate, host=host):
             cache[skeys[c]] = (prof, sh)
+            done[c] = pc
     for c, cf in enumerate(cfgs):
         skey = skeys[c]
         if skey not in cache:
@@ -226,7 +229,7 @@ def generate(inst: Instance, dist: LengthDist, rate: float, catalog, bounds: lis
         if prof is None:
             errors[c] = sh
             continue
-        pc = size_shapes(prof, sh, tb, rate, slo, host)
+        pc = done[c] if c in done else size_shapes(prof, sh, tb, rate, slo, host)
         sized[c] = (pc, prof)
         ok = np.array([e is None for e in pc.error])
         for k in np.flatnonzero(~ok):

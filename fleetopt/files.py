@@ -7,6 +7,14 @@ from pathlib import Path
 from fleetopt import FleetoptError
 
 
+def parse_yaml(text: str):
+    """YAML text -> data, safely: libyaml's safe loader when PyYAML was built with it (10x
+    faster), else the pure-Python one.  Raises ``yaml.YAMLError``."""
+    import yaml
+
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def read_yaml_mapping(path: str | Path, what: str) -> dict:
     """``yaml.safe_load`` a file that must hold a mapping; ``what`` names it in errors
     (e.g. "instance file", "catalog file")."""
@@ -20,8 +28,7 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise FleetoptError(f"{p}: cannot read {what} ({exc.__class__.__name__})") from None
     try:
-        # libyaml's safe loader when PyYAML was built with it (10x faster), else the pure one
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = parse_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""

@@ -138,20 +138,20 @@ class TrafficBatch:
         safe = np.where(share > 0, share, 1.0)
         e_in, e_out = np.bincount(seg, w * inp, m) / safe, np.bincount(seg, w * out, m) / safe
         mean_kv = np.bincount(seg, w * out * (inp + out / 2.0), m) / safe / np.where(e_out > 0, e_out, 1.0)
-        o = np.lexsort((inp, seg))                      # by pool, then prompt length
-        cs = np.cumsum(w[o])
-        start = np.searchsorted(seg[o], np.arange(m))
-        before = np.where(start > 0, cs[np.maximum(start - 1, 0)], 0.0)
-        rel = cs - before[seg[o]]
-        reached = rel >= 0.99 * share[seg[o]] * (1 - 1e-12)
-        first = np.full(m, len(o) - 1)
-        np.minimum.at(first, seg[o][reached], np.flatnonzero(reached))
+        # distinct (pool, prompt length) pairs, sorted by pool then prompt length
         uniq, inv = np.unique(inp, return_inverse=True)
         pairs, pinv = np.unique(seg * len(uniq) + inv, return_inverse=True)
-        return cls(seg, inp, out, w, cred, share, e_in, e_out, mean_kv, inp[o][first],
-                   np.bincount(seg, w * cred, m) / safe, uniq, inv, pairs // len(uniq), pairs % len(uniq),
-                   np.bincount(pinv, w, len(pairs)), np.bincount(pinv, w * out, len(pairs)),
-                   np.bincount(seg, w * out, m), np.bincount(seg, w * out**2, m))
+        p_seg, p_inv, p_w = pairs // len(uniq), pairs % len(uniq), np.bincount(pinv, w, len(pairs))
+        # P99 prompt per pool: the first pair whose cumulative weight in its pool reaches 99 %
+        cs = np.cumsum(p_w)
+        start = np.searchsorted(p_seg, np.arange(m))
+        before = np.where(start > 0, cs[np.maximum(start - 1, 0)], 0.0)
+        reached = cs - before[p_seg] >= 0.99 * share[p_seg] * (1 - 1e-12)
+        first = np.full(m, len(pairs) - 1)
+        np.minimum.at(first, p_seg[reached], np.flatnonzero(reached))
+        return cls(seg, inp, out, w, cred, share, e_in, e_out, mean_kv, uniq[p_inv[first]],
+                   np.bincount(seg, w * cred, m) / safe, uniq, inv, p_seg, p_inv, p_w,
+                   np.bincount(pinv, w * out, len(pairs)), np.bincount(seg, w * out, m), np.bincount(seg, w * out**2, m))
 
 
 def _bisect_int(pred, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

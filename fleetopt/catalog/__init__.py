@@ -225,14 +225,14 @@ def _merge(base: dict[str, dict], entries: list, kind: str, src: str) -> None:
 @lru_cache(maxsize=8)
 def load_catalog(extra_files: tuple[str, ...] = ()) -> Catalog:
     """The packaged catalog plus ``extra_files`` and ``$FLEETOPT_CATALOG`` (later wins)."""
-    pkg = resources.files("fleetopt.catalog")
-    import yaml
+    from fleetopt.files import parse_yaml
 
+    pkg = resources.files("fleetopt.catalog")
     gpus: dict[str, dict] = {}
     models: dict[str, dict] = {}
     sources: list[tuple[str, dict]] = [
-        ("gpus.yaml", yaml.safe_load(pkg.joinpath("gpus.yaml").read_text())),
-        ("models.yaml", yaml.safe_load(pkg.joinpath("models.yaml").read_text())),
+        ("gpus.yaml", parse_yaml(pkg.joinpath("gpus.yaml").read_text())),
+        ("models.yaml", parse_yaml(pkg.joinpath("models.yaml").read_text())),
     ]
     env = os.environ.get("FLEETOPT_CATALOG", "")
     for f in [*(p for p in env.split(os.pathsep) if p), *extra_files]:
