@@ -26,6 +26,7 @@ its type has an inventory limit) than another column of the same limit group.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -139,8 +140,8 @@ _FORK: dict = {}
 
 
 def _shape_job(c: int):
-    """In a forked worker: the shape of config c and its sizing at the rate (inputs
-    inherited through ``_FORK``)."""
+    """The shape of config c and its sizing at the rate (inputs in ``_FORK``, inherited
+    by forked workers)."""
     f = _FORK
     cf = f["cfgs"][c]
     try:
@@ -151,36 +152,71 @@ def _shape_job(c: int):
     return c, prof, sh, size_shapes(prof, sh, f["tb"], f["rate"], f["slo"], f["host"])
 
 
-def _drain(_=None) -> list:
-    """Size configs until none is left: each process (the parent too) takes the next
-    index from a shared counter, so uneven configs balance themselves."""
-    f, out = _FORK, []
+def _drain(queue_fd: int) -> list:
+    """Size configs until the queue is empty.  The queue is a pipe holding each config
+    index as 4 bytes; a read of 4 bytes from a pipe is atomic (POSIX: at most PIPE_BUF),
+    so every process - the parent too - takes the next index, and uneven configs balance
+    themselves without locks."""
+    out = []
     while True:
-        with f["next"].get_lock():
-            k = f["next"].value
-            f["next"].value += 1
-        if k >= len(f["todo"]):
+        b = os.read(queue_fd, 4)
+        if not b:
             return out
-        out.append(_shape_job(f["todo"][k]))
+        out.append(_shape_job(int.from_bytes(b, "little")))
 
 
 def _shapes_in_parallel(todo: list[int], workers: int, **inputs) -> list:
-    """Pool shapes of several configs on the parent and ``workers - 1`` forked processes
-    (Linux fork: the inputs are inherited, only the shapes travel back)."""
-    import multiprocessing as mp
+    """Pool shapes of several configs on the parent and ``workers - 1`` forked children
+    (Linux fork: the inputs are inherited, only the results travel back, pickled through a
+    pipe).  A child that fails or dies leaves its configs to the parent."""
+    import pickle
 
     import fleetopt.profile  # noqa: F401  (imported once here, not in every child)
 
-    ctx = mp.get_context("fork")
     _FORK.clear()
-    _FORK.update(inputs, todo=todo, next=ctx.Value("i", 0))
+    _FORK.update(inputs)
+    q_r, q_w = os.pipe()
+    os.write(q_w, b"".join(int(c).to_bytes(4, "little") for c in todo))     # fits the pipe (see generate)
+    os.close(q_w)
+    kids = []
     try:
-        with ctx.Pool(workers - 1) as pool:
-            theirs = pool.map_async(_drain, range(workers - 1), chunksize=1)
-            mine = _drain()
-            return mine + [r for rs in theirs.get() for r in rs]
+        for _ in range(workers - 1):
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:                                 # child: drain, send, leave without cleanup
+                code = 0
+                try:
+                    os.close(r)
+                    data = pickle.dumps(_drain(q_r), protocol=pickle.HIGHEST_PROTOCOL)
+                    with os.fdopen(w, "wb") as f:
+                        f.write(data)
+                except BaseException:
+                    code = 1
+                finally:
+                    os._exit(code)
+            os.close(w)
+            kids.append((pid, r))
+        results = _drain(q_r)
+        for pid, r in kids:
+            with os.fdopen(r, "rb") as f:
+                data = f.read()
+            os.waitpid(pid, 0)
+            if data:
+                try:
+                    results += pickle.loads(data)
+                except Exception:                        # a child cut short: its configs are redone below
+                    pass
+        kids = []
     finally:
+        for pid, r in kids:                              # interrupted: do not leave children behind
+            try:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+        os.close(q_r)
         _FORK.clear()
+    return results
 
 
 def generate(inst: Instance, dist: LengthDist, rate: float, catalog, bounds: list[int] | None = None,
@@ -211,7 +247,7 @@ def generate(inst: Instance, dist: LengthDist, rate: float, catalog, bounds: lis
     parts, errors, sized, done = [], {}, {}, {}
     skeys = [("shape", tuple(bounds), cf.gpu, cf.tp, cf.admission, cf.price) for cf in cfgs]
     todo = [c for c, k in enumerate(skeys) if k not in cache]
-    if workers > 1 and len(todo) >= 2 * workers and hasattr(__import__("os"), "fork"):
+    if workers > 1 and 2 * workers <= len(todo) <= 4096 and hasattr(os, "fork"):   # 4 B each in a 64 KiB pipe
         for c, prof, sh, pc in _shapes_in_parallel(todo, workers, inst=inst, catalog=catalog, cfgs=cfgs, tb=tb,
                                                    lo=lo, hi=hi, win=win, slo=slo, rate=rate, host=host):
             cache[skeys[c]] = (prof, sh)

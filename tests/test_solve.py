@@ -3,6 +3,7 @@
 import itertools
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -277,3 +278,41 @@ def test_ties_go_to_the_simplest_plan():
     the proven gap, so the one-pool plan (fewest pools) is returned."""
     res = solve_instance(*load_instance(INST / "heterogeneous.yaml"))
     assert len(res["pools"]) == 1 and res["solver"]["gap"] <= 1e-6
+
+
+def _columns(workers: int):
+    from fleetopt.catalog import load_catalog
+    from fleetopt.columns import generate
+
+    inst, base = load_instance(INST / "heterogeneous.yaml")
+    dist, rate = build_workload(inst, base)
+    return generate(inst, dist, rate, load_catalog(), workers=workers)
+
+
+def _same_columns(a, b):
+    assert len(a) == len(b) > 0
+    for f in ("arc_i", "arc_j", "cfg", "instances", "gpus", "energy_w", "provisioned_w", "tokens_s", "cost_h"):
+        assert np.array_equal(getattr(a, f), getattr(b, f)), f
+    assert a.errors == b.errors
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="parallel sizing forks")
+def test_parallel_sizing_equals_serial():
+    _same_columns(_columns(1), _columns(2))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="parallel sizing forks")
+def test_a_failing_worker_leaves_its_configs_to_the_parent(monkeypatch):
+    """A forked worker that fails (here: every config it takes raises) sends nothing; the
+    parent sizes the configs it had taken, and the columns are complete and equal."""
+    import fleetopt.columns as C
+
+    parent, real = os.getpid(), C._shape_job
+
+    def flaky(c):
+        if os.getpid() != parent:
+            raise RuntimeError("worker lost")
+        return real(c)
+    serial = _columns(1)
+    monkeypatch.setattr(C, "_shape_job", flaky)
+    _same_columns(serial, _columns(3))
