@@ -123,14 +123,13 @@ class StepParts:
         for c, r in ((self.lin_cmp_ms, br.linear_ms), (self.att_cmp_ms, br.attention_ms)):
             r = np.asarray(r, float)
             safe = np.where(r > 0, r, 1.0)
-            out = out - np.where(r > 0, (c / freq_scale) ** p * safe ** (1.0 - p), 0.0) / freq_scale
+            cf = c / freq_scale
+            if p == 1.5:    # the calibrated value, without pow: (c/f)^1.5 r^-0.5
+                term = cf * np.sqrt(cf / safe)
+            else:
+                term = cf ** p * safe ** (1.0 - p)
+            out = out - np.where(r > 0, term, 0.0) / freq_scale
         return out
-
-    def take(self, idx) -> "StepParts":
-        """The parts of the points ``idx`` (every field broadcast to the parts' shape first)."""
-        shape = np.broadcast_shapes(*(np.shape(getattr(self, f)) for f in self.__dataclass_fields__ if f != "roof_p"))
-        pick = lambda x: np.broadcast_to(np.asarray(x, float), shape)[idx]  # noqa: E731
-        return StepParts(*(pick(getattr(self, f)) for f in self.__dataclass_fields__ if f != "roof_p"), self.roof_p)
 
 
 def step_parts(model: Model, gpu: Gpu, tp: int, batch: float, mean_kv_tokens: float,
