@@ -18,9 +18,15 @@ With compress-and-route, a pool of window B takes the requests with key in (B, g
 from the pool above; a column stays exact only if that pool covers all of (B, gamma B], so
 arcs (j, k) with k < M and b_k < gamma b_j are not generated (documented restriction).
 
-Dominated columns are dropped before the MILP (exact): on the same arc, a column that is no
-better on every coefficient the model uses (objective terms, provisioned power, and GPUs when
-its type has an inventory limit) than another column of the same limit group.
+Dominated columns are dropped before the MILP (exact): on the same arc and share, a column
+that is no better on every coefficient the model uses (objective terms, provisioned power,
+and GPUs when its type has an inventory limit) than another column of the same limit group.
+
+Mixed pools (``pools.split_grid`` = m > 1): every (arc, config) is also sized at k/m of the
+arc's traffic, k = 1..m - 1 (random dispatch thins a Poisson stream into Poisson streams
+with the same length distribution, so each share is an exact column); the MILP picks
+shares summing to one on every arc of its path.  A config may appear twice on an arc (two
+separately sized groups); that is never better than one group, and the tie-break removes it.
 """
 
 from __future__ import annotations
@@ -99,6 +105,20 @@ class Columns:
     """Per config index: (its ``PoolColumns`` over every arc, its profile)."""
     arc_row: dict = field(default_factory=dict)
     """(i, j) -> the arc's row in those ``PoolColumns``."""
+    share_k: np.ndarray | None = None
+    """Per column, k of the k/m share of its arc's traffic it takes (``pools.split_grid``
+    = m; k = m for a pool of one config)."""
+    grid: int = 1
+    """m."""
+
+    @property
+    def frac(self) -> np.ndarray:
+        """Per column, the share of its arc's traffic (1 unless mixed)."""
+        return self.share_k / self.grid if self.share_k is not None else np.ones(len(self.cfg))
+
+    def whole(self) -> "Columns":
+        """The columns that take their whole arc (what a plan without mixed pools uses)."""
+        return self if self.share_k is None else self.take(self.share_k == self.grid)
 
     def __len__(self) -> int:
         return len(self.cfg)
@@ -107,19 +127,23 @@ class Columns:
         f = lambda a: a[keep]  # noqa: E731
         return Columns(self.bounds, self.configs, f(self.arc_i), f(self.arc_j), f(self.cfg), f(self.instances),
                        f(self.gpus), f(self.energy_w), f(self.provisioned_w), f(self.tokens_s), f(self.cost_h),
-                       self.errors, self.sized, self.arc_row)
+                       self.errors, self.sized, self.arc_row, None if self.share_k is None else f(self.share_k),
+                       self.grid)
 
-    def pool_sizing(self, i: int, j: int, c: int):
-        """Column (arc (i, j), config c) as ``evaluate`` reports a pool: (PoolSizing,
-        profile), or None when it was not sized here or is infeasible."""
-        k = self.arc_row.get((i, j))
-        if c not in self.sized or k is None:
+    def pool_sizing(self, i: int, j: int, c: int, k: int | None = None):
+        """Column (arc (i, j), config c, share k/m) as ``evaluate`` reports a pool:
+        (PoolSizing, profile), or None when it was not sized here or is infeasible."""
+        k = self.grid if k is None else k
+        row = self.arc_row.get((i, j))
+        if (c, k) not in self.sized or row is None:
             return None
-        pc, prof = self.sized[c]
-        if pc.error[k] is not None:
+        pc, prof = self.sized[(c, k)]
+        if pc.error[row] is not None:
             return None
         cf = self.configs[c]
-        return pc.row(k, cf.gpu, cf.tp, cf.admission), prof
+        p = pc.row(row, cf.gpu, cf.tp, cf.admission)
+        p.split = k / self.grid
+        return p, prof
 
 
 def arcs(bounds: list[int], max_pools: int, compress=None) -> list[tuple[int, int]]:
@@ -140,8 +164,8 @@ _FORK: dict = {}
 
 
 def _shape_job(c: int):
-    """The shape of config c and its sizing at the rate (inputs in ``_FORK``, inherited
-    by forked workers)."""
+    """The shape of config c and its sizing at k/m of the rate, k = 1..m (inputs in
+    ``_FORK``, inherited by forked workers)."""
     f = _FORK
     cf = f["cfgs"][c]
     try:
@@ -149,7 +173,8 @@ def _shape_job(c: int):
     except FleetoptError as e:
         return c, None, str(e), None
     sh = pool_shapes(prof, f["tb"], f["lo"], f["hi"], f["win"], f["slo"], cf.admission, cf.price)
-    return c, prof, sh, size_shapes(prof, sh, f["tb"], f["rate"], f["slo"], f["host"])
+    m = f["grid"]
+    return c, prof, sh, {k: size_shapes(prof, sh, f["tb"], f["rate"] * k / m, f["slo"], f["host"]) for k in range(1, m + 1)}
 
 
 def _drain(queue_fd: int) -> list:
@@ -245,11 +270,12 @@ def generate(inst: Instance, dist: LengthDist, rate: float, catalog, bounds: lis
     ai, aj = np.array([i for i, _ in arc_list]), np.array([j for _, j in arc_list])
     arc_row = {a: k for k, a in enumerate(arc_list)}
     parts, errors, sized, done = [], {}, {}, {}
+    grid = inst.pools.split_grid
     skeys = [("shape", tuple(bounds), cf.gpu, cf.tp, cf.admission, cf.price) for cf in cfgs]
     todo = [c for c, k in enumerate(skeys) if k not in cache]
     if workers > 1 and 2 * workers <= len(todo) <= 4096 and hasattr(os, "fork"):   # 4 B each in a 64 KiB pipe
         for c, prof, sh, pc in _shapes_in_parallel(todo, workers, inst=inst, catalog=catalog, cfgs=cfgs, tb=tb,
-                                                   lo=lo, hi=hi, win=win, slo=slo, rate=rate, host=host):
+                                                   lo=lo, hi=hi, win=win, slo=slo, rate=rate, host=host, grid=grid):
             cache[skeys[c]] = (prof, sh)
             done[c] = pc
     for c, cf in enumerate(cfgs):
@@ -265,24 +291,28 @@ def generate(inst: Instance, dist: LengthDist, rate: float, catalog, bounds: lis
         if prof is None:
             errors[c] = sh
             continue
-        pc = done[c] if c in done else size_shapes(prof, sh, tb, rate, slo, host)
-        sized[c] = (pc, prof)
-        ok = np.array([e is None for e in pc.error])
-        for k in np.flatnonzero(~ok):
-            errors[(int(ai[k]), int(aj[k]), c)] = pc.error[k]
-        n = pc.instances.astype(float)
-        prov = provisioned_w(basis, n, pc.it_power_w, pc.peak_instance_power_w, n * pc.gpus_per_instance,
-                             prof.gpu.tdp_w, host, pue)
-        parts.append((np.full(ok.sum(), c), ai[ok], aj[ok], pc.instances[ok], pc.instances[ok] * pc.gpus_per_instance,
-                      pc.it_power_w[ok], prov[ok], pc.tokens_per_s[ok], n[ok] * pc.usd_per_instance_hour))
+        for k in range(1, grid + 1):
+            pc = done[c][k] if c in done else size_shapes(prof, sh, tb, rate * k / grid, slo, host)
+            sized[(c, k)] = (pc, prof)
+            ok = np.array([e is None for e in pc.error])
+            if k == grid:
+                for a in np.flatnonzero(~ok):
+                    errors[(int(ai[a]), int(aj[a]), c)] = pc.error[a]
+            n = pc.instances.astype(float)
+            prov = provisioned_w(basis, n, pc.it_power_w, pc.peak_instance_power_w, n * pc.gpus_per_instance,
+                                 prof.gpu.tdp_w, host, pue)
+            parts.append((np.full(ok.sum(), c), ai[ok], aj[ok], pc.instances[ok], pc.instances[ok] * pc.gpus_per_instance,
+                          pc.it_power_w[ok], prov[ok], pc.tokens_per_s[ok], n[ok] * pc.usd_per_instance_hour,
+                          np.full(ok.sum(), k)))
     if not parts:
         return Columns(bounds, cfgs, *(np.zeros(0, int) for _ in range(6)), *(np.zeros(0) for _ in range(3)), errors,
-                       sized, arc_row)
+                       sized, arc_row, np.zeros(0, int) if grid > 1 else None, grid)
     cat = [np.concatenate(x) for x in zip(*parts)]
-    cfg_a, i_a, j_a, n_a, g_a, e_a, p_a, t_a, c_a = cat
-    order = np.lexsort((cfg_a, j_a, i_a))        # deterministic: by arc, then config
+    cfg_a, i_a, j_a, n_a, g_a, e_a, p_a, t_a, c_a, k_a = cat
+    order = np.lexsort((-k_a, cfg_a, j_a, i_a))        # deterministic: by arc, then config, whole first
     return Columns(bounds, cfgs, i_a[order], j_a[order], cfg_a[order], n_a[order].astype(np.int64),
-                   g_a[order].astype(np.int64), e_a[order], p_a[order], t_a[order], c_a[order], errors, sized, arc_row)
+                   g_a[order].astype(np.int64), e_a[order], p_a[order], t_a[order], c_a[order], errors, sized, arc_row,
+                   k_a[order].astype(np.int64) if grid > 1 else None, grid)
 
 
 def objective_terms(cols: Columns, objective: str) -> np.ndarray:
@@ -305,6 +335,8 @@ def prune_dominated(cols: Columns, objective: str, capped: bool) -> Columns:
     crit.append(np.where(type_of[cols.cfg] >= 0, cols.gpus, 0)[None, :])   # GPUs count where stock is limited
     crit = np.concatenate(crit)                                             # (criteria, columns)
     arc = cols.arc_i * (len(cols.bounds) + 1) + cols.arc_j
+    if cols.share_k is not None:                  # only columns of the same share compete
+        arc = arc * (cols.grid + 1) + cols.share_k
     uniq, first = np.unique(arc, return_index=True)
     slot = np.arange(len(cols)) - first[np.searchsorted(uniq, arc)]        # position within the arc
     width = int(slot.max()) + 1

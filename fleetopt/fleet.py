@@ -23,7 +23,11 @@ GPUS_PER_NODE = 8
 
 @dataclass(frozen=True)
 class PoolChoice:
-    """One pool of a topology: requests with routing key in (previous upper, upper]."""
+    """One pool of a topology: requests with routing key in (previous upper, upper].
+    Several choices with the same upper form a *mixed* pool: each takes the fraction
+    ``share`` of the range's requests, dispatched at random (so each sub-pool sees Poisson
+    arrivals at share x the rate, with the range's length distribution), and is sized
+    on its own."""
 
     upper: int
     gpu: str
@@ -33,26 +37,51 @@ class PoolChoice:
     serving: dict | None = field(default=None, compare=False)
     """Per-pool serving overrides (gpu_memory_utilization, max_num_seqs, chunk_tokens,
     power_cap_w) over the instance's ``serving``; set by ``fleetopt refine``."""
+    share: float = 1.0
+    """Fraction of the range's traffic (1 unless the pool is mixed)."""
 
     def spec(self) -> str:
-        return f"{self.upper}:{self.gpu}x{self.tp}" + (f":{self.admission}" if self.admission else "")
+        return (f"{self.upper}:{self.gpu}x{self.tp}" + (f":{self.admission}" if self.admission else "")
+                + (f"@{self.share:.6g}" if self.share != 1.0 else ""))
+
+
+def groups(topology: list[PoolChoice]) -> list[tuple[int, list[int]]]:
+    """(upper, indices of its members) of each length range, ascending."""
+    out: list[tuple[int, list[int]]] = []
+    for k, p in enumerate(topology):
+        if out and out[-1][0] == p.upper:
+            out[-1][1].append(k)
+        else:
+            out.append((p.upper, [k]))
+    return out
 
 
 def parse_topology(spec: str) -> list[PoolChoice]:
-    """``UPPER:GPU[xTP][:ADMISSION],...`` ascending, e.g. ``4096:h100x8,65536:h100x8:paged``."""
+    """``UPPER:GPU[xTP][:ADMISSION][@SHARE],...`` ascending, e.g. ``4096:h100x8,65536:h100x8:paged``;
+    a mixed pool repeats its upper with shares summing to 1:
+    ``4096:h100x8@0.25,4096:b200x4@0.75,65536:b200x8``."""
     pools = []
     for i, part in enumerate(p.strip() for p in spec.split(",") if p.strip()):
-        m = re.fullmatch(r"(\d+(?:\.\d+)?)([kK])?:([A-Za-z0-9_.\-]+?)(?:[xX](\d+))?(?::(reserve|paged))?", part)
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)([kK])?:([A-Za-z0-9_.\-]+?)(?:[xX](\d+))?(?::(reserve|paged))?"
+                         r"(?:@(\d*\.?\d+(?:[eE]-?\d+)?))?", part)
         if not m:
-            raise FleetoptError(f"topology pool {i + 1} '{part}': expected UPPER_TOKENS:GPU[xTP][:reserve|paged], "
+            raise FleetoptError(f"topology pool {i + 1} '{part}': expected UPPER_TOKENS:GPU[xTP][:reserve|paged][@SHARE], "
                                 f"e.g. 4096:h100x8")
         upper = int(float(m.group(1)) * (1024 if m.group(2) else 1))
-        pools.append(PoolChoice(upper, m.group(3), int(m.group(4) or 1), m.group(5)))
+        share = float(m.group(6)) if m.group(6) else 1.0
+        if not 0 < share <= 1:
+            raise FleetoptError(f"topology pool {i + 1} '{part}': share must be in (0, 1], got {share:g}")
+        pools.append(PoolChoice(upper, m.group(3), int(m.group(4) or 1), m.group(5), share=share))
     if not pools:
         raise FleetoptError("topology: no pools given")
     ups = [p.upper for p in pools]
-    if any(b <= a for a, b in zip(ups, ups[1:])) or ups[0] <= 0:
+    if any(b < a for a, b in zip(ups, ups[1:])) or ups[0] <= 0:
         raise FleetoptError(f"topology: pool upper bounds must be positive and ascending, got {ups}")
+    for up, idx in groups(pools):
+        tot = sum(pools[k].share for k in idx)
+        if abs(tot - 1.0) > 1e-6:
+            raise FleetoptError(f"topology: the shares of the pool ending at {up} sum to {tot:g}, not 1 "
+                                f"(a mixed pool repeats its upper with @SHARE on each member)")
     return pools
 
 
@@ -341,8 +370,9 @@ def fleet_totals(pools: list[PoolSizing], rate: float, pue: float) -> dict:
 def evaluate(inst: Instance, base: Path, topology: list[PoolChoice], admission: str | None = None,
              catalog=None, workload: tuple[LengthDist, float] | None = None, sized=None) -> dict:
     """Size and score a given fleet (``fleetopt evaluate``).  ``sized(lo, upper, gpu, tp,
-    admission)`` may return a pool already sized by this same code on the same traffic
-    (``fleetopt solve`` passes its columns) as (PoolSizing, profile); None sizes it here."""
+    admission, share)`` may return a pool already sized by this same code on the same
+    traffic (``fleetopt solve`` passes its columns) as (PoolSizing, profile); None sizes it
+    here.  Members of a mixed pool are sized at share x the range's rate."""
     from fleetopt.catalog import load_catalog
 
     cat = catalog or load_catalog()
@@ -352,22 +382,27 @@ def evaluate(inst: Instance, base: Path, topology: list[PoolChoice], admission: 
         adm = "reserve"
     slo = Slo(inst.slo.ttft_p99_ms, inst.slo.tpot_p99_ms, inst.slo.max_utilization)
     host_per_gpu = inst.power.host_w_per_node / GPUS_PER_NODE
-    uppers = [p.upper for p in topology]
-    routed = Router(inst, dist).route(uppers)
-    pools, lows, prov_w = [], [0] + [p.upper for p in topology[:-1]], 0.0
+    grp = groups(topology)
+    routed_g = Router(inst, dist).route([up for up, _ in grp])
+    lows_g = [0] + [up for up, _ in grp[:-1]]
+    pools, prov_w = [], 0.0
     pw = inst.power
-    for choice, lo, (traffic, window) in zip(topology, lows, routed):
-        a = "reserve" if inst.mode == "paper" else (choice.admission or adm)
-        got = sized(lo, choice.upper, cat.gpu(choice.gpu).id, choice.tp, a) if sized and not choice.serving else None
-        if got is not None:
-            p, prof = got
-        else:
-            prof = make_pool_profile(inst, choice.gpu, choice.tp, cat, choice.serving)
-            p = size_pool(prof, traffic, rate, lo, choice.upper, window, slo, a, host_per_gpu,
-                          _price(inst, prof.gpu.id, cat))
-        pools.append(p)
-        prov_w += provisioned_w(pw.provisioning, p.instances, p.it_power_w, p.peak_instance_power_w, p.gpus,
-                                prof.gpu.tdp_w, host_per_gpu, pw.pue)
+    for (up, members), lo, (traffic, window) in zip(grp, lows_g, routed_g):
+        for k in members:
+            choice = topology[k]
+            a = "reserve" if inst.mode == "paper" else (choice.admission or adm)
+            got = (sized(lo, up, cat.gpu(choice.gpu).id, choice.tp, a, choice.share)
+                   if sized and not choice.serving else None)
+            if got is not None:
+                p, prof = got
+            else:
+                prof = make_pool_profile(inst, choice.gpu, choice.tp, cat, choice.serving)
+                p = size_pool(prof, traffic, rate * choice.share, lo, up, window, slo, a, host_per_gpu,
+                              _price(inst, prof.gpu.id, cat))
+                p.split = choice.share
+            pools.append(p)
+            prov_w += provisioned_w(pw.provisioning, p.instances, p.it_power_w, p.peak_instance_power_w, p.gpus,
+                                    prof.gpu.tdp_w, host_per_gpu, pw.pue)
     fleet = fleet_totals(pools, rate, pw.pue)
     fleet["provisioned_facility_kw"] = prov_w / 1e3
     if pw.facility_cap_mw is not None:           # checked on the provisioning basis, as the MILP's row

@@ -146,6 +146,10 @@ class Pools(Record, kw_only=True):
     paper_boundary: PosInt | None = None
     """The paper's fixed two-pool split for this workload (baseline)."""
     compress: Compress | None = None
+    split_grid: int_between(ge=1, le=8) = 1
+    """Mixed pools: with m > 1 a length range may be shared by several GPU/TP configs, each
+    taking k/m of its requests (k = 1..m, dispatched at random), each sized on its own; the
+    MILP is exact over that grid of splits.  1 = one config per pool."""
 
 
 class Serving(Record, kw_only=True):

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from fleetopt import FleetoptError, InfeasibleError
-from fleetopt.fleet import PoolChoice, build_workload, evaluate, parse_topology
+from fleetopt.fleet import PoolChoice, build_workload, evaluate, groups, parse_topology
 from fleetopt.instance import Instance
 from fleetopt.schema import replace
 
@@ -61,6 +61,9 @@ class Search:
         self.inst, self.base, self.cat, self.pareto = inst, base, catalog, pareto
         self.workload = build_workload(inst, base)
         self.topo = parse_topology(milp["topology"])
+        grp = groups(self.topo)
+        self.uppers = [up for up, _ in grp]            # the ranges; a mixed range's members keep their shares
+        self.range_of = [g for g, (_, idx) in enumerate(grp) for _ in idx]
         self.cands = candidate_boundaries(inst, self.workload[0])
         self.gpus = {catalog.gpu(g.id).id: sorted(set(g.tp)) for g in inst.gpus}
         self.limits = {catalog.gpu(g.id).id: g.max_gpus for g in inst.gpus if g.max_gpus is not None}
@@ -69,20 +72,18 @@ class Search:
 
     def _range(self, k: int) -> tuple[int, int]:
         """Candidates either side of the MILP's boundary k, kept inside its neighbours."""
-        b = self.topo[k].upper
+        b = self.uppers[k]
         c = [0] + self.cands
         i = c.index(b) if b in c else min(range(len(c)), key=lambda j: abs(c[j] - b))
-        lo = max(c[max(i - 1, 0)] + 16, self.topo[k - 1].upper + 16 if k else 16)
-        hi = min(c[min(i + 1, len(c) - 1)] - 16, self.topo[k + 1].upper - 16)
+        lo = max(c[max(i - 1, 0)] + 16, self.uppers[k - 1] + 16 if k else 16)
+        hi = min(c[min(i + 1, len(c) - 1)] - 16, self.uppers[k + 1] - 16)
         return min(lo, b), max(hi, b)
 
     def seed_params(self) -> dict:
         """The MILP plan as a parameter set (evaluates to exactly the MILP's figures)."""
         s = self.inst.serving
-        p = {}
+        p = {f"b{g}": up for g, up in enumerate(self.uppers[:-1])}
         for k, pc in enumerate(self.topo):
-            if k < len(self.topo) - 1:
-                p[f"b{k}"] = pc.upper
             p[f"gpu{k}"] = pc.gpu
             p[f"tp{k}_{pc.gpu}"] = pc.tp
             if self.physical:
@@ -98,12 +99,11 @@ class Search:
 
     def suggest(self, trial) -> tuple[Instance, list[PoolChoice]]:
         s = self.inst.serving
-        n = len(self.topo)
         uppers = []
-        for k in range(n - 1):
+        for k in range(len(self.uppers) - 1):
             lo, hi = self._range(k)
             uppers.append(trial.suggest_int(f"b{k}", lo, hi, step=1))
-        uppers.append(self.topo[-1].upper)
+        uppers.append(self.uppers[-1])
         if any(b <= a for a, b in zip(uppers, uppers[1:])):
             raise _prune("boundaries out of order")
         gmu = chunk = None
@@ -111,7 +111,8 @@ class Search:
             gmu = trial.suggest_float("gmu", min(0.80, s.gpu_memory_utilization), max(0.95, s.gpu_memory_utilization))
             chunk = trial.suggest_categorical("chunk", sorted(set(CHUNKS) | {s.chunk_tokens}))
         topo = []
-        for k, up in enumerate(uppers):
+        for k, member in enumerate(self.topo):
+            up = uppers[self.range_of[k]]
             g = trial.suggest_categorical(f"gpu{k}", list(self.gpus))
             tp = trial.suggest_categorical(f"tp{k}_{g}", self.gpus[g])
             serving, adm = None, None
@@ -121,7 +122,7 @@ class Search:
                 frac = trial.suggest_float(f"pcap{k}", 0.5, 1.0)
                 serving = {"max_num_seqs": trial.suggest_int(f"seqs{k}", 8, max(1024, s.max_num_seqs), log=True),
                            "power_cap_w": frac * tdp, "gpu_memory_utilization": gmu, "chunk_tokens": chunk}
-            topo.append(PoolChoice(up, g, tp, adm, serving))
+            topo.append(PoolChoice(up, g, tp, adm, serving, share=member.share))
         inst = self.inst
         if inst.pools.compress is not None:
             gamma = trial.suggest_float("gamma", 1.0, 4.0)

@@ -74,6 +74,8 @@ class PoolSizing:
     tokens_per_s: float
     usd_per_hour: float
     binding: list[str] = field(default_factory=list)
+    split: float = 1.0
+    """The share of its length range's traffic this pool takes (below 1 in a mixed pool)."""
 
     @property
     def tokens_per_joule(self) -> float:
@@ -81,7 +83,7 @@ class PoolSizing:
 
     def as_dict(self) -> dict:
         return {"lo_tokens": self.lo_tokens, "hi_tokens": self.hi_tokens, "gpu": self.gpu, "tp": self.tp,
-                "admission": self.admission, "instances": self.instances, "gpus": self.gpus,
+                "admission": self.admission, "split": self.split, "instances": self.instances, "gpus": self.gpus,
                 "arrival_rate": self.arrival_rate, "utilization": self.utilization, "batch": self.batch,
                 "slots": self.slots, "kv_slots": self.kv_slots, "ttft_p99_ms": self.ttft_p99_ms,
                 "tpot_p99_ms": self.tpot_p99_ms, "mean_service_ms": self.mean_service_ms,

@@ -10,6 +10,7 @@ diagnosis naming the binding constraint and by how much.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -34,7 +35,8 @@ def _model_data(inst: Instance, cols: Columns):
             stock[cf.gpu] = min(stock.get(cf.gpu, cf.max_gpus), cf.max_gpus)
     cap = inst.power.facility_cap_mw * 1e6 if inst.power.facility_cap_mw is not None else None
     return FleetModelData(len(cols.bounds) + 1, cols.arc_i, cols.arc_j, [cols.configs[c].gpu for c in cols.cfg],
-                          cols.gpus, inst.pools.max_pools, stock, cols.provisioned_w, cap)
+                          cols.gpus, inst.pools.max_pools, stock, cols.provisioned_w, cap,
+                          frac=cols.frac if cols.share_k is not None else None)
 
 
 def _best_path(cols: Columns, weight: np.ndarray, max_pools: int) -> float:
@@ -53,7 +55,9 @@ def _best_path(cols: Columns, weight: np.ndarray, max_pools: int) -> float:
 
 
 def diagnose(inst: Instance, cols: Columns) -> str:
-    """Why no plan exists: the binding constraint and by how much."""
+    """Why no plan exists: the binding constraint and by how much (read on the pools of one
+    config each; mixing configs only adds power or GPUs to a range)."""
+    cols = cols.whole()
     errs = cols.errors
     cfg_errs = [v for k, v in errs.items() if isinstance(k, int)]
     if not len(cols):
@@ -84,23 +88,31 @@ def diagnose(inst: Instance, cols: Columns) -> str:
 
 
 def _topology(cols: Columns, chosen: list[int], merge_empty: bool = True) -> list[PoolChoice]:
-    chosen = sorted(chosen, key=lambda c: cols.arc_i[c])
-    pools = []
+    """The chosen columns as a topology: by arc, the members of a mixed pool in config order."""
+    chosen = sorted(chosen, key=lambda c: (cols.arc_i[c], cols.cfg[c], -cols.frac[c]))
+    ranges: list[tuple[int, list[PoolChoice]]] = []    # (instances, members) per arc
     for c in chosen:
         cf = cols.configs[cols.cfg[c]]
-        pools.append((cols.instances[c], PoolChoice(cols.bounds[cols.arc_j[c] - 1], cf.gpu, cf.tp, cf.admission)))
-    if merge_empty and len(pools) > 1:   # a pool with no traffic: its range joins the next pool (nothing moves)
-        kept = [p for n, p in pools[:-1] if n > 0] + [pools[-1][1]]
-        if pools[-1][0] == 0 and len(kept) > 1:
+        up = cols.bounds[cols.arc_j[c] - 1]
+        member = PoolChoice(up, cf.gpu, cf.tp, cf.admission, share=float(cols.frac[c]))
+        if ranges and ranges[-1][1][0].upper == up:
+            ranges[-1] = (ranges[-1][0] + int(cols.instances[c]), ranges[-1][1] + [member])
+        else:
+            ranges.append((int(cols.instances[c]), [member]))
+    if merge_empty and len(ranges) > 1:   # a range with no traffic joins the next one (nothing moves)
+        kept = [r for r in ranges[:-1] if r[0] > 0] + [ranges[-1]]
+        if ranges[-1][0] == 0 and len(kept) > 1:
             last = kept.pop()
-            kept[-1] = PoolChoice(last.upper, kept[-1].gpu, kept[-1].tp, kept[-1].admission)
-        return kept
-    return [p for _, p in pools]
+            kept[-1] = (kept[-1][0], [dataclasses.replace(p, upper=last[1][0].upper) for p in kept[-1][1]])
+        ranges = kept
+    return [p for _, members in ranges for p in members]
 
 
 def _simplest(cols: Columns) -> np.ndarray:
-    """Stage-2 weights: one per pool plus a fraction per GPU (fewer pools, then fewer GPUs)."""
-    return 1.0 + cols.gpus / (10.0 * max(int(cols.gpus.max()), 1) * len(cols.bounds))
+    """Stage-2 weights: one per pool (per member of a mixed pool) plus a fraction per GPU
+    (fewer pools, then fewer GPUs); at most M x m columns are chosen, so the GPU terms
+    together stay below one pool."""
+    return 1.0 + cols.gpus / (10.0 * max(int(cols.gpus.max()), 1) * len(cols.bounds) * cols.grid)
 
 
 def _solve_columns(inst: Instance, cols: Columns, verbose: bool):
@@ -161,14 +173,19 @@ def _reader(inst: Instance, cols: Columns):
     node[0] = 0
     cfg = {(c.gpu, c.tp, c.admission): k for k, c in enumerate(cols.configs)}
 
-    def read(lo, hi, gpu, tp, admission):
+    def read(lo, hi, gpu, tp, admission, share=1.0):
         i, j, c = node.get(int(lo)), node.get(int(hi)), cfg.get((gpu, tp, admission))
-        return None if None in (i, j, c) else cols.pool_sizing(i, j, c)
+        k = round(share * cols.grid)
+        if None in (i, j, c) or abs(k - share * cols.grid) > 1e-9:
+            return None
+        return cols.pool_sizing(i, j, c, k)
     return read
 
 
 def _baseline(inst, base, cols: Columns, uppers_idx: list[int], dist, rate, catalog):
     """Best single config on a fixed boundary set (indices into nodes), by the objective."""
+    read = _reader(inst, cols)
+    cols = cols.whole()
     arcs = list(zip([0] + uppers_idx[:-1], uppers_idx))
     best = None
     for c, cf in enumerate(cols.configs):
@@ -192,7 +209,7 @@ def _baseline(inst, base, cols: Columns, uppers_idx: list[int], dist, rate, cata
         return None
     cf = best[1]
     topo = [PoolChoice(cols.bounds[j - 1], cf.gpu, cf.tp, cf.admission) for j in uppers_idx]
-    res = evaluate(inst, base, topo, catalog=catalog, workload=(dist, rate), sized=_reader(inst, cols))
+    res = evaluate(inst, base, topo, catalog=catalog, workload=(dist, rate), sized=read)
     res["topology"] = ",".join(p.spec() for p in topo)
     return res
 
@@ -212,6 +229,9 @@ def solve_instance(inst: Instance, base: Path, catalog=None, verbose: bool = Fal
     from fleetopt.catalog import load_catalog
 
     t0 = time.perf_counter()
+    if inst.pools.split_grid > 1 and inst.pools.compress is not None:
+        raise FleetoptError("pools.split_grid: mixed pools and pools.compress cannot be combined (a compressed "
+                            "range's columns assume one pool above it)")
     cat = catalog or load_catalog()
     dist, rate = build_workload(inst, base)
     if inst.objective == "max_throughput":

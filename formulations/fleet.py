@@ -22,6 +22,17 @@ instance counts are exact and need no variables of their own.
     (stock)    sum_{c: g_c = g} G_c x_c <= S_g                    GPU types with inventory S_g
     (power)    sum_c P_c x_c <= cap_w                             when the site has a cap
 
+Mixed pools (``pools.split_grid`` = m > 1): a column may also take the share f_c = k_c / m
+of its arc's traffic (k_c = 1..m; sized at f_c x the arc's rate).  Arc variables
+z_a in {0, 1} then carry the path, and the columns on an arc must cover it exactly:
+
+    (flow)     as above, on z_a instead of x_c
+    (split)    sum_{c: a(c) = a} f_c x_c = z_a                    every arc a
+    (pools)    sum_a z_a <= K
+    (stock), (power) and the objective stay on x.
+
+With m = 1 every f_c = 1 and the model is the one above (no z; the golden LP file is it).
+
 Objectives (fixed demand):
 
     max_tokens_per_joule   max  sum T_c x_c / sum E_c x_c
@@ -67,6 +78,22 @@ class FleetModelData:
     cap_w: float | None
     budget: tuple[np.ndarray, float] | None = None
     """(w, z): the row sum w_c x_c <= z, for the lexicographic tie-break stage."""
+    frac: np.ndarray | None = None
+    """Per column, its share f_c of the arc's traffic; None (or all 1) = no mixed pools."""
+
+    @property
+    def mixed(self) -> bool:
+        return self.frac is not None and bool(np.any(self.frac < 1.0))
+
+    def arcs(self) -> tuple[list[tuple[int, int]], np.ndarray]:
+        """The distinct arcs (sorted) and each column's arc index."""
+        keys = sorted({(int(i), int(j)) for i, j in zip(self.arc_i, self.arc_j)})
+        pos = {a: k for k, a in enumerate(keys)}
+        return keys, np.array([pos[(int(i), int(j))] for i, j in zip(self.arc_i, self.arc_j)], int)
+
+    def n_vars(self) -> int:
+        """x_c for every column, then z_a for every arc when mixed pools are on."""
+        return len(self.arc_i) + (len(self.arcs()[0]) if self.mixed else 0)
 
 
 @dataclass
@@ -83,19 +110,31 @@ class SolveResult:
 
 
 def constraint_rows(data: FleetModelData) -> list[tuple[str, list[int], list[float], float, float]]:
-    """Every constraint row once, as (family, column indices, coefficients, lower, upper):
-    the single definition both transports below read."""
+    """Every constraint row once, as (family, variable indices, coefficients, lower, upper):
+    the single definition both transports below read.  Variables: x_c (columns 0..n-1),
+    then z_a (arcs) when mixed pools are on."""
     n = len(data.arc_i)
+    if data.mixed:                      # the path on arc variables z, linked to the shares
+        keys, arc_of = data.arcs()
+        tails, heads = [n + k for k in range(len(keys))], keys
+        path_i = [i for i, _ in heads]
+        path_j = [j for _, j in heads]
+    else:
+        tails, path_i, path_j = list(range(n)), [int(x) for x in data.arc_i], [int(x) for x in data.arc_j]
     out_of = {v: [] for v in range(data.n_nodes)}
     into = {v: [] for v in range(data.n_nodes)}
-    for c in range(n):
-        out_of[int(data.arc_i[c])].append(c)
-        into[int(data.arc_j[c])].append(c)
+    for var, i, j in zip(tails, path_i, path_j):
+        out_of[i].append(var)
+        into[j].append(var)
     rows = [("flow", out_of[0], [1.0] * len(out_of[0]), 1.0, 1.0)]
     for v in range(1, data.n_nodes - 1):
         if into[v] or out_of[v]:
             rows.append(("flow", into[v] + out_of[v], [1.0] * len(into[v]) + [-1.0] * len(out_of[v]), 0.0, 0.0))
-    rows.append(("pools", list(range(n)), [1.0] * n, -math.inf, float(data.max_pools)))
+    if data.mixed:
+        for k in range(len(keys)):
+            cs = [int(c) for c in np.flatnonzero(arc_of == k)]
+            rows.append(("split", cs + [n + k], [float(data.frac[c]) for c in cs] + [-1.0], 0.0, 0.0))
+    rows.append(("pools", tails, [1.0] * len(tails), -math.inf, float(data.max_pools)))
     for g, limit in sorted(data.stock.items()):
         cs = [c for c in range(n) if data.gpu_type[c] == g]
         if cs:
@@ -117,10 +156,15 @@ def build(data: FleetModelData, weights: np.ndarray, sense: str = "min"):
     C = range(len(weights))
     m.C = pc.Set(initialize=C, ordered=True)
     m.x = pc.Var(m.C, domain=pc.Binary)
-    for fam in ("flow", "pools", "stock", "power", "budget"):
+    n = len(weights)
+    if data.mixed:
+        m.A = pc.Set(initialize=range(data.n_vars() - n), ordered=True)
+        m.z = pc.Var(m.A, domain=pc.Binary)
+    var = lambda k: m.x[k] if k < n else m.z[k - n]  # noqa: E731
+    for fam in ("flow", "split", "pools", "stock", "power", "budget"):
         setattr(m, fam, pc.ConstraintList())
     for fam, idx, coef, lo, up in constraint_rows(data):
-        expr = sum(a * m.x[c] for c, a in zip(idx, coef))
+        expr = sum(a * var(c) for c, a in zip(idx, coef))
         cl = getattr(m, fam)
         if lo == up:
             cl.add(expr == lo)
@@ -138,7 +182,9 @@ def solve_direct(data: FleetModelData, weights: np.ndarray, sense: str, time_lim
     import highspy
 
     rows = constraint_rows(data)
-    n = len(weights)
+    n_cols = len(weights)
+    n = data.n_vars()
+    weights = np.concatenate([np.asarray(weights, float), np.zeros(n - n_cols)])
     h = _new_highs(highspy, verbose)
     for k, v in (("output_flag", bool(verbose)), ("log_to_console", bool(verbose)), ("time_limit", float(time_limit_s)),
                  ("mip_rel_gap", float(mip_gap)), ("mip_abs_gap", 0.0), ("threads", int(threads)),
@@ -168,7 +214,7 @@ def solve_direct(data: FleetModelData, weights: np.ndarray, sense: str, time_lim
     if info.primal_solution_status != 2:        # no feasible solution
         status = "time_limit" if st == M.kTimeLimit else "infeasible"
         return SolveResult(status, [], None, None, None, secs, n, len(rows))
-    x = np.asarray(h.getSolution().col_value)
+    x = np.asarray(h.getSolution().col_value)[:n_cols]
     chosen = [int(c) for c in np.flatnonzero(x > 0.5)]
     sign = 1.0 if sense == "min" else -1.0
     obj = sign * float(info.objective_function_value)
@@ -190,8 +236,8 @@ def solve(model, time_limit_s: float, mip_gap: float, threads: int, seed: int, v
                     solver_options={"random_seed": seed, "mip_abs_gap": 0.0, "presolve": "on" if presolve else "off"})
     secs = time.perf_counter() - t0
     tc = res.termination_condition
-    nv = len(model.x)
-    ncon = sum(len(getattr(model, f)) for f in ("flow", "pools", "stock", "power", "budget"))
+    nv = len(model.x) + (len(model.z) if hasattr(model, "z") else 0)
+    ncon = sum(len(getattr(model, f)) for f in ("flow", "split", "pools", "stock", "power", "budget"))
     if tc in (TC.provenInfeasible, TC.infeasibleOrUnbounded, TC.locallyInfeasible):
         return SolveResult("infeasible", [], None, None, None, secs, nv, ncon)
     has_sol = res.incumbent_objective is not None

@@ -2,6 +2,7 @@
 both SLOs able to bind."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +150,28 @@ def test_physical_instances_evaluate(name):
     win = inst.pools.max_window
     r = evaluate(inst, base, parse_topology(f"{win}:{g.id}x{g.tp[-1]}"))
     assert r["fleet"]["instances"] > 0 and r["fleet"]["tokens_per_joule"] > 0
+
+
+def test_mixed_topology_spec_round_trip_and_errors():
+    from fleetopt.fleet import parse_topology
+
+    t = parse_topology("4096:h100x8@0.25,4096:b200x4:paged@0.75,16384:b200x8")
+    assert [p.share for p in t] == [0.25, 0.75, 1.0] and [p.upper for p in t] == [4096, 4096, 16384]
+    assert parse_topology(",".join(p.spec() for p in t)) == t
+    for bad, needle in [("4096:h100x8,4096:b200x4", "sum to 2"), ("4096:h100x8@0.5", "sum to 0.5"),
+                        ("4096:h100x8@0,4096:b200x4@1", "share must be in (0, 1]"),
+                        ("4096:h100x8@0.5,2048:b200x4@0.5", "ascending")]:
+        with pytest.raises(FleetoptError, match=re.escape(needle)):
+            parse_topology(bad)
+
+
+def test_a_mixed_member_is_the_pool_at_its_share_of_the_rate():
+    """Random dispatch thins the range's Poisson stream: a member at share s is sized as
+    the same pool alone at s x the arrival rate (an independent evaluate)."""
+    mixed = ev("azure-conv-h100", "4096:h100x8@0.3,4096:b200x4@0.7,16384:h100x8")
+    alone = ev("azure-conv-h100", "4096:h100x8,16384:h100x8", ["workload.arrival_rate=60"])   # 0.3 x 200
+    a, b = mixed["pools"][0], alone["pools"][0]
+    for k in ("instances", "arrival_rate", "utilization", "ttft_p99_ms", "tpot_p99_ms", "it_power_kw", "tokens_per_s"):
+        assert a[k] == pytest.approx(b[k], rel=1e-12), k
+    assert mixed["pools"][0]["split"] == 0.3 and mixed["pools"][2]["split"] == 1.0
+    assert sum(p["arrival_rate"] for p in mixed["pools"]) == pytest.approx(200)

@@ -174,3 +174,27 @@ def test_trace_replay_needs_a_trace(capsys):
     assert main(["simulate", str(INST / "azure-conv-h100.yaml"), "--topology", "16384:h100x8",
                  "--arrivals", "trace"]) == 2
     assert "must be a trace" in capsys.readouterr().err
+
+
+def test_a_mixed_range_splits_its_requests_by_share():
+    """Members of a mixed range see thinned Poisson streams: their request counts are
+    binomial around the shares, and each member's energy per token matches its analytical
+    sizing as an unmixed pool's does."""
+    inst, base = load_instance(INST / "azure-conv-h100.yaml")
+    topo = parse_topology("16384:h100x8@0.3,16384:b200x4@0.7")
+    r = simulate(inst, base, topo, 40_000, seed=3)
+    n = [p["requests"] for p in r["pools"]]
+    tot = sum(n)
+    assert abs(n[0] - 0.3 * tot) < 4 * (0.3 * 0.7 * tot) ** 0.5
+    assert [p["split"] for p in r["pools"]] == [0.3, 0.7]
+    assert abs(r["deviation"]["tokens_per_joule"]) < 0.08
+
+
+def test_trace_replay_splits_a_mixed_range_by_share(tmp_path):
+    path, _ = _trace_instance(tmp_path)
+    inst, base = load_instance(path)
+    r = simulate(inst, base, parse_topology("1024:h100x8,4096:h100x8@0.5,4096:h200x8@0.5"), 2000, seed=0,
+                 arrivals="trace")
+    n = [p["requests"] for p in r["pools"]]
+    assert sum(n) == 2000 and n[1] > 0 and n[2] > 0
+    assert abs(n[1] - n[2]) < 4 * (0.25 * (n[1] + n[2])) ** 0.5

@@ -15,6 +15,7 @@ from fleetopt import InfeasibleError
 from fleetopt.cli import main
 from fleetopt.fleet import PoolChoice, build_workload, evaluate
 from fleetopt.instance import Instance, load_instance, validate_instance
+from fleetopt.schema import replace
 from fleetopt.solve import solve_instance
 from formulations.fleet import FleetModelData, build, solve, solve_direct, write_lp
 
@@ -316,3 +317,77 @@ def test_a_failing_worker_leaves_its_configs_to_the_parent(monkeypatch):
     serial = _columns(1)
     monkeypatch.setattr(C, "_shape_job", flaky)
     _same_columns(serial, _columns(3))
+
+
+# --- mixed pools (pools.split_grid): the MILP over shares == enumeration through evaluate ---
+
+def enumerate_mixed_plans(inst: Instance, dist_rate, inner: list[int], top: int):
+    """Every partition x every way to serve each range with one config (share 1) or two
+    members at 1/2 each (a config may repeat), each sized by `evaluate`; the least-energy
+    plan meeting the inventory."""
+    cfgs = [("h100-sxm", 4), ("h100-sxm", 8), ("h200", 8)]
+    options = [[(c, 1.0)] for c in cfgs] + [[(a, 0.5), (b, 0.5)] for a, b in
+                                            itertools.combinations_with_replacement(cfgs, 2)]
+    best = (math.inf, None)
+    for r in range(inst.pools.max_pools):
+        for cut in itertools.combinations(inner, r):
+            uppers = [*cut, top]
+            for pick in itertools.product(options, repeat=len(uppers)):
+                topo = [PoolChoice(u, g, tp, share=sh) for u, members in zip(uppers, pick) for (g, tp), sh in members]
+                try:
+                    res = evaluate(inst, Path("."), topo, workload=dist_rate)
+                except InfeasibleError:
+                    continue
+                lim = inst.gpus[0].max_gpus
+                if lim is not None and sum(p["gpus"] for p in res["pools"] if p["gpu"] == "h100-sxm") > lim:
+                    continue
+                if res["fleet"]["it_power_kw"] < best[0] - 1e-9:
+                    best = (res["fleet"]["it_power_kw"], topo)
+    return best
+
+
+@pytest.mark.parametrize("seed,K,stock", [(11, 1, 16), (12, 2, 24), (13, 2, None), (14, 1, 8), (13, 1, 96),
+                                          (13, 2, 96)])
+def test_mixed_pools_equal_enumeration_through_evaluate(seed, K, stock):
+    inst = tiny_instance(seed, K, None, stock)
+    inst = replace(inst, pools=replace(inst.pools, boundaries=[2048, 16384], split_grid=2))
+    dr = build_workload(inst, Path("."))
+    best_kw, topo = enumerate_mixed_plans(inst, dr, [2048], 16384)
+    if math.isinf(best_kw):
+        with pytest.raises(InfeasibleError):
+            solve_instance(inst, Path("."))
+        return
+    res = solve_instance(inst, Path("."))
+    assert res["solver"]["status"] == "optimal"
+    assert res["fleet"]["it_power_kw"] == pytest.approx(best_kw, rel=1e-6)
+    if (K, stock) == (1, 96):                         # this case's optimum is a mixed range
+        assert any(p.share < 1 for p in topo) and "@" in res["topology"]
+    # and what solve reports for its (possibly mixed) plan is what evaluate gives for it
+    from fleetopt.fleet import parse_topology
+    fresh = evaluate(inst, Path("."), parse_topology(res["topology"]), workload=dr)
+    assert fresh["pools"] == res["pools"]
+
+
+def test_a_stock_limit_makes_the_mixed_plan_strictly_better():
+    """With H100s (the most efficient config here) limited to 96 GPUs, one config per range
+    must fall back to H200; a mixed range keeps as many H100s as it may and uses less
+    energy, and a finer grid (which contains the coarser one) is never worse."""
+    inst = tiny_instance(13, 1, None, 96)
+    plans = {m: solve_instance(replace(inst, pools=replace(inst.pools, split_grid=m)), Path(".")) for m in (1, 2, 4)}
+    kw = {m: r["fleet"]["it_power_kw"] for m, r in plans.items()}
+    assert "@" not in plans[1]["topology"] and "@" in plans[4]["topology"]
+    assert kw[4] <= kw[2] * (1 + 1e-9) and kw[2] < kw[1]
+    mixed = plans[4]
+    assert sum(p["gpus"] for p in mixed["pools"] if p["gpu"] == "h100-sxm") <= 96
+    shares = {}
+    for p in mixed["pools"]:
+        shares[p["hi_tokens"]] = shares.get(p["hi_tokens"], 0.0) + p["split"]
+    assert all(v == pytest.approx(1.0) for v in shares.values())
+    assert sum(p["arrival_rate"] for p in mixed["pools"]) == pytest.approx(inst.workload.arrival_rate)
+
+
+def test_mixed_pools_with_compression_is_one_line_exit_2(capsys):
+    code = main(["solve", str(INST / "paper-azure-h100.yaml"), "--set", "pools.split_grid=2",
+                 "--set", "pools.compress.gamma=2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "pools.split_grid" in err and len(err.strip().splitlines()) == 1

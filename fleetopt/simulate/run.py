@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fleetopt import FleetoptError
-from fleetopt.fleet import GPUS_PER_NODE, PoolChoice, Router, build_workload, evaluate, make_pool_profile
+from fleetopt.fleet import GPUS_PER_NODE, PoolChoice, Router, build_workload, evaluate, groups, make_pool_profile
 from fleetopt.instance import Instance
 from fleetopt.simulate.core import LogHist, PoolSpec, PoolStats, simulate_pool
 
@@ -77,10 +77,11 @@ def _figures(st_list: list[PoolStats], pue: float) -> dict:
             "preemptions": sum(s.preemptions for s in st_list), "requests_measured": measured}
 
 
-def _replayed(inst: Instance, base: Path, topology: list[PoolChoice], requests: int, rate: float):
+def _replayed(inst: Instance, base: Path, topology: list[PoolChoice], requests: int, rate: float, seed: int = 0):
     """Per pool (arrival ms, input, output) from the instance's trace: its own timestamps
     (scaled in time to the instance's arrival rate when that differs from the trace's),
-    the first ``requests`` requests, each routed by the instance's key."""
+    the first ``requests`` requests, each routed by the instance's key (and, in a mixed
+    range, to a member drawn by share with the seeded generator)."""
     from fleetopt.fleet import _resolve, clamp_to_window
     from fleetopt.workload import read_trace, routing_keys, trace_rate
 
@@ -95,15 +96,23 @@ def _replayed(inst: Instance, base: Path, topology: list[PoolChoice], requests: 
     own = inst.workload.arrival_rate == "trace" or len(t) < 2 or not math.isfinite(trace_rate(t))
     t_ms = (t - t[0]) * 1e3 * (1.0 if own else trace_rate(t) / rate)
     k_all, out = routing_keys(inp, out, inst.workload.routing_key, inst.workload.max_output_tokens)
-    uppers = np.array([p.upper for p in topology], float)
+    grp = groups(topology)
+    uppers = np.array([up for up, _ in grp], float)
     pool = np.minimum(np.searchsorted(uppers, k_all, side="left"), len(uppers) - 1)
+    member = np.zeros(len(k_all), int)
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(len(topology) + 1)[-1])
+    for g, (_, idx) in enumerate(grp):            # a mixed range: each request to a member at random, by share
+        if len(idx) > 1:
+            sel = np.flatnonzero(pool == g)
+            member[sel] = rng.choice(len(idx), size=sel.size, p=[topology[k].share for k in idx])
     out_lists = []
-    for k, hi in enumerate(uppers):
-        sel = pool == k
-        i_, o_ = inp[sel].astype(float), out[sel].astype(float)
-        if k == len(uppers) - 1:            # the last pool takes longer requests, clamped as sized
-            i_, o_ = clamp_to_window(i_, o_, hi)
-        out_lists.append((t_ms[sel], np.maximum(i_, 1.0), np.maximum(o_, 1.0)))
+    for g, (hi, idx) in enumerate(grp):
+        for m in range(len(idx)):
+            sel = (pool == g) & (member == m)
+            i_, o_ = inp[sel].astype(float), out[sel].astype(float)
+            if g == len(grp) - 1:            # the last pool takes longer requests, clamped as sized
+                i_, o_ = clamp_to_window(i_, o_, hi)
+            out_lists.append((t_ms[sel], np.maximum(i_, 1.0), np.maximum(o_, 1.0)))
     return out_lists
 
 
@@ -176,11 +185,13 @@ def _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, 
     if n_total > MAX_INSTANCES:
         raise FleetoptError(f"simulate: the fleet has {n_total} instances, more than the {MAX_INSTANCES} the "
                             f"simulator holds (arrival rate {rate:.4g} req/s)")
-    routed = Router(inst, dist).route([p.upper for p in topology])
+    grp = groups(topology)
+    routed_g = Router(inst, dist).route([up for up, _ in grp])
+    routed = [routed_g[g] for g, (_, idx) in enumerate(grp) for _ in idx]     # per member: its range's traffic
     host = inst.power.host_w_per_node / GPUS_PER_NODE
     if arrivals not in ("poisson", "trace"):
         raise FleetoptError(f"--arrivals: must be poisson or trace, got '{arrivals}'")
-    replay = _replayed(inst, base, topology, requests, rate) if arrivals == "trace" else None
+    replay = _replayed(inst, base, topology, requests, rate, seed) if arrivals == "trace" else None
     horizon_ms = requests / rate * 1e3
     if replay is not None:
         horizon_ms = max((float(a[-1]) for a, _, _ in replay if len(a)), default=0.0)
@@ -200,7 +211,7 @@ def _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, 
         rng = np.random.default_rng(seqs[k])
         share = traffic.share
         n_inst = sized["instances"] if instances is None else instances[k]
-        lam_ms = rate * share / 1e3
+        lam_ms = rate * share * choice.share / 1e3      # a member of a mixed range: a thinned Poisson stream
         if replay is not None:
             arr, inp, out = replay[k]
             n = len(arr)
@@ -233,7 +244,7 @@ def _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, 
         f = _figures([st], inst.power.pue)
         util = st.busy_slot_ms / (n_inst * max(sized["slots"], 1) * st.window_ms) if st.window_ms and n_inst else 0.0
         pools_out.append({"lo_tokens": sized["lo_tokens"], "hi_tokens": sized["hi_tokens"], "gpu": sized["gpu"],
-                          "tp": sized["tp"], "instances": int(n_inst), "requests": n, **f, "utilization": util,
+                          "tp": sized["tp"], "split": choice.share, "instances": int(n_inst), "requests": n, **f, "utilization": util,
                           "analytical_ttft_p99_ms": sized["ttft_p99_ms"], "analytical_tpot_p99_ms": sized["tpot_p99_ms"],
                           "analytical_instances": sized["instances"]})
     fleet = _figures(stats, inst.power.pue)
