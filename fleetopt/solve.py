@@ -123,10 +123,11 @@ def _solve_columns(inst: Instance, cols: Columns, verbose: bool):
     data = _model_data(inst, cols)
     s = inst.solver
 
-    def run(w, sense="min"):
+    def run(w, sense="min", start=None):
         if s.interface == "pyomo":
             return solve(build(data, w, sense), s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose, s.presolve)
-        return solve_direct(data, w, sense, s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose, s.presolve)
+        return solve_direct(data, w, sense, s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose, s.presolve,
+                            start)
     if inst.objective == "min_cost" or inst.pools.compress is None:
         # cost, or tokens per joule when every path credits the same tokens (= least energy)
         w = cols.cost_h if inst.objective == "min_cost" else cols.energy_w
@@ -140,7 +141,7 @@ def _solve_columns(inst: Instance, cols: Columns, verbose: bool):
             # equally proven), the fewest pools, then the fewest GPUs
             tol = max(s.mip_gap, 1e-9)
             data.budget = (w, true * (1 + tol))
-            second = run(_simplest(cols))
+            second = run(_simplest(cols), start=res.chosen)     # the optimum is feasible here
             data.budget = None
             if second.chosen and float(w[second.chosen].sum()) <= true * (1 + tol):
                 res.chosen = second.chosen
