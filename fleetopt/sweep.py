@@ -236,8 +236,8 @@ def run_case(case: dict, out_dir: str, reuse: bool = True) -> dict:
         f = res["fleet"]
         h, two = res["baselines"]["homogeneous"], res["baselines"]["two_pool_paper"]
         row.update({"status": res["solver"]["status"], "error": None, "topology": res["topology"],
-                    "pools": len(res["pools"]),
-                    "boundaries": ",".join(str(int(p["hi_tokens"])) for p in res["pools"][:-1]),
+                    "pools": len({p["hi_tokens"] for p in res["pools"]}),     # length ranges (a mixed one once)
+                    "boundaries": ",".join(str(int(h)) for h in sorted({p["hi_tokens"] for p in res["pools"]})[:-1]),
                     "gpu_types": ",".join(sorted({p["gpu"] for p in res["pools"]})),
                     "instances_total": f["instances"], "gpus": f["gpus"], "it_power_kw": f["it_power_kw"],
                     "facility_power_kw": f["facility_power_kw"], "tokens_per_joule": f["tokens_per_joule"],
