@@ -178,8 +178,8 @@ def run() -> None:
     """The console entry point: ``main``, then a quick exit.  Every command has closed (and
     atomically renamed) the files it wrote and shut its pools and clients before it returns,
     so after flushing stdout, stderr and logging the process ends with ``os._exit``,
-    skipping the interpreter's teardown of the sized columns and imported modules (50-80 ms
-    of the 0.7 s budget of ``fleetopt solve``, measured in benchmarks/solve_scaling.py)."""
+    skipping the interpreter's teardown of the sized columns and imported modules (tens of
+    milliseconds, against the 0.7 s budget of ``fleetopt solve``)."""
     import os
 
     code = main()

@@ -179,14 +179,19 @@ def _shape_job(c: int):
 
 def _drain(queue_fd: int) -> list:
     """Size configs until the queue is empty.  The queue is a pipe holding each config
-    index as 4 bytes; a read of 4 bytes from a pipe is atomic (POSIX: at most PIPE_BUF),
-    so every process - the parent too - takes the next index, and uneven configs balance
-    themselves without locks."""
+    index as 4 bytes, written before any reader starts; every read asks for 4 bytes and the
+    kernel serialises reads of one pipe, so each process - the parent too - takes whole
+    indices, and uneven configs balance themselves without locks."""
     out = []
     while True:
         b = os.read(queue_fd, 4)
         if not b:
             return out
+        while len(b) < 4:                   # never seen on Linux; finish the index if it happens
+            more = os.read(queue_fd, 4 - len(b))
+            if not more:
+                return out
+            b += more
         out.append(_shape_job(int.from_bytes(b, "little")))
 
 
@@ -207,7 +212,12 @@ def _shapes_in_parallel(todo: list[int], workers: int, **inputs) -> list:
     try:
         for _ in range(workers - 1):
             r, w = os.pipe()
-            pid = os.fork()
+            try:
+                pid = os.fork()
+            except OSError:                              # no process to spare: the parent does it all
+                os.close(r)
+                os.close(w)
+                break
             if pid == 0:                                 # child: drain, send, leave without cleanup
                 code = 0
                 try:

@@ -1,10 +1,10 @@
 """Typed, validated records read from YAML (instances, catalogs, sweep specs), on msgspec.
 
 Choice named here: msgspec rather than pydantic, because every ``fleetopt`` command starts
-a fresh process and validation sits on the start-up path.  msgspec imports in about 10 ms
-and decodes an instance in microseconds; pydantic costs about 0.12 s to import and 0.05 s
-more to build the instance classes (measured on this project's CI machine), a third of the
-0.7 s budget of ``fleetopt solve``.  Records are ``Struct`` classes with field constraints
+a fresh process and validation sits on the start-up path: msgspec imports in milliseconds,
+while pydantic's import and class building took a large share of the 0.7 s budget of
+``fleetopt solve`` (the start-up rows of benchmarks/results/solve_scaling.md show what is
+left).  Records are ``Struct`` classes with field constraints
 (``Annotated[float, Meta(gt=0)]``), unknown fields forbidden, cross-field checks in
 ``__post_init__``.
 
