@@ -115,6 +115,42 @@ def _simplest(cols: Columns) -> np.ndarray:
     return 1.0 + cols.gpus / (10.0 * max(int(cols.gpus.max()), 1) * len(cols.bounds) * cols.grid)
 
 
+def _can_reach(cols: Columns, w: np.ndarray, limit: float) -> np.ndarray:
+    """Columns that can lie on a plan of total weight <= limit (w >= 0): a lower bound on
+    any plan through column c is the cheapest path to its tail, plus w_c, plus the cheapest
+    cover of the rest of its arc, plus the cheapest path from its head, each arc priced at
+    its least weight per unit of share (K, inventories and the cap relaxed).  Exact
+    elimination: a column whose bound exceeds the limit is in no such plan."""
+    m = len(cols.bounds)
+    f = cols.frac
+    arc = cols.arc_i * (m + 1) + cols.arc_j
+    keys, inv = np.unique(arc, return_inverse=True)
+    lb = np.full(len(keys), math.inf)
+    np.minimum.at(lb, inv, w / f)
+    ai, aj = keys // (m + 1), keys % (m + 1)
+    pre, suf = np.full(m + 1, math.inf), np.full(m + 1, math.inf)
+    pre[0], suf[m] = 0.0, 0.0
+    for k in np.argsort(aj, kind="stable"):              # tails before heads: i < j
+        pre[aj[k]] = min(pre[aj[k]], pre[ai[k]] + lb[k])
+    for k in np.argsort(-ai, kind="stable"):
+        suf[ai[k]] = min(suf[ai[k]], suf[aj[k]] + lb[k])
+    bound = pre[cols.arc_i] + w + (1.0 - f) * lb[inv] + suf[cols.arc_j]
+    return bound <= limit * (1 + 1e-12)
+
+
+def _one_pool_bound(inst: Instance, cols: Columns, w: np.ndarray) -> float:
+    """The weight of the best feasible one-pool plan (inventory and cap respected), an upper
+    bound on the optimum; inf when none is feasible."""
+    m = len(cols.bounds)
+    ok = (cols.arc_i == 0) & (cols.arc_j == m) & (cols.frac == 1.0)
+    if inst.power.facility_cap_mw is not None:
+        ok &= cols.provisioned_w <= inst.power.facility_cap_mw * 1e6
+    for c, cf in enumerate(cols.configs):
+        if cf.max_gpus is not None:
+            ok &= ~((cols.cfg == c) & (cols.gpus > cf.max_gpus))
+    return float(w[ok].min()) if ok.any() else math.inf
+
+
 def _solve_columns(inst: Instance, cols: Columns, verbose: bool):
     """Run the MILP on the columns for the instance's objective (fixed demand).  The
     reported objective is recomputed from the chosen columns (without the tie-breaker)."""
@@ -123,15 +159,23 @@ def _solve_columns(inst: Instance, cols: Columns, verbose: bool):
     data = _model_data(inst, cols)
     s = inst.solver
 
-    def run(w, sense="min", start=None):
+    def run2(d, w, sense="min", start=None):
         if s.interface == "pyomo":
-            return solve(build(data, w, sense), s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose, s.presolve)
-        return solve_direct(data, w, sense, s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose, s.presolve,
-                            start)
+            return solve(build(d, w, sense), s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose, s.presolve)
+        return solve_direct(d, w, sense, s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose, s.presolve, start)
+
+    def run(w, sense="min"):
+        return run2(data, w, sense)
     if inst.objective == "min_cost" or inst.pools.compress is None:
         # cost, or tokens per joule when every path credits the same tokens (= least energy)
         w = cols.cost_h if inst.objective == "min_cost" else cols.energy_w
-        res = run(w)
+        ub = _one_pool_bound(inst, cols, w)
+        if math.isfinite(ub):                  # a plan of one pool is feasible: no better plan uses a column
+            keep = np.flatnonzero(_can_reach(cols, w, ub))     # that cannot reach its weight
+            res = run2(_model_data(inst, cols.take(keep)), w[keep])
+            res.chosen = [int(keep[c]) for c in res.chosen]
+        else:
+            res = run(w)
         if res.chosen:
             true = float(w[res.chosen].sum())
             res.bound = min(res.bound, true) if res.bound is not None else true
@@ -140,9 +184,13 @@ def _solve_columns(inst: Instance, cols: Columns, verbose: bool):
             # lexicographic tie-break: among plans within the optimality gap of this one (all
             # equally proven), the fewest pools, then the fewest GPUs
             tol = max(s.mip_gap, 1e-9)
-            data.budget = (w, true * (1 + tol))
-            second = run(_simplest(cols), start=res.chosen)     # the optimum is feasible here
-            data.budget = None
+            keep = np.flatnonzero(_can_reach(cols, w, true * (1 + tol)))    # only these can be in such a plan
+            sub = cols.take(keep)
+            data2 = _model_data(inst, sub)
+            data2.budget = (w[keep], true * (1 + tol))
+            pos = {int(c): k for k, c in enumerate(keep)}
+            second = run2(data2, _simplest(sub), start=[pos[c] for c in res.chosen])   # the optimum is feasible
+            second.chosen = [int(keep[c]) for c in second.chosen]
             if second.chosen and float(w[second.chosen].sum()) <= true * (1 + tol):
                 res.chosen = second.chosen
                 res.objective = float(w[second.chosen].sum())

@@ -117,8 +117,10 @@ def test_bigger_gpu_is_faster(cat):
     assert math.isclose(h.instance_power_w, 8 * h.power_per_gpu_w)
 
 
-@pytest.mark.parametrize("gpu,tp,cap", [("h100", 1, 400), ("h100", 8, 600), ("b200", 4, 700), ("a100-sxm-80gb", 2, 250)])
-def test_dvfs_clock_meets_the_cap(cat, gpu, tp, cap):
+@pytest.mark.parametrize("gpu,tp,cap,model", [("h100", 1, 400, None), ("h100", 8, 600, None), ("b200", 4, 700, None),
+                                              ("a100-sxm-80gb", 2, 250, None), ("h200", 4, 350, "qwen3-235b-a22b"),
+                                              ("b200", 4, 500, "qwen3-235b-a22b")])
+def test_dvfs_clock_meets_the_cap(cat, gpu, tp, cap, model):
     """The clock found by the safeguarded Newton search equals the root of P(f) = cap found
     by 60 plain bisections on the same physics (independent of the search), at many points."""
     import numpy as np
@@ -126,12 +128,13 @@ def test_dvfs_clock_meets_the_cap(cat, gpu, tp, cap):
     from fleetopt.physics.power import gpu_power_w
     from fleetopt.physics.roofline import step_parts
 
-    prof = make_profile("physical", "llama-3.1-70b" if tp > 1 else "llama-3.1-8b", gpu, tp, power_cap_w=cap)
+    model = model or ("llama-3.1-70b" if tp > 1 else "llama-3.1-8b")
+    prof = make_profile("physical", model, gpu, tp, power_cap_w=cap)
     batch = np.array([1.0, 8, 64, 256, 512])
     kv_tok = np.array([500.0, 2000, 4000, 1000, 8000])
     pf = batch * 0.5
     _, _, _, p, f = prof._power_and_freq(batch, kv_tok, pf, kv_tok / 2)
-    parts = step_parts(prof.model, prof.gpu, tp, batch, kv_tok, pf, kv_tok / 2, prof.cal)
+    parts = step_parts(prof.model, prof.gpu, tp, batch, kv_tok, pf, kv_tok / 2, prof.cal, dp=prof.dp)
 
     def power(x):
         br = parts.at(x)
