@@ -391,3 +391,83 @@ def test_mixed_pools_with_compression_is_one_line_exit_2(capsys):
                  "--set", "pools.compress.gamma=2"])
     err = capsys.readouterr().err
     assert code == 2 and "pools.split_grid" in err and len(err.strip().splitlines()) == 1
+
+
+# --- mixed formulation and bound elimination, on random columns, against enumeration -----
+
+@st.composite
+def random_mixed_columns(draw):
+    n_nodes = draw(st.integers(2, 4))
+    cols = []
+    for i in range(n_nodes - 1):
+        for j in range(i + 1, n_nodes):
+            for t in ("a", "b"):
+                for k in (1, 2):             # share k/2
+                    if draw(st.booleans()) or (i, j, k) == (0, n_nodes - 1, 2):
+                        cols.append({"i": i, "j": j, "t": t, "k": k, "w": draw(st.integers(1, 60)),
+                                     "p": draw(st.integers(1, 40)), "g": draw(st.integers(1, 16))})
+    K = draw(st.integers(1, 3))
+    stock = {t: draw(st.integers(8, 40)) for t in ("a", "b") if draw(st.booleans())}
+    cap = draw(st.one_of(st.none(), st.integers(10, 100)))
+    return n_nodes, cols, K, stock, cap
+
+
+def mixed_plans(n_nodes, cols, K):
+    """Every plan: a path of <= K arcs, each arc covered by one whole column or two
+    distinct half columns."""
+    by_arc = {}
+    for n, c in enumerate(cols):
+        by_arc.setdefault((c["i"], c["j"]), []).append(n)
+    for r in range(0, min(K, n_nodes - 1)):
+        for cut in itertools.combinations(range(1, n_nodes - 1), r):
+            nodes = [0, *cut, n_nodes - 1]
+            covers = []
+            for a in zip(nodes, nodes[1:]):
+                cs = by_arc.get(a, [])
+                covers.append([(n,) for n in cs if cols[n]["k"] == 2]
+                              + list(itertools.combinations([n for n in cs if cols[n]["k"] == 1], 2)))
+            for pick in itertools.product(*covers):
+                yield [n for cover in pick for n in cover]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_mixed_columns())
+def test_mixed_milp_equals_enumeration_on_random_columns(case):
+    n_nodes, cols, K, stock, cap = case
+    data = FleetModelData(n_nodes, np.array([c["i"] for c in cols]), np.array([c["j"] for c in cols]),
+                          [c["t"] for c in cols], np.array([c["g"] for c in cols]), K, stock,
+                          np.array([c["p"] for c in cols], float), cap, frac=np.array([c["k"] / 2 for c in cols]))
+    w = np.array([c["w"] for c in cols], float)
+    best = math.inf
+    for plan in mixed_plans(n_nodes, cols, K):
+        if cap is not None and sum(cols[n]["p"] for n in plan) > cap + 1e-9:
+            continue
+        if any(sum(cols[n]["g"] for n in plan if cols[n]["t"] == t) > s for t, s in stock.items()):
+            continue
+        best = min(best, sum(cols[n]["w"] for n in plan))
+    direct = solve_direct(data, w, "min", 30, 0.0, 1, 0)
+    res = solve(build(data, w), 30, 0.0, 1, 0)
+    assert direct.status == res.status and direct.objective == res.objective
+    if math.isinf(best):
+        assert direct.status == "infeasible"
+    else:
+        assert direct.status == "optimal" and direct.objective == pytest.approx(best)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_mixed_columns(), st.integers(1, 150))
+def test_bound_elimination_keeps_every_plan_within_the_limit(case, limit):
+    """No column of any plan (any number of pools, limits ignored) of weight <= limit is
+    eliminated, and every kept column's bound is what elimination promises."""
+    from types import SimpleNamespace
+
+    from fleetopt.solve import _can_reach
+
+    n_nodes, cols, _, _, _ = case
+    view = SimpleNamespace(bounds=list(range(1, n_nodes)), arc_i=np.array([c["i"] for c in cols]),
+                           arc_j=np.array([c["j"] for c in cols]), frac=np.array([c["k"] / 2 for c in cols]))
+    w = np.array([c["w"] for c in cols], float)
+    keep = _can_reach(view, w, float(limit))
+    for plan in mixed_plans(n_nodes, cols, n_nodes):
+        if sum(w[n] for n in plan) <= limit:
+            assert all(keep[n] for n in plan)
