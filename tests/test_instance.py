@@ -29,6 +29,10 @@ def base():
     ("gpus", [], "gpus: must have at least 1"),
     ("workload.distribution.input_share", 1.2, "workload.distribution.input_share: must be < 1"),
     ("schema_version", 7, "schema_version: this fleetopt reads schema_version 1"),
+    ("workload.distribution.type", "zipf", "workload.distribution.type: must be one of 'cdf', 'histogram'"),
+    ("pools.boundaries", "some", "pools.boundaries: must be one of 'auto' or a list, got 'some'"),
+    ("gpus.0.tp", "[0]", "gpus.0.tp.0: must be >= 1, got 0"),
+    ("pools.split_grid", 9, "pools.split_grid: must be <= 8, got 9"),
 ])
 def test_schema_errors_name_the_field(path, value, needle):
     d = base()
@@ -37,6 +41,15 @@ def test_schema_errors_name_the_field(path, value, needle):
         validate_instance(d)
     assert needle in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_errors_inside_a_mapping_name_its_key():
+    """msgspec writes a mapping's key as [...]; the message names the key."""
+    d = load_instance_data(INSTANCES / "heterogeneous.yaml")
+    apply_set(d, "workload.distribution.components.conversation.weight=-1")
+    with pytest.raises(FleetoptError) as e:
+        validate_instance(d)
+    assert str(e.value) == "workload.distribution.components.conversation.weight: must be >= 0, got -1"
 
 
 def test_missing_model():
