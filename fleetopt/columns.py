@@ -147,12 +147,14 @@ class Columns:
 
 
 def arcs(bounds: list[int], max_pools: int, compress=None) -> list[tuple[int, int]]:
+    """The arcs some plan of at most ``max_pools`` pools can use: a path through (i, j)
+    needs one arc more for a start after 0 and one more for an end before M."""
     m = len(bounds)
     b = [0] + bounds
     out = []
     for i in range(m):
         for j in range(i + 1, m + 1):
-            if max_pools == 1 and (i, j) != (0, m):
+            if 1 + (i > 0) + (j < m) > max_pools:
                 continue
             if compress is not None and i > 0 and j < m and b[j] < compress.gamma * b[i]:
                 continue
