@@ -72,9 +72,11 @@ def _solve_tables(res: dict) -> str:
                     "cost_per_hour": f["cost_per_hour"]})
     lines.append(table(rows, "plan against baselines (same model)"))
     gap = "-" if s["gap"] is None else f"{100 * s['gap']:.4g} %"
-    lines.append(f"\nsolver: {s['status']} (gap {gap}), {s['variables']} columns, {s['constraints']} rows, "
-                 f"{s['seconds']:.2f} s; search space {len(res['search_space']['boundaries'])} boundaries x "
-                 f"{len(res['search_space']['configs'])} configs, K <= {res['search_space']['max_pools']}")
+    ss = res["search_space"]
+    lines.append(f"\nsolver: {s['status']} (gap {gap}), {s['variables']} variables x {s['constraints']} rows "
+                 f"(of {ss['columns']} columns, {ss['columns_after_pruning']} after dominance pruning, the rest "
+                 f"eliminated by bound), {s['seconds']:.2f} s; search space {len(ss['boundaries'])} boundaries x "
+                 f"{len(ss['configs'])} configs, K <= {ss['max_pools']}")
     if s["status"] == "time_limit":
         lines.append("WARNING: time limit reached: the plan is the best found, not proven optimal (see gap)")
     return "\n".join(lines)

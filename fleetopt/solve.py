@@ -6,6 +6,11 @@ Baselines are read from the same columns: ``homogeneous`` is the best single con
 one pool of the largest window; ``two_pool_paper`` is the best single config on the
 instance's ``paper_boundary`` split.  Infeasible instances raise ``InfeasibleError`` with a
 diagnosis naming the binding constraint and by how much.
+
+Before each MILP stage, columns that cannot lie on a plan as good as a known one are
+dropped (``_can_reach``: exact, a path lower bound): against the best feasible one-pool
+plan for the optimum, against the optimum for the tie-break.  ``solver.variables`` and
+``solver.constraints`` are the size of the model HiGHS then solved.
 """
 
 from __future__ import annotations
