@@ -25,6 +25,21 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 
 # --- the formulation alone, on random columns, against enumeration of every path ---------
 
+def within_limits(cols, pick, stock, cap) -> bool:
+    """A choice of random columns within the power cap and every GPU type's stock."""
+    if cap is not None and sum(cols[k]["p"] for k in pick) > cap + 1e-9:
+        return False
+    return all(sum(cols[k]["g"] for k in pick if cols[k]["t"] == t) <= s for t, s in stock.items())
+
+
+def model_data(n_nodes, cols, K, stock, cap, frac=None):
+    """The formulation's data and weights for random columns."""
+    data = FleetModelData(n_nodes, np.array([c["i"] for c in cols]), np.array([c["j"] for c in cols]),
+                          [c["t"] for c in cols], np.array([c["g"] for c in cols]), K, stock,
+                          np.array([c["p"] for c in cols], float), cap, frac=frac)
+    return data, np.array([c["w"] for c in cols], float)
+
+
 def brute_force(n_nodes, cols, K, stock, cap):
     """Enumerate every path 0 -> M (subsets of inner nodes) and every column choice per arc."""
     best = math.inf
@@ -39,11 +54,8 @@ def brute_force(n_nodes, cols, K, stock, cap):
             if any(a not in by_arc for a in arcs):
                 continue
             for pick in itertools.product(*(by_arc[a] for a in arcs)):
-                if cap is not None and sum(cols[k]["p"] for k in pick) > cap + 1e-9:
-                    continue
-                if any(sum(cols[k]["g"] for k in pick if cols[k]["t"] == t) > s for t, s in stock.items()):
-                    continue
-                best = min(best, sum(cols[k]["w"] for k in pick))
+                if within_limits(cols, pick, stock, cap):
+                    best = min(best, sum(cols[k]["w"] for k in pick))
     return best
 
 
@@ -68,10 +80,7 @@ def random_columns(draw):
 @given(random_columns())
 def test_milp_equals_enumeration_on_random_columns(case):
     n_nodes, cols, K, stock, cap = case
-    data = FleetModelData(n_nodes, np.array([c["i"] for c in cols]), np.array([c["j"] for c in cols]),
-                          [c["t"] for c in cols], np.array([c["g"] for c in cols]), K, stock,
-                          np.array([c["p"] for c in cols], float), cap)
-    w = np.array([c["w"] for c in cols], float)
+    data, w = model_data(n_nodes, cols, K, stock, cap)
     res = solve(build(data, w), 30, 0.0, 1, 0)
     direct = solve_direct(data, w, "min", 30, 0.0, 1, 0)
     assert direct.status == res.status and direct.objective == res.objective    # both transports agree
@@ -434,17 +443,11 @@ def mixed_plans(n_nodes, cols, K):
 @given(random_mixed_columns())
 def test_mixed_milp_equals_enumeration_on_random_columns(case):
     n_nodes, cols, K, stock, cap = case
-    data = FleetModelData(n_nodes, np.array([c["i"] for c in cols]), np.array([c["j"] for c in cols]),
-                          [c["t"] for c in cols], np.array([c["g"] for c in cols]), K, stock,
-                          np.array([c["p"] for c in cols], float), cap, frac=np.array([c["k"] / 2 for c in cols]))
-    w = np.array([c["w"] for c in cols], float)
+    data, w = model_data(n_nodes, cols, K, stock, cap, frac=np.array([c["k"] / 2 for c in cols]))
     best = math.inf
     for plan in mixed_plans(n_nodes, cols, K):
-        if cap is not None and sum(cols[n]["p"] for n in plan) > cap + 1e-9:
-            continue
-        if any(sum(cols[n]["g"] for n in plan if cols[n]["t"] == t) > s for t, s in stock.items()):
-            continue
-        best = min(best, sum(cols[n]["w"] for n in plan))
+        if within_limits(cols, plan, stock, cap):
+            best = min(best, sum(cols[n]["w"] for n in plan))
     direct = solve_direct(data, w, "min", 30, 0.0, 1, 0)
     res = solve(build(data, w), 30, 0.0, 1, 0)
     assert direct.status == res.status and direct.objective == res.objective
