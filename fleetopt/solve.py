@@ -161,26 +161,34 @@ def _solve_columns(inst: Instance, cols: Columns, verbose: bool):
     reported objective is recomputed from the chosen columns (without the tie-breaker)."""
     from formulations.fleet import build, solve, solve_direct
 
-    data = _model_data(inst, cols)
     s = inst.solver
 
-    def run2(d, w, sense="min", start=None):
+    def solve_on(keep, weights_of, sense="min", budget=None, start=None):
+        """The MILP over the columns ``keep`` (indices into ``cols``), weights from the kept
+        columns, an optional budget row (w over all columns, limit) and a start plan; the
+        chosen columns come back as indices into ``cols``."""
+        sub = cols.take(keep)
+        d = _model_data(inst, sub)
+        if budget is not None:
+            d.budget = (budget[0][keep], budget[1])
+        w_sub = weights_of(sub)
         if s.interface == "pyomo":
-            return solve(build(d, w, sense), s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose, s.presolve)
-        return solve_direct(d, w, sense, s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose, s.presolve, start)
+            r = solve(build(d, w_sub, sense), s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose, s.presolve)
+        else:
+            pos = {int(c): k for k, c in enumerate(keep)}
+            r = solve_direct(d, w_sub, sense, s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose, s.presolve,
+                             None if start is None else [pos[c] for c in start])
+        r.chosen = [int(keep[c]) for c in r.chosen]
+        return r
 
-    def run(w, sense="min"):
-        return run2(data, w, sense)
+    every = np.arange(len(cols))
     if inst.objective == "min_cost" or inst.pools.compress is None:
         # cost, or tokens per joule when every path credits the same tokens (= least energy)
         w = cols.cost_h if inst.objective == "min_cost" else cols.energy_w
         ub = _one_pool_bound(inst, cols, w)
-        if math.isfinite(ub):                  # a plan of one pool is feasible: no better plan uses a column
-            keep = np.flatnonzero(_can_reach(cols, w, ub))     # that cannot reach its weight
-            res = run2(_model_data(inst, cols.take(keep)), w[keep])
-            res.chosen = [int(keep[c]) for c in res.chosen]
-        else:
-            res = run(w)
+        # a plan of one pool is feasible: no better plan uses a column that cannot reach its weight
+        keep = np.flatnonzero(_can_reach(cols, w, ub)) if math.isfinite(ub) else every
+        res = solve_on(keep, lambda sub: w[keep])
         if res.chosen:
             true = float(w[res.chosen].sum())
             res.bound = min(res.bound, true) if res.bound is not None else true
@@ -190,24 +198,19 @@ def _solve_columns(inst: Instance, cols: Columns, verbose: bool):
             # equally proven), the fewest pools, then the fewest GPUs
             tol = max(s.mip_gap, 1e-9)
             keep = np.flatnonzero(_can_reach(cols, w, true * (1 + tol)))    # only these can be in such a plan
-            sub = cols.take(keep)
-            data2 = _model_data(inst, sub)
-            data2.budget = (w[keep], true * (1 + tol))
-            pos = {int(c): k for k, c in enumerate(keep)}
-            second = run2(data2, _simplest(sub), start=[pos[c] for c in res.chosen])   # the optimum is feasible
-            second.chosen = [int(keep[c]) for c in second.chosen]
+            second = solve_on(keep, _simplest, budget=(w, true * (1 + tol)), start=res.chosen)  # the optimum is feasible
             if second.chosen and float(w[second.chosen].sum()) <= true * (1 + tol):
                 res.chosen = second.chosen
                 res.objective = float(w[second.chosen].sum())
                 res.gap = abs(res.objective - res.bound) / max(abs(res.objective), 1e-12)
                 res.seconds += second.seconds
         return res, 0
-    res = run(cols.energy_w)
+    res = solve_on(every, lambda sub: sub.energy_w)
     it = 0
     while res.chosen and it < 20:
         it += 1
         q = cols.tokens_s[res.chosen].sum() / cols.energy_w[res.chosen].sum()
-        nxt = run(cols.tokens_s - q * cols.energy_w, "max")
+        nxt = solve_on(every, lambda sub: sub.tokens_s - q * sub.energy_w, "max")
         if not nxt.chosen or nxt.objective <= 1e-9 * cols.tokens_s[res.chosen].sum():
             # q is optimal: report the ratio as objective (bound from the Dinkelbach certificate)
             res.objective = res.bound = float(q)
