@@ -313,6 +313,14 @@ class Router:
     def route(self, uppers: list[int]) -> list[tuple[PoolTraffic, int]]:
         return [self.pool(lo, hi, nx) for lo, hi, nx in pool_bounds(uppers)]
 
+    def route_members(self, topology: list[PoolChoice]) -> list[tuple[int, PoolTraffic, int]]:
+        """Per topology entry: (lower bound, its range's traffic, window); the members of a
+        mixed range share their range's (each takes its share of the rate)."""
+        grp = groups(topology)
+        lows = [0] + [up for up, _ in grp[:-1]]
+        routed = self.route([up for up, _ in grp])
+        return [(lo, t, w) for lo, (t, w), (_, idx) in zip(lows, routed, grp) for _ in idx]
+
 
 def make_pool_profile(inst: Instance, gpu: str, tp: int, catalog=None, serving: dict | None = None):
     """The pool's profile under the instance's mode and serving settings (``serving``
@@ -382,27 +390,23 @@ def evaluate(inst: Instance, base: Path, topology: list[PoolChoice], admission: 
         adm = "reserve"
     slo = Slo(inst.slo.ttft_p99_ms, inst.slo.tpot_p99_ms, inst.slo.max_utilization)
     host_per_gpu = inst.power.host_w_per_node / GPUS_PER_NODE
-    grp = groups(topology)
-    routed_g = Router(inst, dist).route([up for up, _ in grp])
-    lows_g = [0] + [up for up, _ in grp[:-1]]
     pools, prov_w = [], 0.0
     pw = inst.power
-    for (up, members), lo, (traffic, window) in zip(grp, lows_g, routed_g):
-        for k in members:
-            choice = topology[k]
-            a = "reserve" if inst.mode == "paper" else (choice.admission or adm)
-            got = (sized(lo, up, cat.gpu(choice.gpu).id, choice.tp, a, choice.share)
-                   if sized and not choice.serving else None)
-            if got is not None:
-                p, prof = got
-            else:
-                prof = make_pool_profile(inst, choice.gpu, choice.tp, cat, choice.serving)
-                p = size_pool(prof, traffic, rate * choice.share, lo, up, window, slo, a, host_per_gpu,
-                              _price(inst, prof.gpu.id, cat))
-                p.split = choice.share
-            pools.append(p)
-            prov_w += provisioned_w(pw.provisioning, p.instances, p.it_power_w, p.peak_instance_power_w, p.gpus,
-                                    prof.gpu.tdp_w, host_per_gpu, pw.pue)
+    for choice, (lo, traffic, window) in zip(topology, Router(inst, dist).route_members(topology)):
+        up = choice.upper
+        a = "reserve" if inst.mode == "paper" else (choice.admission or adm)
+        got = (sized(lo, up, cat.gpu(choice.gpu).id, choice.tp, a, choice.share)
+               if sized and not choice.serving else None)
+        if got is not None:
+            p, prof = got
+        else:
+            prof = make_pool_profile(inst, choice.gpu, choice.tp, cat, choice.serving)
+            p = size_pool(prof, traffic, rate * choice.share, lo, up, window, slo, a, host_per_gpu,
+                          _price(inst, prof.gpu.id, cat))
+            p.split = choice.share
+        pools.append(p)
+        prov_w += provisioned_w(pw.provisioning, p.instances, p.it_power_w, p.peak_instance_power_w, p.gpus,
+                                prof.gpu.tdp_w, host_per_gpu, pw.pue)
     fleet = fleet_totals(pools, rate, pw.pue)
     fleet["provisioned_facility_kw"] = prov_w / 1e3
     if pw.facility_cap_mw is not None:           # checked on the provisioning basis, as the MILP's row

@@ -116,7 +116,7 @@ class PhysicalProfile:
         over = np.asarray(p > cap)
         if not over.any():
             return br, um, uc, p, 1.0
-        f = self._dvfs_scale(parts, cap, np.asarray(p - cap, float), ~over)   # points under the cap keep f = 1
+        f = self._dvfs_scale(parts, br, cap, np.asarray(p - cap, float), ~over)   # points under the cap keep f = 1
         br, um, uc, p = self._power_at(parts, f)
         return br, um, uc, np.minimum(p, cap), f
 
@@ -126,9 +126,10 @@ class PhysicalProfile:
         um, uc = br.u_mem, br.u_comp
         return br, um, uc, gpu_power_w(self.gpu, um, uc, self.cal, f)
 
-    def _dvfs_scale(self, parts: StepParts, cap, g_one, under=False):
-        """The clock scale f in [0.2, 1] where power meets ``cap`` (``g_one`` = P(1) - cap > 0;
-        points flagged ``under`` are below the cap at full clock and keep f = 1):
+    def _dvfs_scale(self, parts: StepParts, br, cap, g_one, under):
+        """The clock scale f in [0.2, 1] where power meets ``cap`` (``br`` the step at f = 1,
+        ``g_one`` = P(1) - cap > 0; points flagged ``under`` are below the cap at full clock
+        and keep f = 1):
         P(f) is smooth and rising, so Newton's method with the analytic dP/df
         (``gpu_power_dfreq_w``), safeguarded by bisection inside the bracket it keeps, to
         1 mW.  Where even f = 0.2 exceeds the cap, 0.2."""
@@ -136,7 +137,6 @@ class PhysicalProfile:
         lo, hi = np.full(shape, 0.2), np.ones(shape)
         x, g = np.ones(shape), np.asarray(g_one, float) + np.zeros(shape)
         done = np.zeros(shape, bool) | under
-        br = parts.at(1.0)
         for _ in range(60):
             d = gpu_power_dfreq_w(self.gpu, br.memory_ms, br.compute_ms, br.step_ms, parts.dstep_df(br, x), self.cal, x)
             with np.errstate(divide="ignore", invalid="ignore"):

@@ -185,9 +185,7 @@ def _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, 
     if n_total > MAX_INSTANCES:
         raise FleetoptError(f"simulate: the fleet has {n_total} instances, more than the {MAX_INSTANCES} the "
                             f"simulator holds (arrival rate {rate:.4g} req/s)")
-    grp = groups(topology)
-    routed_g = Router(inst, dist).route([up for up, _ in grp])
-    routed = [routed_g[g] for g, (_, idx) in enumerate(grp) for _ in idx]     # per member: its range's traffic
+    routed = [(t, w) for _, t, w in Router(inst, dist).route_members(topology)]
     host = inst.power.host_w_per_node / GPUS_PER_NODE
     if arrivals not in ("poisson", "trace"):
         raise FleetoptError(f"--arrivals: must be poisson or trace, got '{arrivals}'")
