@@ -99,8 +99,8 @@ def paper_method(model: str, tp: int, scale: float = 1.0) -> dict:
     inst, base = _data(model, tp, scale)
     dist, _ = build_workload(inst, base)
     prof = make_profile("physical", model, "h100-sxm", tp)
-    outs = [int(round(o)) for o in dist.out]
-    inp = int(round(dist.mean_input))
+    outs = [round(o) for o in dist.out]
+    inp = round(dist.mean_input)
     cell = {r["output_tokens"]: r for r in energy_map(prof, [inp], outs, tpot_ms=inst.slo.tpot_p99_ms)}
     e = []
     for o in outs:
@@ -240,9 +240,9 @@ def sensitivity() -> list[dict]:
 
 
 def main() -> None:
-    from fleetopt.output import table, to_json, write_atomic
-
     from _results import RESULTS, publish
+
+    from fleetopt.output import table, to_json, write_atomic
 
     rows, b1, rows15, b15 = per_query()
     day = daily()

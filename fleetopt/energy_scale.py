@@ -144,7 +144,8 @@ def _hour(inst: Instance, base: Path, topology: list[PoolChoice], admission, cat
 
 def energy_report(inst: Instance, base: Path, topology: list[PoolChoice], catalog=None,
                   queries_per_day: float | None = None, usd_per_mwh: float | None = None,
-                  gco2_per_kwh: float | None = None, admission: str | None = None) -> dict:
+                  gco2_per_kwh: float | None = None, admission: str | None = None,
+                  keep_queries: bool = False) -> dict:
     """Energy of a fleet of the given topology over one day.  Instance counts are sized for
     the busiest hour (the instance's rate, or ``queries_per_day`` spread by the load
     profile); each hour is sized at its own rate and the rest of the peak fleet idles or
@@ -194,7 +195,8 @@ def energy_report(inst: Instance, base: Path, topology: list[PoolChoice], catalo
     per_q = {k: v / q_day for k, v in (("gpu", gpu_wh), ("host", host_wh), ("idle", idle_wh), ("it", it_wh),
                                         ("facility", fac_wh))}
     mwh_fac, mwh_it = fac_wh / 1e6, it_wh / 1e6
-    quant = _query_quantiles(inst, base, topology, cat, dist, peak_pools, pool_wh * pue, rates, switch_off)
+    q_wh, q_w = query_energies_wh(inst, base, topology, cat, dist, peak_pools, pool_wh * pue, q_day)
+    quant = weighted_quantiles(q_wh, q_w, (0.25, 0.5, 0.75)) if q_wh.size else [0.0, 0.0, 0.0]
     out_tokens = float(dist.mean_output)
     res = {
         "instance": inst.name, "model": inst.model, "mode": inst.mode,
@@ -237,29 +239,32 @@ def energy_report(inst: Instance, base: Path, topology: list[PoolChoice], catalo
                      "idle_instances": h.idle_instances, "it_power_kw": h.it_w / 1e3,
                      "facility_power_kw": facility_w(h.it_w, pue) / 1e3,
                      "mwh": facility_w(h.it_w, pue) / 1e6} for k, h in enumerate(hours)]
+    if keep_queries:            # the per-query distribution (benchmarks blend models with it)
+        res["queries"] = {"wh_facility": q_wh, "weight": q_w}
     return res
 
 
-def _query_quantiles(inst, base, topology, cat, dist, peak_pools, pool_fac_wh_day, rates, switch_off) -> list[float]:
-    """P25, P50, P75 of the facility Wh per query: each pool's daily facility energy shared
-    among its queries by the slot-time they hold, E_i = E_pool / Q_pool x S_i / E[S],
-    S_i = prefill(in_i) + out_i x step (the pool's step at its slot-capped batch)."""
-    q_day = float(rates.sum()) * SECONDS_PER_HOUR
+def query_energies_wh(inst: Instance, base: Path, topology: list[PoolChoice], cat, dist,
+                      pools: list[dict], pool_facility_wh_day, queries_per_day: float) -> tuple[np.ndarray, np.ndarray]:
+    """Facility Wh of each kind of query and its weight (share of the queries): each pool's
+    daily facility energy shared among its queries by the slot-time they hold,
+    E_i = E_pool / Q_pool x S_i / E_pool[S], S_i = prefill(in_i) + out_i x step (the pool's
+    step at its slot-capped batch); so sum_i w_i E_i = E_day / Q exactly."""
     vals, wts = [], []
     for choice, (_, traffic, _), p, e_wh in zip(topology, Router(inst, dist).route_members(topology),
-                                                peak_pools, pool_fac_wh_day):
+                                                pools, pool_facility_wh_day):
         w = traffic.w * choice.share
         if w.sum() <= 0:
             continue
         prof = make_pool_profile(inst, choice.gpu, choice.tp, cat, choice.serving)
         s = np.asarray(prof.prefill_ms(traffic.inp), float) + traffic.out * p["tpot_p99_ms"]
         mean_s = float(w @ s / w.sum())
-        q_pool = q_day * float(w.sum())
+        q_pool = queries_per_day * float(w.sum())
         vals.append(e_wh / q_pool * s / mean_s)
         wts.append(w)
     if not vals:
-        return [0.0, 0.0, 0.0]
-    return weighted_quantiles(np.concatenate(vals), np.concatenate(wts), (0.25, 0.5, 0.75))
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(vals), np.concatenate(wts)
 
 
 def solve_for_peak(inst: Instance, base: Path, catalog=None, queries_per_day: float | None = None,
