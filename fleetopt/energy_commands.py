@@ -74,6 +74,7 @@ def energy(ctx, instance, plan_path, topology, queries_per_day, usd_per_mwh, gco
     cat = _catalog(ctx)
     if plan_path:
         topo = _plan_topology(plan_path)
+        _check_plan_model(plan_path, inst.model, cat)
     elif topology:
         topo = parse_topology(topology)
     else:
@@ -85,6 +86,18 @@ def energy(ctx, instance, plan_path, topology, queries_per_day, usd_per_mwh, gco
         _emit(_flat(res), "csv")
     else:
         click.echo(_energy_tables(res))
+
+
+def _check_plan_model(plan_path: str, model: str, cat) -> None:
+    """A plan solved for another model would be sized here on the instance's model: refuse."""
+    import json
+
+    from fleetopt import FleetoptError
+
+    with open(plan_path) as f:
+        planned = json.load(f).get("model")
+    if planned and cat.model(planned).id != cat.model(model).id:
+        raise FleetoptError(f"--plan: '{plan_path}' was solved for {planned}, the instance serves {model}")
 
 
 def _write_map(out_dir: str, rows: list[dict], title: str, force: bool) -> list[str]:

@@ -19,10 +19,13 @@ cell is the one with the fewest J per output token; the region is every cell wit
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Sequence
 
 import numpy as np
 
 from fleetopt import FleetoptError
+from fleetopt.profile import Profile
 
 DEFAULT_INPUTS = tuple(2**k for k in range(6, 16))       # 64 .. 32768
 DEFAULT_OUTPUTS = tuple(2**k for k in range(4, 14))      # 16 .. 8192
@@ -44,7 +47,7 @@ def wh_per_query_of_cell(j_per_out_j: float, output_tokens: float) -> float:
     return j_per_out_j * output_tokens / 3600.0
 
 
-def _check_lengths(vals, flag: str) -> list[int]:
+def _check_lengths(vals: Sequence[int], flag: str) -> list[int]:
     vals = [int(v) for v in vals]
     if not vals:
         raise FleetoptError(f"{flag}: the grid is empty; give at least one length")
@@ -54,10 +57,11 @@ def _check_lengths(vals, flag: str) -> list[int]:
     return sorted(set(vals))
 
 
-def energy_map(profile, inputs=DEFAULT_INPUTS, outputs=DEFAULT_OUTPUTS, batch: int | None = None,
-               tpot_ms: float | None = None, region: float = REGION) -> list[dict]:
-    """One row per (input, output) cell, inputs outer; see the module docstring.  Rows of
-    cells that do not fit carry ``fits: False``, the reason, and NaN figures."""
+def energy_map(profile: Profile, inputs: Sequence[int] = DEFAULT_INPUTS, outputs: Sequence[int] = DEFAULT_OUTPUTS,
+               batch: int | None = None, tpot_ms: float | None = None, region: float = REGION) -> list[dict]:
+    """One row per (input, output) cell, inputs outer: J/output token = instance W / output
+    tokens/s at the cell's steady state (module docstring).  Rows of cells that do not fit
+    carry ``fits: False``, the reason, and NaN figures."""
     from fleetopt.sizing import tpot_batch_cap
 
     ins, outs = _check_lengths(inputs, "--inputs"), _check_lengths(outputs, "--outputs")
@@ -153,10 +157,9 @@ def matrix_text(rows: list[dict], title: str) -> str:
     return "\n".join(lines)
 
 
-def write_heatmap(rows: list[dict], path, title: str) -> None:
+def write_heatmap(rows: list[dict], path: str | os.PathLike, title: str) -> None:
     """A PNG heatmap of J per output token (log colour scale), the peak starred and the
     efficient region outlined, written atomically (temporary file, then rename)."""
-    import os
     import tempfile
     from pathlib import Path
 

@@ -27,9 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from fleetopt import FleetoptError
+from fleetopt.catalog import Catalog
 from fleetopt.fleet import GPUS_PER_NODE, PoolChoice, Router, build_workload, evaluate, make_pool_profile
 from fleetopt.instance import Instance
 from fleetopt.schema import replace
+from fleetopt.workload import LengthDist
 
 HOURS_PER_DAY = 24
 SECONDS_PER_HOUR = 3600.0
@@ -118,8 +120,9 @@ class Hour:
         return self.gpu_w + self.host_w + self.idle_w
 
 
-def _hour(inst: Instance, base: Path, topology: list[PoolChoice], admission, cat, dist, rate: float,
-          peak_pools: list[dict], idle_w_per_instance: list[float], switch_off: bool) -> tuple[Hour, list[float]]:
+def _hour(inst: Instance, base: Path, topology: list[PoolChoice], admission: str | None, cat: Catalog,
+          dist: LengthDist, rate: float, peak_pools: list[dict], idle_w_per_instance: list[float],
+          switch_off: bool) -> tuple[Hour, list[float]]:
     """The hour at ``rate``: the plan's pools sized for it (at most the peak-hour counts),
     the rest idle or off.  Also each pool's IT W (serving + its idle instances)."""
     host_per_gpu = inst.power.host_w_per_node / GPUS_PER_NODE
@@ -142,7 +145,7 @@ def _hour(inst: Instance, base: Path, topology: list[PoolChoice], admission, cat
     return Hour(rate, serving, idle, gpu_w, host_w, idle_w), per_pool
 
 
-def energy_report(inst: Instance, base: Path, topology: list[PoolChoice], catalog=None,
+def energy_report(inst: Instance, base: Path, topology: list[PoolChoice], catalog: Catalog | None = None,
                   queries_per_day: float | None = None, usd_per_mwh: float | None = None,
                   gco2_per_kwh: float | None = None, admission: str | None = None,
                   keep_queries: bool = False) -> dict:
@@ -244,8 +247,9 @@ def energy_report(inst: Instance, base: Path, topology: list[PoolChoice], catalo
     return res
 
 
-def query_energies_wh(inst: Instance, base: Path, topology: list[PoolChoice], cat, dist,
-                      pools: list[dict], pool_facility_wh_day, queries_per_day: float) -> tuple[np.ndarray, np.ndarray]:
+def query_energies_wh(inst: Instance, base: Path, topology: list[PoolChoice], cat: Catalog, dist: LengthDist,
+                      pools: list[dict], pool_facility_wh_day: np.ndarray,
+                      queries_per_day: float) -> tuple[np.ndarray, np.ndarray]:
     """Facility Wh of each kind of query and its weight (share of the queries): each pool's
     daily facility energy shared among its queries by the slot-time they hold,
     E_i = E_pool / Q_pool x S_i / E_pool[S], S_i = prefill(in_i) + out_i x step (the pool's
@@ -267,7 +271,7 @@ def query_energies_wh(inst: Instance, base: Path, topology: list[PoolChoice], ca
     return np.concatenate(vals), np.concatenate(wts)
 
 
-def solve_for_peak(inst: Instance, base: Path, catalog=None, queries_per_day: float | None = None,
+def solve_for_peak(inst: Instance, base: Path, catalog: Catalog | None = None, queries_per_day: float | None = None,
                    workers: int = 1) -> list[PoolChoice]:
     """The plan ``fleetopt solve`` gives for the busiest hour (the instance's rate, or
     ``queries_per_day`` spread by the load profile): its topology."""

@@ -323,6 +323,7 @@ def test_energy_json_keys_and_plan_file(tmp_path, capsys):
     (["energy", "{inst}", "--plan", "{tmp}/none.json"], "--plan: no such file"),
     (["energy", "{inst}", "--plan", "{tmp}/bad.json"], "--plan:"),
     (["energy", "{inst}", "--plan", "{tmp}/bad.json", "--topology", TOPO], "at most one of --plan or --topology"),
+    (["energy", "{inst}", "--plan", "{tmp}/other.json"], "was solved for llama-3.1-70b"),
     (["energy", "{inst}", "--set", "workload.output_scale=-2"], "workload.output_scale: must be > 0"),
     (["energy-map", "--model", "nope", "--gpu", "h100"], "unknown model 'nope'"),
     (["energy-map", "--model", "llama-3.1-8b", "--gpu", "h100", "--inputs", ""], "--inputs"),
@@ -334,6 +335,7 @@ def test_energy_json_keys_and_plan_file(tmp_path, capsys):
 def test_bad_input_one_line_exit_2(tmp_path, args, needle):
     inst = write(tmp_path)
     (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "other.json").write_text(json.dumps({"topology": TOPO, "model": "llama-3.1-70b"}))
     code, _, err = run(*[a.format(inst=inst, tmp=tmp_path) for a in args])
     assert code == 2, err
     assert needle in err
