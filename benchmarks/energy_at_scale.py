@@ -111,6 +111,15 @@ def paper_method(model: str, tp: int, scale: float = 1.0) -> dict:
     return {"mean": float(e @ dist.w), "p50": weighted_quantiles(e, dist.w, (0.5,))[0]}
 
 
+def _held(model: str, tp: int, scale: float) -> float:
+    """Tokens a sequence holds in KV on average over the fleet's mix: E[O (I + O/2)] / E[O]
+    (time-weighted; = I + the mean output for exponential outputs)."""
+    from fleetopt.fleet import build_workload
+
+    d, _ = build_workload(*_data(model, tp, scale))
+    return float(d.w @ (d.out * (d.inp + d.out / 2)) / (d.w @ d.out))
+
+
 def _per_query(model: str, tp: int, r: dict) -> dict:
     p = r["pools"][0]
     node_kw = (p["power_per_gpu_w"] + r["host_w_per_node"] / 8) * 8 / 1e3
@@ -144,7 +153,9 @@ def per_query() -> tuple[list[dict], dict, list[dict], dict]:
         kv8 = _fp8_kv_catalog(model)
         pm1, pm15 = paper_method(model, tp), paper_method(model, tp, SCALE)
         f1, f15 = _report(model, tp, catalog=kv8), _report(model, tp, SCALE, catalog=kv8)
-        rows15.append({"model": model, "tp": tp, "slots_1x": r1["pools"][0]["slots"], "slots_15x": a["slots"],
+        rows15.append({"model": model, "tp": tp, "held_tokens_1x": _held(model, tp, 1.0),
+                       "held_tokens_15x": _held(model, tp, SCALE), "slots_1x": r1["pools"][0]["slots"],
+                       "slots_15x": a["slots"],
                        "batch_15x": a["batch"], "wh_facility_mean_1x": r1["wh_per_query_facility"],
                        "wh_facility_mean_15x": a["wh_facility_mean"],
                        "ratio_mean": a["wh_facility_mean"] / r1["wh_per_query_facility"],
@@ -152,6 +163,7 @@ def per_query() -> tuple[list[dict], dict, list[dict], dict]:
                        "ratio_p50": a["wh_facility_p50"] / r1["wh_per_query_facility_p50"],
                        "j_per_out_token_1x": r1["j_per_output_token_facility"],
                        "j_per_out_token_15x": r15["j_per_output_token_facility"],
+                       "j_per_out_token_ratio": r15["j_per_output_token_facility"] / r1["j_per_output_token_facility"],
                        "fp8_kv_slots_15x": f15["pools"][0]["slots"],
                        "fp8_kv_wh_facility_mean_1x": f1["wh_per_query_facility"],
                        "fp8_kv_ratio_mean": f15["wh_per_query_facility"] / f1["wh_per_query_facility"],
