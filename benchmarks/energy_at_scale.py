@@ -68,9 +68,9 @@ def _report(model: str, tp: int, scale: float = 1.0, long_share: float | None = 
     from fleetopt.fleet import parse_topology
 
     inst, base = _data(model, tp, scale, long_share, **sets)
-    topo = (solve_for_peak(inst, base, catalog) if solve
+    topo = (solve_for_peak(inst, base, catalog, QUERIES_PER_DAY) if solve
             else parse_topology(f"{_window(inst, base)}:h100-sxmx{tp}"))
-    return energy_report(inst, base, topo, catalog, keep_queries=True)
+    return energy_report(inst, base, topo, catalog, QUERIES_PER_DAY, keep_queries=True)
 
 
 def _fp8_kv_catalog(model: str):

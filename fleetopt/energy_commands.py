@@ -27,7 +27,7 @@ SUMMARY = [("queries_per_day", "queries/day"), ("peak_queries_per_s", "queries/s
 def _energy_tables(res: dict) -> str:
     from fleetopt.output import table
 
-    rows = [{"figure": k, "value": float(res[k]), "unit": u} for k, u in SUMMARY if k in res]
+    rows = [{"figure": k, "value": res[k], "unit": u} for k, u in SUMMARY if k in res]
     pools = [{k: p[k] for k in ("lo_tokens", "hi_tokens", "gpu", "tp", "instances", "utilization", "batch",
                                 "power_per_gpu_w", "mwh_per_day")} for p in res["pools"]]
     text = [table(rows, f"energy of {res['topology']} ({res['model']}, PUE {res['pue']:g}, host "
