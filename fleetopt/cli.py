@@ -137,6 +137,7 @@ def _register_more() -> None:
         from fleetopt import commands  # noqa: F401
     except ImportError:
         pass
+    from fleetopt import energy_commands  # noqa: F401  (fleetopt energy, fleetopt energy-map)
 
 
 def main(argv: list[str] | None = None) -> int:
