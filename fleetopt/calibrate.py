@@ -19,30 +19,13 @@ from pathlib import Path
 
 from fleetopt import FleetoptError
 from fleetopt.catalog import Catalog
-from fleetopt.files import read_yaml_mapping
 from fleetopt.fit import FitResult, cross_validate, fit, gpu_family, summarize
 from fleetopt.measurements import METRICS, predict, validate
 from fleetopt.output import write_atomic
-from fleetopt.physics.calibration import (
-    Calibration,
-    active_calibration,
-    calibration_from_mapping,
-    use_calibration,
-)
+from fleetopt.physics.calibration import Calibration, active_calibration
 
 #: Fewer rows than this cannot pin the coefficients the data identify.
 MIN_ROWS = 8
-
-
-def load_calibration(path: str | os.PathLike) -> Calibration:
-    """Read a calibration file and make it active; one-line ``FleetoptError`` on any mistake."""
-    data = read_yaml_mapping(path, "calibration file")
-    try:
-        cal = calibration_from_mapping(data, str(path))
-    except ValueError as e:
-        raise FleetoptError(str(e)) from None
-    use_calibration(cal, str(path))
-    return cal
 
 
 def calibration_yaml(cal: Calibration, fitted_on: str) -> str:

@@ -81,7 +81,7 @@ def cli(ctx: click.Context, catalog, calibration, debug):
     ctx.obj["catalog"] = catalog
     ctx.obj["debug"] = debug
     if calibration:
-        from fleetopt.calibrate import load_calibration
+        from fleetopt.calibration_files import load_calibration
 
         load_calibration(calibration)
 

@@ -212,6 +212,9 @@ class Instance(Record, kw_only=True):
     pools: Pools = field(default_factory=Pools)
     serving: Serving = field(default_factory=Serving)
     solver: Solver = field(default_factory=Solver)
+    calibration: str | None = None
+    """A calibration file from ``fleetopt calibrate`` (relative to the instance's folder);
+    the command line's ``--calibration`` takes precedence.  Default: the packaged one."""
 
 
 def _parse_value(text: str) -> Any:
@@ -275,9 +278,14 @@ def validate_instance(data: dict, source: str = "") -> Instance:
     return convert(data, Instance, source)
 
 
+from fleetopt.calibration_files import apply_instance_calibration  # noqa: E402
+
+
 def load_instance(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Instance, Path]:
     """Read, override and validate an instance; returns it with its folder (for relative paths)."""
     data = load_instance_data(path)
     for a in overrides:
         apply_set(data, a)
-    return validate_instance(data, str(path)), Path(path).resolve().parent
+    inst, base = validate_instance(data, str(path)), Path(path).resolve().parent
+    apply_instance_calibration(inst.calibration, base)
+    return inst, base

@@ -256,3 +256,32 @@ def test_predicted_batch_kv_flag(cat):
     p = predict(df, DEFAULT, cat)
     assert list(p.kv_fits) == [True, False]
     assert np.all(p.throughput_tok_s_pred > 0)
+
+
+def test_instance_calibration_field(cat, tmp_path):
+    """An instance's ``calibration`` field (relative to its folder) changes its figures; the
+    next instance without the field is back on the packaged calibration."""
+    import yaml
+
+    from conftest import REPO
+    from fleetopt.calibrate import calibration_yaml
+    from fleetopt.fleet import evaluate, parse_topology
+    from fleetopt.instance import load_instance
+    from fleetopt.physics.calibration import active_label
+
+    (tmp_path / "cal.yaml").write_text(calibration_yaml(DEFAULT.with_(static_scale=1.0), "test"))
+    src = REPO / "instances" / "azure-conv-h100.yaml"
+    data = yaml.safe_load(src.read_text())
+    data["calibration"] = "cal.yaml"
+    (tmp_path / "inst.yaml").write_text(yaml.safe_dump(data))
+    topo = parse_topology("16384:h100x8")
+    try:
+        inst, base = load_instance(tmp_path / "inst.yaml")
+        assert active_label() == str(tmp_path / "cal.yaml")
+        with_field = evaluate(inst, base, topo)["fleet"]["it_power_kw"]
+        inst2, base2 = load_instance(src)
+        assert active_label() == "packaged"
+        plain = evaluate(inst2, base2, topo)["fleet"]["it_power_kw"]
+    finally:
+        use_calibration(DEFAULT, "packaged", "packaged")
+    assert with_field < plain            # a lower static power: less power for the same fleet

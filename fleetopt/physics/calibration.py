@@ -157,7 +157,7 @@ def as_plain(cal: Calibration) -> dict[str, Any]:
 
 #: The calibration in use by this process: ``(Calibration, label)``; the packaged one unless
 #: ``use_calibration`` (the CLI's ``--calibration``, ``$FLEETOPT_CALIBRATION``) says otherwise.
-_ACTIVE: list[Any] = [DEFAULT, "packaged"]
+_ACTIVE: list[Any] = [DEFAULT, "packaged", "packaged"]
 
 
 def active_calibration() -> Calibration:
@@ -170,10 +170,16 @@ def active_label() -> str:
     return str(_ACTIVE[1])
 
 
-def use_calibration(cal: Calibration, label: str) -> None:
+def active_source() -> str:
+    """Who chose the active calibration: ``packaged``, ``cli`` (``--calibration``, the
+    environment) or ``instance`` (an instance's ``calibration`` field)."""
+    return str(_ACTIVE[2])
+
+
+def use_calibration(cal: Calibration, label: str, source: str = "cli") -> None:
     """Make ``cal`` the calibration of every profile built from now on in this process."""
     check_bounds(cal)
-    _ACTIVE[0], _ACTIVE[1] = cal, label
+    _ACTIVE[0], _ACTIVE[1], _ACTIVE[2] = cal, label, source
 
 
 def calibration_from_mapping(data: Any, where: str) -> Calibration:
