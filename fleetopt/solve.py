@@ -26,6 +26,7 @@ from fleetopt import FleetoptError, InfeasibleError
 from fleetopt.columns import Columns, generate, prune_dominated
 from fleetopt.fleet import PoolChoice, build_workload, evaluate
 from fleetopt.instance import Instance
+from fleetopt.output import power_text, power_unit
 from fleetopt.schema import replace
 
 BIG = math.inf
@@ -59,6 +60,25 @@ def _best_path(cols: Columns, weight: np.ndarray, max_pools: int) -> float:
     return out
 
 
+def _power_shortfall(need_w: float, cap_w: float, inst: Instance) -> str:
+    """The power-cap diagnosis: the shortfall need - cap in W, kW or MW (4 significant
+    digits) and relative to the cap; need and cap in the cap's unit with enough decimals
+    that their difference shows (at least 2 significant digits of it) when they share
+    that unit, each in its own unit otherwise."""
+    short = need_w - cap_w
+    unit = power_unit(cap_w)
+    if power_unit(need_w) == unit:
+        dec = max(3, 1 - math.floor(math.log10(short / unit[0])))
+        need_s, cap_s = power_text(need_w, decimals=dec, unit=unit), power_text(cap_w, decimals=dec, unit=unit)
+    else:
+        need_s, cap_s = power_text(need_w), power_text(cap_w)
+    pct = 100 * short / cap_w
+    return (f"power cap short by {power_text(short)}, {pct:.3g} % of the {cap_s} cap " if pct < 1000 else
+            f"power cap short by {power_text(short)}, {pct:.0f} % of the {cap_s} cap ") + (
+            f"(power.facility_cap_mw = {inst.power.facility_cap_mw:g}): the least-power plan needs {need_s} facility "
+            f"power ({inst.power.provisioning} basis, PUE {inst.power.pue:g})")
+
+
 def diagnose(inst: Instance, cols: Columns) -> str:
     """Why no plan exists: the binding constraint and by how much (read on the pools of one
     config each; mixing configs only adds power or GPUs to a range)."""
@@ -80,9 +100,7 @@ def diagnose(inst: Instance, cols: Columns) -> str:
         need = _best_path(cols, cols.provisioned_w, K)
         cap = inst.power.facility_cap_mw * 1e6
         if need > cap:
-            return (f"power cap short by {(need - cap) / 1e6:.3f} MW: the least-power plan needs {need / 1e6:.3f} MW "
-                    f"facility power ({inst.power.provisioning} basis, PUE {inst.power.pue:g}) against the "
-                    f"{inst.power.facility_cap_mw:g} MW cap")
+            return _power_shortfall(need, cap, inst)
     limits = {c.gpu: c.max_gpus for c in cols.configs if c.max_gpus is not None}
     if limits:
         need = _best_path(cols, cols.gpus.astype(float), K)

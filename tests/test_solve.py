@@ -236,6 +236,47 @@ def test_power_cap_ladder_and_diagnosis(capsys):
     assert err.startswith("fleetopt: infeasible: power cap short by") and "\n" not in err
 
 
+def test_power_text_units_and_precision():
+    from fleetopt.output import power_text
+
+    assert power_text(850.0) == "850.0 W" and power_text(157.26) == "157.3 W"
+    assert power_text(12_345.0) == "12.35 kW" and power_text(999_000.0) == "999.0 kW"
+    assert power_text(1.6334e6) == "1.633 MW" and power_text(3.2e7) == "32.00 MW"
+
+
+PAPER_SMALL = ["pools.boundaries=[1024,2048,4096,8192,16384,65536]", "pools.max_pools=3",
+               "gpus=[{id: h100-sxm, tp: [8]}, {id: b200, tp: [8]}]"]
+
+
+def test_a_tiny_power_shortfall_is_shown_in_watts(capsys):
+    """A cap 0.1 % under the least-power plan: the message names the shortfall in W, its
+    share of the cap, and need and cap with the digits that differ.  The least provisioned
+    power is found by enumerating every plan (<= 3 pools x 2 configs) through `evaluate`."""
+    import re
+
+    inst, base = load_instance(INST / "paper-azure-h100.yaml", PAPER_SMALL)
+    dr = build_workload(inst, base)
+    need_kw = math.inf
+    inner = [1024, 2048, 4096, 8192, 16384]
+    for r in range(3):
+        for cut in itertools.combinations(inner, r):
+            for pick in itertools.product(["h100-sxm", "b200"], repeat=r + 1):
+                topo = [PoolChoice(u, g, 8) for u, g in zip([*cut, 65536], pick)]
+                need_kw = min(need_kw, evaluate(inst, base, topo, workload=dr)["fleet"]["provisioned_facility_kw"])
+    cap_mw = round(need_kw * 0.999 / 1e3, 6)
+    code = main(["solve", str(INST / "paper-azure-h100.yaml"), *sum([["--set", s] for s in PAPER_SMALL], []),
+                 "--set", "objective=min_cost", "--set", f"power.facility_cap_mw={cap_mw}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 3 and "\n" not in err
+    m = re.search(r"short by ([\d.]+) W, ([\d.]+) % of the ([\d.]+) kW cap .* needs ([\d.]+) kW", err)
+    assert m, err
+    short_w, pct, cap_kw, need_shown = (float(x) for x in m.groups())
+    assert short_w == pytest.approx(need_kw * 1e3 - cap_mw * 1e6, rel=1e-3)
+    assert pct == pytest.approx(100 * short_w / (cap_mw * 1e6), rel=1e-2)
+    assert need_shown == pytest.approx(need_kw, abs=1e-3) and cap_kw == pytest.approx(cap_mw * 1e3, abs=1e-3)
+    assert need_shown > cap_kw
+
+
 def test_max_throughput_fills_the_cap():
     inst, base = load_instance(INST / "datacenter-20mw.yaml", ["objective=max_throughput",
                                                                "power.facility_cap_mw=5"])
