@@ -79,6 +79,7 @@ def _solve_tables(res: dict) -> str:
                  f"{len(ss['configs'])} configs, K <= {ss['max_pools']}")
     if s["status"] == "time_limit":
         lines.append("WARNING: time limit reached: the plan is the best found, not proven optimal (see gap)")
+    lines += [f"note: {n}" for n in s.get("notes", [])]
     return "\n".join(lines)
 
 
