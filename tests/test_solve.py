@@ -601,6 +601,34 @@ def test_mixed_pools_with_compression_is_one_line_exit_2(capsys):
     assert code == 2 and "pools.split_grid" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("command", [["solve"], ["evaluate", "--topology", "4096:h100x8,65536:h100x8"],
+                                     ["simulate", "--topology", "4096:h100x8,65536:h100x8", "--requests", "1000"]])
+def test_a_compression_success_rate_with_paper_accounting_is_refused(command, capsys):
+    """The paper's sub-CDF sizing compresses every request up to gamma x B: a success rate
+    below 1 would be ignored, so it is refused in one line naming both fields."""
+    code = main([command[0], str(INST / "paper-azure-h100.yaml"), *command[1:], "--set", "pools.compress.gamma=1.9",
+                 "--set", "pools.compress.success=0.75", "--set", "pools.compress.accounting=paper"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert "pools.compress.success" in err and "pools.compress.accounting" in err
+    assert main([command[0], str(INST / "paper-azure-h100.yaml"), *command[1:], "--set", "pools.compress.gamma=1.9",
+                 "--set", "pools.compress.success=0.75", "--format", "json"]) == 0    # consistent: honoured
+
+
+@pytest.mark.parametrize("success", [1.0, 0.75])
+def test_consistent_compression_honours_the_success_rate(success):
+    """The short pool's rate: 1000 x (F(4096) + success x (F(1.9 x 4096) - F(4096))), F the
+    paper's Azure CDF interpolated between its knots by hand (0.89821, and 0.97580 +
+    (0.999965 - 0.97580) x 1638.4 / 2048 at 7782.4 tokens)."""
+    from fleetopt.fleet import parse_topology
+
+    inst, base = load_instance(INST / "paper-azure-h100.yaml", ["pools.compress.gamma=1.9",
+                                                                f"pools.compress.success={success}"])
+    res = evaluate(inst, base, parse_topology("4096:h100x8,65536:h100x8"))
+    f_b, f_gb = 0.89821, 0.97580 + (0.999965 - 0.97580) * 1638.4 / 2048
+    assert res["pools"][0]["arrival_rate"] == pytest.approx(1000 * (f_b + success * (f_gb - f_b)), rel=2e-4)
+
+
 # --- mixed formulation and bound elimination, on random columns, against enumeration -----
 
 @st.composite
