@@ -122,7 +122,7 @@ class StagedSolve:
         """The columns of ``pool`` that can lie on a plan of weight <= limit (plain path
         bound, then the Lagrangian one with multipliers from the LP relaxation over the
         survivors, or ``lag_mu`` when given); returns (kept indices, the multipliers)."""
-        from formulations.fleet import side_multipliers
+        from formulations.fleet import lp_relaxation
 
         if not math.isfinite(limit):
             return pool, lag_mu
@@ -131,7 +131,8 @@ class StagedSolve:
         if self.stock or self.cap is not None:
             if lag_mu is None and keep.any():
                 kk = np.flatnonzero(keep)
-                lag_mu = side_multipliers(model_data(self.inst, sub.take(kk)), w[pool][kk], self.s.threads)
+                lp = lp_relaxation(model_data(self.inst, sub.take(kk)), w[pool][kk], self.s.threads)
+                lag_mu = (lp.mu_stock, lp.mu_power)
             if lag_mu is not None:
                 keep &= can_reach(sub, w[pool], limit, lagrangian_weights(sub, w[pool], self.stock, self.cap, *lag_mu))
         return pool[keep], lag_mu

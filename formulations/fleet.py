@@ -220,15 +220,26 @@ def _highs_model(highspy, data: FleetModelData, weights: np.ndarray, sense: str,
     return lp, rows
 
 
-def side_multipliers(data: FleetModelData, weights: np.ndarray, threads: int = 1) -> tuple[dict[str, float], float]:
-    r"""Non-negative multipliers of the (stock) and (power) rows: the duals of the LP
-    relaxation of min sum w_c x_c (weights >= 0).  Any mu >= 0 gives a valid Lagrangian
-    bound (see ``fleetopt.bounds``): for every plan x within stock and cap,
+@dataclass
+class LpRelaxation:
+    """The LP relaxation of min sum w_c x_c: its optimum (None unless solved to
+    optimality) and non-negative multipliers of the (stock) rows, per GPU type, and of the
+    (power) row."""
+
+    value: float | None
+    mu_stock: dict[str, float]
+    mu_power: float
+
+
+def lp_relaxation(data: FleetModelData, weights: np.ndarray, threads: int = 1) -> LpRelaxation:
+    r"""The LP relaxation (x, z in [0, 1]) of min sum w_c x_c (weights >= 0), its value and
+    the duals of the (stock) and (power) rows as multipliers mu >= 0.  Any mu >= 0 gives a
+    valid Lagrangian bound (``fleetopt.bounds``): for every plan x within stock and cap,
 
         sum_c w_c x_c >= sum_c (w_c + mu_{g_c} G_c + mu_P P_c) x_c - sum_g mu_g S_g - mu_P cap_w
 
-    and the LP duals are the multipliers that make the right-hand side largest at the LP
-    optimum.  Returns ({GPU type: mu_g}, mu_P); zeros when the LP is not solved to optimality."""
+    and the LP duals make the right-hand side largest at the LP optimum.  Multipliers are 0
+    when the LP is not solved to optimality."""
     import highspy
 
     h = _new_highs(highspy, False)
@@ -239,7 +250,7 @@ def side_multipliers(data: FleetModelData, weights: np.ndarray, threads: int = 1
     h.run()
     stock = {g: 0.0 for g in data.stock}
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-        return stock, 0.0
+        return LpRelaxation(None, stock, 0.0)
     dual = np.asarray(h.getSolution().row_dual)
     power = 0.0
     for k, (fam, idx, _, _, _) in enumerate(rows):
@@ -248,7 +259,7 @@ def side_multipliers(data: FleetModelData, weights: np.ndarray, threads: int = 1
             stock[data.gpu_type[idx[0]]] = mu
         elif fam == "power":
             power = mu
-    return stock, power
+    return LpRelaxation(float(h.getInfo().objective_function_value), stock, power)
 
 
 def solve_direct(data: FleetModelData, weights: np.ndarray, sense: str, time_limit_s: float, mip_gap: float,
