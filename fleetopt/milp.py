@@ -172,9 +172,12 @@ class StagedSolve:
         if (r is None or not r.chosen) and plan:          # the deadline came first: the known plan
             lb = float(path_bounds(self.cols, w).min())
             size = (r.variables, r.constraints) if r is not None else self.last_size
-            r = SolveResult("time_limit", list(plan), ub, lb, abs(ub - lb) / max(abs(ub), 1e-12), 0.0, *size)
+            gap = abs(ub - lb) / max(abs(ub), 1e-12)
+            proven = gap <= self.s.mip_gap
+            r = SolveResult("optimal" if proven else "time_limit", list(plan), ub, lb, gap, 0.0, *size)
             self.notes.append("the time limit came before the MILP found a plan: the plan is the best one known "
-                              "from the bounds, not proven optimal")
+                              + ("before it, optimal by the path lower bound" if proven else
+                                 "before it, not proven optimal"))
         if r.chosen:                                      # the reported objective is the plan's own weight
             true = float(w[r.chosen].sum())
             r.bound = min(r.bound, true) if r.bound is not None else true
