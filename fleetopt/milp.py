@@ -47,6 +47,9 @@ from formulations.fleet import FleetModelData, SolveResult
 
 DINKELBACH_MAX = 50
 
+Multipliers = tuple[dict[str, float], float]
+"""Lagrangian multipliers: ({GPU type: mu_g}, mu_P)."""
+
 
 def model_data(inst: Instance, cols: Columns) -> FleetModelData:
     """The formulation's data for the columns: stock per GPU type (the least inventory
@@ -71,7 +74,7 @@ def simplest_weights(cols: Columns) -> np.ndarray:
 class StagedSolve:
     """The MILP stages over ``cols`` for the instance's objective, sharing one deadline."""
 
-    def __init__(self, inst: Instance, cols: Columns, verbose: bool = False):
+    def __init__(self, inst: Instance, cols: Columns, verbose: bool = False) -> None:
         self.inst, self.cols, self.verbose = inst, cols, verbose
         self.s = inst.solver
         self.t0 = time.perf_counter()
@@ -118,7 +121,8 @@ class StagedSolve:
 
     # --- least weight: bound, elimination, MILP, tie-break ----------------------------
 
-    def eliminate(self, w: np.ndarray, pool: np.ndarray, limit: float, lag_mu=None):
+    def eliminate(self, w: np.ndarray, pool: np.ndarray, limit: float, lag_mu: Multipliers | None = None
+                  ) -> tuple[np.ndarray, Multipliers | None]:
         """The columns of ``pool`` that can lie on a plan of weight <= limit (plain path
         bound, then the Lagrangian one with multipliers from the LP relaxation over the
         survivors, or ``lag_mu`` when given); returns (kept indices, the multipliers)."""
@@ -160,7 +164,7 @@ class StagedSolve:
                 break
         return ub, plan
 
-    def minimise(self, w: np.ndarray) -> tuple[SolveResult, object]:
+    def minimise(self, w: np.ndarray) -> tuple[SolveResult, Multipliers | None]:
         """min sum w_c x_c over every plan: upper bound, elimination, the MILP started from
         the bound's plan.  When the deadline leaves HiGHS no time to find a plan, the
         bound's plan is the incumbent (gap against the path lower bound)."""
@@ -231,7 +235,8 @@ class StagedSolve:
         cols = self.cols
         T, E = cols.tokens_s, cols.energy_w
         e_lb = first.bound if first.bound is not None and first.bound > 0 else float(E[first.chosen].sum())
-        res, status, f_ub, size = first, first.status, math.inf, (first.variables, first.constraints)
+        res, status, size = first, first.status, (first.variables, first.constraints)
+        bound, converged = math.inf, False
         while self.iterations < DINKELBACH_MAX:
             q = float(T[res.chosen].sum() / E[res.chosen].sum())
             if self.left() <= 0:
@@ -243,19 +248,22 @@ class StagedSolve:
             if not nxt.chosen:
                 status = "time_limit" if nxt.status == "time_limit" else status
                 break
-            f_ub = nxt.bound if nxt.bound is not None else math.inf
+            if nxt.bound is not None:          # every plan: T - q E <= F_ub, so T / E <= q + F_ub+ / E_lb
+                bound = min(bound, q + max(nxt.bound, 0.0) / e_lb)
             if nxt.status != "optimal":
                 status = "time_limit"
             if float((T - q * E)[nxt.chosen].sum()) <= 1e-9 * float(T[res.chosen].sum()):
-                break                                            # q is optimal (within the stage's gap)
+                converged = True                                 # q is optimal (within the stage's gap)
+                break
             res = nxt
-        q = float(T[res.chosen].sum() / E[res.chosen].sum())
-        bound = q + max(f_ub, 0.0) / e_lb if math.isfinite(f_ub) else math.inf
+        if not converged and status == "optimal":                # DINKELBACH_MAX reached
+            status = "time_limit"
         if status == "optimal":
-            keep = self.every
-            res = self.tie_break(res, q * (1 - tol) * E - T, 0.0, keep)
+            q = float(T[res.chosen].sum() / E[res.chosen].sum())
+            res = self.tie_break(res, q * (1 - tol) * E - T, 0.0, self.every)
         else:
-            self.notes.append("Dinkelbach stopped at the time limit: the ratio is the best found")
+            self.notes.append(f"Dinkelbach stopped before proving the ratio (time limit or {DINKELBACH_MAX} "
+                              f"iterations): the ratio is the best found")
         out = SolveResult(status, res.chosen, None, None, None, 0.0, *size)
         out.objective = float(T[out.chosen].sum() / E[out.chosen].sum())
         out.bound = max(bound, out.objective)
