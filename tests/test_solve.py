@@ -768,3 +768,19 @@ def test_staged_solve_equals_enumeration_on_random_columns(case, ratio, toks):
     assert res.objective == pytest.approx(best if iters else energy, rel=1e-6)   # the ratio, or the energy
     assert within_limits(cols, res.chosen, stock, cap)
     assert iters == 0 or ratio
+
+
+def test_dinkelbach_iterations_share_the_time_limit(monkeypatch):
+    """The ratio objective (paper mode): the least-energy stage and every Dinkelbach stage
+    are given what is left of the 1 s; when a stage outlasts it the plan so far is returned,
+    marked time_limit, with a note."""
+    sets = ["pools.boundaries=[1024,2048,4096,8192,16384,65536]", "pools.max_pools=2", "solver.time_limit_s=1"]
+    inst, base = load_instance(INST / "paper-azure-h100.yaml", sets)
+    full = solve_instance(inst, base)
+    assert full["solver"]["dinkelbach_iterations"] >= 2          # least energy, then >= 2 ratio stages
+    given = _timed_stages(monkeypatch, 0.4)
+    res = solve_instance(inst, base)
+    assert given == pytest.approx([1.0, 0.6, 0.2])          # least energy, two ratio stages (the last cut)
+    assert res["solver"]["status"] == "time_limit"
+    assert any("Dinkelbach stopped" in n for n in res["solver"]["notes"])
+    assert res["fleet"]["tokens_per_joule"] <= full["fleet"]["tokens_per_joule"] * (1 + 1e-12)
