@@ -222,8 +222,8 @@ SECTIONS = {
     "startup": (startup_rows, f"start-up alone (best and median of {REPS})"),
     "scaling": (scaling_rows, f"fleetopt solve, whole process (best and median of {REPS}), heterogeneous Azure instance"),
     "mixed": (mixed_rows, "mixed pools (pools.split_grid), heterogeneous instance, B200 stock 50 GPUs"),
-    "knee": (knee_rows, f"mixed pools under binding stock (H200, B200, GB200, MI300X at 40 GPUs), whole process "
-                        f"(best and median of {REPS})"),
+    "knee": (knee_rows, (f"mixed pools under binding stock (H200, B200, GB200, MI300X at 40 GPUs), whole process "
+                         f"(best and median of {REPS})")),
     "optuna": (optuna_rows, "MILP against Optuna-only (TPE, seed 0) with the same evaluation budget"),
 }
 

@@ -31,6 +31,7 @@ from fleetopt.milp import StagedSolve
 from fleetopt.output import power_text, power_unit
 from fleetopt.schema import replace
 
+
 def _power_shortfall(need_w: float, cap_w: float, inst: Instance) -> str:
     """The power-cap diagnosis: the shortfall need - cap in W, kW or MW (4 significant
     digits) and relative to the cap; need and cap in the cap's unit with enough decimals

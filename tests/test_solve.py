@@ -308,7 +308,7 @@ def test_a_tiny_power_shortfall_is_shown_in_watts(capsys):
                 topo = [PoolChoice(u, g, 8) for u, g in zip([*cut, 65536], pick)]
                 need_kw = min(need_kw, evaluate(inst, base, topo, workload=dr)["fleet"]["provisioned_facility_kw"])
     cap_mw = round(need_kw * 0.999 / 1e3, 6)
-    code = main(["solve", str(INST / "paper-azure-h100.yaml"), *sum([["--set", s] for s in PAPER_SMALL], []),
+    code = main(["solve", str(INST / "paper-azure-h100.yaml"), *[a for s in PAPER_SMALL for a in ("--set", s)],
                  "--set", "objective=min_cost", "--set", f"power.facility_cap_mw={cap_mw}"])
     err = capsys.readouterr().err.strip()
     assert code == 3 and "\n" not in err
@@ -723,7 +723,7 @@ def staged_columns(n_nodes, cols, stock, tokens):
     from fleetopt.columns import Columns, Config
 
     cfgs = [Config(t, 1, "paged", stock.get(t), None) for t in ("a", "b")]
-    arr = lambda key, dt=float: np.array([c[key] for c in cols], dt)  # noqa: E731
+    arr = lambda key, dt=float: np.array([c[key] for c in cols], dt)
     return Columns(list(range(1, n_nodes)), cfgs, arr("i", int), arr("j", int),
                    np.array([0 if c["t"] == "a" else 1 for c in cols]), arr("g", int), arr("g", int), arr("w"),
                    arr("p"), np.asarray(tokens, float), arr("w"), share_k=arr("k", int), grid=2)

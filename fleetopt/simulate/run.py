@@ -59,6 +59,12 @@ def _tables(profile, slots: int, window: float, pf_per_seq: float, pf_ctx: float
     return f
 
 
+def _at_kv(step_and_power, kv: float):
+    """The step function with the held KV fixed at ``kv`` (paper mode: the virtual clock
+    counts milliseconds, not tokens, so the held KV is not tracked)."""
+    return lambda batch, _held: step_and_power(batch, kv)
+
+
 def _merge(hs: list[LogHist]) -> LogHist:
     out = LogHist()
     for h in hs:
@@ -246,7 +252,7 @@ def _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, 
                 svc = (np.asarray(prof.service_ms(inp, out, max(int(sized["slots"]), 1)), float)
                        * np.ones(len(inp))).tolist()
                 kv = float(w @ (traffic.out * (traffic.inp + traffic.out / 2.0))) / max(e_out, 1e-12)
-                spec.step_and_power = (lambda f, kv: lambda b, held: f(b, kv))(sp_fn, kv)   # power at the pool's mean KV
+                spec.step_and_power = _at_kv(sp_fn, kv)       # power at the pool's mean KV
             st = simulate_pool(spec, arr.tolist(), inp.tolist(), out.tolist(), pre.tolist(), warm,
                                inst.slo.ttft_p99_ms, inst.slo.tpot_p99_ms, writer.recorder(k, arr, inp, out, warm),
                                service_ms=svc)
