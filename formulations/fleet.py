@@ -70,7 +70,7 @@ pre / suf the cheapest paths to i_c / from j_c with arcs priced at l_a.  Its Lag
 version prices the relaxed rows with multipliers mu >= 0 (the duals of the LP relaxation):
 every plan within stock and cap has sum w x >= sum w' x - k with w'_c = w_c + mu_{g_c} G_c
 + mu_P P_c and k = sum_g mu_g S_g + mu_P cap, so LB'_c - k > U eliminates c too.
-Ties (lexicographic, ``fleetopt.solve``): after the optimum z* is found, a second solve
+Ties (lexicographic, ``fleetopt.milp``): after the optimum z* is found, a second solve
 adds the row sum w_c x_c <= z* (1 + mip_gap) and minimises the number of pools, then GPUs,
 so among plans equal within the proven gap the simplest wins; columns are ordered by (arc, config) and HiGHS
 runs with fixed threads and seed, so the choice is the same on every run.
