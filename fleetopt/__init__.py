@@ -16,3 +16,8 @@ class FleetoptError(ValueError):
 
 class InfeasibleError(RuntimeError):
     """No plan satisfies the constraints; the message is a diagnosis.  CLI exit status 3."""
+
+
+class NoPlanInTimeError(RuntimeError):
+    """The solver's time limit ended before any plan was found: not a proof of
+    infeasibility.  CLI exit status 4."""

@@ -1,7 +1,8 @@
 """The ``fleetopt`` command: a thin shell over the library.
 
 Every user mistake ends in one line on stderr and exit status 2 (``--debug`` shows the
-traceback); an infeasible plan exits with 3 and a diagnosis.  Heavy libraries are imported
+traceback); an infeasible plan exits with 3 and a diagnosis; a time limit that ends before
+any plan is found exits with 4.  Heavy libraries are imported
 inside the commands that need them, so ``fleetopt --help`` stays fast.
 """
 
@@ -11,7 +12,7 @@ import sys
 
 import click
 
-from fleetopt import FleetoptError, InfeasibleError
+from fleetopt import FleetoptError, InfeasibleError, NoPlanInTimeError
 
 FORMATS = click.Choice(["table", "json", "csv"])
 
@@ -159,7 +160,8 @@ def _register_more() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs the click group and maps errors to exit codes (2 user, 3 infeasible)."""
+    """Entry point: runs the click group and maps errors to exit codes (2 user, 3 infeasible,
+    4 no plan found within the solver's time limit)."""
     _register_more()
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
@@ -186,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         click.echo(f"fleetopt: infeasible: {e}", err=True)
         return 3
+    except NoPlanInTimeError as e:
+        if debug:
+            raise
+        click.echo(f"fleetopt: {e}", err=True)
+        return 4
     except KeyboardInterrupt:
         click.echo("fleetopt: interrupted", err=True)
         return 130

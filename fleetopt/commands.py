@@ -77,12 +77,14 @@ def _solve_tables(res: dict) -> str:
     lines.append(table(rows, "plan against baselines (same model)"))
     gap = "-" if s["gap"] is None else f"{100 * s['gap']:.4g} %"
     ss = res["search_space"]
-    lines.append(f"\nsolver: {s['status']} (gap {gap}), {s['variables']} variables x {s['constraints']} rows "
-                 f"(of {ss['columns']} columns, {ss['columns_after_pruning']} after dominance pruning, the rest "
-                 f"eliminated by bound), {s['seconds']:.2f} s; search space {len(ss['boundaries'])} boundaries x "
-                 f"{len(ss['configs'])} configs, K <= {ss['max_pools']}")
+    size = (f"{s['variables']} variables x {s['constraints']} rows (of {ss['columns']} columns, "
+            f"{ss['columns_after_pruning']} after dominance pruning, the rest eliminated by bound)"
+            if s["variables"] else f"no MILP solved ({ss['columns']} columns)")
+    lines.append(f"\nsolver: {s['status']} (gap {gap}), {size}, {s['seconds']:.2f} s; search space "
+                 f"{len(ss['boundaries'])} boundaries x {len(ss['configs'])} configs, K <= {ss['max_pools']}")
     if s["status"] == "time_limit":
         lines.append("WARNING: time limit reached: the plan is the best found, not proven optimal (see gap)")
+    lines += [f"note: {n}" for n in s.get("notes", [])]
     return "\n".join(lines)
 
 

@@ -301,6 +301,10 @@ class Router:
         self.paper = (inst.mode == "paper" and d.type == "cdf" and d.knots is not None
                       and (comp is None or comp.accounting == "paper")
                       and inst.workload.output_scale == 1.0)     # scaled outputs: routed by key
+        if self.paper and comp is not None and comp.success < 1:
+            raise FleetoptError(f"pools.compress.success: must be 1 with pools.compress.accounting: paper in paper mode "
+                                f"(the published sizing compresses every request up to gamma x B), got "
+                                f"{comp.success:g}; use accounting: consistent for a success rate")
         self.d = d
 
     def pool(self, lo: float, hi: float, next_hi: float | None) -> tuple[PoolTraffic, int]:

@@ -184,6 +184,7 @@ class Serving(Record, kw_only=True):
 
 class Solver(Record, kw_only=True):
     time_limit_s: Pos = 60.0
+    """Limit of the whole solve's MILP stages together (bounds, optimum, tie-break, Dinkelbach)."""
     mip_gap: NonNeg = 1e-6
     threads: int_between(ge=1) = 1
     seed: int_between(ge=0) = 0

@@ -52,6 +52,24 @@ def table(rows: list[dict], title: str | None = None) -> str:
     return "\n".join(s.rstrip() for s in out)
 
 
+def power_unit(w: float) -> tuple[float, str]:
+    """The unit a power of ``w`` watts reads best in: W below 1 kW, kW below 1 MW, else MW;
+    returns (watts per unit, unit name)."""
+    a = abs(w)
+    return (1.0, "W") if a < 1e3 else (1e3, "kW") if a < 1e6 else (1e6, "MW")
+
+
+def power_text(w: float, sig: int = 4, decimals: int | None = None, unit: tuple[float, str] | None = None) -> str:
+    """A power in watts as text in its unit (``power_unit``, or ``unit``), with ``sig``
+    significant digits (``decimals`` fixes the digits after the point instead), never in
+    exponent form: 850 W, 12.35 kW, 1.234 MW."""
+    scale, name = unit or power_unit(w)
+    v = w / scale
+    if decimals is None:
+        decimals = max(0, sig - 1 - math.floor(math.log10(abs(v)))) if v else 0
+    return f"{v:.{decimals}f} {name}"
+
+
 def to_csv(rows: Iterable[dict]) -> str:
     rows = list(rows)
     buf = io.StringIO()

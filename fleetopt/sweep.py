@@ -250,9 +250,10 @@ def run_case(case: dict, out_dir: str, reuse: bool = True) -> dict:
                     "gain_vs_homog": res["gains"]["vs_homogeneous"]["tokens_per_joule"] if h else None,
                     "gap": res["solver"]["gap"], "solver_seconds": res["solver"]["solve_seconds"]})
     except Exception as e:     # noqa: BLE001  (a failed case is a row, not a stopped sweep)
-        from fleetopt import InfeasibleError
+        from fleetopt import InfeasibleError, NoPlanInTimeError
 
-        row.update({"status": "infeasible" if isinstance(e, InfeasibleError) else "failed",
+        row.update({"status": ("infeasible" if isinstance(e, InfeasibleError) else
+                               "no_plan_in_time" if isinstance(e, NoPlanInTimeError) else "failed"),
                     "error": f"{type(e).__name__}: {e}"})
     row["seconds"] = time.perf_counter() - t0
     _write_row(Path(out_dir), row)

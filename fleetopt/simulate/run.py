@@ -1,6 +1,11 @@
 """Simulate a fleet (a topology or a solved plan) request by request and read it beside the
 analytical prediction.
 
+Paper mode is simulated as the published model sizes it: each request holds a slot for
+its service time (ceil(l_in / chunk) + l_out) x iter(n_slots, l_in + l_out), whatever the
+batch (``simulate_pool``'s ``service_ms``), power P(b) at the instance's actual batch.
+Physical mode runs continuous batching: the step time follows the actual batch and held KV.
+
 Arrivals: a Poisson process at the instance's rate.  Routing marks each request with its
 pool independently of its arrival time, so each pool sees an independent Poisson stream at
 rate x its share; each pool's requests are drawn from that pool's own traffic, built by the
@@ -52,6 +57,12 @@ def _tables(profile, slots: int, window: float, pf_per_seq: float, pf_ctx: float
         return s[j] + a * (s[j + 1] - s[j]), p[j] + a * (p[j + 1] - p[j])
 
     return f
+
+
+def _at_kv(step_and_power, kv: float):
+    """The step function with the held KV fixed at ``kv`` (paper mode: the virtual clock
+    counts milliseconds, not tokens, so the held KV is not tracked)."""
+    return lambda batch, _held: step_and_power(batch, kv)
 
 
 def _merge(hs: list[LogHist]) -> LogHist:
@@ -236,8 +247,15 @@ def _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, 
                             gpus * (prof.idle_power_w() + host))
             pre = np.asarray(prof.prefill_ms(inp), float)
             warm = int(np.searchsorted(arr, warm_ms))
+            svc = None
+            if not physical:        # the published model: each request holds its slot for its service time
+                svc = (np.asarray(prof.service_ms(inp, out, max(int(sized["slots"]), 1)), float)
+                       * np.ones(len(inp))).tolist()
+                kv = float(w @ (traffic.out * (traffic.inp + traffic.out / 2.0))) / max(e_out, 1e-12)
+                spec.step_and_power = _at_kv(sp_fn, kv)       # power at the pool's mean KV
             st = simulate_pool(spec, arr.tolist(), inp.tolist(), out.tolist(), pre.tolist(), warm,
-                               inst.slo.ttft_p99_ms, inst.slo.tpot_p99_ms, writer.recorder(k, arr, inp, out, warm))
+                               inst.slo.ttft_p99_ms, inst.slo.tpot_p99_ms, writer.recorder(k, arr, inp, out, warm),
+                               service_ms=svc)
         stats.append(st)
         f = _figures([st], inst.power.pue)
         util = st.busy_slot_ms / (n_inst * max(sized["slots"], 1) * st.window_ms) if st.window_ms and n_inst else 0.0
