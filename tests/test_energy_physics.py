@@ -147,7 +147,7 @@ def test_estimate_json_keys_and_dp(cat):
     moe = json.loads(_run(["estimate", "--model", "qwen3-235b-a22b", "--gpu", "h100", "--tp", "1", "--dp", "8",
                            "--batch", "64", "--prompt-tokens", "1000", "--output-tokens", "300",
                            "--format", "json"]).output)
-    assert moe["dp"] == 8 and moe["instance_power_w"] == pytest.approx(8 * moe["power_per_gpu_w"])
+    assert moe["dp"] == 8 and moe["instance_power_w"] == pytest.approx(8 * moe["power_per_gpu_w"], rel=1e-4)
 
 
 def test_law_json_reports_capped_and_kv_concurrency(cat):
@@ -237,9 +237,12 @@ def test_calibrate_round_trip_on_shared_h100_runs(cat, tmp_path):
     df = df[(df.task == "lm-arena-chat") & (df.dp == 1)].assign(engine="default")
     df = validate(df.reset_index(drop=True), cat)
     packaged = summarize(df, predict(df, DEFAULT, cat, {}, {"lm-arena-chat": _packaged_prompt()}))
-    rep = calibrate(df, cat, DEFAULT, max_nfev=40, cross_validate_gpus=False)
-    for m in ("power_w_per_gpu", "itl_ms", "energy_per_output_token_j"):
-        assert rep.after[m] <= packaged[m] * 1.02 + 0.2, m
+    rep = calibrate(df, cat, DEFAULT, max_nfev=60, cross_validate_gpus=False)
+    metrics = ("power_w_per_gpu", "itl_ms", "throughput_tok_s", "energy_per_output_token_j")
+    # the fit is joint: its mean residual over the metrics is no worse, and none gets much worse
+    assert np.mean([rep.after[m] for m in metrics]) <= np.mean([packaged[m] for m in metrics]) * 1.01
+    for m in metrics:
+        assert rep.after[m] <= packaged[m] * 1.15 + 0.5, m
 
 
 def _packaged_prompt() -> float:
