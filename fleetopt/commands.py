@@ -313,21 +313,25 @@ def refine(ctx, instance, trials, timeout_s, storage, study_name, seed, pareto, 
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes.")
 @click.option("--scheduler", default=None, help="Dask scheduler address (tcp://host:port) to run the cases on.")
 @click.option("--retry-failed", is_flag=True, help="Run again the cases recorded as failed.")
+@click.option("--force", is_flag=True, help="Take over an --out folder holding another spec's results.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def sweep(spec, out_dir, workers, scheduler, retry_failed, fmt):
+@click.pass_context
+def sweep(ctx, spec, out_dir, workers, scheduler, retry_failed, force, fmt):
     """Solve every case of a sweep spec; resumable (finished cases are skipped)."""
     import sys
 
     from fleetopt.sweep import run_sweep
 
-    res = run_sweep(spec, out_dir, workers, scheduler, retry_failed, progress=(fmt == "table" and sys.stderr.isatty()))
+    res = run_sweep(spec, out_dir, workers, scheduler, retry_failed, progress=(fmt == "table" and sys.stderr.isatty()),
+                    force=force, catalog_files=tuple(ctx.obj.get("catalog", ())))
     if fmt == "json":
         _emit(res, "json")
         return
     rate = f", {res['cases_per_second']:.1f} cases/s" if res["cases_per_second"] else ""
     click.echo(f"{res['spec']}: {res['cases']} cases, {res['done']} run now ({res['failed']} failed, "
                f"{res['infeasible']} infeasible), {res['skipped']} already done; {res['seconds']:.1f} s{rate}; "
-               f"results in {res['out']}/cases")
+               f"results in {res['out']}/cases"
+               + (f"; removed {res['removed_stale']} rows of cases no longer in the spec" if res["removed_stale"] else ""))
     for e in res["errors"]:
         click.echo(f"  failed {e}", err=True)
 

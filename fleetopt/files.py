@@ -289,6 +289,21 @@ def write_set(folder: str | os.PathLike, files: dict[str, Callable[[Path], None]
         raise
 
 
+_HELD: set[int] = set()       # descriptors of the FolderLocks this process holds
+
+
+def close_inherited_locks() -> None:
+    """In a forked worker: close the FolderLock descriptors inherited from the parent, so
+    the lock lives and dies with the parent alone (closing does not release it for the
+    parent, which keeps its own descriptor)."""
+    for fd in list(_HELD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
 class FolderLock:
     """An exclusive ``flock`` on ``folder/.lock`` for as long as the context lasts: a second
     fleetopt process writing the same folder is refused in one line.  The kernel releases
@@ -318,9 +333,11 @@ class FolderLock:
             self.fd = None
             raise FleetoptError(f"{self.what}: another fleetopt process is writing to '{self.path.parent}'; "
                                 f"wait for it or stop it") from None
+        _HELD.add(self.fd)
         return self
 
     def __exit__(self, *exc) -> None:
         if self.fd is not None:
+            _HELD.discard(self.fd)
             os.close(self.fd)                   # closing releases the flock
             self.fd = None
