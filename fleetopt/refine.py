@@ -118,6 +118,7 @@ def _journal_classes():
         """Optuna's journal file, with the guarantees listed in the module docstring."""
 
         def __init__(self, path: str):
+            self._check(path)                   # before anything is created
             super().__init__(path, lock_obj=FlockLock(path + ".flock"))
             self.repaired = 0
             self._lock.acquire()
@@ -126,24 +127,40 @@ def _journal_classes():
             finally:
                 self._lock.release()
 
-        def _repair(self) -> int:
-            """Cut off a last record cut short (returns the bytes dropped); refuse a
-            corrupt record elsewhere."""
-            with open(self._file_path, "rb") as f:
-                data = f.read()
-            if not data:
-                return 0
+        @staticmethod
+        def _check(path: str) -> None:
+            """Refuse a journal with a corrupt complete record (appends only ever add to
+            the end, so this needs no lock)."""
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                return
             end = data.rfind(b"\n") + 1
             for i, line in enumerate(data[:end].splitlines(), start=1):
                 try:
                     json.loads(line)
                 except ValueError:
-                    raise FleetoptError(f"--storage: journal '{self._file_path}' is corrupt at line {i}; move it "
-                                        f"aside to start a new study") from None
-            if end < len(data):
-                os.truncate(self._file_path, end)
-                return len(data) - end
-            return 0
+                    raise FleetoptError(f"--storage: journal '{path}' is corrupt at line {i}; move it aside to "
+                                        f"start a new study") from None
+
+        def _repair(self) -> int:
+            """Cut off a last record cut short, under the lock (returns the bytes dropped)."""
+            size = os.path.getsize(self._file_path)
+            if not size:
+                return 0
+            with open(self._file_path, "rb") as f:
+                f.seek(max(0, size - (1 << 20)))
+                tail = f.read()
+            if tail.endswith(b"\n"):
+                return 0
+            cut = tail.rfind(b"\n")
+            end = size - len(tail) + cut + 1 if cut >= 0 else (0 if size <= (1 << 20) else None)
+            if end is None:
+                raise FleetoptError(f"--storage: journal '{self._file_path}' ends in a record over 1 MiB long "
+                                    f"cut short; move it aside to start a new study")
+            os.truncate(self._file_path, end)
+            return size - end
 
         def append_logs(self, logs) -> None:
             text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"

@@ -32,8 +32,9 @@ def _load(out: Path):
         raise FleetoptError(f"sweep-report: no results in '{d}' (run fleetopt sweep --out {out} first)")
     try:
         return pd.read_parquet(d)
-    except OSError as e:
-        raise FleetoptError(f"sweep-report: cannot read the results in '{d}' ({str(e).splitlines()[0]})") from None
+    except Exception as e:     # noqa: BLE001  (pyarrow's errors for a damaged or foreign file are not OSErrors)
+        raise FleetoptError(f"sweep-report: cannot read the results in '{d}' "
+                            f"({(str(e).splitlines() or [type(e).__name__])[0]})") from None
 
 
 def _axes(df) -> list[str]:

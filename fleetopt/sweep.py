@@ -120,13 +120,18 @@ def _file_digest(inst, base: Path) -> str:
     return h.hexdigest()
 
 
-def _case_id(inst, base: Path, labels: dict) -> str:
-    """The case as it will be solved: its instance's content (not its name), the files it
-    reads, and its labels."""
+def _problem(inst, base: Path) -> str:
+    """The case's problem as it will be solved: its instance's content (not its name) and
+    the files it reads, as canonical text."""
     d = to_builtins(inst)
     for k in ("name", "description"):
         d.pop(k, None)
-    key = json.dumps([d, _file_digest(inst, base), labels], sort_keys=True, default=str)
+    return json.dumps([d, _file_digest(inst, base)], sort_keys=True, default=str)
+
+
+def _case_id(problem: str, labels: dict) -> str:
+    """A case's id: its problem and its labels (what its row holds)."""
+    key = json.dumps([problem, labels], sort_keys=True, default=str)
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
@@ -216,11 +221,12 @@ def expand(spec: SweepSpec, spec_dir: Path, catalog=None, source: str = "sweep s
                 raise FleetoptError(f"{source}: {'base' if spec.base else 'instances'}: {msg}") from None
             raise FleetoptError(f"{where}: {msg}") from None
         base_dir = Path(path).resolve().parent
-        c.update(inst=inst, base=str(base_dir), case_id=_case_id(inst, base_dir, c["labels"]), axes=axes)
-        if c["case_id"] in seen:
-            raise FleetoptError(f"{where}: the same problem as case {seen[c['case_id']] + 1} "
-                                f"({_label_text(cases[seen[c['case_id']]]['labels'])})")
-        seen[c["case_id"]] = i
+        problem = _problem(inst, base_dir)
+        c.update(inst=inst, base=str(base_dir), case_id=_case_id(problem, c["labels"]), axes=axes)
+        if problem in seen:
+            j = seen[problem]
+            raise FleetoptError(f"{where}: the same problem as case {j + 1} ({_label_text(cases[j]['labels'])})")
+        seen[problem] = i
     return cases
 
 
