@@ -112,7 +112,10 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, p)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        try:
+            Path(tmp).unlink(missing_ok=True)
+        except OSError:
+            pass
         raise
 
 

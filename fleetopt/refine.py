@@ -121,6 +121,7 @@ def _journal_classes():
             self._check(path)                   # before anything is created
             super().__init__(path, lock_obj=FlockLock(path + ".flock"))
             self.repaired = 0
+            self.write_error: OSError | None = None
             self._lock.acquire()
             try:
                 self.repaired = self._repair()
@@ -172,7 +173,9 @@ def _journal_classes():
                         f.write(text.encode("utf-8"))
                         f.flush()
                         os.fsync(f.fileno())
-                except BaseException:
+                except BaseException as e:
+                    if isinstance(e, OSError):
+                        self.write_error = e    # Optuna may replace it with its own error on the way out
                     try:                        # roll back a partial append (a full disk)
                         os.truncate(self._file_path, size)
                     except OSError:
@@ -219,6 +222,21 @@ def storage_for(url: str | None, inst: Instance, base_dir: Path | None = None):
         warnings.warn(f"journal '{path}': dropped an incomplete last record ({backend.repaired} bytes, from an "
                       f"interrupted write)", FleetoptWarning, stacklevel=2)
     return JournalStorage(backend)
+
+
+def _write_failure(store, exc: Exception) -> str | None:
+    """Why the storage could not record the study (a full or read-only disk), or None
+    when ``exc`` is something else.  Optuna may raise its own error after a failed
+    append, so the journal remembers the original."""
+    backend = getattr(store, "_backend", None)
+    err = getattr(backend, "write_error", None)
+    if err is not None:
+        return err.strerror or str(err)
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    if type(exc).__module__.startswith("sqlalchemy"):           # an RDB storage: disk full, read-only, gone
+        return (str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__])[0]
+    return None
 
 
 def _owner() -> str:
@@ -462,9 +480,12 @@ def refine(inst: Instance, base: Path, trials: int = 100, timeout_s: float | Non
         with stop_on_signals(lambda signum: stop.append(signum)):
             study.optimize(objective, n_trials=trials, timeout=timeout_s, show_progress_bar=progress,
                            catch=(FloatingPointError, ZeroDivisionError), callbacks=[halt])
-    except OSError as e:
-        raise FleetoptError(f"--storage: cannot write the study '{name}' ({e.strerror or e}); the trials "
-                            f"recorded before are kept") from None
+    except Exception as e:     # noqa: BLE001  (only a storage that failed to write is turned into one line)
+        why = _write_failure(store, e)
+        if why is None:
+            raise
+        raise FleetoptError(f"--storage: cannot write the study '{name}' ({why}); the trials recorded before "
+                            f"are kept") from None
     if stop:
         raise Interrupted(f"study '{name}' keeps {len(study.trials)} trials ({len(study.trials) - before} this run); "
                           f"run the same command again to resume")

@@ -414,7 +414,10 @@ def _write_row(out: Path, row: dict) -> None:
         pq.write_table(pa.Table.from_arrays(cols, schema=pa.schema(fields)), tmp)
         os.replace(tmp, d / name)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:                     # a read-only folder: nothing was created there
+            pass
         raise
 
 

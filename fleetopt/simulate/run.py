@@ -166,7 +166,10 @@ class _TraceWriter:
                 pass
             self.f = None
         if getattr(self, "tmp", None) is not None:
-            Path(self.tmp).unlink(missing_ok=True)
+            try:
+                Path(self.tmp).unlink(missing_ok=True)
+            except OSError:                 # a read-only folder: nothing was created there
+                pass
 
     def close(self, ok: bool) -> None:
         """Rename the finished trace into place (``ok``) or remove it."""
