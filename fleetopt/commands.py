@@ -208,11 +208,16 @@ def _plan_topology(plan_path: str):
     try:
         with open(plan_path) as f:
             plan = json.load(f)
-        return parse_topology(plan["topology"])
+        topology = plan["topology"]
     except FileNotFoundError:
         raise FleetoptError(f"--plan: no such file '{plan_path}'") from None
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except OSError as e:
+        raise FleetoptError(f"--plan: cannot read '{plan_path}' ({e.strerror})") from None
+    except (ValueError, KeyError, TypeError):
         raise FleetoptError(f"--plan: '{plan_path}' is not a plan.json written by fleetopt solve --out") from None
+    if not isinstance(topology, str):
+        raise FleetoptError(f"--plan: '{plan_path}' is not a plan.json written by fleetopt solve --out")
+    return parse_topology(topology)
 
 
 @cli.command()
