@@ -191,10 +191,11 @@ def one_line(exc: msgspec.ValidationError, root: type, data: Any, prefix: str = 
     elif msg.startswith("Invalid enum value") or msg.startswith("Invalid value"):
         msg = f"must be {_allowed(root, data, parts) or 'an allowed value'}"
     given_known, given = _lookup(data, parts)
-    path = ".".join(parts) or "(top level)"
     if show_given and given_known and not isinstance(given, (dict, list)) and "got" not in msg:
         msg += f", got {given!r}"
-    return f"{prefix}{path}: {msg}"
+    if not parts:                           # a check of the whole record
+        return f"{prefix}{msg}" if prefix else f"(top level): {msg}"
+    return f"{prefix}{'.'.join(parts)}: {msg}"
 
 
 def non_finite(data: Any, path: tuple[str, ...] = ()) -> tuple[str, float] | None:

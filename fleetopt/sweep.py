@@ -71,10 +71,10 @@ class SweepSpec(Record, kw_only=True):
     """The base instance (path relative to the spec)."""
     instances: str | None = None
     """A folder of instance files (instead of base + variations)."""
-    grid: dict[str, Annotated[list[Any], Meta(min_length=1)]] | None = None
+    grid: Annotated[dict[str, Annotated[list[Any], Meta(min_length=1)]], Meta(min_length=1)] | None = None
     """Axis -> values; a value that is a mapping with exactly ``value`` and ``set`` is an
     ``AxisValue`` (it sets several fields under one label)."""
-    cases: list[dict[str, Any]] | None = None
+    cases: Annotated[list[dict[str, Any]], Meta(min_length=1)] | None = None
     random: RandomSpec | None = None
 
     def __post_init__(self):

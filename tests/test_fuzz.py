@@ -337,6 +337,8 @@ CASES: list[tuple[list[str], str]] = [
      "not valid YAML"),
     (["sweep", spec("s18.yaml", "base: tiny.yaml\ngrid: {gpus.5.tp: [[8]]}\n"), "--out", "o"],
      "'5' is not an index"),
+    (["sweep", spec("s19.yaml", "base: tiny.yaml\ncases: []\n"), "--out", "o"], "cases: must have at least 1"),
+    (["sweep", spec("s20.yaml", "base: tiny.yaml\ngrid: {}\n"), "--out", "o"], "grid: must have at least 1"),
     # ---- sweep-report ------------------------------------------------------------------
     (["sweep-report", "nothing"], "sweep-report: no results"),
     (["sweep-report", "inst_dir"], "sweep-report: no results"),
