@@ -209,7 +209,7 @@ def _main(argv: list[str], debug: bool) -> int:
         where = f" '{e.filename}'" if e.filename else ""
         click.echo(f"fleetopt: error: cannot access{where} ({e.strerror or type(e).__name__})", err=True)
         return 1
-    except Exception as e:                  # noqa: BLE001  (a bug: still one line, the traceback with --debug)
+    except Exception as e:                  # a bug: still one line, the traceback with --debug
         if debug:
             raise
         first = (str(e).splitlines() or [""])[0]

@@ -40,6 +40,7 @@ import numpy as np
 from fleetopt import FleetoptError
 from fleetopt.fleet import GPUS_PER_NODE, Router, _price, make_pool_profile, provisioned_w
 from fleetopt.instance import Instance
+from fleetopt.procs import die_with_parent
 from fleetopt.sizing import Slo, TrafficBatch, pool_shapes, size_shapes
 from fleetopt.workload import LengthDist
 
@@ -211,6 +212,7 @@ def _shapes_in_parallel(todo: list[int], workers: int, **inputs) -> list:
     os.write(q_w, b"".join(int(c).to_bytes(4, "little") for c in todo))     # fits the pipe (see generate)
     os.close(q_w)
     kids = []
+    parent = os.getpid()
     try:
         for _ in range(workers - 1):
             r, w = os.pipe()
@@ -223,6 +225,7 @@ def _shapes_in_parallel(todo: list[int], workers: int, **inputs) -> list:
             if pid == 0:                                 # child: drain, send, leave without cleanup
                 code = 0
                 try:
+                    die_with_parent(parent)              # a killed solve takes its helpers with it
                     os.close(r)
                     data = pickle.dumps(_drain(q_r), protocol=pickle.HIGHEST_PROTOCOL)
                     with os.fdopen(w, "wb") as f:

@@ -8,6 +8,7 @@ import click
 
 from fleetopt.cli import FORMATS, _catalog, _emit, cli
 
+
 def _load(ctx: click.Context, instance: str, overrides):
     """The instance with its overrides, validated and checked against the catalog (unknown
     model or GPU, a TP that does not divide the heads: exit 2, never 'infeasible')."""
@@ -272,9 +273,8 @@ def simulate(ctx, instance, plan_path, topology, requests, seed, repair, arrival
 @click.pass_context
 def refine(ctx, instance, trials, timeout_s, storage, study_name, seed, pareto, verify, overrides, fmt):
     """Optuna refinement of the non-convex knobs, seeded by the MILP plan."""
-    import sys
-
     import math
+    import sys
 
     from fleetopt import FleetoptError
     from fleetopt.output import table

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 from fleetopt import FleetoptError
 
@@ -316,7 +316,7 @@ class FolderLock:
     def __init__(self, folder: Path, what: str):
         self.path, self.what, self.fd = Path(folder) / ".lock", what, None
 
-    def __enter__(self) -> "FolderLock":
+    def __enter__(self) -> FolderLock:
         import errno
         import fcntl
 

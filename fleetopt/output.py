@@ -7,8 +7,8 @@ import io
 import json
 import math
 import os
-from pathlib import Path
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 def _clean(v: Any) -> Any:

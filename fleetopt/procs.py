@@ -15,8 +15,8 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 PR_SET_PDEATHSIG = 1
 

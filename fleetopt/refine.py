@@ -41,7 +41,6 @@ import hashlib
 import json
 import os
 import socket
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -56,6 +55,8 @@ PARETO = {"ttft": ("ttft_p99_ms", "minimize"), "cost": ("cost_per_hour", "minimi
 
 
 OWNER_ATTR = "fleetopt_owner"
+RUN_ATTR = "fleetopt_run:"
+"""A study attribute per process that ran trials on it (``RUN_ATTR + _owner()``)."""
 PROBLEM_ATTR = "fleetopt_problem"
 STALE_UNOWNED_S = 60.0
 """A RUNNING trial without an owner record (killed between its creation and the record)
@@ -268,20 +269,24 @@ def _alive(owner: str) -> bool | None:
 
 
 def fail_dead_trials(study) -> int:
-    """Mark FAIL the RUNNING trials whose process is gone (on this host), or that never
-    recorded a process and are older than STALE_UNOWNED_S.  Returns how many."""
+    """Mark FAIL the RUNNING trials whose process is gone (on this host).  A trial that
+    has not recorded its process yet (killed in between) is dead when every process that
+    ran on the study is gone, or when it is older than STALE_UNOWNED_S.  Returns how many."""
     import datetime
 
     from optuna.trial import TrialState
 
     n = 0
     now = datetime.datetime.now()
+    runs = [k[len(RUN_ATTR):] for k in study.user_attrs if k.startswith(RUN_ATTR)]
+    others_alive = any(_alive(o) is not False for o in runs if o != _owner())
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get(OWNER_ATTR)
         if owner is not None:
             dead = _alive(owner) is False
         else:
-            dead = t.datetime_start is not None and (now - t.datetime_start).total_seconds() > STALE_UNOWNED_S
+            dead = not others_alive or (t.datetime_start is not None
+                                        and (now - t.datetime_start).total_seconds() > STALE_UNOWNED_S)
         if dead:
             try:
                 study.tell(t.number, state=TrialState.FAIL)
@@ -301,7 +306,7 @@ def open_study(name: str, storage, directions: list[str], sampler, problem: str,
                                     load_if_exists=True)
     except FleetoptError:
         raise
-    except Exception as e:     # noqa: BLE001  (an unreachable or malformed RDB URL, a study of other directions)
+    except Exception as e:     # an unreachable or malformed RDB URL, a study of other directions
         raise FleetoptError(f"--storage: cannot use it for study '{name}' "
                             f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
     held = study.user_attrs.get(PROBLEM_ATTR)
@@ -457,10 +462,11 @@ def refine(inst: Instance, base: Path, trials: int = 100, timeout_s: float | Non
     if dead:
         warnings.warn(f"study '{name}': {dead} trial(s) left RUNNING by a killed run marked failed", FleetoptWarning,
                       stacklevel=2)
+    owner = _owner()
+    study.set_user_attr(RUN_ATTR + owner, time.time())
     before = len(study.trials)
     if not any(t.state.name in ("COMPLETE", "WAITING") for t in study.trials):     # the MILP plan first
         study.enqueue_trial(search.seed_params())
-    owner = _owner()
     stop: list[int] = []
 
     def objective(trial):
@@ -480,7 +486,7 @@ def refine(inst: Instance, base: Path, trials: int = 100, timeout_s: float | Non
         with stop_on_signals(lambda signum: stop.append(signum)):
             study.optimize(objective, n_trials=trials, timeout=timeout_s, show_progress_bar=progress,
                            catch=(FloatingPointError, ZeroDivisionError), callbacks=[halt])
-    except Exception as e:     # noqa: BLE001  (only a storage that failed to write is turned into one line)
+    except Exception as e:     # only a storage that failed to write is turned into one line
         why = _write_failure(store, e)
         if why is None:
             raise

@@ -348,7 +348,7 @@ def run_case(case: dict, out_dir: str, reuse: bool = True, catalog_files: tuple[
                         "two_pool_tokens_per_joule": two["tokens_per_joule"] if two else None,
                         "gain_vs_homog": res["gains"]["vs_homogeneous"]["tokens_per_joule"] if h else None,
                         "gap": res["solver"]["gap"], "solver_seconds": res["solver"]["solve_seconds"]})
-        except Exception as e:     # noqa: BLE001  (a failed case is a row, not a stopped sweep)
+        except Exception as e:
             from fleetopt import InfeasibleError
 
             row.update({"status": "infeasible" if isinstance(e, InfeasibleError) else "failed",
