@@ -37,10 +37,19 @@ def _ints(text: str, name: str) -> list[int]:
     return vals
 
 
-def _profile(ctx, mode, model, gpu, tp, power_cap_w=None, gmu=None):
+def _profile(ctx, mode, model, gpu, tp, power_cap_w=None, gmu=None, dp=1):
     from fleetopt.profile import make_profile
 
-    kw = {}
+    kw: dict = {}
+    if dp != 1:
+        if mode != "physical":
+            raise FleetoptError("dp: data-parallel attention is modelled in physical mode only")
+        if dp < 1:
+            raise FleetoptError(f"dp must be >= 1, got {dp}")
+        m = _catalog(ctx).model(model)
+        if not m.is_moe:
+            raise FleetoptError(f"dp: data-parallel attention with expert parallelism needs an MoE model; {m.id} is dense")
+        kw["dp"] = dp
     if mode == "physical":
         if power_cap_w is not None:
             if not math.isfinite(power_cap_w) or power_cap_w <= 0:
@@ -68,14 +77,21 @@ def _emit(obj, fmt: str, title: str | None = None) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--catalog", "catalog", multiple=True, type=click.Path(dir_okay=False),
               help="Extra GPU/model catalog YAML (adds or overrides entries; also $FLEETOPT_CATALOG).")
+@click.option("--calibration", "calibration", default=None, type=click.Path(dir_okay=False),
+              envvar="FLEETOPT_CALIBRATION",
+              help="Calibration file from 'fleetopt calibrate' (also $FLEETOPT_CALIBRATION); default: packaged.")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.version_option(package_name="fleetopt")
 @click.pass_context
-def cli(ctx: click.Context, catalog, debug):
+def cli(ctx: click.Context, catalog, calibration, debug):
     """Plan LLM serving fleets for tokens per joule: pool boundaries, GPU types, counts."""
     ctx.ensure_object(dict)
     ctx.obj["catalog"] = catalog
     ctx.obj["debug"] = debug
+    if calibration:
+        from fleetopt.calibrate import load_calibration
+
+        load_calibration(calibration)
 
 
 mode_opt = click.option("--mode", type=click.Choice(["physical", "paper", "paper-computed"]), default="physical",
@@ -111,6 +127,8 @@ def law(ctx, model, gpu, tp, contexts, output_tokens, admission, power_cap_w, gm
 @click.option("--model", required=True)
 @click.option("--gpu", required=True)
 @click.option("--tp", type=int, default=1, show_default=True)
+@click.option("--dp", type=int, default=1, show_default=True,
+              help="Data-parallel attention ranks with expert parallelism (MoE); the instance has tp x dp GPUs.")
 @click.option("--batch", type=int, required=True, help="Sequences decoding together.")
 @click.option("--prompt-tokens", type=int, required=True)
 @click.option("--output-tokens", type=int, required=True)
@@ -119,11 +137,11 @@ def law(ctx, model, gpu, tp, contexts, output_tokens, admission, power_cap_w, gm
 @mode_opt
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @click.pass_context
-def estimate(ctx, model, gpu, tp, batch, prompt_tokens, output_tokens, power_cap_w, gmu, mode, fmt):
+def estimate(ctx, model, gpu, tp, dp, batch, prompt_tokens, output_tokens, power_cap_w, gmu, mode, fmt):
     """One operating point: step time, TTFT, power and energy per token and per query."""
     from fleetopt.law import estimate as est
 
-    prof = _profile(ctx, mode, model, gpu, tp, power_cap_w, gmu)
+    prof = _profile(ctx, mode, model, gpu, tp, power_cap_w, gmu, dp)
     _emit(est(prof, batch, prompt_tokens, output_tokens), fmt)
 
 
@@ -145,6 +163,7 @@ def _register_more() -> None:
         from fleetopt import commands  # noqa: F401
     except ImportError:
         pass
+    from fleetopt import energy_commands  # noqa: F401  (fleetopt energy, fleetopt energy-map)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):

@@ -16,7 +16,7 @@ import numpy as np
 from fleetopt import FleetoptError
 from fleetopt.instance import Instance
 from fleetopt.sizing import PoolSizing, PoolTraffic, Slo, size_pool
-from fleetopt.workload import LengthDist, from_cdf, from_cells, from_lognormal, read_trace, trace_rate
+from fleetopt.workload import LengthDist, from_cdf, from_cells, from_lognormal, read_trace, scale_output, trace_rate
 
 GPUS_PER_NODE = 8
 
@@ -149,8 +149,9 @@ def build_workload(inst: Instance, base: Path) -> tuple[LengthDist, float]:
     key, max_out = wl.routing_key, wl.max_output_tokens
     rate = None
     if d.type == "mixture":
-        parts = [(c.weight, _component(c.workload, base, key, max_out,
-                                       f"workload.distribution.components.{name}.workload")[0])
+        parts = [(c.weight, scale_output(_component(c.workload, base, key, max_out,
+                                                    f"workload.distribution.components.{name}.workload")[0],
+                                         c.output_scale, key, max_out))
                  for name, c in d.components.items() if c.weight > 0]
         tot = sum(wt for wt, _ in parts)
         if tot <= 0:
@@ -160,6 +161,7 @@ def build_workload(inst: Instance, base: Path) -> tuple[LengthDist, float]:
                                 max_out)
     else:
         dist, rate = _component(d, base, key, max_out)
+    dist = scale_output(dist, wl.output_scale, key, max_out)
     if wl.arrival_rate == "trace":
         if rate is None:
             raise FleetoptError("workload.arrival_rate: 'trace' needs a trace workload with a time column")
@@ -309,7 +311,8 @@ class Router:
         d, comp = inst.workload.distribution, inst.pools.compress
         self.dist, self.compress = dist, comp
         self.paper = (inst.mode == "paper" and d.type == "cdf" and d.knots is not None
-                      and (comp is None or comp.accounting == "paper"))
+                      and (comp is None or comp.accounting == "paper")
+                      and inst.workload.output_scale == 1.0)     # scaled outputs: routed by key
         self.d = d
 
     def pool(self, lo: float, hi: float, next_hi: float | None) -> tuple[PoolTraffic, int]:

@@ -163,6 +163,9 @@ class MixtureComponent(Record, kw_only=True):
     weight: between(ge=0, le=1)
     """Share of the requests (the weights sum to 1; 0 switches a component off)."""
     workload: Union[CdfWorkload, HistogramWorkload, TraceWorkload, LognormalWorkload]
+    output_scale: Pos = 1.0
+    """This component's output lengths x this factor (a long-query share: e.g. 15 for
+    test-time scaling), applied before ``workload.output_scale``."""
 
 
 class MixtureWorkload(_Dist, tag="mixture", kw_only=True):
@@ -174,14 +177,34 @@ class MixtureWorkload(_Dist, tag="mixture", kw_only=True):
             raise ValueError(f"@components: the weights must sum to 1 (within {PROB_TOL:g}), got {total:.6g}")
 
 
+class LoadProfile(Record, kw_only=True):
+    """A day's load shape: 24 relative hourly weights.  The busiest hour runs at
+    ``workload.arrival_rate`` (the fleet is sized for it); hour h at that rate x w_h / max(w).
+    Read by ``fleetopt energy``, which integrates the day."""
+
+    hourly_weights: Annotated[list[NonNeg], Meta(min_length=24, max_length=24)]
+    idle_instances: Literal["keep_idle", "switch_off"] = "keep_idle"
+    """Instances an hour does not need: kept on at idle power (GPUs' idle W + host share),
+    or switched off (0 W)."""
+
+    def __post_init__(self):
+        if max(self.hourly_weights) <= 0:
+            raise ValueError("at least one hourly weight must be > 0")
+
+
 class Workload(Record, kw_only=True):
     """The request stream: a length distribution, an arrival rate and the routing key."""
 
     distribution: Union[CdfWorkload, HistogramWorkload, TraceWorkload, LognormalWorkload, MixtureWorkload]
     arrival_rate: Union[Pos, Literal["trace"]] = 100.0
-    """Requests per second, or 'trace' for a trace's own mean rate."""
+    """Requests per second, or 'trace' for a trace's own mean rate (the peak hour's rate
+    when ``load_profile`` is given)."""
     routing_key: Literal["total", "input", "input_plus_max_output"] = "total"
     max_output_tokens: PosInt | None = None
+    output_scale: Pos = 1.0
+    """Every request's output length x this factor, input unchanged (test-time scaling:
+    reasoning models emit more tokens for the same prompt); 1 = as given."""
+    load_profile: LoadProfile | None = None
 
 
 class Slo(Record, kw_only=True):

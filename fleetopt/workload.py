@@ -88,6 +88,18 @@ class LengthDist:
         return slice(int(np.searchsorted(self.key, lo, "right")), int(np.searchsorted(self.key, hi, "right")))
 
 
+def scale_output(dist: LengthDist, factor: float, routing_key: str = "total",
+                 max_output_tokens: int | None = None) -> LengthDist:
+    """Test-time scaling: every request's output x ``factor``, input and weights unchanged,
+    O' = factor x O (at least 1 token; capped again at ``max_output_tokens`` under the
+    ``input_plus_max_output`` key); routing keys recomputed."""
+    if not factor > 0:
+        raise FleetoptError(f"workload.output_scale: must be > 0, got {factor}")
+    if factor == 1.0:
+        return dist
+    return LengthDist.build(dist.inp, dist.out * factor, dist.w, routing_key, max_output_tokens)
+
+
 def _grid(lo: float, hi: float, m: int) -> np.ndarray:
     """m midpoints of equal sub-intervals of [lo, hi)."""
     return lo + (np.arange(m) + 0.5) * (hi - lo) / m

@@ -27,12 +27,22 @@ DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1
 Dtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "mxfp4", "int4"]
 
 
+Vendor = Literal["nvidia", "amd", "other"]
+
+
 class Gpu(Frozen, kw_only=True):
-    """One accelerator type.  Units in field names; see gpus.yaml for the sources."""
+    """One accelerator type.  Units in field names; see gpus.yaml for the sources.
+
+    The energy fields (``mem_pj_per_bit``, ``link_pj_per_bit``) and ``memory_type``,
+    ``process_nm``, ``vendor`` default to values that keep a user catalog written before
+    they existed loadable: an HBM3-class memory energy, a board-level SerDes link energy,
+    an unstated process node (0) and vendor "nvidia"."""
 
     id: str
     aliases: tuple[str, ...] = ()
     name: str = ""
+    vendor: Vendor = "nvidia"
+    """maker; lets physics apply a per-vendor software-efficiency factor (ROCm vs CUDA)"""
     hbm_bytes: Pos
     """usable device memory, bytes"""
     mem_bw_bytes_s: Pos
@@ -44,11 +54,23 @@ class Gpu(Frozen, kw_only=True):
     tdp_w: Pos
     """board power limit, W"""
     idle_w: NonNeg
-    """idle power with the server loaded, W"""
+    """power of an idle GPU holding the serving process (CUDA/HIP context up, weights
+    loaded, clocks up, no kernels running), W"""
     link_gb_s: Pos
     """per-direction scale-up bandwidth per GPU, GB/s"""
     usd_per_gpu_hour: NonNeg
     """default price, $ per GPU-hour"""
+    memory_type: str = "unknown"
+    """device memory technology ("hbm2", "hbm2e", "hbm3", "hbm3e", "gddr6"); documents mem_pj_per_bit"""
+    mem_pj_per_bit: Pos = 3.9
+    """device-memory energy per bit moved, pJ/bit: DRAM array + on-stack movement + interface,
+    device level (the per-generation table at the top of gpus.yaml); default: HBM3-class"""
+    link_pj_per_bit: Pos = 5.5
+    """scale-up link energy per bit crossing the link (both SerDes ends, GPU side; switch
+    power excluded), pJ/bit; default: board-level SerDes class (gpus.yaml)"""
+    process_nm: NonNeg = 0.0
+    """logic process node of the compute die, nm-class (TSMC N7 = 7, 4N/4NP = 4); 0 = not
+    stated.  Documentation only: no formula reads it"""
 
     def __post_init__(self):
         if self.idle_w >= self.tdp_w:
@@ -90,6 +112,10 @@ class Model(Frozen, kw_only=True):
     kv_dtype: Dtype = "bf16"
     published_params_b: Pos | None = None
     """vendor's total, billions"""
+    max_context_tokens: NonNegInt = 0
+    """longest sequence (prompt + output) the release supports, tokens: config.json
+    ``max_position_embeddings`` (vLLM's default ``max_model_len``) or the model card's stated
+    context.  0 = not stated (a user entry); every packaged model states it"""
 
     def __post_init__(self):
         if self.heads % self.kv_heads:
@@ -251,6 +277,8 @@ def gpu_table(cat: Catalog) -> list[dict]:
     return [{"id": g.id, "hbm_gib": round(g.hbm_bytes / 2**30, 1), "mem_bw_tb_s": g.mem_bw_bytes_s / 1e12,
              "bf16_tflops": g.bf16_flops / 1e12, "fp8_tflops": g.fp8_flops / 1e12, "tdp_w": g.tdp_w,
              "idle_w": g.idle_w, "link_gb_s": g.link_gb_s, "usd_per_gpu_hour": g.usd_per_gpu_hour,
+             "vendor": g.vendor, "memory_type": g.memory_type, "mem_pj_per_bit": g.mem_pj_per_bit,
+             "link_pj_per_bit": g.link_pj_per_bit, "process_nm": g.process_nm,
              "aliases": ",".join(g.aliases)} for g in cat.gpus.values()]
 
 
@@ -260,6 +288,7 @@ def model_table(cat: Catalog) -> list[dict]:
              "layers": m.layers, "hidden": m.hidden, "heads": m.heads, "kv_heads": m.kv_heads,
              "head_dim": m.head_dim, "experts": m.experts, "top_k": m.top_k, "attention": m.attention,
              "weight_dtype": m.weight_dtype, "kv_dtype": m.kv_dtype,
-             "kv_bytes_per_token": m.kv_elements_per_token * DTYPE_BYTES[m.kv_dtype]}
+             "kv_bytes_per_token": m.kv_elements_per_token * DTYPE_BYTES[m.kv_dtype],
+             "max_context_tokens": m.max_context_tokens}
             for m in cat.models.values()]
 

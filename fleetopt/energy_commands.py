@@ -1,0 +1,158 @@
+"""CLI commands ``fleetopt energy`` and ``fleetopt energy-map`` (registered on import by
+``fleetopt.cli``)."""
+
+from __future__ import annotations
+
+import click
+
+from fleetopt.cli import FORMATS, _catalog, _emit, _ints, cli
+from fleetopt.commands import set_opt
+
+SUMMARY = [("queries_per_day", "queries/day"), ("peak_queries_per_s", "queries/s (busiest hour)"),
+           ("mean_output_tokens", "tokens"), ("instances_peak", "instances"), ("gpus_peak", "GPUs"),
+           ("utilization_peak", "fraction of slots (busiest hour)"),
+           ("wh_per_query_gpu", "Wh/query (GPUs of serving instances)"),
+           ("wh_per_query_host", "Wh/query (host share of serving instances)"),
+           ("wh_per_query_idle_instances", "Wh/query (instances idle in quieter hours)"),
+           ("wh_per_query_it", "Wh/query (IT = GPUs + host + idle)"),
+           ("wh_per_query_facility", "Wh/query (facility = IT x PUE)"),
+           ("wh_per_query_facility_p50", "Wh/query (facility, median query)"),
+           ("j_per_output_token_facility", "J per output token (facility)"),
+           ("mwh_per_day", "MWh/day (facility)"), ("gwh_per_year", "GWh/year (facility)"),
+           ("mean_facility_power_mw", "MW (facility, day mean)"), ("peak_facility_power_mw", "MW (facility, peak)"),
+           ("usd_per_day", "USD/day"), ("usd_per_year", "USD/year"), ("usd_per_million_queries", "USD"),
+           ("tco2_per_day", "t CO2/day"), ("tco2_per_year", "t CO2/year"), ("gco2_per_query", "g CO2/query")]
+
+
+def _energy_tables(res: dict) -> str:
+    from fleetopt.output import table
+
+    rows = [{"figure": k, "value": res[k], "unit": u} for k, u in SUMMARY if k in res]
+    pools = [{k: p[k] for k in ("lo_tokens", "hi_tokens", "gpu", "tp", "instances", "utilization", "batch",
+                                "power_per_gpu_w", "mwh_per_day")} for p in res["pools"]]
+    text = [table(rows, f"energy of {res['topology']} ({res['model']}, PUE {res['pue']:g}, host "
+                        f"{res['host_w_per_node']:g} W per 8-GPU node)"), "", table(pools, "pools (busiest hour)")]
+    if res["load_profile"] is not None:
+        text += ["", table(res["hours"], f"hours (idle instances: {res['load_profile']['idle_instances']})")]
+    return "\n".join(text)
+
+
+def _flat(res: dict) -> dict:
+    return {k: v for k, v in res.items() if not isinstance(v, (list, dict)) and v is not None}
+
+
+@cli.command()
+@click.argument("instance", type=click.Path(dir_okay=False))
+@click.option("--plan", "plan_path", default=None, help="plan.json from fleetopt solve --out (default: solve first).")
+@click.option("--topology", default=None, help="Pools as UPPER_TOKENS:GPU[xTP][:ADMISSION],... ascending.")
+@click.option("--queries-per-day", type=float, default=None,
+              help="Query volume (default: the instance's rate over the day, its load profile applied).")
+@click.option("--usd-per-mwh", type=float, default=None, help="Electricity price, USD per MWh.")
+@click.option("--gco2-per-kwh", type=float, default=None, help="Grid carbon intensity, gCO2 per kWh.")
+@set_opt
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def energy(ctx, instance, plan_path, topology, queries_per_day, usd_per_mwh, gco2_per_kwh, overrides, fmt):
+    """Energy per query (IT and facility), MWh/day and GWh/year of a plan for a query volume."""
+    import os
+
+    from fleetopt import FleetoptError
+    from fleetopt.commands import _plan_topology
+    from fleetopt.energy_scale import energy_report, solve_for_peak
+    from fleetopt.fleet import parse_topology
+    from fleetopt.instance import load_instance
+
+    if plan_path is not None and topology is not None:
+        raise FleetoptError("energy: give at most one of --plan or --topology")
+    for flag, v in (("--queries-per-day", queries_per_day), ("--usd-per-mwh", usd_per_mwh),
+                    ("--gco2-per-kwh", gco2_per_kwh)):
+        if v is not None and not v >= 0:
+            raise FleetoptError(f"{flag}: must be >= 0, got {v:g}")
+    if queries_per_day is not None and queries_per_day <= 0:
+        raise FleetoptError(f"--queries-per-day: must be > 0, got {queries_per_day:g}")
+    inst, base = load_instance(instance, overrides)
+    cat = _catalog(ctx)
+    if plan_path:
+        topo = _plan_topology(plan_path)
+        _check_plan_model(plan_path, inst.model, cat)
+    elif topology:
+        topo = parse_topology(topology)
+    else:
+        topo = solve_for_peak(inst, base, cat, queries_per_day, workers=min(2, os.cpu_count() or 1))
+    res = energy_report(inst, base, topo, cat, queries_per_day, usd_per_mwh, gco2_per_kwh)
+    if fmt == "json":
+        _emit(res, "json")
+    elif fmt == "csv":
+        _emit(_flat(res), "csv")
+    else:
+        click.echo(_energy_tables(res))
+
+
+def _check_plan_model(plan_path: str, model: str, cat) -> None:
+    """A plan solved for another model would be sized here on the instance's model: refuse."""
+    import json
+
+    from fleetopt import FleetoptError
+
+    with open(plan_path) as f:
+        planned = json.load(f).get("model")
+    if planned and cat.model(planned).id != cat.model(model).id:
+        raise FleetoptError(f"--plan: '{plan_path}' was solved for {planned}, the instance serves {model}")
+
+
+def _write_map(out_dir: str, rows: list[dict], title: str, force: bool) -> list[str]:
+    """energy_map.png and energy_map.json in ``out_dir``, each atomically; existing files
+    are replaced only with --force."""
+    from pathlib import Path
+
+    from fleetopt import FleetoptError
+    from fleetopt.energy_map import write_heatmap
+    from fleetopt.output import to_json, write_atomic
+
+    d = Path(out_dir)
+    if d.exists() and not d.is_dir():
+        raise FleetoptError(f"--out: '{d}' exists and is not a folder")
+    names = ["energy_map.png", "energy_map.json"]
+    clash = [n for n in names if (d / n).exists()]
+    if clash and not force:
+        raise FleetoptError(f"--out: {d / clash[0]} exists; pass --force to replace it")
+    write_heatmap(rows, d / "energy_map.png", title)
+    write_atomic(d / "energy_map.json", to_json(rows) + "\n")
+    return [str(d / n) for n in names]
+
+
+@cli.command("energy-map")
+@click.option("--model", required=True, help="Model id, e.g. llama-3.1-405b-fp8.")
+@click.option("--gpu", required=True, help="GPU id, e.g. h100.")
+@click.option("--tp", type=int, default=1, show_default=True, help="Tensor-parallel degree (GPUs per instance).")
+@click.option("--inputs", default=",".join(str(2**k) for k in range(6, 16)), show_default=True,
+              help="Input lengths, comma-separated tokens.")
+@click.option("--outputs", default=",".join(str(2**k) for k in range(4, 14)), show_default=True,
+              help="Output lengths, comma-separated tokens.")
+@click.option("--batch", type=int, default=None, help="Sequences per instance (default: as many as the KV cache holds).")
+@click.option("--tpot-ms", type=float, default=None, help="Largest batch whose step meets this TPOT, ms.")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for energy_map.png (heatmap) and energy_map.json, written atomically.")
+@click.option("--force", is_flag=True, help="Replace existing files in --out.")
+@click.pass_context
+def energy_map_cmd(ctx, model, gpu, tp, inputs, outputs, batch, tpot_ms, fmt, out_dir, force):
+    """J per output token, J per token and Wh per query over input x output lengths."""
+    from fleetopt import FleetoptError
+    from fleetopt.energy_map import energy_map, matrix_text
+    from fleetopt.profile import make_profile
+
+    if batch is not None and tpot_ms is not None:
+        raise FleetoptError("--batch and --tpot-ms: give at most one")
+    ins, outs = _ints(inputs, "--inputs"), _ints(outputs, "--outputs")
+    prof = make_profile("physical", model, gpu, tp, _catalog(ctx))
+    rows = energy_map(prof, ins, outs, batch, tpot_ms)
+    how = f"batch {batch}" if batch else f"TPOT {tpot_ms:g} ms" if tpot_ms else "batch = KV cache limit"
+    title = f"{prof.model.id} on {tp} x {prof.gpu.id}, {how}"
+    files = _write_map(out_dir, rows, title, force) if out_dir else []
+    if fmt == "table":
+        click.echo(matrix_text(rows, title))
+    else:
+        _emit(rows, fmt)
+    if files and fmt == "table":
+        click.echo("wrote " + ", ".join(files))
