@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fleetopt import FleetoptError
-from fleetopt.fleet import GPUS_PER_NODE, Router, _price, make_pool_profile, provisioned_w
+from fleetopt.fleet import (GPUS_PER_NODE, Router, _price, check_context, make_pool_profile, model_context,
+                            provisioned_w)
 from fleetopt.instance import Instance
 from fleetopt.procs import die_with_parent
 from fleetopt.sizing import Slo, TrafficBatch, pool_shapes, size_shapes
@@ -47,10 +48,13 @@ from fleetopt.workload import LengthDist
 ROUND_TOKENS = 64
 
 
-def candidate_boundaries(inst: Instance, dist: LengthDist) -> list[int]:
-    """b_1 < ... < b_M (b_0 = 0 is implicit)."""
+def candidate_boundaries(inst: Instance, dist: LengthDist, context: int = 0) -> list[int]:
+    """b_1 < ... < b_M (b_0 = 0 is implicit).  ``context``: the model's context window
+    (when known, the automatic last window is not above it)."""
     p = inst.pools
     top = p.max_window or int(2 ** math.ceil(math.log2(max(dist.max_key, 2.0))))
+    if context and not p.max_window:
+        top = min(top, max(context, int(math.ceil(dist.max_key))))
     if p.boundaries != "auto":
         top = p.max_window or max(p.boundaries)
         inner = sorted({int(b) for b in p.boundaries if 0 < b < top})
@@ -265,7 +269,8 @@ def generate(inst: Instance, dist: LengthDist, rate: float, catalog, bounds: lis
     rate-independent part of the instance) holds the routed traffic and each config's
     ``PoolShape``, so another arrival rate only redoes the queueing and power.
     ``workers`` > 1 sizes the configs on that many forked processes (where fork exists)."""
-    bounds = bounds or candidate_boundaries(inst, dist)
+    check_context(inst, dist, catalog)
+    bounds = bounds or candidate_boundaries(inst, dist, model_context(inst, catalog))
     b = [0] + bounds
     m = len(bounds)
     cfgs = configs(inst, catalog)

@@ -142,6 +142,28 @@ def _component(d, base: Path, key: str, max_out, field: str = "workload.distribu
     raise FleetoptError(f"{field}.type: unknown '{d.type}'")
 
 
+def model_context(inst: Instance, catalog) -> int:
+    """The model's context window in tokens (0 when the catalog does not say)."""
+    return int(getattr(catalog.model(inst.model), "max_context_tokens", 0) or 0)
+
+
+def check_context(inst: Instance, dist: LengthDist, catalog, uppers=()) -> None:
+    """Refuse (one line, exit 2) requests longer than the model's context window, and pools
+    (``uppers``, a topology's upper bounds) whose window exceeds it: no server takes them."""
+    ctx = model_context(inst, catalog)
+    if not ctx:
+        return
+    tot = dist.inp + dist.out
+    over = tot > ctx
+    if over.any():
+        raise FleetoptError(f"workload: {100 * float(dist.w[over].sum()):.3g} % of requests (up to {tot.max():.0f} "
+                            f"tokens) are longer than {inst.model}'s context window of {ctx} tokens")
+    for up in uppers:
+        if up > ctx:
+            raise FleetoptError(f"topology: the pool up to {up} tokens is longer than {inst.model}'s context window "
+                                f"of {ctx} tokens")
+
+
 def build_workload(inst: Instance, base: Path) -> tuple[LengthDist, float]:
     """The instance's length distribution and arrival rate (req/s)."""
     wl = inst.workload
@@ -423,6 +445,7 @@ def evaluate(inst: Instance, base: Path, topology: list[PoolChoice], admission: 
 
     cat = catalog or load_catalog()
     dist, rate = workload or build_workload(inst, base)
+    check_context(inst, dist, cat, [p.upper for p in topology])
     adm = admission or inst.pools.admission[0]
     if inst.mode == "paper":
         adm = "reserve"

@@ -370,7 +370,8 @@ def check_instance(inst: Instance, catalog, source: str = "") -> None:
     """The checks that need the catalog, each a user mistake (``FleetoptError``, exit 2)
     rather than an infeasible plan: the model and every GPU id known, no GPU listed twice,
     every TP dividing the model's attention heads (and a multiple of its KV heads above
-    them), the serving power cap at least every candidate GPU's idle power."""
+    them), the serving power cap at least every candidate GPU's idle power, the last
+    window and boundaries within the model's context window."""
     prefix = f"{source}: " if source else ""
     try:
         model = catalog.model(inst.model)
@@ -392,6 +393,14 @@ def check_instance(inst: Instance, catalog, source: str = "") -> None:
             why = tp_problem(model, tp)
             if why:
                 raise FleetoptError(f"{prefix}gpus.{i}.tp.{j}: {why}")
+    ctx = int(getattr(model, "max_context_tokens", 0) or 0)
+    pools = inst.pools
+    if ctx and pools.max_window is not None and pools.max_window > ctx:
+        raise FleetoptError(f"{prefix}pools.max_window: {pools.max_window} is longer than {model.id}'s context window "
+                            f"of {ctx} tokens")
+    if ctx and pools.boundaries != "auto" and pools.boundaries[-1] > ctx:
+        raise FleetoptError(f"{prefix}pools.boundaries.{len(pools.boundaries) - 1}: {pools.boundaries[-1]} is longer "
+                            f"than {model.id}'s context window of {ctx} tokens")
     cap = inst.serving.power_cap_w
     if cap is not None:
         gid, w = max(idle.items(), key=lambda kv: kv[1])

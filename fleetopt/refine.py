@@ -46,7 +46,7 @@ import warnings
 from pathlib import Path
 
 from fleetopt import FleetoptError, FleetoptWarning, InfeasibleError, Interrupted
-from fleetopt.fleet import PoolChoice, build_workload, evaluate, groups, parse_topology
+from fleetopt.fleet import PoolChoice, build_workload, evaluate, groups, model_context, parse_topology
 from fleetopt.instance import Instance
 from fleetopt.schema import replace, to_builtins
 
@@ -332,7 +332,7 @@ class Search:
         grp = groups(self.topo)
         self.uppers = [up for up, _ in grp]            # the ranges; a mixed range's members keep their shares
         self.range_of = [g for g, (_, idx) in enumerate(grp) for _ in idx]
-        self.cands = candidate_boundaries(inst, self.workload[0])
+        self.cands = candidate_boundaries(inst, self.workload[0], model_context(inst, catalog))
         self.gpus = {catalog.gpu(g.id).id: sorted(set(g.tp)) for g in inst.gpus}
         self.limits = {catalog.gpu(g.id).id: g.max_gpus for g in inst.gpus if g.max_gpus is not None}
         self.physical = inst.mode == "physical"

@@ -339,6 +339,29 @@ CASES: list[tuple[list[str], str]] = [
      "'5' is not an index"),
     (["sweep", spec("s19.yaml", "base: tiny.yaml\ncases: []\n"), "--out", "o"], "cases: must have at least 1"),
     (["sweep", spec("s20.yaml", "base: tiny.yaml\ngrid: {}\n"), "--out", "o"], "grid: must have at least 1"),
+    # ---- the model's context window ---------------------------------------------------
+    (solve_set("pools.max_window=262144"), "pools.max_window: 262144 is longer than llama-3.1-70b's context window"),
+    (solve_set("model=llama-2-70b"), "pools.max_window: 16384 is longer than llama-2-70b's context window of 4096"),
+    (solve_set("model=llama-2-70b", "pools.max_window=4096"),
+     "workload: 2.7 % of requests (up to 15928 tokens) are longer than llama-2-70b's context window of 4096"),
+    (["evaluate", AZ, "--topology", "262144:h100x8"], "topology: the pool up to 262144 tokens is longer than"),
+    (["solve", PAPER, "--set", "pools.boundaries=[4096, 200000]", "--set", "pools.max_window=null"],
+     "pools.boundaries.1: 200000 is longer than llama-3.1-70b's context window"),
+    # ---- energy, energy-map, calibrate ---------------------------------------------------
+    (["energy", "tiny.yaml", "--queries-per-day", "-5"], "--queries-per-day"),
+    (["energy", "tiny.yaml", "--queries-per-day", "inf"], "--queries-per-day: must be a finite number"),
+    (["energy", "tiny.yaml", "--usd-per-mwh", "nan"], "--usd-per-mwh"),
+    (["energy", "tiny.yaml", "--plan", "p.json", "--topology", "4096:h100"], "at most one of --plan or --topology"),
+    (["energy", "tiny.yaml", "--set", "model=llama-9"], "model: unknown model 'llama-9'"),
+    (["energy", "tiny.yaml", "--set", "gpus.0.tp=[3]"], "gpus.0.tp.0: tp 3 does not divide"),
+    (["energy-map", "--model", "llama-9", "--gpu", "h100"], "unknown model 'llama-9'"),
+    (["energy-map", "--model", "llama-3.1-8b", "--gpu", "h100", "--batch", "0"], "--batch"),
+    (["energy-map", "--model", "llama-3.1-8b", "--gpu", "h100", "--tpot-ms", "inf"], "--tpot-ms: must be a finite"),
+    (["energy-map", "--model", "llama-3.1-8b", "--gpu", "h100", "--inputs", "abc"], "--inputs"),
+    (["energy-map", "--model", "llama-3.1-8b", "--gpu", "h100", "--out", "foreign"],
+     "--out: 'foreign' holds files fleetopt did not write"),
+    (["calibrate", "nowhere.csv"], "no such measurements file"),
+    (["calibrate", "tiny.yaml"], "tiny.yaml: not a readable CSV"),
     # ---- sweep-report ------------------------------------------------------------------
     (["sweep-report", "nothing"], "sweep-report: no results"),
     (["sweep-report", "inst_dir"], "sweep-report: no results"),
@@ -370,7 +393,8 @@ def workdir(tmp_path, monkeypatch):
 def test_there_are_more_than_a_hundred():
     assert len(CASES) >= 100
     assert {a[0] if not a[0].startswith("--") else a[2] for a, _ in CASES} >= {
-        "law", "estimate", "catalog", "evaluate", "solve", "simulate", "refine", "sweep", "sweep-report"}
+        "law", "estimate", "catalog", "evaluate", "solve", "simulate", "refine", "sweep", "sweep-report", "energy",
+        "energy-map", "calibrate"}
 
 
 @pytest.mark.parametrize("argv,needle", CASES, ids=[f"{i:03d}-{' '.join(a)[:60]}" for i, (a, _) in enumerate(CASES)])
