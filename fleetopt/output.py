@@ -7,9 +7,8 @@ import io
 import json
 import math
 import os
-import tempfile
-from pathlib import Path
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 def _clean(v: Any) -> Any:
@@ -89,18 +88,8 @@ def render(rows: list[dict], fmt: str, title: str | None = None) -> str:
     return table(rows, title)
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and os.replace,
-    so a reader never sees a half-written file and an interrupt leaves the old one intact."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def write_atomic(path: str | os.PathLike, text: str | bytes) -> None:
+    """Write ``text`` to ``path`` atomically (``fleetopt.files.write_atomic``)."""
+    from fleetopt.files import write_atomic as _write
+
+    _write(path, text)

@@ -129,6 +129,11 @@ class PoolStats:
     window_ms: float = 0.0
 
 
+MAX_EVENTS_PER_REQUEST = 1000
+"""Events the loop may process per request (a request causes a handful; preemptions add
+a few more): past it the simulation stops with an error instead of running forever."""
+
+
 def simulate_pool(spec: PoolSpec, arrivals_ms, inp, out, prefill_ms, warm: int, ttft_slo_ms: float,
                   tpot_slo_ms: float | None, record=None, service_ms=None) -> PoolStats:
     """Run one pool over the given requests (arrival times ascending, ms; lengths; prefill
@@ -257,7 +262,10 @@ def simulate_pool(spec: PoolSpec, arrivals_ms, inp, out, prefill_ms, warm: int, 
 
     def finish(k: int, t: float) -> None:
         h = running[k]
-        while h and (h[0][2] not in alive or h[0][0] <= V[k] * (1 + 1e-12) + 1e-9):
+        # a sequence is done within rounding; on a long horizon the clock's own resolution
+        # (ulp of t) is more tokens than 1e-9, and without it the event would recur forever
+        tol = 1e-9 + 4.0 * math.ulp(t) / STEP[k]
+        while h and (h[0][2] not in alive or h[0][0] <= V[k] * (1 + 1e-12) + tol):
             fin, _, rid = heapq.heappop(h)
             if rid not in alive:
                 continue
@@ -307,7 +315,12 @@ def simulate_pool(spec: PoolSpec, arrivals_ms, inp, out, prefill_ms, warm: int, 
                 return
 
     i = 0
+    budget = MAX_EVENTS_PER_REQUEST * n_req + 1_000_000      # a bound, so a numerical stall cannot spin
     while i < n_req or events:
+        budget -= 1
+        if budget < 0:
+            raise RuntimeError(f"simulation stalled: more than {MAX_EVENTS_PER_REQUEST} events per request "
+                               f"(at t = {events[0][0] if events else t_end:.6g} ms)")
         t_arr = arrivals_ms[i] if i < n_req else inf
         if events and events[0][0] <= t_arr:
             t, _, k, ver = heapq.heappop(events)

@@ -128,24 +128,36 @@ def _replayed(inst: Instance, base: Path, topology: list[PoolChoice], requests: 
 
 
 class _TraceWriter:
-    """--trace-out: one CSV row per finished request, written to a temporary file and
-    renamed into place when the simulation ends."""
+    """--trace-out: one CSV row per finished request, written to a temporary file beside
+    the target (permissions as any new file) and renamed into place when the simulation
+    ends; on any failure (a full disk included) or interrupt the temporary is removed and
+    the target left as it was.  Temporaries of killed runs are removed on the next."""
 
     def __init__(self, path: str | None, force: bool):
         self.path = Path(path) if path else None
+        self.f = None
         if self.path is None:
             return
+        import csv
+        import os
+
+        from fleetopt.files import clean_stale, os_error, temp_name
+
+        if self.path.is_dir():
+            raise FleetoptError(f"--trace-out: '{self.path}' is a folder")
         if self.path.exists() and not force:
             raise FleetoptError(f"--trace-out: {self.path} exists; pass --force to replace it")
-        import csv
-        import tempfile
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        self.f = open(fd, "w", newline="")
-        self.w = csv.writer(self.f)
-        self.w.writerow(["pool", "request", "instance", "arrival_ms", "first_token_ms", "finish_ms",
-                         "input_tokens", "output_tokens", "warmup"])
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            clean_stale(self.path.parent, self.path.name)
+            self.tmp = self.path.parent / temp_name(self.path.name)
+            self.f = open(os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w", newline="")
+            self.w = csv.writer(self.f)
+            self.w.writerow(["pool", "request", "instance", "arrival_ms", "first_token_ms", "finish_ms",
+                             "input_tokens", "output_tokens", "warmup"])
+        except OSError as e:
+            self._discard()
+            raise os_error(e, "--trace-out", self.path) from None
 
     def recorder(self, pool: int, arr, inp, out, warm: int):
         if self.path is None:
@@ -157,16 +169,39 @@ class _TraceWriter:
                int(rid < warm)])
         return rec
 
+    def _discard(self) -> None:
+        if self.f is not None:
+            try:
+                self.f.close()
+            except OSError:
+                pass
+            self.f = None
+        if getattr(self, "tmp", None) is not None:
+            try:
+                Path(self.tmp).unlink(missing_ok=True)
+            except OSError:                 # a read-only folder: nothing was created there
+                pass
+
     def close(self, ok: bool) -> None:
+        """Rename the finished trace into place (``ok``) or remove it."""
         if self.path is None:
             return
         import os
 
-        self.f.close()
-        if ok:
+        from fleetopt.files import os_error
+
+        if not ok:
+            self._discard()
+            return
+        try:
+            self.f.flush()
+            os.fsync(self.f.fileno())
+            self.f.close()
+            self.f = None
             os.replace(self.tmp, self.path)
-        else:
-            Path(self.tmp).unlink(missing_ok=True)
+        except OSError as e:
+            self._discard()
+            raise os_error(e, "--trace-out", self.path) from None
 
 
 def simulate(inst: Instance, base: Path, topology: list[PoolChoice], requests: int = 100_000, seed: int = 0,
@@ -176,13 +211,20 @@ def simulate(inst: Instance, base: Path, topology: list[PoolChoice], requests: i
     trace replayed with ``arrivals="trace"``); ``instances`` overrides the analytical
     instance counts per pool (used by --repair)."""
     writer = _TraceWriter(trace_out, force)
-    ok = False
     try:
         res = _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, arrivals, writer)
-        ok = True
-        return res
-    finally:
-        writer.close(ok)
+    except OSError as e:                    # the trace's rows could not be written (a full disk)
+        from fleetopt.files import os_error
+
+        writer.close(False)
+        if trace_out is None:
+            raise
+        raise os_error(e, "--trace-out", trace_out) from None
+    except BaseException:
+        writer.close(False)
+        raise
+    writer.close(True)
+    return res
 
 
 def _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, arrivals, writer) -> dict:
