@@ -94,7 +94,7 @@ def paper_method(model: str, tp: int, scale: float = 1.0) -> dict:
     from fleetopt.energy_map import energy_map
     from fleetopt.energy_scale import weighted_quantiles
     from fleetopt.fleet import build_workload
-    from fleetopt.profile import make_profile
+    from fleetopt.profiles import make_profile
 
     inst, base = _data(model, tp, scale)
     dist, _ = build_workload(inst, base)
@@ -219,7 +219,7 @@ def _map_row(model: str, tp: int, label: str, rows: list[dict]) -> dict:
 
 def energy_maps() -> list[dict]:
     from fleetopt.energy_map import energy_map
-    from fleetopt.profile import make_profile
+    from fleetopt.profiles import make_profile
 
     out = []
     for model, tp in MODELS:

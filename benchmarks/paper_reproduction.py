@@ -10,12 +10,12 @@ from __future__ import annotations
 
 
 from fleetopt.catalog import load_catalog
-from fleetopt.compat.paper import computed_profile
+from fleetopt.profiles.paper import computed_profile
 from fleetopt.law import law_rows
 from fleetopt.output import table
 
 from _results import RESULTS
-from fleetopt.profile import make_profile
+from fleetopt.profiles import make_profile
 
 PUBLISHED_T1 = {"h100": [35.00, 17.62, 8.97, 4.69, 2.58, 1.50, 0.88], "b200": [61.44, 30.79, 15.49, 7.87, 4.09, 2.24, 1.30]}
 

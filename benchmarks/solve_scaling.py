@@ -57,7 +57,7 @@ def startup_rows() -> list[dict]:
     for label, cmd in (("python -c pass", [sys.executable, "-c", "pass"]),
                        ("python -m fleetopt --help", [sys.executable, "-m", "fleetopt", "--help"]),
                        ("import what solve needs", [sys.executable, "-c", "import fleetopt.cli, fleetopt.commands, "
-                                                    "fleetopt.solve, fleetopt.profile, formulations.fleet, highspy"])):
+                                                    "fleetopt.solve, fleetopt.profiles, formulations.fleet, highspy"])):
         ts = sorted(bare(cmd, REPS))
         rows.append({"command": label, "wall_s": ts[0], "wall_median_s": ts[len(ts) // 2]})
     return rows

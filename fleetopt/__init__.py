@@ -1,34 +1,49 @@
 """fleetopt: plan LLM serving fleets (context-length pools, GPU types, counts) for tokens per joule.
 
-The library is layered (see README): ``catalog`` (GPUs, models) -> ``physics`` (KV cache,
-roofline step times, power, energy) -> ``profile`` (the mode switch: ``physical`` or
-``paper``) -> workload/sizing -> formulations -> solve.  Lower layers never import higher
-ones, and nothing heavy (pandas, pyomo, scipy) is imported at package import time.
+The Python API (README, section "Python")::
+
+    import fleetopt
+    inst = fleetopt.load_instance("instances/heterogeneous.yaml", {"workload.arrival_rate": 300})
+    plan = fleetopt.solve(inst)             # a Plan: plan.pools is a pandas DataFrame
+    plan.fleet["tokens_per_joule"], plan.solver["status"]
+
+``load_instance``, ``solve``, ``evaluate``, ``simulate``, ``refine``, ``sweep``, ``Plan``,
+``Problem`` and ``check_plan`` are loaded on first use, so ``import fleetopt`` stays light
+(the command line's start-up budget); the errors and the version are here at once.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from fleetopt.errors import (FleetoptError, FleetoptWarning, InfeasibleError, Interrupted, NoPlanInTimeError,
+                             PlanCheckError)
+from fleetopt.version import __version__
+
+if TYPE_CHECKING:
+    from fleetopt.api import evaluate, load_instance, refine, simulate, solve, sweep
+    from fleetopt.plan import Plan, check_plan
+    from fleetopt.problem import Problem
+
+_LAZY = {"load_instance": "fleetopt.api", "solve": "fleetopt.api", "evaluate": "fleetopt.api",
+         "simulate": "fleetopt.api", "refine": "fleetopt.api", "sweep": "fleetopt.api",
+         "Plan": "fleetopt.plan", "check_plan": "fleetopt.plan", "Problem": "fleetopt.problem"}
+
+__all__ = ["FleetoptError", "FleetoptWarning", "InfeasibleError", "Interrupted", "NoPlanInTimeError",
+           "PlanCheckError", "__version__", *_LAZY]
 
 
-class FleetoptError(ValueError):
-    """A user-facing mistake: bad id, bad value, bad file.  Its message is one line that
-    names the offending field and what was wrong; the CLI prints it and exits with 2."""
+def __getattr__(name: str) -> Any:
+    """The API's functions and classes, imported on first use (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fleetopt' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
-class InfeasibleError(RuntimeError):
-    """No plan satisfies the constraints; the message is a diagnosis.  CLI exit status 3."""
-
-
-class NoPlanInTimeError(RuntimeError):
-    """The solver's time limit ended before any plan was found: not a proof of
-    infeasibility.  CLI exit status 4."""
-
-
-class FleetoptWarning(UserWarning):
-    """Something the user should know but that does not stop the command (e.g. requests
-    longer than the last pool's window, clamped into it).  The CLI prints each distinct one
-    once, on one line of stderr."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM ended a long command cleanly (what was finished is kept); the
-    message says what survives and how to resume.  CLI exit status 130."""
+def __dir__() -> list[str]:
+    """The public names, lazy ones included."""
+    return sorted(__all__)

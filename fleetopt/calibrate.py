@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleetopt import FleetoptError
+from fleetopt.errors import FleetoptError
 from fleetopt.catalog import Catalog
 from fleetopt.fit import FitResult, cross_validate, fit, gpu_family, summarize
 from fleetopt.measurements import METRICS, predict, validate

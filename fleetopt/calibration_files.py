@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fleetopt import FleetoptError
+from fleetopt.errors import FleetoptError
 from fleetopt.files import read_yaml_mapping
 from fleetopt.physics.calibration import (DEFAULT, Calibration, active_source, calibration_from_mapping,
                                           use_calibration)

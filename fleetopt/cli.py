@@ -10,13 +10,12 @@ inside the commands that need them, so ``fleetopt --help`` stays fast.
 
 from __future__ import annotations
 
-import math
 import sys
 import warnings
 
 import click
 
-from fleetopt import FleetoptError, FleetoptWarning, InfeasibleError, NoPlanInTimeError
+from fleetopt.errors import FleetoptError, FleetoptWarning, InfeasibleError, NoPlanInTimeError
 
 FORMATS = click.Choice(["table", "json", "csv"])
 
@@ -38,31 +37,9 @@ def _ints(text: str, name: str) -> list[int]:
 
 
 def _profile(ctx, mode, model, gpu, tp, power_cap_w=None, gmu=None, dp=1):
-    from fleetopt.profile import make_profile
+    from fleetopt.profiles import profile_with_knobs
 
-    kw: dict = {}
-    if dp != 1:
-        if mode != "physical":
-            raise FleetoptError("dp: data-parallel attention is modelled in physical mode only")
-        if dp < 1:
-            raise FleetoptError(f"dp must be >= 1, got {dp}")
-        m = _catalog(ctx).model(model)
-        if not m.is_moe:
-            raise FleetoptError(f"dp: data-parallel attention with expert parallelism needs an MoE model; {m.id} is dense")
-        kw["dp"] = dp
-    if mode == "physical":
-        if power_cap_w is not None:
-            if not math.isfinite(power_cap_w) or power_cap_w <= 0:
-                raise FleetoptError(f"power-cap-w must be a finite number > 0, got {power_cap_w}")
-            idle = _catalog(ctx).gpu(gpu).idle_w
-            if power_cap_w < idle:
-                raise FleetoptError(f"power-cap-w must be at least the GPU's idle power ({idle:g} W), got {power_cap_w:g}")
-            kw["power_cap_w"] = power_cap_w
-        if gmu is not None:
-            if not 0 < gmu <= 1:
-                raise FleetoptError(f"gpu-memory-utilization must be in (0, 1], got {gmu}")
-            kw["gpu_memory_utilization"] = gmu
-    return make_profile(mode, model, gpu, tp, _catalog(ctx), **kw)
+    return profile_with_knobs(mode, model, gpu, tp, _catalog(ctx), power_cap_w, gmu, dp)
 
 
 def _emit(obj, fmt: str, title: str | None = None) -> None:

@@ -37,11 +37,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fleetopt import FleetoptError
+from fleetopt.errors import FleetoptError
 from fleetopt.fleet import (GPUS_PER_NODE, Router, _price, check_context, make_pool_profile, model_context,
                             provisioned_w)
 from fleetopt.instance import Instance
 from fleetopt.procs import die_with_parent
+from fleetopt.profiles import mode_of
 from fleetopt.sizing import Slo, TrafficBatch, pool_shapes, size_shapes
 from fleetopt.workload import LengthDist
 
@@ -78,7 +79,7 @@ class Config:
 
 def configs(inst: Instance, catalog) -> list[Config]:
     out = []
-    adm = ["reserve"] if inst.mode == "paper" else list(dict.fromkeys(inst.pools.admission))
+    adm = mode_of(inst.mode).admissions(inst.pools.admission)
     for g in inst.gpus:
         gid = catalog.gpu(g.id).id
         for tp in sorted(set(g.tp)):
@@ -208,7 +209,6 @@ def _shapes_in_parallel(todo: list[int], workers: int, **inputs) -> list:
     pipe).  A child that fails or dies leaves its configs to the parent."""
     import pickle
 
-    import fleetopt.profile  # noqa: F401  (imported once here, not in every child)
 
     _FORK.clear()
     _FORK.update(inputs)

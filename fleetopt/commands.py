@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fleetopt import FleetoptError
+from fleetopt.errors import FleetoptError
 from fleetopt.cli import FORMATS, _catalog, _emit, cli
 from fleetopt.measurements import METRICS
 
@@ -105,7 +105,7 @@ def _check_out(out_dir: str, force: bool) -> bool:
     write with."""
     import sys
 
-    from fleetopt import FleetoptError
+    from fleetopt.errors import FleetoptError
     from fleetopt.files import check_set_target
 
     held = check_set_target(out_dir, OUT_FILES, "--out", force=True)     # the folder's shape only
@@ -207,7 +207,7 @@ def _sim_tables(res: dict) -> str:
 def _plan_topology(plan_path: str):
     import json
 
-    from fleetopt import FleetoptError
+    from fleetopt.errors import FleetoptError
     from fleetopt.fleet import parse_topology
 
     try:
@@ -242,7 +242,7 @@ def _plan_topology(plan_path: str):
 @click.pass_context
 def simulate(ctx, instance, plan_path, topology, requests, seed, repair, arrivals, trace_out, force, overrides, fmt):
     """Request-level simulation of a fleet, beside its analytical prediction."""
-    from fleetopt import FleetoptError
+    from fleetopt.errors import FleetoptError
     from fleetopt.fleet import parse_topology
     from fleetopt.simulate.run import repair as rep
     from fleetopt.simulate.run import simulate as sim
@@ -280,7 +280,7 @@ def refine(ctx, instance, trials, timeout_s, storage, study_name, seed, pareto, 
     import math
     import sys
 
-    from fleetopt import FleetoptError
+    from fleetopt.errors import FleetoptError
     from fleetopt.output import table
     from fleetopt.refine import refine as run
 

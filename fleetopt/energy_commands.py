@@ -56,7 +56,7 @@ def energy(ctx, instance, plan_path, topology, queries_per_day, usd_per_mwh, gco
     """Energy per query (IT and facility), MWh/day and GWh/year of a plan for a query volume."""
     import os
 
-    from fleetopt import FleetoptError
+    from fleetopt.errors import FleetoptError
     from fleetopt.commands import _plan_topology
     from fleetopt.energy_scale import energy_report, solve_for_peak
     from fleetopt.fleet import parse_topology
@@ -94,7 +94,7 @@ def _check_plan_model(plan_path: str, model: str, cat) -> None:
     """A plan solved for another model would be sized here on the instance's model: refuse."""
     import json
 
-    from fleetopt import FleetoptError
+    from fleetopt.errors import FleetoptError
 
     with open(plan_path) as f:
         planned = json.load(f).get("model")
@@ -134,9 +134,9 @@ def _write_map(out_dir: str, rows: list[dict], title: str, force: bool) -> list[
 @click.pass_context
 def energy_map_cmd(ctx, model, gpu, tp, inputs, outputs, batch, tpot_ms, fmt, out_dir, force):
     """J per output token, J per token and Wh per query over input x output lengths."""
-    from fleetopt import FleetoptError
+    from fleetopt.errors import FleetoptError
     from fleetopt.energy_map import energy_map, matrix_text
-    from fleetopt.profile import make_profile
+    from fleetopt.profiles import make_profile
 
     if batch is not None and tpot_ms is not None:
         raise FleetoptError("--batch and --tpot-ms: give at most one")

@@ -24,8 +24,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fleetopt import FleetoptError
-from fleetopt.profile import Profile
+from fleetopt.errors import FleetoptError
+from fleetopt.profiles import Profile
 
 DEFAULT_INPUTS = tuple(2**k for k in range(6, 16))       # 64 .. 32768
 DEFAULT_OUTPUTS = tuple(2**k for k in range(4, 14))      # 16 .. 8192
@@ -62,7 +62,7 @@ def energy_map(profile: Profile, inputs: Sequence[int] = DEFAULT_INPUTS, outputs
     """One row per (input, output) cell, inputs outer: J/output token = instance W / output
     tokens/s at the cell's steady state (module docstring).  Rows of cells that do not fit
     carry ``fits: False``, the reason, and NaN figures."""
-    from fleetopt.sizing import tpot_batch_cap
+    from fleetopt.batching import tpot_batch_cap
 
     ins, outs = _check_lengths(inputs, "--inputs"), _check_lengths(outputs, "--outputs")
     if batch is not None and tpot_ms is not None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fleetopt import FleetoptError
+from fleetopt.errors import FleetoptError
 from fleetopt.catalog import Catalog
 from fleetopt.fleet import GPUS_PER_NODE, PoolChoice, Router, build_workload, evaluate, make_pool_profile
 from fleetopt.instance import Instance
@@ -176,7 +176,7 @@ def energy_report(inst: Instance, base: Path, topology: list[PoolChoice], catalo
     idle_w_inst = []
     for choice, p in zip(topology, peak_pools):
         prof = make_pool_profile(inst, choice.gpu, choice.tp, cat, choice.serving)
-        gp = p["gpus"] / p["instances"] if p["instances"] else getattr(prof, "gpus_per_instance", choice.tp)
+        gp = p["gpus"] / p["instances"] if p["instances"] else prof.gpus_per_instance
         idle_w_inst.append(gp * (prof.idle_power_w() + inst.power.host_w_per_node / GPUS_PER_NODE))
 
     cache: dict[float, tuple[Hour, list[float]]] = {}

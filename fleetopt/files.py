@@ -9,7 +9,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
-from fleetopt import FleetoptError
+from fleetopt.errors import FleetoptError
 
 
 @lru_cache(maxsize=1)

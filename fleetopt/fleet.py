@@ -13,9 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fleetopt import FleetoptError
+from fleetopt.errors import FleetoptError
 from fleetopt.instance import Instance
-from fleetopt.sizing import PoolSizing, PoolTraffic, Slo, size_pool
+from fleetopt.profiles import mode_of
+from fleetopt.profiles.paper import cdf_at, paper_pool_traffic
+from fleetopt.sizing import PoolSizing, Slo, size_pool
+from fleetopt.traffic import PoolTraffic
 from fleetopt.workload import LengthDist, from_cdf, from_cells, from_lognormal, read_trace, scale_output, trace_rate
 
 GPUS_PER_NODE = 8
@@ -255,74 +258,6 @@ def pool_bounds(uppers: list[int]) -> list[tuple[float, int, float | None]]:
     return list(zip(lows, uppers, nexts))
 
 
-def _cdf_at(knots, x: float) -> float:
-    """The CDF at x by linear interpolation between knots (0 at 0)."""
-    prev_t, prev_f = 0.0, 0.0
-    for t, f in knots:
-        if x <= t:
-            return prev_f + (f - prev_f) * (x - prev_t) / (t - prev_t) if t > prev_t else f
-        prev_t, prev_f = t, f
-    return knots[-1][1]
-
-
-def paper_sub_cdf(knots, lo: float, hi: float) -> tuple[list, float]:
-    """A pool's sub-CDF as the published simulator builds it (``_split_cdf``): the knots in
-    (lo, hi] rescaled to [0, 1], closed by (hi, 1) when hi is not a knot, and NO knot at lo,
-    so the pool's first bin starts at 0 tokens: a long pool samples lengths below its lower
-    boundary.  Reproduced on purpose in paper mode (it shrinks the paper's long pools)."""
-    f_lo, f_hi = _cdf_at(knots, lo), _cdf_at(knots, hi)
-    share = f_hi - f_lo
-    if share <= 0:
-        return [], 0.0
-    sub = [(t, (f - f_lo) / share) for t, f in knots if lo < t <= hi]
-    if not sub or sub[-1][0] < hi:
-        sub.append((hi, 1.0))
-    else:
-        sub[-1] = (sub[-1][0], 1.0)
-    return sub, share
-
-
-def paper_mc_lengths(sub, window: int, input_share: float, samples: int, seed: int):
-    """Integer (input, output) lengths drawn as the published simulator calibrates a pool:
-    ``samples`` draws from ``random.Random(seed)``; each picks a sub-CDF bin by a uniform,
-    then a uniform integer length in (previous knot, min(knot, window)] (the window when
-    that range is empty); input = int(share x length), output = the rest, both >= 1."""
-    import random
-
-    rng = random.Random(seed)
-    inp, out = np.empty(samples), np.empty(samples)
-    for i in range(samples):
-        u, prev, length = rng.random(), 0, window
-        for t, f in sub:
-            if u <= f:
-                lo, hi = int(prev) + 1, min(window, int(t))
-                length = rng.randint(lo, hi) if lo <= hi else window
-                break
-            prev = t
-        inp[i] = max(1, int(length * input_share))
-        out[i] = max(1, length - inp[i])
-    return inp, out
-
-
-def paper_pool_traffic(knots, input_share: float, lo_split: float, hi_split: float, window: int,
-                       samples: int | None = None, seed: int = 42) -> tuple[PoolTraffic, int]:
-    """Paper-mode traffic of the pool sampling keys (lo_split, hi_split] (hi_split = inf for
-    the last pool) with window ``window``: its own sub-CDF (``paper_sub_cdf``), lengths
-    clamped to the window; with ``samples`` the lengths are the published simulator's
-    Monte-Carlo draws (``paper_mc_lengths``), tokens credited by the exact integral."""
-    sub, share = paper_sub_cdf(knots, lo_split, min(hi_split, knots[-1][0]))
-    if share <= 0:
-        return PoolTraffic(np.ones(1), np.ones(1), np.zeros(1), np.ones(1)), window
-    d = from_cdf(sub, input_share)
-    if samples:
-        inp, o = paper_mc_lengths(sub, window, input_share, samples, seed)
-        cred = np.full(samples, float(d.w @ d.out))
-        return PoolTraffic(inp, o, np.full(samples, share / samples), cred), window
-    tot = d.inp + d.out
-    f = np.where(tot > window, window / tot, 1.0)
-    return PoolTraffic(d.inp * f, d.out * f, d.w * share, d.out.copy()), window
-
-
 class Router:
     """The instance's routing, pool by pool: paper mode on a CDF workload keeps the
     published sub-CDF construction, everything else routes the distribution by key.
@@ -332,7 +267,7 @@ class Router:
     def __init__(self, inst: Instance, dist: LengthDist):
         d, comp = inst.workload.distribution, inst.pools.compress
         self.dist, self.compress = dist, comp
-        self.paper = (inst.mode == "paper" and d.type == "cdf" and d.knots is not None
+        self.paper = (mode_of(inst.mode).sub_cdf_routing and d.type == "cdf" and d.knots is not None
                       and (comp is None or comp.accounting == "paper")
                       and inst.workload.output_scale == 1.0)     # scaled outputs: routed by key
         if self.paper and comp is not None and comp.success < 1:
@@ -360,7 +295,7 @@ class Router:
         serves clamped to its window."""
         if self.paper:
             top = float(self.d.knots[-1][0])
-            return (max(0.0, 1.0 - _cdf_at(self.d.knots, window)) if top > window else 0.0), top
+            return (max(0.0, 1.0 - cdf_at(self.d.knots, window)) if top > window else 0.0), top
         k = self.dist.key
         return float(self.dist.w[k > window].sum()), float(k[-1])
 
@@ -371,7 +306,7 @@ class Router:
         if share > 0:
             import warnings
 
-            from fleetopt import FleetoptWarning
+            from fleetopt.errors import FleetoptWarning
 
             warnings.warn(f"{100 * share:.3g} % of requests (up to {top:.0f} tokens) are longer than the last "
                           f"pool's window of {window:.0f} tokens and are served clamped to it; raise "
@@ -389,15 +324,11 @@ class Router:
 def make_pool_profile(inst: Instance, gpu: str, tp: int, catalog=None, serving: dict | None = None):
     """The pool's profile under the instance's mode and serving settings (``serving``
     overrides them per pool; paper mode has no serving knobs)."""
-    from fleetopt.profile import make_profile
-
-    kw = {}
-    if inst.mode == "physical":
-        s = inst.serving
-        kw = dict(gpu_memory_utilization=s.gpu_memory_utilization, max_num_seqs=s.max_num_seqs,
-                  chunk_tokens=s.chunk_tokens, power_cap_w=s.power_cap_w)
-        kw.update(serving or {})
-    return make_profile(inst.mode, inst.model, gpu, tp, catalog, **kw)
+    s = inst.serving
+    kw = dict(gpu_memory_utilization=s.gpu_memory_utilization, max_num_seqs=s.max_num_seqs,
+              chunk_tokens=s.chunk_tokens, power_cap_w=s.power_cap_w)
+    kw.update(serving or {})
+    return mode_of(inst.mode).profile(inst.model, gpu, tp, catalog, **kw)
 
 
 def _price(inst: Instance, gpu_id: str, catalog) -> float | None:
@@ -450,16 +381,15 @@ def evaluate(inst: Instance, base: Path, topology: list[PoolChoice], admission: 
     cat = catalog or load_catalog()
     dist, rate = workload or build_workload(inst, base)
     check_context(inst, dist, cat, [p.upper for p in topology])
-    adm = admission or inst.pools.admission[0]
-    if inst.mode == "paper":
-        adm = "reserve"
+    mode = mode_of(inst.mode)
+    adm = mode.admission_for(admission or inst.pools.admission[0])
     slo = Slo(inst.slo.ttft_p99_ms, inst.slo.tpot_p99_ms, inst.slo.max_utilization)
     host_per_gpu = inst.power.host_w_per_node / GPUS_PER_NODE
     pools, prov_w = [], 0.0
     pw = inst.power
     for choice, (lo, traffic, window) in zip(topology, Router(inst, dist).route_members(topology)):
         up = choice.upper
-        a = "reserve" if inst.mode == "paper" else (choice.admission or adm)
+        a = mode.admission_for(choice.admission or adm)
         got = (sized(lo, up, cat.gpu(choice.gpu).id, choice.tp, a, choice.share)
                if sized and not choice.serving else None)
         if got is not None:

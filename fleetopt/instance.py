@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from fleetopt import FleetoptError
+from fleetopt.errors import FleetoptError
 from fleetopt.schema import (Annotated, Fraction, Meta, NonNeg, Pos, PosInt, Record, between, convert, field,
                              int_between)
 

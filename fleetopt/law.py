@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-from fleetopt import FleetoptError
-from fleetopt.physics.calibration import active_label
+from fleetopt.errors import FleetoptError
 from fleetopt.physics.energy import wh_from_j
-from fleetopt.profile import Profile
+from fleetopt.profiles import Profile
 
 DEFAULT_CONTEXTS = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
 
@@ -52,7 +51,7 @@ def estimate(profile: Profile, batch: int, prompt_tokens: int, output_tokens: in
     ttft = profile.prefill_ms(prompt_tokens)
     return {"mode": profile.mode, "model": profile.model.id, "gpu": profile.gpu.id, "tp": profile.tp,
             "batch": batch, "prompt_tokens": prompt_tokens, "output_tokens": output_tokens,
-            "dp": getattr(profile, "dp", 1), "calibration": active_label() if profile.mode == "physical" else "-",
+            "dp": profile.dp, "calibration": profile.calibration_label,
             "step_ms": op.step_ms, "decode_step_ms": op.decode_step_ms, "ttft_ms": ttft,
             "decode_tokens_per_s": op.decode_tokens_per_s, "power_per_gpu_w": op.power_per_gpu_w,
             "decode_power_per_gpu_w": op.decode_power_per_gpu_w,

@@ -34,11 +34,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fleetopt import FleetoptError
+from fleetopt.errors import FleetoptError
 from fleetopt.catalog import Catalog
 from fleetopt.physics.calibration import Calibration, Engine
 from fleetopt.physics.kv import DEFAULT_MAX_BATCHED_TOKENS
-from fleetopt.profile import PhysicalProfile
+from fleetopt.profiles.physical import PhysicalProfile
 
 REQUIRED = ("gpu", "model", "tp", "batch", "output_tokens")
 OPTIONAL = ("dp", "prompt_tokens", "scenario", "engine", "task", "source")

@@ -45,9 +45,10 @@ import time
 import warnings
 from pathlib import Path
 
-from fleetopt import FleetoptError, FleetoptWarning, InfeasibleError, Interrupted
+from fleetopt.errors import FleetoptError, FleetoptWarning, InfeasibleError, Interrupted
 from fleetopt.fleet import PoolChoice, build_workload, evaluate, groups, model_context, parse_topology
 from fleetopt.instance import Instance
+from fleetopt.profiles import mode_of
 from fleetopt.schema import replace, to_builtins
 
 CHUNKS = [512, 1024, 2048, 4096, 8192, 16384]
@@ -335,8 +336,9 @@ class Search:
         self.cands = candidate_boundaries(inst, self.workload[0], model_context(inst, catalog))
         self.gpus = {catalog.gpu(g.id).id: sorted(set(g.tp)) for g in inst.gpus}
         self.limits = {catalog.gpu(g.id).id: g.max_gpus for g in inst.gpus if g.max_gpus is not None}
-        self.physical = inst.mode == "physical"
-        self.adms = list(dict.fromkeys(inst.pools.admission)) if self.physical else ["reserve"]
+        mode = mode_of(inst.mode)
+        self.physical = mode.knobs                     # serving knobs to search
+        self.adms = mode.admissions(inst.pools.admission)
 
     def _range(self, k: int) -> tuple[int, int]:
         """Candidates either side of the MILP's boundary k, kept inside its neighbours."""

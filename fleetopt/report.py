@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fleetopt import FleetoptError
+from fleetopt.errors import FleetoptError
 
 
 def _g(v: float) -> str:

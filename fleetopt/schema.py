@@ -26,7 +26,7 @@ from typing import Any, Annotated, Literal, Union
 import msgspec
 from msgspec import Meta, field  # noqa: F401  (re-exported for the record modules)
 
-from fleetopt import FleetoptError
+from fleetopt.errors import FleetoptError
 
 replace = msgspec.structs.replace
 to_builtins = msgspec.to_builtins

@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fleetopt import InfeasibleError
+from fleetopt.batching import bisect_int, tpot_batch_cap
+from fleetopt.errors import InfeasibleError
 from fleetopt.queueing import wait_quantile_mgc
+from fleetopt.traffic import PoolTraffic, TrafficBatch
 
 MAX_POOL_INSTANCES = 1_000_000
 """The most instances one pool may need (8 million GPUs at TP 8): beyond it the pool is
@@ -35,21 +37,6 @@ class Slo:
     ttft_p99_ms: float = 500.0
     tpot_p99_ms: float | None = None
     max_utilization: float = 0.85
-
-
-@dataclass(frozen=True)
-class PoolTraffic:
-    """Requests a pool serves: lengths as served (after any compression), weights as a share
-    of all traffic, and the output tokens credited per request."""
-
-    inp: np.ndarray
-    out: np.ndarray
-    w: np.ndarray
-    credit: np.ndarray
-
-    @property
-    def share(self) -> float:
-        return float(self.w.sum())
 
 
 @dataclass
@@ -94,148 +81,6 @@ class PoolSizing:
                 "power_per_gpu_w": self.power_per_gpu_w, "it_power_kw": self.it_power_w / 1e3,
                 "tokens_per_s": self.tokens_per_s, "tokens_per_joule": self.tokens_per_joule,
                 "cost_per_hour": self.usd_per_hour, "binding": ",".join(self.binding)}
-
-
-@dataclass
-class TrafficBatch:
-    """The traffic of m pools as ragged arrays (``seg`` = pool index of each point) with
-    the statistics that do not depend on the GPU: computed once, reused for every config."""
-
-    seg: np.ndarray
-    inp: np.ndarray
-    out: np.ndarray
-    w: np.ndarray
-    credit: np.ndarray
-    share: np.ndarray
-    e_in: np.ndarray
-    e_out: np.ndarray
-    mean_kv: np.ndarray
-    """Time-average tokens a sequence holds: E[out (in + out/2)] / E[out]."""
-    inp_q99: np.ndarray
-    """Weighted P99 of the prompt length per pool (prefill time rises with it, so the P99
-    prefill is the prefill of this prompt)."""
-    credit_mean: np.ndarray
-    uniq_inp: np.ndarray
-    inv: np.ndarray
-    pair_seg: np.ndarray
-    """The points collapsed to distinct (pool, prompt length) pairs: pool of each pair,"""
-    pair_inv: np.ndarray
-    """its prompt length (index into uniq_inp),"""
-    pair_w: np.ndarray
-    """sum of w and"""
-    pair_wo: np.ndarray
-    """sum of w x out over the pair's points."""
-    w_o: np.ndarray
-    """Per pool: sum of w x out and"""
-    w_o2: np.ndarray
-    """sum of w x out^2 (service-time moments are affine in the step: see pool_shapes)."""
-
-    @property
-    def m(self) -> int:
-        return len(self.share)
-
-    @classmethod
-    def of(cls, traffics: list[PoolTraffic]) -> "TrafficBatch":
-        m = len(traffics)
-        seg = np.repeat(np.arange(m), [len(t.w) for t in traffics])
-        inp, out, w, cred = (np.concatenate([getattr(t, f) for t in traffics]).astype(float)
-                             for f in ("inp", "out", "w", "credit"))
-        share = np.bincount(seg, w, m)
-        safe = np.where(share > 0, share, 1.0)
-        e_in, e_out = np.bincount(seg, w * inp, m) / safe, np.bincount(seg, w * out, m) / safe
-        mean_kv = np.bincount(seg, w * out * (inp + out / 2.0), m) / safe / np.where(e_out > 0, e_out, 1.0)
-        # distinct (pool, prompt length) pairs, sorted by pool then prompt length
-        uniq, inv = np.unique(inp, return_inverse=True)
-        pairs, pinv = np.unique(seg * len(uniq) + inv, return_inverse=True)
-        p_seg, p_inv, p_w = pairs // len(uniq), pairs % len(uniq), np.bincount(pinv, w, len(pairs))
-        # P99 prompt per pool: the first pair whose cumulative weight in its pool reaches 99 %
-        cs = np.cumsum(p_w)
-        start = np.searchsorted(p_seg, np.arange(m))
-        before = np.where(start > 0, cs[np.maximum(start - 1, 0)], 0.0)
-        reached = cs - before[p_seg] >= 0.99 * share[p_seg] * (1 - 1e-12)
-        first = np.full(m, len(pairs) - 1)
-        np.minimum.at(first, p_seg[reached], np.flatnonzero(reached))
-        return cls(seg, inp, out, w, cred, share, e_in, e_out, mean_kv, uniq[p_inv[first]],
-                   np.bincount(seg, w * cred, m) / safe, uniq, inv, p_seg, p_inv, p_w,
-                   np.bincount(pinv, w * out, len(pairs)), np.bincount(seg, w * out, m), np.bincount(seg, w * out**2, m))
-
-
-def _bisect_int(pred, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Per element the largest n in [lo, hi) with pred true, given pred(lo) true and
-    pred(hi) false and pred monotone (true then false).  pred takes (n, index array)."""
-    lo, hi = lo.astype(np.int64).copy(), hi.astype(np.int64).copy()
-    while True:
-        act = np.flatnonzero(hi - lo > 1)
-        if not act.size:
-            return lo
-        mid = (lo[act] + hi[act]) // 2
-        ok = pred(mid, act)
-        lo[act] = np.where(ok, mid, lo[act])
-        hi[act] = np.where(ok, hi[act], mid)
-
-
-def _search_rising(f, target: float, lo: np.ndarray, hi: np.ndarray, f_lo: np.ndarray, f_hi: np.ndarray):
-    """Per element the largest integer n in [lo, hi) with f(n) <= target, for f rising in n
-    with f(lo) <= target < f(hi), and f(n).  f takes (n, index array).
-    Step time is nearly affine in the batch, so an interpolation step evaluates the pair
-    (g, g + 1) around the interpolated crossing g in one call: when the pair straddles the
-    target the element is done.  Bisection steps alternate with interpolation steps, so the
-    worst case stays logarithmic."""
-    lo, hi = lo.astype(np.int64).copy(), hi.astype(np.int64).copy()
-    f_lo, f_hi = f_lo.astype(float).copy(), f_hi.astype(float).copy()
-    interp = True
-    while True:
-        act = np.flatnonzero(hi - lo > 1)
-        if not act.size:
-            return lo, f_lo
-        l, h = lo[act], hi[act]
-        if interp:
-            frac = (target - f_lo[act]) / np.maximum(f_hi[act] - f_lo[act], 1e-300)
-            g = np.clip(l + np.floor(frac * (h - l)).astype(np.int64), l + 1, h - 1)
-            pair = np.flatnonzero(g + 1 < h)              # g + 1 = h is known already
-            v = f(np.concatenate([g, g[pair] + 1]), np.concatenate([act, act[pair]]))
-            v_g, v_g1 = v[:act.size], np.full(act.size, np.inf)
-            v_g1[pair] = v[act.size:]
-            ok_g, ok_g1 = v_g <= target, v_g1 <= target
-            # new bracket: (g+1, h) if both fit, (g, g+1) if only g fits, (l, g) if neither
-            new_l = np.where(ok_g1, g + 1, np.where(ok_g, g, l))
-            new_h = np.where(ok_g1, h, np.where(ok_g, g + 1, g))
-            lo[act], hi[act] = new_l, new_h
-            f_lo[act] = np.where(ok_g1, v_g1, np.where(ok_g, v_g, f_lo[act]))
-            f_hi[act] = np.where(ok_g1, f_hi[act], np.where(ok_g, np.where(np.isinf(v_g1), f_hi[act], v_g1), v_g))
-        else:
-            mid = (l + h) // 2
-            v = f(mid, act)
-            ok = v <= target
-            lo[act], f_lo[act] = np.where(ok, mid, l), np.where(ok, v, f_lo[act])
-            hi[act], f_hi[act] = np.where(ok, h, mid), np.where(ok, f_hi[act], v)
-        interp = not interp
-
-
-def tpot_batch_cap(profile, kv_slots, mean_kv, pf_per_seq, pf_ctx, tpot_ms: float | None):
-    """Largest batch <= kv_slots whose mean step (prefill mixed in) is within tpot_ms, and
-    that step; 0 slots when even one sequence misses the target.  Arrays (one per pool)."""
-    kv_slots = np.maximum(np.asarray(kv_slots, np.int64), 1)
-
-    def step(b, idx=slice(None)):
-        return np.asarray(profile.operating_point(b, mean_kv[idx], b * pf_per_seq[idx], pf_ctx[idx],
-                                                  decode=False).step_ms, float) * np.ones(np.shape(b))
-
-    s_top = step(kv_slots.astype(float))
-    if tpot_ms is None:
-        return kv_slots, s_top
-    slots, s = kv_slots.copy(), s_top.copy()
-    over = np.flatnonzero(s_top > tpot_ms)
-    if over.size:
-        s1 = step(np.ones(over.size), over)
-        fits = s1 <= tpot_ms
-        slots[over[~fits]], s[over[~fits]] = 0, s1[~fits]
-        srch = over[fits]
-        if srch.size:   # step(lo) <= tpot < step(hi); step rises with batch
-            slots[srch], s[srch] = _search_rising(lambda n, i: step(n.astype(float), srch[i]), tpot_ms,
-                                                  np.ones(srch.size), kv_slots[srch], s1[fits], s_top[srch])
-    return slots, s
-
 
 
 @dataclass
@@ -316,10 +161,8 @@ def pool_shapes(profile, tb: TrafficBatch, lo, hi, window, slo: Slo, admission: 
     """The rate-independent half of ``size_pools``."""
     m = tb.m
     lo, hi, window = (np.asarray(x, float) * np.ones(m) for x in (lo, hi, window))
-    gpus_per = getattr(profile, "gpus_per_instance", profile.tp)
-    price = (profile.gpu.usd_per_gpu_hour if usd_per_gpu_hour is None else usd_per_gpu_hour) * gpus_per
-    if hasattr(profile, "usd_per_hour"):
-        price = profile.usd_per_hour
+    gpus_per = profile.gpus_per_instance
+    price = profile.usd_per_instance_hour(usd_per_gpu_hour)
     err: list = [None] * m
     act = np.flatnonzero(tb.share > 0)
     e = np.zeros(0)
@@ -335,7 +178,7 @@ def pool_shapes(profile, tb: TrafficBatch, lo, hi, window, slo: Slo, admission: 
     e_in, e_out, mean_kv = tb.e_in[act], tb.e_out[act], tb.mean_kv[act]
     kv_slots = np.asarray(profile.concurrency(window[act], mean_kv, admission), np.int64) * np.ones(act.size, np.int64)
     fail(kv_slots <= 0, lambda a: f"the KV cache cannot hold one {window[act[a]]:.0f}-token sequence")
-    if profile.mode == "physical":
+    if profile.chunked_prefill:
         pf_per_seq, pf_ctx = e_in / e_out, e_in / 2.0
     else:
         pf_per_seq, pf_ctx = np.zeros(act.size), np.zeros(act.size)
@@ -345,7 +188,7 @@ def pool_shapes(profile, tb: TrafficBatch, lo, hi, window, slo: Slo, admission: 
                                                    f"{step_ms[a]:.1f} ms > {slo.tpot_p99_ms:.1f} ms"))
     share = tb.share[act]
     pre_u = np.asarray(profile.prefill_ms(tb.uniq_inp), float)
-    if profile.mode == "physical":
+    if profile.chunked_prefill:
         # service = prefill(in) + out x step, step constant in a pool, so its moments come
         # from per-(pool, prompt length) sums: E[S] = E[pre] + s E[out],
         # E[S^2] = E[pre^2] + 2 s E[pre out] + s^2 E[out^2]  (exact, no per-point pass)
@@ -430,7 +273,7 @@ def size_shapes(profile, sh: PoolShape, tb: TrafficBatch, total_rate: float, slo
                 break
             hi_n = np.where(still, hi_n * 2, hi_n)
         # largest n with ttft > slo, plus one
-        n[late] = _bisect_int(lambda v, i: ttft(v.astype(float), late[i]) > slo.ttft_p99_ms, n[late], hi_n) + 1
+        n[late] = bisect_int(lambda v, i: ttft(v.astype(float), late[i]) > slo.ttft_p99_ms, n[late], hi_n) + 1
     ttft_binds = (n > n_util) & good
     rho = load / (n * sl)
     batch = rho * sl

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fleetopt import FleetoptError, InfeasibleError, NoPlanInTimeError
+from fleetopt.errors import FleetoptError, InfeasibleError, NoPlanInTimeError
 from fleetopt.bounds import best_path
 from fleetopt.columns import Columns, generate, prune_dominated
 from fleetopt.fleet import PoolChoice, build_workload, evaluate

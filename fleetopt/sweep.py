@@ -44,7 +44,7 @@ import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from fleetopt import FleetoptError, FleetoptWarning, Interrupted
+from fleetopt.errors import FleetoptError, FleetoptWarning, Interrupted
 from fleetopt.schema import Meta, Record, convert, field, int_between, to_builtins
 
 RHS_PATHS = ("power.facility_cap_mw",)   # and gpus.N.max_gpus: fields the columns do not depend on
@@ -349,7 +349,7 @@ def run_case(case: dict, out_dir: str, reuse: bool = True, catalog_files: tuple[
                         "gain_vs_homog": res["gains"]["vs_homogeneous"]["tokens_per_joule"] if h else None,
                         "gap": res["solver"]["gap"], "solver_seconds": res["solver"]["solve_seconds"]})
         except Exception as e:     # noqa: BLE001  (a failed case is a row, not a stopped sweep)
-            from fleetopt import InfeasibleError, NoPlanInTimeError
+            from fleetopt.errors import InfeasibleError, NoPlanInTimeError
 
             row.update({"status": ("infeasible" if isinstance(e, InfeasibleError) else
                                    "no_plan_in_time" if isinstance(e, NoPlanInTimeError) else "failed"),

@@ -254,7 +254,7 @@ def test_energy_map_json_keys_and_peak_location(capsys):
 
 def test_energy_map_cells_that_do_not_fit_are_rows_not_errors():
     from fleetopt.energy_map import energy_map
-    from fleetopt.profile import make_profile
+    from fleetopt.profiles import make_profile
 
     prof = make_profile("physical", "llama-3.1-405b-fp8", "h100", 8)
     rows = energy_map(prof, [512, 32768], [64, 8192], batch=256)
@@ -266,7 +266,7 @@ def test_energy_map_cells_that_do_not_fit_are_rows_not_errors():
 
 def test_energy_map_tpot_batch_meets_the_target():
     from fleetopt.energy_map import energy_map
-    from fleetopt.profile import make_profile
+    from fleetopt.profiles import make_profile
 
     prof = make_profile("physical", "llama-3.1-70b", "h100", 8)
     for r in energy_map(prof, [256, 4096], [128, 1024], tpot_ms=40.0):

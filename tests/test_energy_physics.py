@@ -32,7 +32,7 @@ from fleetopt.physics.calibration import (
     use_calibration,
 )
 from fleetopt.physics.power import gpu_power_w, step_energy
-from fleetopt.profile import make_profile
+from fleetopt.profiles import make_profile
 
 _register_more()
 
@@ -57,7 +57,7 @@ def test_power_formula_by_hand(cat):
 def test_no_floor_tied_to_tdp(cat):
     """No power term scales with TDP except the energy per FLOP: a memory-bound step (batch 1)
     on the same GPU with twice the TDP draws within 1 % of the same power, unthrottled."""
-    from fleetopt.profile import PhysicalProfile
+    from fleetopt.profiles.physical import PhysicalProfile
 
     gpu = cat.gpu("h100")
     big = gpu.__class__(**{**{f: getattr(gpu, f) for f in gpu.__struct_fields__}, "tdp_w": 2 * gpu.tdp_w})
@@ -116,7 +116,7 @@ def test_more_batch_never_less_power(cat, gpu, b, kv, extra):
     each adds bytes and FLOPs.  Beyond, the step becomes a KV stream, which draws less than
     the GEMMs it dilutes, and host time runs at static power: the power then flattens and can
     dip, as measured (ML.ENERGY Qwen3-8B on H100: 633 W at batch 255, 616 W at batch 474)."""
-    from fleetopt.profile import PhysicalProfile
+    from fleetopt.profiles.physical import PhysicalProfile
 
     cal = DEFAULT.with_(seq_us=0.0, step_fixed_ms=0.0)
     prof = PhysicalProfile(cat.model("llama-3.1-8b"), cat.gpu(gpu), 1, cal)

@@ -2,9 +2,9 @@
 
 import pytest
 
-from fleetopt.compat.paper import computed_profile
+from fleetopt.profiles.paper import computed_profile
 from fleetopt.law import law_rows
-from fleetopt.profile import make_profile
+from fleetopt.profiles import make_profile
 
 CTX = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
 TABLE1 = {  # ctx: (H100 n, P, tok/W, B200 n, P, tok/W)

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from fleetopt.physics import kv
 from fleetopt.physics.roofline import experts_touched, step_breakdown
-from fleetopt.profile import PhysicalProfile, make_profile
+from fleetopt.profiles import make_profile
+from fleetopt.profiles.physical import PhysicalProfile
 
 
 def test_kv_bytes_llama70b(cat):

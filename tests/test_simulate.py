@@ -11,7 +11,7 @@ from fleetopt.catalog import load_catalog
 from fleetopt.cli import main
 from fleetopt.fleet import parse_topology
 from fleetopt.instance import load_instance
-from fleetopt.profile import make_profile
+from fleetopt.profiles import make_profile
 from fleetopt.queueing import erlang_c
 from fleetopt.simulate.core import LogHist, PoolSpec, simulate_pool
 from fleetopt.simulate.run import _tables, simulate

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetopt.profile import make_profile
-from fleetopt.sizing import _search_rising, tpot_batch_cap
+from fleetopt.profiles import make_profile
+from fleetopt.batching import search_rising, tpot_batch_cap
 
 
 @settings(max_examples=200, deadline=None)
@@ -28,7 +28,7 @@ def test_search_rising_is_the_largest_fitting_integer(cases):
     idx = idx[ok]
     if not idx.size:
         return
-    n, v = _search_rising(lambda m, i: f(m, idx[i]) - target[idx[i]], 0.0, np.ones(idx.size), hi[idx],
+    n, v = search_rising(lambda m, i: f(m, idx[i]) - target[idx[i]], 0.0, np.ones(idx.size), hi[idx],
                           f(np.ones(idx.size), idx) - target[idx], f(hi[idx], idx) - target[idx])
     for k, j in enumerate(idx):
         ns = np.arange(1, hi[j])

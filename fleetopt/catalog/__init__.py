@@ -17,7 +17,7 @@ from typing import Literal
 
 from fleetopt.schema import Frozen, NonNeg, NonNegInt, Pos, PosInt, Record, convert
 
-from fleetopt import FleetoptError
+from fleetopt.errors import FleetoptError
 
 #: Bytes per stored element for each dtype name; mxfp4 is 4-bit values plus one 8-bit scale
 #: per 32 (OCP Microscaling spec v1.0), i.e. 4.25 bits.

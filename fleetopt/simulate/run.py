@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fleetopt import FleetoptError
+from fleetopt.errors import FleetoptError
 from fleetopt.fleet import GPUS_PER_NODE, PoolChoice, Router, build_workload, evaluate, groups, make_pool_profile
 from fleetopt.instance import Instance
 from fleetopt.simulate.core import LogHist, PoolSpec, PoolStats, simulate_pool
@@ -39,7 +39,7 @@ def _tables(profile, slots: int, window: float, pf_per_seq: float, pf_ctx: float
     kv = np.geomspace(16.0, max(window, 32.0), KV_GRID)[None, :]
     bb, kk = np.broadcast_arrays(b, kv)
     op = profile.operating_point(bb.ravel(), kk.ravel(), bb.ravel() * pf_per_seq, np.full(bb.size, pf_ctx))
-    gpus = getattr(profile, "gpus_per_instance", profile.tp)
+    gpus = profile.gpus_per_instance
     step = np.asarray(op.step_ms, float).reshape(bb.shape).tolist()
     powr = (gpus * (np.asarray(op.power_per_gpu_w, float) + host_w_per_gpu)).reshape(bb.shape).tolist()
     l0, k = math.log(16.0), (KV_GRID - 1) / (math.log(max(window, 32.0)) - math.log(16.0))
@@ -279,10 +279,10 @@ def _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, 
             prof = make_pool_profile(inst, choice.gpu, choice.tp, cat, choice.serving)
             w = traffic.w / share
             e_in, e_out = float(w @ traffic.inp), float(w @ traffic.out)
-            physical = prof.mode == "physical"
+            physical = prof.chunked_prefill
             sp_fn = _tables(prof, sized["slots"], window, e_in / e_out if physical else 0.0,
                             e_in / 2.0 if physical else 0.0, host)
-            gpus = getattr(prof, "gpus_per_instance", prof.tp)
+            gpus = prof.gpus_per_instance
             adm = sized["admission"]
             cap = float(prof.kv_capacity_tokens()) if adm == "paged" else math.inf
             spec = PoolSpec(int(n_inst), int(sized["slots"]), cap, adm, sp_fn,

@@ -1,82 +1,28 @@
-"""The mode switch: one ``Profile`` interface, two implementations.
+"""Physical mode: every figure of an instance from bytes, FLOPs and the catalog's spec sheets.
 
-``PhysicalProfile`` (mode ``physical``, the default) derives everything from the catalog and
-the calibrated physics.  ``fleetopt.compat.paper`` holds the published 1/W model (modes
-``paper`` and ``paper-computed``).  Callers ask a profile for concurrency, step times,
-service times and power; nothing outside ``make_profile`` branches on the mode.
+``PhysicalProfile`` composes the pure physics (``fleetopt.physics``): the KV cache from the
+memory left after weights (``kv``), step times from a roofline over the bytes and FLOPs of a
+step (``roofline``), per-GPU power from energy per operation (``power``), all scaled by the
+active ``Calibration``.  Over a power cap (TDP or the user's), DVFS lowers the clock until
+the power meets it.  Built through the registry (``fleetopt.profiles.make_profile``), which
+first checks that the model fits (``check_fits``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any
 
 import numpy as np
 
-from fleetopt import FleetoptError
-from fleetopt.catalog import Catalog, Gpu, Model, load_catalog
+from fleetopt.catalog import Gpu, Model
+from fleetopt.errors import FleetoptError
 from fleetopt.physics import kv as kvm
-from fleetopt.physics.calibration import DEFAULT, Calibration, active_calibration
+from fleetopt.physics.calibration import DEFAULT, Calibration, active_label
+from fleetopt.physics.energy import energy_per_token_j
 from fleetopt.physics.power import StepEnergy, gpu_power_dfreq_w, gpu_power_w, step_energy
-from fleetopt.physics.roofline import StepParts, prefill_ms, step_parts
-
-Admission = Literal["reserve", "paged"]
-MODES = ("physical", "paper", "paper-computed")
-
-
-@dataclass(frozen=True)
-class OperatingPoint:
-    """An instance in steady state: ``batch`` sequences decoding, prompts prefilled in the
-    same steps (chunked prefill) at ``prefill_tokens_per_step``."""
-
-    batch: float
-    step_ms: float
-    """Mean time between a sequence's output tokens, prefill work included, ms."""
-    decode_step_ms: float
-    """The same step without prefill mixed in, ms."""
-    prefill_tokens_per_step: float
-    decode_tokens_per_s: float
-    """Output tokens per second of the whole instance."""
-    power_per_gpu_w: float
-    instance_power_w: float
-    """TP x per-GPU power (host share excluded; the fleet layer adds it)."""
-    tp: int
-    """GPUs in the instance (tp, or tp x dp with expert parallelism)."""
-    freq_scale: float = 1.0
-    u_mem: float = 0.0
-    u_comp: float = 0.0
-    decode_power_per_gpu_w: float = float("nan")
-    """Per-GPU power of the pure decode step (no prefill mixed in), W."""
-
-    @property
-    def tokens_per_joule(self) -> float:
-        """Instance output tok/s over instance W (every GPU charged)."""
-        return self.decode_tokens_per_s / self.instance_power_w
-
-    @property
-    def tok_per_w_paper(self) -> float:
-        """The paper's convention: instance tok/s over ONE GPU's W (flaw 1: tp x too high)."""
-        return self.decode_tokens_per_s / self.power_per_gpu_w
-
-
-class Profile(Protocol):
-    """What the sizing, fleet and simulation layers need from a (model, GPU, TP) instance."""
-
-    model: Model
-    gpu: Gpu
-    tp: int
-    mode: str
-
-    def kv_capacity_tokens(self) -> int: ...
-    def concurrency(self, window_tokens: int, mean_held_tokens: float, admission: Admission) -> int: ...
-    def kv_concurrency(self, window_tokens: int, mean_held_tokens: float, admission: Admission) -> int: ...
-    def operating_point(self, batch: float, mean_kv_tokens: float, prefill_tokens_per_step: float = 0.0,
-                        prefill_ctx_tokens: float = 0.0, decode: bool = True) -> OperatingPoint: ...
-    def prefill_ms(self, prompt_tokens: float) -> float: ...
-    def service_ms(self, prompt_tokens: float, output_tokens: float, batch: float) -> float: ...
-    def idle_power_w(self) -> float: ...
-    def saturation(self, window_tokens: int, output_tokens: int, admission: Admission) -> tuple[int, OperatingPoint | None]: ...
-    def query_point(self, batch: int, prompt_tokens: int, output_tokens: int) -> tuple[OperatingPoint, float]: ...
+from fleetopt.physics.roofline import StepBreakdown, StepParts, prefill_ms, step_parts
+from fleetopt.profiles.base import Admission, Num, OperatingPoint
 
 
 @dataclass(frozen=True)
@@ -95,21 +41,44 @@ class PhysicalProfile:
     dp: int = 1
     """Data-parallel attention ranks with expert parallelism (MoE); the instance has tp x dp GPUs."""
     mode: str = field(default="physical")
+    """The registry's name (a label: nothing branches on it)."""
 
     @property
     def gpus_per_instance(self) -> int:
+        """GPUs of one instance: tp x dp."""
         return self.tp * self.dp
 
+    @property
+    def chunked_prefill(self) -> bool:
+        """Prompts are prefilled in chunks inside the decode steps (vLLM's chunked prefill)."""
+        return True
+
+    @property
+    def calibration_label(self) -> str:
+        """The calibration in use (``fleetopt.physics.calibration.active_label``)."""
+        return active_label()
+
+    def usd_per_instance_hour(self, usd_per_gpu_hour: float | None = None) -> float:
+        """GPUs per instance x the GPU's hourly price (the catalog's unless given), USD."""
+        price = self.gpu.usd_per_gpu_hour if usd_per_gpu_hour is None else usd_per_gpu_hour
+        return float(price) * self.gpus_per_instance
+
     def kv_capacity_tokens(self) -> int:
+        """Tokens the KV pool holds: (gmu x HBM - weights - runtime reserve) / KV bytes per
+        token, in whole blocks, x dp (``fleetopt.physics.kv.kv_capacity_tokens``)."""
         return kvm.kv_capacity_tokens(self.model, self.gpu, self.tp, self.gpu_memory_utilization, dp=self.dp)
 
-    def concurrency(self, window_tokens: int, mean_held_tokens: float, admission: Admission = "reserve") -> int:
+    def concurrency(self, window_tokens: Num, mean_held_tokens: Num, admission: Admission = "reserve") -> Num:
+        """Sequences served at once, capped by max_num_seqs:
+
+            reserve: n = min(kv // blocks(window) x 16, max_num_seqs)
+            paged:   n = min(kv_blocks // (mean_held / 16 + 1/2), max_num_seqs)"""
         kv = self.kv_capacity_tokens()
         if admission == "reserve":
             return kvm.concurrency_reserve(kv, window_tokens, self.max_num_seqs)
         return kvm.concurrency_paged(kv, mean_held_tokens, self.max_num_seqs)
 
-    def kv_concurrency(self, window_tokens: int, mean_held_tokens: float, admission: Admission = "reserve") -> int:
+    def kv_concurrency(self, window_tokens: Num, mean_held_tokens: Num, admission: Admission = "reserve") -> Num:
         """Sequences the KV cache alone holds (no max_num_seqs cap): vLLM's logged "maximum
         concurrency" for ``reserve``; pool blocks over mean blocks per sequence for ``paged``."""
         kv = self.kv_capacity_tokens()
@@ -117,7 +86,8 @@ class PhysicalProfile:
             return kvm.concurrency_reserve(kv, window_tokens, None)
         return kvm.concurrency_paged(kv, mean_held_tokens, 2**62)
 
-    def _power_and_freq(self, batch, mean_kv, pf_tokens, pf_ctx):
+    def _power_and_freq(self, batch: Num, mean_kv: Num, pf_tokens: Num, pf_ctx: Num
+                        ) -> tuple[StepBreakdown, Num, Num, Num, Num]:
         """Step breakdown, utilisations, per-GPU power and clock scale; scalar or array.
         Over the cap (TDP or the user's), DVFS lowers the clock to the f in [0.2, 1] where
         power meets the cap (``_dvfs_scale``)."""
@@ -137,12 +107,13 @@ class PhysicalProfile:
         return step_energy(self.gpu, self.gpu.flops_for(self.model.weight_dtype), parts.bytes_per_gpu,
                            parts.lin_flops_per_gpu, parts.attn_flops_per_gpu, parts.link_bytes_per_gpu, self.cal)
 
-    def _power_at(self, parts: StepParts, energy: StepEnergy, f):
+    def _power_at(self, parts: StepParts, energy: StepEnergy, f: Num) -> tuple[StepBreakdown, Num, Num, Num]:
         """Step breakdown, memory and compute utilisations and per-GPU power at clock scale f."""
         br = parts.at(f)
         return br, br.u_mem, br.u_comp, gpu_power_w(self.gpu, energy, br.step_ms, self.cal, f)
 
-    def _dvfs_scale(self, parts: StepParts, energy: StepEnergy, br, cap, g_one, under):
+    def _dvfs_scale(self, parts: StepParts, energy: StepEnergy, br: StepBreakdown, cap: float, g_one: Num,
+                    under: Num) -> Num:
         """The clock scale f in [0.2, 1] where power meets ``cap`` (``br`` the step at f = 1,
         ``g_one`` = P(1) - cap > 0; points flagged ``under`` are below the cap at full clock
         and keep f = 1).  Newton's method with the analytic dP/df (``gpu_power_dfreq_w``),
@@ -168,10 +139,17 @@ class PhysicalProfile:
         f = np.where(np.abs(g) < 1e-3, x, lo)
         return float(f) if np.ndim(f) == 0 else f
 
-    def operating_point(self, batch: float, mean_kv_tokens: float, prefill_tokens_per_step: float = 0.0,
-                        prefill_ctx_tokens: float = 0.0, decode: bool = True) -> OperatingPoint:
-        """``decode=False`` skips the decode-only step (``decode_step_ms`` is then NaN):
-        the sizing layer's searches do not read it."""
+    def operating_point(self, batch: Num, mean_kv_tokens: Num, prefill_tokens_per_step: Num = 0.0,
+                        prefill_ctx_tokens: Num = 0.0, decode: bool = True) -> OperatingPoint:
+        """The step of ``batch`` sequences holding ``mean_kv_tokens`` each with
+        ``prefill_tokens_per_step`` prompt tokens mixed in, at the clock DVFS allows:
+
+            step = roofline(bytes, FLOPs) + all-reduces + overheads   (``roofline.step_parts``)
+            P_gpu = min(P_static + E_step / step, cap)               (``power.gpu_power_w``)
+            tokens/s = batch / step
+
+        ``decode=False`` skips the decode-only step (``decode_step_ms`` is then NaN): the
+        sizing layer's searches do not read it."""
         br, um, uc, p, f = self._power_and_freq(batch, mean_kv_tokens, prefill_tokens_per_step, prefill_ctx_tokens)
         if decode:      # the same batch without prefill, at the same clock
             dparts = step_parts(self.model, self.gpu, self.tp, batch, mean_kv_tokens, cal=self.cal, dp=self.dp)
@@ -186,13 +164,14 @@ class PhysicalProfile:
         return OperatingPoint(batch, br.step_ms, dec_ms, prefill_tokens_per_step, tok_s, p,
                               self.gpus_per_instance * p, self.gpus_per_instance, f, um, uc, _scalar(dec_p))
 
-    def steady_state(self, batch: float, prompt_tokens: float, output_tokens: float) -> OperatingPoint:
+    def steady_state(self, batch: Num, prompt_tokens: Num, output_tokens: Num) -> OperatingPoint:
         """Closed-loop steady state: ``batch`` sequences of prompt P and output O; each step
         finishes batch/O sequences, so batch x P/O prompt tokens are prefilled per step."""
         pf = batch * prompt_tokens / np.maximum(output_tokens, 1.0)
         return self.operating_point(batch, prompt_tokens + output_tokens / 2.0, pf, prompt_tokens / 2.0)
 
-    def saturation(self, window_tokens: int, output_tokens: int, admission: Admission = "reserve"):
+    def saturation(self, window_tokens: int, output_tokens: int,
+                   admission: Admission = "reserve") -> tuple[int, OperatingPoint | None]:
         """The law's operating point: n_max sequences each of total length = window
         (prompt = window - output), their prompts prefilled in the same steps."""
         if output_tokens >= window_tokens:
@@ -201,7 +180,7 @@ class PhysicalProfile:
         n = self.concurrency(window_tokens, prompt + output_tokens / 2.0, admission)
         return n, (self.steady_state(n, prompt, output_tokens) if n > 0 else None)
 
-    def query_point(self, batch: int, prompt_tokens: int, output_tokens: int):
+    def query_point(self, batch: int, prompt_tokens: int, output_tokens: int) -> tuple[OperatingPoint, float]:
         """Steady state of ``batch`` queries of P + O tokens and the energy per output token
         (prefill included: it runs inside the same steps)."""
         cap = self.concurrency(prompt_tokens + output_tokens, prompt_tokens + output_tokens / 2.0, "paged")
@@ -209,21 +188,23 @@ class PhysicalProfile:
             raise FleetoptError(f"batch {batch} does not fit: the KV cache of {self.tp} x {self.gpu.id} "
                                 f"holds {cap} sequences of {prompt_tokens}+{output_tokens} tokens")
         op = self.steady_state(batch, prompt_tokens, output_tokens)
-        return op, op.instance_power_w / op.decode_tokens_per_s
+        return op, energy_per_token_j(op.instance_power_w, op.decode_tokens_per_s)
 
-    def prefill_ms(self, prompt_tokens: float) -> float:
+    def prefill_ms(self, prompt_tokens: Num) -> Num:
+        """Chunked prefill of one prompt alone, ms (``fleetopt.physics.roofline.prefill_ms``)."""
         return prefill_ms(self.model, self.gpu, self.tp, prompt_tokens, self.chunk_tokens, self.cal)
 
-    def service_ms(self, prompt_tokens: float, output_tokens: float, batch: float) -> float:
+    def service_ms(self, prompt_tokens: Num, output_tokens: Num, batch: Num) -> Num:
         """Time a request holds a slot: its prefill plus output_tokens decode steps at ``batch``."""
         op = self.operating_point(batch, prompt_tokens + output_tokens / 2.0)
         return self.prefill_ms(prompt_tokens) + output_tokens * op.step_ms
 
     def idle_power_w(self) -> float:
+        """The catalog's idle power of a GPU holding the model, W."""
         return self.gpu.idle_w
 
 
-def _scalar(x):
+def _scalar(x: Num) -> Num:
     """A 0-d array as a float, arrays unchanged."""
     return float(x) if np.ndim(x) == 0 else x
 
@@ -242,21 +223,4 @@ def check_fits(model: Model, gpu: Gpu, tp: int, gmu: float = kvm.DEFAULT_GPU_MEM
         raise FleetoptError(
             f"{model.id} does not fit on {tp * dp} x {gpu.id}: weights {w / 2**30:.1f} GiB per GPU leave "
             f"{max(budget, 0) / 2**30:.2f} GiB of KV cache of {gmu:.2f} x {gpu.hbm_bytes / 2**30:.0f} GiB")
-
-
-def make_profile(mode: str, model: str | Model, gpu: str | Gpu, tp: int, catalog: Catalog | None = None,
-                 **kw) -> Profile:
-    """The single place the mode is looked at."""
-    cat = catalog or load_catalog()
-    m = model if isinstance(model, Model) else cat.model(model)
-    g = gpu if isinstance(gpu, Gpu) else cat.gpu(gpu)
-    if mode == "physical":
-        check_fits(m, g, tp, kw.get("gpu_memory_utilization", kvm.DEFAULT_GPU_MEMORY_UTILIZATION), kw.get("dp", 1))
-        kw.setdefault("cal", active_calibration())
-        return PhysicalProfile(m, g, tp, **kw)
-    if mode in ("paper", "paper-computed"):
-        from fleetopt.compat.paper import paper_profile
-
-        return paper_profile(m, g, tp, computed=(mode == "paper-computed"))
-    raise FleetoptError(f"mode must be one of {', '.join(MODES)}, got '{mode}'")
 

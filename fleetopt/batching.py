@@ -1,0 +1,100 @@
+"""Integer searches on rising functions, and the largest batch whose step meets TPOT.
+
+The sizing layer asks two questions of a rising function many times, vectorised over pools:
+the largest batch whose step time is within the TPOT target (``tpot_batch_cap``, on
+``search_rising``) and the least instance count whose P99 TTFT meets its SLO
+(``bisect_int``).  Both work on arrays of brackets at once, one function call per round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from fleetopt.profiles.base import Profile
+
+
+IndexFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""f(n, index array): a function evaluated at n for the elements at those indices."""
+
+
+def bisect_int(pred: IndexFn, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per element the largest n in [lo, hi) with pred true, given pred(lo) true and
+    pred(hi) false and pred monotone (true then false).  pred takes (n, index array)."""
+    lo, hi = lo.astype(np.int64).copy(), hi.astype(np.int64).copy()
+    while True:
+        act = np.flatnonzero(hi - lo > 1)
+        if not act.size:
+            return lo
+        mid = (lo[act] + hi[act]) // 2
+        ok = pred(mid, act)
+        lo[act] = np.where(ok, mid, lo[act])
+        hi[act] = np.where(ok, hi[act], mid)
+
+
+def search_rising(f: IndexFn, target: float, lo: np.ndarray, hi: np.ndarray, f_lo: np.ndarray, f_hi: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Per element the largest integer n in [lo, hi) with f(n) <= target, for f rising in n
+    with f(lo) <= target < f(hi), and f(n).  f takes (n, index array).
+    Step time is nearly affine in the batch, so an interpolation step evaluates the pair
+    (g, g + 1) around the interpolated crossing g in one call: when the pair straddles the
+    target the element is done.  Bisection steps alternate with interpolation steps, so the
+    worst case stays logarithmic."""
+    lo, hi = lo.astype(np.int64).copy(), hi.astype(np.int64).copy()
+    f_lo, f_hi = f_lo.astype(float).copy(), f_hi.astype(float).copy()
+    interp = True
+    while True:
+        act = np.flatnonzero(hi - lo > 1)
+        if not act.size:
+            return lo, f_lo
+        l, h = lo[act], hi[act]
+        if interp:
+            frac = (target - f_lo[act]) / np.maximum(f_hi[act] - f_lo[act], 1e-300)
+            g = np.clip(l + np.floor(frac * (h - l)).astype(np.int64), l + 1, h - 1)
+            pair = np.flatnonzero(g + 1 < h)              # g + 1 = h is known already
+            v = f(np.concatenate([g, g[pair] + 1]), np.concatenate([act, act[pair]]))
+            v_g, v_g1 = v[:act.size], np.full(act.size, np.inf)
+            v_g1[pair] = v[act.size:]
+            ok_g, ok_g1 = v_g <= target, v_g1 <= target
+            # new bracket: (g+1, h) if both fit, (g, g+1) if only g fits, (l, g) if neither
+            new_l = np.where(ok_g1, g + 1, np.where(ok_g, g, l))
+            new_h = np.where(ok_g1, h, np.where(ok_g, g + 1, g))
+            lo[act], hi[act] = new_l, new_h
+            f_lo[act] = np.where(ok_g1, v_g1, np.where(ok_g, v_g, f_lo[act]))
+            f_hi[act] = np.where(ok_g1, f_hi[act], np.where(ok_g, np.where(np.isinf(v_g1), f_hi[act], v_g1), v_g))
+        else:
+            mid = (l + h) // 2
+            v = f(mid, act)
+            ok = v <= target
+            lo[act], f_lo[act] = np.where(ok, mid, l), np.where(ok, v, f_lo[act])
+            hi[act], f_hi[act] = np.where(ok, h, mid), np.where(ok, f_hi[act], v)
+        interp = not interp
+
+
+def tpot_batch_cap(profile: Profile, kv_slots: np.ndarray, mean_kv: np.ndarray, pf_per_seq: np.ndarray,
+                   pf_ctx: np.ndarray, tpot_ms: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Largest batch <= kv_slots whose mean step (prefill mixed in) is within tpot_ms, and
+    that step; 0 slots when even one sequence misses the target.  Arrays (one per pool):
+
+        slots = max {b <= kv_slots : step(b, mean_kv, b x pf_per_seq, pf_ctx) <= tpot_ms}"""
+    kv_slots = np.maximum(np.asarray(kv_slots, np.int64), 1)
+
+    def step(b: np.ndarray, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
+        return np.asarray(profile.operating_point(b, mean_kv[idx], b * pf_per_seq[idx], pf_ctx[idx],
+                                                  decode=False).step_ms, float) * np.ones(np.shape(b))
+
+    s_top = step(kv_slots.astype(float))
+    if tpot_ms is None:
+        return kv_slots, s_top
+    slots, s = kv_slots.copy(), s_top.copy()
+    over = np.flatnonzero(s_top > tpot_ms)
+    if over.size:
+        s1 = step(np.ones(over.size), over)
+        fits = s1 <= tpot_ms
+        slots[over[~fits]], s[over[~fits]] = 0, s1[~fits]
+        srch = over[fits]
+        if srch.size:   # step(lo) <= tpot < step(hi); step rises with batch
+            slots[srch], s[srch] = search_rising(lambda n, i: step(n.astype(float), srch[i]), tpot_ms,
+                                                  np.ones(srch.size), kv_slots[srch], s1[fits], s_top[srch])
+    return slots, s

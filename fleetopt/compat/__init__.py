@@ -1,1 +1,0 @@
-"""Compatibility models: the published 1/W model (``paper``)."""

@@ -1,0 +1,155 @@
+"""The ``Profile`` protocol: what every layer above needs from one serving instance.
+
+A profile answers for one (model, GPU type, tensor-parallel degree, serving settings)
+instance under one mode: how many sequences its KV cache holds, how long a step takes at
+a batch and a held context, what it draws, how long a prompt takes to prefill and how long
+a request holds a slot.  Sizing, routing, the simulator and the energy reports call these
+methods and nothing else; they never ask which mode a profile belongs to.  Two families
+implement it (``fleetopt.profiles.physical`` and ``fleetopt.profiles.paper``); the
+registry in ``fleetopt.profiles`` builds them.
+
+Every method takes scalars or numpy arrays (broadcast together) unless it says otherwise,
+and returns the same shape.  Units are in the names: ``_ms`` milliseconds, ``_w`` watts,
+``_tokens`` tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from fleetopt.catalog import Gpu, Model
+from fleetopt.physics.energy import tokens_per_joule
+
+Admission = Literal["reserve", "paged"]
+"""``reserve``: a sequence holds its whole context window from admission (vLLM's
+"maximum concurrency"); ``paged``: it holds only the tokens it has (paged KV blocks)."""
+
+Num = Any
+"""A float or a numpy array of floats (the profile methods broadcast)."""
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """An instance in steady state: ``batch`` sequences decoding, prompts prefilled in the
+    same steps (chunked prefill) at ``prefill_tokens_per_step``.  Fields are scalars or
+    arrays of one shape.
+
+    Output tokens per second of the instance: ``decode_tokens_per_s = batch / step_ms x
+    1000``; its power ``instance_power_w = tp x power_per_gpu_w`` (every GPU of the
+    instance; the host share is added by the fleet layer)."""
+
+    batch: Num
+    step_ms: Num
+    """Mean time between a sequence's output tokens, prefill work included, ms."""
+    decode_step_ms: Num
+    """The same step without prefill mixed in, ms."""
+    prefill_tokens_per_step: Num
+    decode_tokens_per_s: Num
+    """Output tokens per second of the whole instance."""
+    power_per_gpu_w: Num
+    instance_power_w: Num
+    """TP x per-GPU power (host share excluded; the fleet layer adds it)."""
+    tp: int
+    """GPUs in the instance (tp, or tp x dp with expert parallelism)."""
+    freq_scale: Num = 1.0
+    """Clock as a fraction of the full clock (below 1 when DVFS meets a power cap)."""
+    u_mem: Num = 0.0
+    """Fraction of the step the memory system is busy."""
+    u_comp: Num = 0.0
+    """Fraction of the step the tensor cores are busy."""
+    decode_power_per_gpu_w: Num = float("nan")
+    """Per-GPU power of the pure decode step (no prefill mixed in), W."""
+
+    @property
+    def tokens_per_joule(self) -> Num:
+        """Instance output tokens per joule, every GPU charged: tok/s / instance W."""
+        return tokens_per_joule(self.decode_tokens_per_s, self.instance_power_w)
+
+    @property
+    def tok_per_w_paper(self) -> Num:
+        """The paper's convention: instance tok/s over ONE GPU's W (flaw 1: tp x too high)."""
+        return tokens_per_joule(self.decode_tokens_per_s, self.power_per_gpu_w)
+
+
+class Profile(Protocol):
+    """One serving instance under one mode (module docstring).
+
+    Attributes: ``model``, ``gpu``, ``tp`` (tensor-parallel degree), ``dp`` (data-parallel
+    attention ranks with expert parallelism, 1 otherwise), ``gpus_per_instance`` (tp x dp),
+    ``mode`` (the registry's name, a label only), ``chunked_prefill`` (True: prompts are
+    prefilled in chunks mixed into the decode steps, so a request's service time is its
+    prefill plus ``out`` steps of the pool's batch; False: the published model, whose steps
+    hold no prefill and whose service time per request is ``service_ms``)."""
+
+    model: Model
+    gpu: Gpu
+    tp: int
+    mode: str
+
+    @property
+    def dp(self) -> int:
+        """Data-parallel attention ranks (1 without expert parallelism)."""
+        ...
+
+    @property
+    def gpus_per_instance(self) -> int:
+        """GPUs of one instance: tp x dp."""
+        ...
+
+    @property
+    def chunked_prefill(self) -> bool:
+        """Whether prefill runs in chunks inside the decode steps (see the class docstring)."""
+        ...
+
+    @property
+    def calibration_label(self) -> str:
+        """The calibration its figures come from (``-`` when it has none)."""
+        ...
+
+    def kv_capacity_tokens(self) -> int:
+        """Tokens the instance's KV cache holds."""
+        ...
+
+    def concurrency(self, window_tokens: Num, mean_held_tokens: Num, admission: Admission = "reserve") -> Num:
+        """Sequences the instance serves at once (KV-limited, capped by max_num_seqs):
+        reserve: kv_tokens // window; paged: kv_blocks // blocks of the mean held length."""
+        ...
+
+    def kv_concurrency(self, window_tokens: Num, mean_held_tokens: Num, admission: Admission = "reserve") -> Num:
+        """Sequences the KV cache alone holds (no max_num_seqs cap)."""
+        ...
+
+    def operating_point(self, batch: Num, mean_kv_tokens: Num, prefill_tokens_per_step: Num = 0.0,
+                        prefill_ctx_tokens: Num = 0.0, decode: bool = True) -> OperatingPoint:
+        """The step at ``batch`` sequences holding ``mean_kv_tokens`` each, with
+        ``prefill_tokens_per_step`` prompt tokens (of mean attended context
+        ``prefill_ctx_tokens``) mixed in; ``decode=False`` may skip the pure-decode figures."""
+        ...
+
+    def prefill_ms(self, prompt_tokens: Num) -> Num:
+        """Time to prefill one prompt, ms."""
+        ...
+
+    def service_ms(self, prompt_tokens: Num, output_tokens: Num, batch: Num) -> Num:
+        """Time a request holds a slot at ``batch``: prefill + output_tokens steps, ms."""
+        ...
+
+    def idle_power_w(self) -> float:
+        """Per-GPU power of an instance with nothing to do, W."""
+        ...
+
+    def usd_per_instance_hour(self, usd_per_gpu_hour: float | None = None) -> float:
+        """Price of one instance for an hour: GPUs x the GPU's hourly price (``usd_per_gpu_hour``
+        when given, else the catalog's), or the profile's own published price."""
+        ...
+
+    def saturation(self, window_tokens: int, output_tokens: int,
+                   admission: Admission = "reserve") -> tuple[int, OperatingPoint | None]:
+        """The 1/W law's point: n_max sequences of the window's length and their step
+        (None when none fits)."""
+        ...
+
+    def query_point(self, batch: int, prompt_tokens: int, output_tokens: int) -> tuple[OperatingPoint, float]:
+        """Steady state of ``batch`` queries of P + O tokens and the energy per output token, J."""
+        ...
