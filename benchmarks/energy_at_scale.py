@@ -254,7 +254,8 @@ def sensitivity() -> list[dict]:
 def main() -> None:
     from _results import RESULTS, publish
 
-    from fleetopt.output import table, to_json, write_atomic
+    from fleetopt.atomic import write_atomic
+    from fleetopt.render import table, to_json
 
     rows, b1, rows15, b15 = per_query()
     day = daily()

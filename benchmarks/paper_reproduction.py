@@ -12,7 +12,7 @@ from __future__ import annotations
 from fleetopt.catalog import load_catalog
 from fleetopt.profiles.paper import computed_profile
 from fleetopt.law import law_rows
-from fleetopt.output import table
+from fleetopt.render import table
 
 from _results import RESULTS
 from fleetopt.profiles import make_profile

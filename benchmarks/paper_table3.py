@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fleetopt.fleet import evaluate, parse_topology
 from fleetopt.instance import load_instance
-from fleetopt.output import table
+from fleetopt.render import table
 
 from _results import publish
 

@@ -36,7 +36,7 @@ def rows() -> list[dict]:
 
 
 def main() -> None:
-    from fleetopt.output import table
+    from fleetopt.render import table
 
     from _results import publish
 

@@ -72,7 +72,7 @@ def check_rows() -> list[dict]:
 
 
 def main() -> None:
-    from fleetopt.output import table
+    from fleetopt.render import table
 
     from _results import publish
 

@@ -56,7 +56,7 @@ def startup_rows() -> list[dict]:
     rows = []
     for label, cmd in (("python -c pass", [sys.executable, "-c", "pass"]),
                        ("python -m fleetopt --help", [sys.executable, "-m", "fleetopt", "--help"]),
-                       ("import what solve needs", [sys.executable, "-c", "import fleetopt.cli, fleetopt.commands, "
+                       ("import what solve needs", [sys.executable, "-c", "import fleetopt.cli, fleetopt.cli.plan, "
                                                     "fleetopt.solve, fleetopt.profiles, formulations.fleet, highspy"])):
         ts = sorted(bare(cmd, REPS))
         rows.append({"command": label, "wall_s": ts[0], "wall_median_s": ts[len(ts) // 2]})
@@ -233,7 +233,7 @@ def main() -> None:
     published results (the others are kept as they were)."""
     import argparse
 
-    from fleetopt.output import table
+    from fleetopt.render import table
 
     from _results import RESULTS, publish
 

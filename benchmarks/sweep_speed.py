@@ -46,7 +46,7 @@ def run(spec_path: Path, workers: int, reuse: bool) -> dict:
 
 
 def main() -> None:
-    from fleetopt.output import table
+    from fleetopt.render import table
 
     from _results import publish
 

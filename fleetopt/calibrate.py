@@ -21,7 +21,7 @@ from fleetopt.errors import FleetoptError
 from fleetopt.catalog import Catalog
 from fleetopt.fit import FitResult, cross_validate, fit, gpu_family, summarize
 from fleetopt.measurements import METRICS, predict, validate
-from fleetopt.output import write_atomic
+from fleetopt.atomic import write_atomic
 from fleetopt.physics.calibration import Calibration, active_calibration
 
 #: Fewer rows than this cannot pin the coefficients the data identify.

@@ -164,7 +164,7 @@ def write_heatmap(rows: list[dict], path: str | os.PathLike, title: str) -> None
 
     import matplotlib
 
-    from fleetopt.files import temp_name
+    from fleetopt.atomic import temp_name
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

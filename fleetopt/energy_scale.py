@@ -30,7 +30,7 @@ from fleetopt.errors import FleetoptError
 from fleetopt.catalog import Catalog
 from fleetopt.fleet import GPUS_PER_NODE, PoolChoice, Router, build_workload, evaluate, make_pool_profile
 from fleetopt.instance import Instance
-from fleetopt.schema import replace
+from fleetopt.records import replace
 from fleetopt.workload import LengthDist
 
 HOURS_PER_DAY = 24

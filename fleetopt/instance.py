@@ -1,7 +1,7 @@
 """Instance files: the validated schema, ``--set`` overrides and one-line errors.
 
 An instance is YAML read safely (duplicate keys refused) and validated into msgspec records
-with unknown fields forbidden (``fleetopt.schema``); every error names the field path
+with unknown fields forbidden (``fleetopt.records``); every error names the field path
 (``workload.arrival_rate: must be > 0, got -5``).  Values are checked, not just types:
 every number finite, CDF knots a CDF, histogram cells bins with probabilities summing to
 1, mixture weights summing to 1, boundaries positive and ascending (``knots_problem``,
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from fleetopt.errors import FleetoptError
-from fleetopt.schema import (Annotated, Fraction, Meta, NonNeg, Pos, PosInt, Record, between, convert, field,
+from fleetopt.records import (Annotated, Fraction, Meta, NonNeg, Pos, PosInt, Record, between, convert, field,
                              int_between)
 
 SCHEMA_VERSION = 1
@@ -78,7 +78,7 @@ def cells_problem(cells) -> tuple[int | None, int | None, str] | None:
 
 
 def _raise_at(field_name: str, problem) -> None:
-    """Raise a post-init ValueError naming ``field_name.index.field`` (``fleetopt.schema``)."""
+    """Raise a post-init ValueError naming ``field_name.index.field`` (``fleetopt.records``)."""
     if problem is not None:
         i, j, msg = problem
         sub = ".".join([field_name] + [str(x) for x in (i, j) if x is not None])

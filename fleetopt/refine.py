@@ -49,7 +49,7 @@ from fleetopt.errors import FleetoptError, FleetoptWarning, InfeasibleError, Int
 from fleetopt.fleet import PoolChoice, build_workload, evaluate, groups, model_context, parse_topology
 from fleetopt.instance import Instance
 from fleetopt.profiles import mode_of
-from fleetopt.schema import replace, to_builtins
+from fleetopt.records import replace, to_builtins
 
 CHUNKS = [512, 1024, 2048, 4096, 8192, 16384]
 PARETO = {"ttft": ("ttft_p99_ms", "minimize"), "cost": ("cost_per_hour", "minimize")}

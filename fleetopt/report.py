@@ -50,7 +50,7 @@ def report(out_dir: str) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fleetopt.files import write_atomic, write_set
+    from fleetopt.atomic import write_atomic, write_set
 
     out = Path(out_dir)
     df = _load(out)

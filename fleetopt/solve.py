@@ -28,8 +28,8 @@ from fleetopt.columns import Columns, generate, prune_dominated
 from fleetopt.fleet import PoolChoice, build_workload, evaluate
 from fleetopt.instance import Instance
 from fleetopt.milp import StagedSolve
-from fleetopt.output import power_text, power_unit
-from fleetopt.schema import replace
+from fleetopt.render import power_text, power_unit
+from fleetopt.records import replace
 
 
 def _power_shortfall(need_w: float, cap_w: float, inst: Instance) -> str:

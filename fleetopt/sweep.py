@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from fleetopt.errors import FleetoptError, FleetoptWarning, Interrupted
-from fleetopt.schema import Meta, Record, convert, field, int_between, to_builtins
+from fleetopt.records import Meta, Record, convert, field, int_between, to_builtins
 
 RHS_PATHS = ("power.facility_cap_mw",)   # and gpus.N.max_gpus: fields the columns do not depend on
 
@@ -262,7 +262,7 @@ def _worker_init(parent_pid: int) -> None:
     Ctrl-C and SIGTERM handling to the parent, which stops it itself."""
     import signal
 
-    from fleetopt.files import close_inherited_locks
+    from fleetopt.atomic import close_inherited_locks
     from fleetopt.procs import die_with_parent, ignore_interrupts
 
     die_with_parent(parent_pid)
@@ -396,7 +396,7 @@ def _write_row(out: Path, row: dict) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from fleetopt.files import temp_name
+    from fleetopt.atomic import temp_name
 
     d = out / "cases"
     d.mkdir(parents=True, exist_ok=True)
@@ -452,7 +452,7 @@ MANIFEST = "sweep.json"
 
 
 def _manifest(spec: SweepSpec, spec_path: str, cases: list[dict]) -> str:
-    from fleetopt.output import to_json
+    from fleetopt.render import to_json
 
     return to_json({"spec": to_builtins(spec), "spec_path": str(Path(spec_path).resolve()),
                     "cases": [{k: c[k] for k in ("case_id", "labels", "overrides")} for c in cases]}) + "\n"
@@ -497,7 +497,7 @@ def run_sweep(spec_path: str, out: str, workers: int = 1, scheduler: str | None 
               force: bool = False, catalog_files: tuple[str, ...] = ()) -> dict:
     """Run (or resume) a sweep; see the module docstring for what survives what."""
     from fleetopt.catalog import load_catalog
-    from fleetopt.files import FolderLock, clean_stale, os_error, write_atomic
+    from fleetopt.atomic import FolderLock, clean_stale, os_error, write_atomic
     from fleetopt.procs import stop_on_signals
 
     spec, spec_dir = load_spec(spec_path)
@@ -585,7 +585,7 @@ def _run(spec, cases, out_p: Path, workers, scheduler, retry_failed, progress, c
         raise Interrupted(f"sweep '{spec.name}': {have} of {len(cases)} cases have rows in {out_p / 'cases'}; "
                           f"run the same command again to resume") from None
     except OSError as e:                            # a row could not be written (full or read-only disk)
-        from fleetopt.files import os_error
+        from fleetopt.atomic import os_error
 
         raise os_error(e, "--out", out_p / "cases") from None
     finally:

@@ -18,7 +18,7 @@ from conftest import need_shared_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetopt.cli import _register_more, cli
+from fleetopt.cli import cli
 from fleetopt.fit import fit
 from fleetopt.measurements import predict, validate
 from fleetopt.physics.calibration import (
@@ -34,7 +34,6 @@ from fleetopt.physics.calibration import (
 from fleetopt.physics.power import gpu_power_w, step_energy
 from fleetopt.profiles import make_profile
 
-_register_more()
 
 
 def test_power_formula_by_hand(cat):

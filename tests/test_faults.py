@@ -263,7 +263,7 @@ def test_a_finished_sweep_rewrites_nothing(tmp_path):
 # ---- output sets -------------------------------------------------------------------------
 
 def test_solve_out_replaces_the_set_as_a_whole(tmp_path, capsys, monkeypatch):
-    from fleetopt import files
+    from fleetopt import atomic as files
 
     out = tmp_path / "plan"
     assert main(["solve", str(AZ), "--out", str(out)]) == 0

@@ -15,7 +15,7 @@ from fleetopt import InfeasibleError
 from fleetopt.cli import main
 from fleetopt.fleet import PoolChoice, build_workload, evaluate
 from fleetopt.instance import Instance, load_instance, validate_instance
-from fleetopt.schema import replace
+from fleetopt.records import replace
 from fleetopt.solve import solve_instance
 from formulations.fleet import FleetModelData, build, solve, solve_direct, write_lp
 
@@ -281,7 +281,7 @@ def test_power_cap_ladder_and_diagnosis(capsys):
 
 
 def test_power_text_units_and_precision():
-    from fleetopt.output import power_text
+    from fleetopt.render import power_text
 
     assert power_text(850.0) == "850.0 W" and power_text(157.26) == "157.3 W"
     assert power_text(12_345.0) == "12.35 kW" and power_text(999_000.0) == "999.0 kW"

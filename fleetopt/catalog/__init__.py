@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from fleetopt.schema import Frozen, NonNeg, NonNegInt, Pos, PosInt, Record, convert
+from fleetopt.records import Frozen, NonNeg, NonNegInt, Pos, PosInt, Record, convert
 
 from fleetopt.errors import FleetoptError
 

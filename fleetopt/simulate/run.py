@@ -141,7 +141,7 @@ class _TraceWriter:
         import csv
         import os
 
-        from fleetopt.files import clean_stale, os_error, temp_name
+        from fleetopt.atomic import clean_stale, os_error, temp_name
 
         if self.path.is_dir():
             raise FleetoptError(f"--trace-out: '{self.path}' is a folder")
@@ -188,7 +188,7 @@ class _TraceWriter:
             return
         import os
 
-        from fleetopt.files import os_error
+        from fleetopt.atomic import os_error
 
         if not ok:
             self._discard()
@@ -214,7 +214,7 @@ def simulate(inst: Instance, base: Path, topology: list[PoolChoice], requests: i
     try:
         res = _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, arrivals, writer)
     except OSError as e:                    # the trace's rows could not be written (a full disk)
-        from fleetopt.files import os_error
+        from fleetopt.atomic import os_error
 
         writer.close(False)
         if trace_out is None:

@@ -1,12 +1,24 @@
-"""CLI commands ``fleetopt energy`` and ``fleetopt energy-map`` (registered on import by
-``fleetopt.cli``)."""
+"""``fleetopt energy`` and ``fleetopt energy-map``: energy at scale of a plan, and over input x output lengths."""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import click
 
-from fleetopt.cli import FORMATS, _catalog, _emit, _ints, cli
-from fleetopt.commands import set_opt
+from fleetopt.atomic import check_set_target, write_atomic, write_set
+from fleetopt.catalog import Catalog
+from fleetopt.cli.app import catalog_of, emit, format_opt, ints, load, set_opt
+from fleetopt.cli.simulate import _plan_topology
+from fleetopt.energy_map import energy_map, matrix_text, write_heatmap
+from fleetopt.energy_scale import energy_report, solve_for_peak
+from fleetopt.errors import FleetoptError
+from fleetopt.fleet import parse_topology
+from fleetopt.profiles import make_profile
+from fleetopt.render import table, to_json
+
 
 SUMMARY = [("queries_per_day", "queries/day"), ("peak_queries_per_s", "queries/s (busiest hour)"),
            ("mean_output_tokens", "tokens"), ("instances_peak", "instances"), ("gpus_peak", "GPUs"),
@@ -25,8 +37,6 @@ SUMMARY = [("queries_per_day", "queries/day"), ("peak_queries_per_s", "queries/s
 
 
 def _energy_tables(res: dict) -> str:
-    from fleetopt.output import table
-
     rows = [{"figure": k, "value": res[k], "unit": u} for k, u in SUMMARY if k in res]
     pools = [{k: p[k] for k in ("lo_tokens", "hi_tokens", "gpu", "tp", "instances", "utilization", "batch",
                                 "power_per_gpu_w", "mwh_per_day")} for p in res["pools"]]
@@ -41,7 +51,7 @@ def _flat(res: dict) -> dict:
     return {k: v for k, v in res.items() if not isinstance(v, (list, dict)) and v is not None}
 
 
-@cli.command()
+@click.command()
 @click.argument("instance", type=click.Path(dir_okay=False))
 @click.option("--plan", "plan_path", default=None, help="plan.json from fleetopt solve --out (default: solve first).")
 @click.option("--topology", default=None, help="Pools as UPPER_TOKENS:GPU[xTP][:ADMISSION],... ascending.")
@@ -50,18 +60,10 @@ def _flat(res: dict) -> dict:
 @click.option("--usd-per-mwh", type=float, default=None, help="Electricity price, USD per MWh.")
 @click.option("--gco2-per-kwh", type=float, default=None, help="Grid carbon intensity, gCO2 per kWh.")
 @set_opt
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@format_opt
 @click.pass_context
 def energy(ctx, instance, plan_path, topology, queries_per_day, usd_per_mwh, gco2_per_kwh, overrides, fmt):
     """Energy per query (IT and facility), MWh/day and GWh/year of a plan for a query volume."""
-    import os
-
-    from fleetopt.errors import FleetoptError
-    from fleetopt.commands import _plan_topology
-    from fleetopt.energy_scale import energy_report, solve_for_peak
-    from fleetopt.fleet import parse_topology
-    from fleetopt.instance import load_instance
-
     if plan_path is not None and topology is not None:
         raise FleetoptError("energy: give at most one of --plan or --topology")
     for flag, v in (("--queries-per-day", queries_per_day), ("--usd-per-mwh", usd_per_mwh),
@@ -72,8 +74,8 @@ def energy(ctx, instance, plan_path, topology, queries_per_day, usd_per_mwh, gco
             raise FleetoptError(f"{flag}: must be a finite number, got {v:g}")
     if queries_per_day is not None and queries_per_day <= 0:
         raise FleetoptError(f"--queries-per-day: must be > 0, got {queries_per_day:g}")
-    cat = _catalog(ctx)
-    inst, base = load_instance(instance, overrides, catalog=cat)
+    cat = catalog_of(ctx)
+    inst, base = load(ctx, instance, overrides)
     if plan_path:
         topo = _plan_topology(plan_path)
         _check_plan_model(plan_path, inst.model, cat)
@@ -83,19 +85,15 @@ def energy(ctx, instance, plan_path, topology, queries_per_day, usd_per_mwh, gco
         topo = solve_for_peak(inst, base, cat, queries_per_day, workers=min(2, os.cpu_count() or 1))
     res = energy_report(inst, base, topo, cat, queries_per_day, usd_per_mwh, gco2_per_kwh)
     if fmt == "json":
-        _emit(res, "json")
+        emit(res, "json")
     elif fmt == "csv":
-        _emit(_flat(res), "csv")
+        emit(_flat(res), "csv")
     else:
         click.echo(_energy_tables(res))
 
 
 def _check_plan_model(plan_path: str, model: str, cat) -> None:
     """A plan solved for another model would be sized here on the instance's model: refuse."""
-    import json
-
-    from fleetopt.errors import FleetoptError
-
     with open(plan_path) as f:
         planned = json.load(f).get("model")
     if planned and cat.model(planned).id != cat.model(model).id:
@@ -105,19 +103,13 @@ def _check_plan_model(plan_path: str, model: str, cat) -> None:
 def _write_map(out_dir: str, rows: list[dict], title: str, force: bool) -> list[str]:
     """energy_map.png and energy_map.json in ``out_dir``, as one set
     (``fleetopt.files.write_set``); existing files are replaced only with --force."""
-    from pathlib import Path
-
-    from fleetopt.energy_map import write_heatmap
-    from fleetopt.files import write_atomic, write_set
-    from fleetopt.output import to_json
-
     names = ["energy_map.png", "energy_map.json"]
     write_set(out_dir, {"energy_map.png": lambda path: write_heatmap(rows, path, title),
                         "energy_map.json": lambda path: write_atomic(path, to_json(rows) + "\n")}, "--out", force)
     return [str(Path(out_dir) / n) for n in names]
 
 
-@cli.command("energy-map")
+@click.command("energy-map")
 @click.option("--model", required=True, help="Model id, e.g. llama-3.1-405b-fp8.")
 @click.option("--gpu", required=True, help="GPU id, e.g. h100.")
 @click.option("--tp", type=int, default=1, show_default=True, help="Tensor-parallel degree (GPUs per instance).")
@@ -127,27 +119,21 @@ def _write_map(out_dir: str, rows: list[dict], title: str, force: bool) -> list[
               help="Output lengths, comma-separated tokens.")
 @click.option("--batch", type=int, default=None, help="Sequences per instance (default: as many as the KV cache holds).")
 @click.option("--tpot-ms", type=float, default=None, help="Largest batch whose step meets this TPOT, ms.")
-@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@format_opt
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for energy_map.png (heatmap) and energy_map.json, written atomically.")
 @click.option("--force", is_flag=True, help="Replace existing files in --out.")
 @click.pass_context
 def energy_map_cmd(ctx, model, gpu, tp, inputs, outputs, batch, tpot_ms, fmt, out_dir, force):
     """J per output token, J per token and Wh per query over input x output lengths."""
-    from fleetopt.errors import FleetoptError
-    from fleetopt.energy_map import energy_map, matrix_text
-    from fleetopt.profiles import make_profile
-
     if batch is not None and tpot_ms is not None:
         raise FleetoptError("--batch and --tpot-ms: give at most one")
     if tpot_ms is not None and not 0 < tpot_ms < float("inf"):
         raise FleetoptError(f"--tpot-ms: must be a finite number > 0, got {tpot_ms:g}")
     if out_dir:                             # refused before the work, not after
-        from fleetopt.files import check_set_target
-
         check_set_target(out_dir, ["energy_map.png", "energy_map.json"], "--out", force)
-    ins, outs = _ints(inputs, "--inputs"), _ints(outputs, "--outputs")
-    prof = make_profile("physical", model, gpu, tp, _catalog(ctx))
+    ins, outs = ints(inputs, "--inputs"), ints(outputs, "--outputs")
+    prof = make_profile("physical", model, gpu, tp, catalog_of(ctx))
     rows = energy_map(prof, ins, outs, batch, tpot_ms)
     how = f"batch {batch}" if batch else f"TPOT {tpot_ms:g} ms" if tpot_ms else "batch = KV cache limit"
     title = f"{prof.model.id} on {tp} x {prof.gpu.id}, {how}"
@@ -155,6 +141,6 @@ def energy_map_cmd(ctx, model, gpu, tp, inputs, outputs, batch, tpot_ms, fmt, ou
     if fmt == "table":
         click.echo(matrix_text(rows, title))
     else:
-        _emit(rows, fmt)
+        emit(rows, fmt)
     if files and fmt == "table":
         click.echo("wrote " + ", ".join(files))

@@ -1,4 +1,4 @@
-"""Rendering rows for the terminal (aligned table), JSON and CSV, and atomic file writes."""
+"""Rendering rows for the terminal (aligned table), JSON and CSV, and powers as text."""
 
 from __future__ import annotations
 
@@ -87,9 +87,3 @@ def render(rows: list[dict], fmt: str, title: str | None = None) -> str:
         return to_csv(rows).rstrip("\n")
     return table(rows, title)
 
-
-def write_atomic(path: str | os.PathLike, text: str | bytes) -> None:
-    """Write ``text`` to ``path`` atomically (``fleetopt.files.write_atomic``)."""
-    from fleetopt.files import write_atomic as _write
-
-    _write(path, text)

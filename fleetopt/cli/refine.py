@@ -1,0 +1,61 @@
+"""``fleetopt refine``: Optuna over the knobs the MILP only samples, seeded by its plan."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import click
+
+from fleetopt.cli.app import catalog_of, emit, format_opt, load, set_opt
+from fleetopt.errors import FleetoptError
+from fleetopt.refine import refine as run
+from fleetopt.render import table
+
+
+@click.command()
+@click.argument("instance", type=click.Path(dir_okay=False))
+@click.option("--trials", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop after this many seconds.")
+@click.option("--storage", default=None,
+              help="Optuna storage: a journal file path (default .fleetopt/<instance>.optuna.journal) or an RDB URL.")
+@click.option("--study", "study_name", default=None, help="Study name (default refine-<instance>-<objective>).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--pareto", type=click.Choice(["ttft", "cost"]), default=None,
+              help="Multi-objective: tokens per joule against P99 TTFT or against cost; reports the Pareto front.")
+@click.option("--verify", is_flag=True, help="Simulate the refined plan (50,000 requests) and report it.")
+@set_opt
+@format_opt
+@click.pass_context
+def refine(ctx, instance, trials, timeout_s, storage, study_name, seed, pareto, verify, overrides, fmt):
+    """Optuna refinement of the non-convex knobs, seeded by the MILP plan."""
+    if timeout_s is not None and not math.isfinite(timeout_s):
+        raise FleetoptError(f"--timeout: must be a finite number of seconds, got {timeout_s}")
+    inst, base = load(ctx, instance, overrides)
+    res = run(inst, base, trials, timeout_s, storage, study_name, seed, pareto, catalog_of(ctx),
+              progress=(fmt == "table" and sys.stderr.isatty()), verify=verify)
+    if fmt == "json":
+        emit(res, "json")
+        return
+    if fmt == "csv":
+        emit(res["best"]["pools"], "csv")
+        return
+    key = "cost_per_hour" if res["objective"] == "min_cost" else "tokens_per_joule"
+    rows = [{"plan": "milp", "topology": res["milp"]["topology"], key: res["milp"][key],
+             "instances": res["milp"]["instances"]},
+            {"plan": "refined", "topology": res["best"]["topology"], key: res["best"]["fleet"][key],
+             "instances": res["best"]["fleet"]["instances"]}]
+    t = res["trials"]
+    click.echo(table(rows, f"study {res['study']}") + f"\n\nimprovement {100 * res['improvement']:+.2f} %; "
+               f"trials {t['count']} ({t['completed']} completed, {t['pruned']} pruned, {t['this_run']} this run)"
+               f"\nknobs: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                         for k, v in res["best"]["knobs"].items()))
+    if "verification" in res:
+        v = res["verification"]
+        f = v["fleet"]
+        click.echo(f"verify: {'SLO MISSED' if v['slo_missed'] else 'SLOs hold'} in simulation: P99 TTFT "
+                   f"{f['ttft_p99_ms']:.0f} ms, P99 TPOT {f['tpot_p99_ms']:.1f} ms, tok/J {f['tokens_per_joule']:.4g} "
+                   f"({100 * v['deviation'].get('tokens_per_joule', 0):+.1f} % vs analytical)")
+    if "pareto" in res:
+        click.echo("\n" + table(res["pareto"], "Pareto front"))

@@ -1,0 +1,50 @@
+"""``fleetopt sweep`` and ``fleetopt sweep-report``: many solves from one spec, and their report."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from fleetopt.cli.app import catalog_files, emit
+from fleetopt.report import report
+from fleetopt.sweep import run_sweep
+
+
+@click.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Results folder (a Parquet dataset under OUT/cases, one file per case).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes.")
+@click.option("--scheduler", default=None, help="Dask scheduler address (tcp://host:port) to run the cases on.")
+@click.option("--retry-failed", is_flag=True, help="Run again the cases recorded as failed.")
+@click.option("--force", is_flag=True, help="Take over an --out folder holding another spec's results.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def sweep(ctx, spec, out_dir, workers, scheduler, retry_failed, force, fmt):
+    """Solve every case of a sweep spec; resumable (finished cases are skipped)."""
+    res = run_sweep(spec, out_dir, workers, scheduler, retry_failed, progress=(fmt == "table" and sys.stderr.isatty()),
+                    force=force, catalog_files=catalog_files(ctx))
+    if fmt == "json":
+        emit(res, "json")
+        return
+    rate = f", {res['cases_per_second']:.1f} cases/s" if res["cases_per_second"] else ""
+    click.echo(f"{res['spec']}: {res['cases']} cases, {res['done']} run now ({res['failed']} failed, "
+               f"{res['infeasible']} infeasible), {res['skipped']} already done; {res['seconds']:.1f} s{rate}; "
+               f"results in {res['out']}/cases"
+               + (f"; removed {res['removed_stale']} rows of cases no longer in the spec" if res["removed_stale"] else ""))
+    for e in res["errors"]:
+        click.echo(f"  failed {e}", err=True)
+
+
+@click.command("sweep-report")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def sweep_report(out_dir, fmt):
+    """Pivot tables and PNG plots of a sweep's results (written under OUT/report)."""
+    res = report(out_dir)
+    if fmt == "json":
+        emit(res, "json")
+    else:
+        click.echo(res["text"])
+        click.echo("\nwrote " + ", ".join(res["files"]))
