@@ -39,10 +39,17 @@ class PoolChoice:
     power_cap_w) over the instance's ``serving``; set by ``fleetopt refine``."""
     share: float = 1.0
     """Fraction of the range's traffic (1 unless the pool is mixed)."""
+    prefill_gpu: str | None = None
+    """A split (disaggregated) pool: the prefill instances' GPU type; ``gpu``, ``tp``,
+    ``admission`` and ``serving`` are then the decode instances' (``fleetopt.disagg``)."""
+    prefill_tp: int | None = None
+    prefill_serving: dict | None = field(default=None, compare=False)
+    """Serving overrides of the prefill instances (e.g. their own power cap)."""
 
     def spec(self) -> str:
-        return (f"{self.upper}:{self.gpu}x{self.tp}" + (f":{self.admission}" if self.admission else "")
-                + (f"@{self.share:.6g}" if self.share != 1.0 else ""))
+        dec = f"{self.gpu}x{self.tp}" + (f":{self.admission}" if self.admission else "")
+        body = f"pd({self.prefill_gpu}x{self.prefill_tp}/{dec})" if self.prefill_gpu is not None else dec
+        return f"{self.upper}:{body}" + (f"@{self.share:.6g}" if self.share != 1.0 else "")
 
 
 def groups(topology: list[PoolChoice]) -> list[tuple[int, list[int]]]:
@@ -56,12 +63,26 @@ def groups(topology: list[PoolChoice]) -> list[tuple[int, list[int]]]:
     return out
 
 
+_SPLIT = re.compile(r"(\d+(?:\.\d+)?)([kK])?:pd\(([A-Za-z0-9_.\-]+?)(?:[xX](\d+))?/([A-Za-z0-9_.\-]+?)"
+                    r"(?:[xX](\d+))?(?::(reserve|paged))?\)")
+
+
 def parse_topology(spec: str) -> list[PoolChoice]:
     """``UPPER:GPU[xTP][:ADMISSION][@SHARE],...`` ascending, e.g. ``4096:h100x8,65536:h100x8:paged``;
     a mixed pool repeats its upper with shares summing to 1:
-    ``4096:h100x8@0.25,4096:b200x4@0.75,65536:b200x8``."""
+    ``4096:h100x8@0.25,4096:b200x4@0.75,65536:b200x8``; a split (disaggregated) pool is
+    ``UPPER:pd(PREFILL_GPU[xTP]/DECODE_GPU[xTP][:ADMISSION])``, e.g. ``16384:pd(h100x8/h200x4)``."""
     pools = []
     for i, part in enumerate(p.strip() for p in spec.split(",") if p.strip()):
+        sp = _SPLIT.fullmatch(part)
+        if sp:
+            pools.append(PoolChoice(int(float(sp.group(1)) * (1024 if sp.group(2) else 1)), sp.group(5),
+                                    int(sp.group(6) or 1), sp.group(7), prefill_gpu=sp.group(3),
+                                    prefill_tp=int(sp.group(4) or 1)))
+            continue
+        if ":pd(" in part:
+            raise FleetoptError(f"topology pool {i + 1} '{part}': expected UPPER_TOKENS:pd(PREFILL_GPU[xTP]/"
+                                f"DECODE_GPU[xTP][:reserve|paged]), e.g. 16384:pd(h100x8/h200x4)")
         m = re.fullmatch(r"(\d+(?:\.\d+)?)([kK])?:([A-Za-z0-9_.\-]+?)(?:[xX](\d+))?(?::(reserve|paged))?"
                          r"(?:@(\d*\.?\d+(?:[eE]-?\d+)?))?", part)
         if not m:
@@ -78,6 +99,8 @@ def parse_topology(spec: str) -> list[PoolChoice]:
     if any(b < a for a, b in zip(ups, ups[1:])) or ups[0] <= 0:
         raise FleetoptError(f"topology: pool upper bounds must be positive and ascending, got {ups}")
     for up, idx in groups(pools):
+        if len(idx) > 1 and any(pools[k].prefill_gpu is not None for k in idx):
+            raise FleetoptError(f"topology: the pool ending at {up} is split (pd) and cannot also be mixed")
         tot = sum(pools[k].share for k in idx)
         if abs(tot - 1.0) > 1e-6:
             raise FleetoptError(f"topology: the shares of the pool ending at {up} sum to {tot:g}, not 1 "
@@ -396,6 +419,16 @@ def evaluate(inst: Instance, base: Path, topology: list[PoolChoice], admission: 
     pw = inst.power
     for choice, (lo, traffic, window) in zip(topology, Router(inst, dist).route_members(topology)):
         up = choice.upper
+        if choice.prefill_gpu is not None:          # a split pool: two phases (fleetopt.disagg)
+            from fleetopt.disagg import size_split_choice
+
+            rows, profs = size_split_choice(inst, cat, choice, traffic, rate * choice.share, lo, window, slo,
+                                            host_per_gpu, lambda g: _price(inst, g, cat))
+            for p, prof in zip(rows, profs):
+                pools.append(p)
+                prov_w += provisioned_w(pw.provisioning, p.instances, p.it_power_w, p.peak_instance_power_w,
+                                        p.gpus, prof.gpu.tdp_w, host_per_gpu, pw.pue)
+            continue
         a = "reserve" if inst.mode == "paper" else (choice.admission or adm)
         got = (sized(lo, up, cat.gpu(choice.gpu).id, choice.tp, a, choice.share)
                if sized and not choice.serving else None)
@@ -414,5 +447,10 @@ def evaluate(inst: Instance, base: Path, topology: list[PoolChoice], admission: 
     if pw.facility_cap_mw is not None:           # checked on the provisioning basis, as the MILP's row
         fleet["facility_cap_mw"] = pw.facility_cap_mw
         fleet["within_power_cap"] = prov_w <= pw.facility_cap_mw * 1e6 * (1 + 1e-12)
+    rows = [p.as_dict() for p in pools]
+    if any(c.prefill_gpu is not None for c in topology):
+        from fleetopt.disagg import pool_rows
+
+        rows = pool_rows(pools)
     return {"instance": inst.name, "mode": inst.mode, "model": inst.model, "admission": adm,
-            "pools": [p.as_dict() for p in pools], "fleet": fleet}
+            "pools": rows, "fleet": fleet}
