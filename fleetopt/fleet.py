@@ -48,7 +48,11 @@ class PoolChoice:
 
     def spec(self) -> str:
         dec = f"{self.gpu}x{self.tp}" + (f":{self.admission}" if self.admission else "")
-        body = f"pd({self.prefill_gpu}x{self.prefill_tp}/{dec})" if self.prefill_gpu is not None else dec
+        if self.prefill_gpu is None:
+            body = dec
+        else:                               # a split pool shows each phase's own power cap
+            cap = lambda sv: f":cap{sv['power_cap_w']:.6g}" if (sv or {}).get("power_cap_w") else ""  # noqa: E731
+            body = f"pd({self.prefill_gpu}x{self.prefill_tp}{cap(self.prefill_serving)}/{dec}{cap(self.serving)})"
         return f"{self.upper}:{body}" + (f"@{self.share:.6g}" if self.share != 1.0 else "")
 
 
@@ -63,26 +67,28 @@ def groups(topology: list[PoolChoice]) -> list[tuple[int, list[int]]]:
     return out
 
 
-_SPLIT = re.compile(r"(\d+(?:\.\d+)?)([kK])?:pd\(([A-Za-z0-9_.\-]+?)(?:[xX](\d+))?/([A-Za-z0-9_.\-]+?)"
-                    r"(?:[xX](\d+))?(?::(reserve|paged))?\)")
+_SPLIT = re.compile(r"(\d+(?:\.\d+)?)([kK])?:pd\(([A-Za-z0-9_.\-]+?)(?:[xX](\d+))?(?::cap(\d+(?:\.\d+)?))?"
+                    r"/([A-Za-z0-9_.\-]+?)(?:[xX](\d+))?(?::(reserve|paged))?(?::cap(\d+(?:\.\d+)?))?\)")
 
 
 def parse_topology(spec: str) -> list[PoolChoice]:
     """``UPPER:GPU[xTP][:ADMISSION][@SHARE],...`` ascending, e.g. ``4096:h100x8,65536:h100x8:paged``;
     a mixed pool repeats its upper with shares summing to 1:
     ``4096:h100x8@0.25,4096:b200x4@0.75,65536:b200x8``; a split (disaggregated) pool is
-    ``UPPER:pd(PREFILL_GPU[xTP]/DECODE_GPU[xTP][:ADMISSION])``, e.g. ``16384:pd(h100x8/h200x4)``."""
+    ``UPPER:pd(PREFILL_GPU[xTP][:capW]/DECODE_GPU[xTP][:ADMISSION][:capW])``, e.g.
+    ``16384:pd(h100x8/h200x4)`` (``:capW`` a phase's per-GPU power cap in W)."""
     pools = []
     for i, part in enumerate(p.strip() for p in spec.split(",") if p.strip()):
         sp = _SPLIT.fullmatch(part)
         if sp:
-            pools.append(PoolChoice(int(float(sp.group(1)) * (1024 if sp.group(2) else 1)), sp.group(5),
-                                    int(sp.group(6) or 1), sp.group(7), prefill_gpu=sp.group(3),
-                                    prefill_tp=int(sp.group(4) or 1)))
+            caps = [{"power_cap_w": float(c)} if c else None for c in (sp.group(5), sp.group(9))]
+            pools.append(PoolChoice(int(float(sp.group(1)) * (1024 if sp.group(2) else 1)), sp.group(6),
+                                    int(sp.group(7) or 1), sp.group(8), caps[1], prefill_gpu=sp.group(3),
+                                    prefill_tp=int(sp.group(4) or 1), prefill_serving=caps[0]))
             continue
         if ":pd(" in part:
-            raise FleetoptError(f"topology pool {i + 1} '{part}': expected UPPER_TOKENS:pd(PREFILL_GPU[xTP]/"
-                                f"DECODE_GPU[xTP][:reserve|paged]), e.g. 16384:pd(h100x8/h200x4)")
+            raise FleetoptError(f"topology pool {i + 1} '{part}': expected UPPER_TOKENS:pd(PREFILL_GPU[xTP][:capW]/"
+                                f"DECODE_GPU[xTP][:reserve|paged][:capW]), e.g. 16384:pd(h100x8/h200x4:cap500)")
         m = re.fullmatch(r"(\d+(?:\.\d+)?)([kK])?:([A-Za-z0-9_.\-]+?)(?:[xX](\d+))?(?::(reserve|paged))?"
                          r"(?:@(\d*\.?\d+(?:[eE]-?\d+)?))?", part)
         if not m:

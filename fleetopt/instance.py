@@ -173,11 +173,12 @@ class Pools(Record, kw_only=True):
     """Mixed pools: with m > 1 a length range may be shared by several GPU/TP configs, each
     taking k/m of its requests (k = 1..m, dispatched at random), each sized on its own; the
     MILP is exact over that grid of splits.  1 = one config per pool."""
-    disaggregation: Literal["off", "allow", "only"] = "off"
+    disaggregation: Union[Literal["off", "allow", "only"], bool] = "off"
     """Disaggregated prefill/decode serving (``fleetopt.disagg``): ``off`` plans aggregated
     pools only; ``allow`` lets the MILP choose, per length range, an aggregated pool or a
     split one (prefill instances, KV transfer, decode instances, each phase on its own GPU
-    type, TP and power cap); ``only`` splits every range.  Physical mode only."""
+    type, TP and power cap); ``only`` splits every range.  Physical mode only.  (YAML reads
+    a bare ``off`` as false: false is ``off``, true ``allow``.)"""
     kv_link: str = "infiniband-ndr"
     """Link carrying the KV cache from prefill to decode instances, by id in
     ``fleetopt/catalog/links.yaml`` (``infiniband-ndr``, ``roce-400g``, ``nvlink``)."""
@@ -185,6 +186,10 @@ class Pools(Record, kw_only=True):
         default_factory=lambda: [1.0])
     """Per-phase DVFS caps the split columns may use, as fractions of TDP (1 = the
     instance's ``serving.power_cap_w`` or TDP); each phase picks its own."""
+
+    def __post_init__(self):
+        if isinstance(self.disaggregation, bool):
+            self.disaggregation = "allow" if self.disaggregation else "off"
 
 
 class Serving(Record, kw_only=True):

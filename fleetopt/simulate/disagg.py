@@ -3,12 +3,14 @@ decode instances.
 
 * **prefill**: join-shortest-queue over the prefill instances, the queue measured in work
   (the router knows each prompt's length: queued prompts' prefill times plus what is left of
-  the running batch; lowest index on ties), which makes the pool the FCFS M/G/c queue the
-  sizing assumes when nothing is batched; each instance serves its FIFO queue in batches: when it
-  frees, it takes the queue's head and then the next prompts while their tokens fit the
-  budget (``serving.chunk_tokens``, vLLM's max_num_batched_tokens); a batch's time is
-  ``fleetopt.disagg.batch_prefill_ms`` (one prompt alone: exactly the sizing layer's
-  S_p(p)), and its power the prefill-only operating point of its tokens.
+  the running batch; lowest index on ties), so with one prompt at a time the pool is the
+  FCFS M/G/c queue the sizing assumes.  Each instance serves its FIFO queue one prompt at a
+  time (in chunks, the sizing layer's S_p(p)) by default; with ``prefill_batch_tokens`` = B
+  it takes the head and then the next waiting prompts while their tokens fit B (vLLM's
+  max_num_batched_tokens), a batch's time being ``fleetopt.disagg.batch_prefill_ms`` and its
+  power the prefill-only operating point of its tokens.  Measured (README): batching cuts
+  the mean wait but lengthens the long prompts that share a batch, which raises the P99
+  TTFT, so the sizing keeps the unbatched discipline.
 * **KV transfer**: when a batch ends, each prompt's KV leaves through the instance's NICs,
   one transfer after another (a FIFO per prefill instance), taking T_kv(p) of
   ``fleetopt.disagg`` and 8 B(p) pJ/bit of energy.
@@ -145,7 +147,8 @@ def _table_fn(xs: np.ndarray, ys: np.ndarray):
 
 
 def simulate_split(inst, cat, choice, arrivals_ms: np.ndarray, inp: np.ndarray, out: np.ndarray, window: float,
-                   rows: tuple[dict, dict], warm_ms: float, host_w_per_gpu: float, record=None) -> tuple[dict, PoolStats]:
+                   rows: tuple[dict, dict], warm_ms: float, host_w_per_gpu: float, record=None,
+                   prefill_batch_tokens: float | None = None) -> tuple[dict, PoolStats]:
     """One split range: its requests (arrival ms ascending, lengths) through the prefill pool,
     the link and the decode pool sized in ``rows`` (the analytical prefill and decode rows).
     Returns the range's simulated figures and a ``PoolStats`` whose energy and tokens are the
@@ -166,8 +169,8 @@ def simulate_split(inst, cat, choice, arrivals_ms: np.ndarray, inp: np.ndarray, 
     uniq, inv = np.unique(inp, return_inverse=True)
     alone_ms = prefill_service_ms(pp, uniq)[inv]
     alone_w = gp * (prefill_busy_power_w(pp, uniq)[inv] + host_w_per_gpu)
-    budget = float(getattr(pp, "chunk_tokens", 8192))
-    grid = np.unique(np.concatenate([np.geomspace(1.0, max(budget, 2.0), 48), [budget]]))
+    budget = float(prefill_batch_tokens or 0.0)          # 0: one prompt per batch
+    grid = np.unique(np.concatenate([np.geomspace(1.0, max(budget, 2.0), 48), [max(budget, 1.0)]]))
     g_ms = np.array([batch_prefill_ms(pp, [x]) for x in grid])
     g_w = gp * (prefill_busy_power_w(pp, grid) + host_w_per_gpu)
     kvb = model_kv_bytes_per_token(pp)

@@ -160,21 +160,24 @@ class _TraceWriter:
 
 def simulate(inst: Instance, base: Path, topology: list[PoolChoice], requests: int = 100_000, seed: int = 0,
              catalog=None, instances: list[int] | None = None, warmup: float = 0.1, arrivals: str = "poisson",
-             trace_out: str | None = None, force: bool = False) -> dict:
+             trace_out: str | None = None, force: bool = False, prefill_batch_tokens: int | None = None) -> dict:
     """Simulate ``requests`` arrivals on the fleet (a Poisson process, or the instance's
     trace replayed with ``arrivals="trace"``); ``instances`` overrides the analytical
-    instance counts per pool (used by --repair)."""
+    instance counts per pool (used by --repair); ``prefill_batch_tokens`` lets the prefill
+    instances of split pools batch waiting prompts up to that many tokens."""
     writer = _TraceWriter(trace_out, force)
     ok = False
     try:
-        res = _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, arrivals, writer)
+        res = _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, arrivals, writer,
+                        prefill_batch_tokens)
         ok = True
         return res
     finally:
         writer.close(ok)
 
 
-def _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, arrivals, writer) -> dict:
+def _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, arrivals, writer,
+              prefill_batch_tokens=None) -> dict:
     from fleetopt.catalog import load_catalog
 
     t0 = time.perf_counter()
@@ -230,7 +233,8 @@ def _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, 
                 out = np.maximum(np.rint(traffic.out[pick]), 1.0)
             phases, st = (simulate_split(inst, cat, choice, np.asarray(arr, float), np.asarray(inp, float),
                                          np.asarray(out, float), window, (rows[0], rows[1]), warm_ms, host,
-                                         writer.recorder(k, arr, inp, out, int(np.searchsorted(arr, warm_ms))))
+                                         writer.recorder(k, arr, inp, out, int(np.searchsorted(arr, warm_ms))),
+                                         prefill_batch_tokens)
                           if n else ({}, PoolStats()))
             stats.append(st)
             f = _figures([st], inst.power.pue)
