@@ -293,7 +293,9 @@ class PhaseColumns:
         if self.phase == PREFILL:
             binding = ["ttft" if self.binds[k] else "utilization"]
         else:
-            binding = ["wait" if self.binds[k] else "utilization"] + (["tpot"] if self.slots[k] < self.kv_slots[k] else [])
+            binding = ["wait" if self.binds[k] else "utilization"]
+            if self.slots[k] < self.kv_slots[k]:
+                binding.append("tpot")
         if self.arrival_rate[k] <= 0:
             binding = []
         ttft = float(self.ttft_p99_ms[k]) if ttft_total_ms is None else ttft_total_ms

@@ -2,7 +2,9 @@
 ``fleet_disagg`` MILP, the plan and its comparison with the best aggregated plan.
 
 Columns (choices named here):
-* aggregated columns are ``fleetopt.columns``' (none with ``only``);
+* aggregated columns are ``fleetopt.columns``' (none with ``only``), and, for every
+  fraction f < 1 in ``pools.phase_power_caps``, the same columns with each GPU capped at f x
+  its TDP (``CappedConfig``), so split and aggregated pools are offered the same caps;
 * prefill configs: every GPU option x TP x ``pools.phase_power_caps`` fraction; decode
   configs: the same x admission policy; a phase's cap below 1 sets its ``power_cap_w`` to
   that fraction of TDP, 1 keeps the instance's ``serving`` settings;
@@ -29,10 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from fleetopt import FleetoptError, InfeasibleError
-from fleetopt.columns import Columns, arcs, configs, prune_dominated
+from fleetopt.columns import Columns, Config, arcs, configs, prune_dominated
 from fleetopt.disagg import DECODE, PREFILL, PhaseColumns, check_disaggregation, kv_link, phase_serving, \
     size_decode, size_prefill
-from fleetopt.fleet import GPUS_PER_NODE, PoolChoice, Router, _price, evaluate, make_pool_profile, provisioned_w
+from fleetopt.fleet import GPUS_PER_NODE, PoolChoice, Router, evaluate, make_pool_profile, provisioned_w
 from fleetopt.instance import Instance
 from fleetopt.sizing import Slo, TrafficBatch
 
@@ -66,6 +68,42 @@ def phase_configs(inst: Instance, catalog) -> tuple[list[PhaseConfig], list[Phas
         for cap in caps:
             pre.append(PhaseConfig(PREFILL, cf[0], cf[1], "-", cap, cf[2], cf[3]))
     return pre, dec
+
+
+@dataclass(frozen=True)
+class CappedConfig(Config):
+    """An aggregated pool's config with every GPU capped at ``cap`` x TDP."""
+
+    cap: float = 1.0
+
+
+def merge_columns(a: Columns, b: Columns) -> Columns:
+    """The columns of both (same boundaries and arcs, one config per pool), b's configs
+    appended, ordered by (arc, config) as ``columns.generate`` orders them."""
+    off = len(a.configs)
+    shift = lambda k: k + off if isinstance(k, int) else (k[0], k[1], k[2] + off)  # noqa: E731
+    names = ("arc_i", "arc_j", "cfg", "instances", "gpus", "energy_w", "provisioned_w", "tokens_s", "cost_h")
+    arrays = (np.concatenate([getattr(a, f), getattr(b, f) + (off if f == "cfg" else 0)]) for f in names)
+    m = Columns(a.bounds, a.configs + b.configs, *arrays,
+                {**a.errors, **{shift(k): v for k, v in b.errors.items()}},
+                {**a.sized, **{(c + off, k): v for (c, k), v in b.sized.items()}}, a.arc_row)
+    return m.take(np.lexsort((m.cfg, m.arc_j, m.arc_i)))
+
+
+def aggregated_columns(inst: Instance, dist, rate: float, catalog, raw: Columns) -> Columns:
+    """``raw`` plus, per cap fraction f < 1 and GPU option, its columns at f x TDP."""
+    from fleetopt.columns import generate
+    from fleetopt.schema import replace
+
+    cols = raw
+    for f in sorted({c for c in inst.pools.phase_power_caps if c < 1.0}, reverse=True):
+        for g in inst.gpus:
+            sub = replace(inst, gpus=[g], serving=replace(inst.serving, power_cap_w=f * catalog.gpu(g.id).tdp_w))
+            extra = generate(sub, dist, rate, catalog, bounds=raw.bounds)
+            extra = dataclasses.replace(extra, configs=[CappedConfig(c.gpu, c.tp, c.admission, c.max_gpus, c.price, f)
+                                                        for c in extra.configs])
+            cols = merge_columns(cols, extra)
+    return cols
 
 
 @dataclass
@@ -267,20 +305,21 @@ def solve_combined(inst: Instance, agg: Columns | None, split: SplitColumns, ver
     return res, data
 
 
-def topology_of(inst: Instance, catalog, agg: Columns | None, split: SplitColumns, chosen: list[int]) -> list[PoolChoice]:
-    """The chosen columns as a topology (a split range as one ``pd`` choice); a range
-    without traffic joins the next one (nothing moves)."""
+def topology_of(inst: Instance, catalog, agg: Columns | None, split: SplitColumns | None,
+                chosen: list[int]) -> list[PoolChoice]:
+    """The chosen columns (indices over aggregated, prefill, decode columns) as a topology
+    (a split range as one ``pd`` choice); a range without traffic joins the next one."""
     na = 0 if agg is None else len(agg)
-    npre = len(split.pre)
+    npre = 0 if split is None else len(split.pre)
     ranges: dict[int, tuple[int, int, PoolChoice]] = {}       # arc tail -> (head, instances, choice)
     pre_on: dict[tuple, int] = {}
     dec_on: dict[tuple, int] = {}
     for c in chosen:
         if c < na:
             cf = agg.configs[agg.cfg[c]]
-            up = split.bounds[agg.arc_j[c] - 1]
-            ranges[int(agg.arc_i[c])] = (int(agg.arc_j[c]), int(agg.instances[c]), PoolChoice(up, cf.gpu, cf.tp,
-                                                                                              cf.admission))
+            up = agg.bounds[agg.arc_j[c] - 1]
+            ranges[int(agg.arc_i[c])] = (int(agg.arc_j[c]), int(agg.instances[c]), PoolChoice(
+                up, cf.gpu, cf.tp, cf.admission, phase_serving(inst, catalog, cf.gpu, getattr(cf, "cap", 1.0))))
         elif c < na + npre:
             k = c - na
             pre_on[(int(split.pre.arc_i[k]), int(split.pre.arc_j[k]))] = k
@@ -319,17 +358,18 @@ def _diagnose(inst: Instance, raw: Columns, split: SplitColumns) -> str:
                    + (f" (e.g. {errs[0]})" if errs else ""))
 
 
-def _aggregated_optimum(inst: Instance, base: Path, cat, dist, rate, raw: Columns, verbose: bool):
-    """The best aggregated plan (``formulations.fleet`` on the same aggregated columns)."""
-    from fleetopt.solve import _reader, _solve_columns, _topology
+def _aggregated_optimum(inst: Instance, base: Path, cat, dist, rate, raw: Columns, agg_all: Columns, verbose: bool):
+    """The best aggregated plan (``formulations.fleet`` on the aggregated columns, the capped
+    ones included)."""
+    from fleetopt.solve import _reader, _solve_columns
 
-    cols = prune_dominated(raw, inst.objective, inst.power.facility_cap_mw is not None)
+    cols = prune_dominated(agg_all, inst.objective, inst.power.facility_cap_mw is not None)
     if not len(cols):
         return None
     res, _ = _solve_columns(inst, cols, verbose)
     if not res.chosen:
         return None
-    topo = _topology(cols, res.chosen)
+    topo = topology_of(inst, cat, cols, None, res.chosen)
     out = evaluate(inst, base, topo, catalog=cat, workload=(dist, rate), sized=_reader(inst, raw))
     out["topology"] = ",".join(p.spec() for p in topo)
     return out
@@ -344,7 +384,8 @@ def finish_solve_disagg(inst: Instance, base: Path, cat, dist, rate: float, raw:
     check_disaggregation(inst)
     capped = inst.power.facility_cap_mw is not None
     allow = inst.pools.disaggregation == "allow"
-    agg = prune_dominated(raw, inst.objective, capped) if allow else None
+    agg_all = aggregated_columns(inst, dist, rate, cat, raw)
+    agg = prune_dominated(agg_all, inst.objective, capped) if allow else None
     split = generate_split(inst, dist, rate, cat, raw.bounds)
     link = kv_link(inst.pools.kv_link)
     raw_sizes = (len(split.pre), len(split.dec))
@@ -365,7 +406,7 @@ def finish_solve_disagg(inst: Instance, base: Path, cat, dist, rate: float, raw:
     pb = inst.pools.paper_boundary
     two = _baseline(inst, base, raw, [raw.bounds.index(pb) + 1, m], dist, rate, cat) \
         if pb is not None and pb in raw.bounds[:-1] else None
-    best_agg = _aggregated_optimum(inst, base, cat, dist, rate, raw, verbose)
+    best_agg = _aggregated_optimum(inst, base, cat, dist, rate, raw, agg_all, verbose)
     split_ranges = [p for p in topo if p.prefill_gpu is not None]
     out = {"instance": inst.name, "mode": inst.mode, "model": inst.model, "objective": inst.objective,
            "topology": ",".join(p.spec() for p in topo), "pools": plan["pools"], "fleet": plan["fleet"],
@@ -383,12 +424,15 @@ def finish_solve_disagg(inst: Instance, base: Path, cat, dist, rate: float, raw:
                       "seconds": time.perf_counter() - t0, "solve_seconds": res.seconds, "column_seconds": t_cols,
                       "variables": res.variables, "constraints": res.constraints, "dinkelbach_iterations": 0},
            "search_space": {"boundaries": raw.bounds,
-                            "configs": [f"{c.gpu}x{c.tp}:{c.admission}" for c in raw.configs] if allow else [],
+                            "configs": [f"{c.gpu}x{c.tp}:{c.admission}"
+                                        + (f"@{c.cap:g}tdp" if getattr(c, "cap", 1.0) < 1 else "")
+                                        for c in agg_all.configs] if allow else [],
                             "prefill_configs": [c.label() for c in split.pre_cfgs],
                             "decode_configs": [c.label() for c in split.dec_cfgs],
                             "max_pools": inst.pools.max_pools,
-                            "columns": (len(raw) if allow else 0) + sum(raw_sizes),
-                            "columns_after_pruning": (len(agg) if agg is not None else 0) + len(split.pre) + len(split.dec),
+                            "columns": (len(agg_all) if allow else 0) + sum(raw_sizes),
+                            "columns_after_pruning": ((len(agg) if agg is not None else 0) + len(split.pre)
+                                                      + len(split.dec)),
                             "infeasible_columns": len([k for k in raw.errors if not isinstance(k, int)])
                             + len([k for k in split.errors if len(k) == 4])}}
     if extra:
@@ -414,7 +458,8 @@ def solve_disagg(inst: Instance, base: Path, cat, dist, rate: float, t0: float, 
 
     def feasible(s: float) -> bool:
         raw = generate(energy, dist, rate * s, cat, cache=shapes)
-        agg = prune_dominated(raw, energy.objective, True) if energy.pools.disaggregation == "allow" else None
+        agg = (prune_dominated(aggregated_columns(energy, dist, rate * s, cat, raw), energy.objective, True)
+               if energy.pools.disaggregation == "allow" else None)
         split = generate_split(energy, dist, rate * s, cat, raw.bounds)
         return bool(solve_combined(energy, agg, split)[0].chosen)
 

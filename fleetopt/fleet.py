@@ -47,13 +47,13 @@ class PoolChoice:
     """Serving overrides of the prefill instances (e.g. their own power cap)."""
 
     def spec(self) -> str:
-        dec = f"{self.gpu}x{self.tp}" + (f":{self.admission}" if self.admission else "")
-        if self.prefill_gpu is None:
-            body = dec
-        else:                               # a split pool shows each phase's own power cap
-            cap = lambda sv: f":cap{sv['power_cap_w']:.6g}" if (sv or {}).get("power_cap_w") else ""  # noqa: E731
-            body = f"pd({self.prefill_gpu}x{self.prefill_tp}{cap(self.prefill_serving)}/{dec}{cap(self.serving)})"
-        return f"{self.upper}:{body}" + (f"@{self.share:.6g}" if self.share != 1.0 else "")
+        """The pool as ``parse_topology`` reads it; a per-GPU power cap shows as ``:capW``
+        (a split pool shows each phase's own)."""
+        cap = lambda sv: f":cap{sv['power_cap_w']:.6g}" if (sv or {}).get("power_cap_w") else ""  # noqa: E731
+        dec = f"{self.gpu}x{self.tp}" + (f":{self.admission}" if self.admission else "") + cap(self.serving)
+        if self.prefill_gpu is not None:
+            dec = f"pd({self.prefill_gpu}x{self.prefill_tp}{cap(self.prefill_serving)}/{dec})"
+        return f"{self.upper}:{dec}" + (f"@{self.share:.6g}" if self.share != 1.0 else "")
 
 
 def groups(topology: list[PoolChoice]) -> list[tuple[int, list[int]]]:
@@ -72,7 +72,8 @@ _SPLIT = re.compile(r"(\d+(?:\.\d+)?)([kK])?:pd\(([A-Za-z0-9_.\-]+?)(?:[xX](\d+)
 
 
 def parse_topology(spec: str) -> list[PoolChoice]:
-    """``UPPER:GPU[xTP][:ADMISSION][@SHARE],...`` ascending, e.g. ``4096:h100x8,65536:h100x8:paged``;
+    """``UPPER:GPU[xTP][:ADMISSION][:capW][@SHARE],...`` ascending, e.g. ``4096:h100x8,65536:h100x8:paged``
+    (``:capW``: a per-GPU power cap in W);
     a mixed pool repeats its upper with shares summing to 1:
     ``4096:h100x8@0.25,4096:b200x4@0.75,65536:b200x8``; a split (disaggregated) pool is
     ``UPPER:pd(PREFILL_GPU[xTP][:capW]/DECODE_GPU[xTP][:ADMISSION][:capW])``, e.g.
@@ -90,15 +91,16 @@ def parse_topology(spec: str) -> list[PoolChoice]:
             raise FleetoptError(f"topology pool {i + 1} '{part}': expected UPPER_TOKENS:pd(PREFILL_GPU[xTP][:capW]/"
                                 f"DECODE_GPU[xTP][:reserve|paged][:capW]), e.g. 16384:pd(h100x8/h200x4:cap500)")
         m = re.fullmatch(r"(\d+(?:\.\d+)?)([kK])?:([A-Za-z0-9_.\-]+?)(?:[xX](\d+))?(?::(reserve|paged))?"
-                         r"(?:@(\d*\.?\d+(?:[eE]-?\d+)?))?", part)
+                         r"(?::cap(\d+(?:\.\d+)?))?(?:@(\d*\.?\d+(?:[eE]-?\d+)?))?", part)
         if not m:
-            raise FleetoptError(f"topology pool {i + 1} '{part}': expected UPPER_TOKENS:GPU[xTP][:reserve|paged][@SHARE], "
-                                f"e.g. 4096:h100x8")
+            raise FleetoptError(f"topology pool {i + 1} '{part}': expected UPPER_TOKENS:GPU[xTP][:reserve|paged][:capW]"
+                                f"[@SHARE], e.g. 4096:h100x8")
         upper = int(float(m.group(1)) * (1024 if m.group(2) else 1))
-        share = float(m.group(6)) if m.group(6) else 1.0
+        share = float(m.group(7)) if m.group(7) else 1.0
         if not 0 < share <= 1:
             raise FleetoptError(f"topology pool {i + 1} '{part}': share must be in (0, 1], got {share:g}")
-        pools.append(PoolChoice(upper, m.group(3), int(m.group(4) or 1), m.group(5), share=share))
+        pools.append(PoolChoice(upper, m.group(3), int(m.group(4) or 1), m.group(5),
+                                {"power_cap_w": float(m.group(6))} if m.group(6) else None, share=share))
     if not pools:
         raise FleetoptError("topology: no pools given")
     ups = [p.upper for p in pools]

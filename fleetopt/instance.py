@@ -184,8 +184,9 @@ class Pools(Record, kw_only=True):
     ``fleetopt/catalog/links.yaml`` (``infiniband-ndr``, ``roce-400g``, ``nvlink``)."""
     phase_power_caps: Annotated[list[between(ge=0.3, le=1.0)], Meta(min_length=1)] = field(
         default_factory=lambda: [1.0])
-    """Per-phase DVFS caps the split columns may use, as fractions of TDP (1 = the
-    instance's ``serving.power_cap_w`` or TDP); each phase picks its own."""
+    """DVFS caps the disaggregation-aware solve may use, as fractions of TDP (1 = the
+    instance's ``serving.power_cap_w`` or TDP): each phase of a split pool picks its own,
+    and aggregated pools are offered the same caps (``pools.disaggregation`` allow/only)."""
 
     def __post_init__(self):
         if isinstance(self.disaggregation, bool):

@@ -150,7 +150,8 @@ def random_split_columns(draw):
                         p0 += draw(st.integers(0, 3))
                         g0 += draw(st.integers(0, 2))
                 if draw(st.booleans()):
-                    dec.append({"i": i, "j": j, "t": t, "h": draw(st.sampled_from(sizes)), "w": draw(st.integers(1, 40)),
+                    dec.append({"i": i, "j": j, "t": t, "h": draw(st.sampled_from(sizes)),
+                                "w": draw(st.integers(1, 40)),
                                 "p": draw(st.integers(1, 20)), "g": draw(st.integers(1, 8))})
     K = draw(st.integers(1, 3))
     stock = {t: draw(st.integers(6, 40)) for t in types if draw(st.booleans())}
@@ -178,7 +179,8 @@ def brute_force_split(n_nodes, agg, pre, dec, K, stock, cap, same):
         options.setdefault((c["i"], c["j"]), []).append([c])
     for p in pre:
         for d in dec:
-            if (p["i"], p["j"]) == (d["i"], d["j"]) and p["width"] == min(p["H"], d["h"]) and (not same or p["t"] == d["t"]):
+            same_arc = (p["i"], p["j"]) == (d["i"], d["j"])
+            if same_arc and p["width"] == min(p["H"], d["h"]) and (not same or p["t"] == d["t"]):
                 options.setdefault((p["i"], p["j"]), []).append([p, d])
     best = math.inf
     for r in range(0, min(K, n_nodes - 1)):
@@ -212,7 +214,8 @@ def test_disagg_milp_equals_enumeration_on_random_columns(case):
     na, npre = len(case[1]), len(case[2])
     u = [c - na for c in res.chosen if na <= c < na + npre]
     v = [c - na - npre for c in res.chosen if c >= na + npre]
-    assert sorted((case[2][k]["i"], case[2][k]["j"]) for k in u) == sorted((case[3][k]["i"], case[3][k]["j"]) for k in v)
+    arcs_u = sorted((case[2][k]["i"], case[2][k]["j"]) for k in u)
+    assert arcs_u == sorted((case[3][k]["i"], case[3][k]["j"]) for k in v)
 
 
 def test_formulation_is_registered_and_every_family_is_named(tmp_path):
@@ -297,13 +300,21 @@ def test_allow_on_a_shipped_instance_is_at_least_as_good_as_aggregated():
     assert solve_instance(off, base)["fleet"]["it_power_kw"] == pytest.approx(agg["it_power_kw"], rel=1e-9)
 
 
-def test_phase_power_caps_are_a_choice_and_round_trip_in_the_topology():
-    inst = _one_range_instance(disaggregation="only", phase_power_caps=[1.0, 0.7])
+@pytest.mark.parametrize("mode", ["only", "allow"])
+def test_power_caps_are_a_choice_for_both_kinds_and_round_trip_in_the_topology(mode):
+    inst = _one_range_instance(disaggregation=mode, phase_power_caps=[1.0, 0.7])
     res = solve_instance(inst, Path("."))
-    free = solve_instance(_one_range_instance(disaggregation="only"), Path("."))
+    free = solve_instance(_one_range_instance(disaggregation=mode), Path("."))
     assert res["fleet"]["it_power_kw"] <= free["fleet"]["it_power_kw"] * (1 + 1e-9)
     again = evaluate(inst, Path("."), parse_topology(res["topology"]))
     assert again["fleet"]["it_power_kw"] == pytest.approx(res["fleet"]["it_power_kw"], rel=1e-9)
+    # the aggregated baseline is offered the same caps: never worse than uncapped, and a real plan
+    agg, agg_free = res["baselines"]["aggregated"], free["baselines"]["aggregated"]
+    assert agg["it_power_kw"] <= agg_free["it_power_kw"] * (1 + 1e-9)
+    again = evaluate(inst, Path("."), parse_topology(agg["topology"]))
+    assert again["fleet"]["it_power_kw"] == pytest.approx(agg["it_power_kw"], rel=1e-9)
+    if mode == "allow":
+        assert res["fleet"]["it_power_kw"] <= agg["it_power_kw"] * (1 + 1e-9)
 
 
 # --- the simulator -------------------------------------------------------------------------------
@@ -380,7 +391,8 @@ def test_cli_evaluate_split_and_one_line_errors(capsys, tmp_path):
     pools = json.loads(capsys.readouterr().out)["pools"]
     assert [p["phase"] for p in pools] == ["prefill", "decode"]
     for args, text in [(["evaluate", path, "--topology", "16384:pd(h100x8)"], "pd(PREFILL_GPU"),
-                       (["evaluate", path, "--topology", "16384:pd(h100x8/h200x8),16384:h100x8"], "cannot also be mixed"),
+                       (["evaluate", path, "--topology", "16384:pd(h100x8/h200x8),16384:h100x8"],
+                        "cannot also be mixed"),
                        (["solve", path, "--set", "pools.disaggregation=maybe"], "pools.disaggregation"),
                        (["solve", path, "--set", "pools.disaggregation=allow", "--set", "pools.kv_link=carrier-pigeon"],
                         "unknown link"),

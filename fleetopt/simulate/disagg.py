@@ -194,8 +194,8 @@ def simulate_split(inst, cat, choice, arrivals_ms: np.ndarray, inp: np.ndarray, 
     slots = int(dec_row["slots"])
     adm = dec_row["admission"]
     cap = float(dp.kv_capacity_tokens()) if adm == "paged" else math.inf
-    spec = PoolSpec(n_d, slots, cap, adm, _tables(dp, slots, window, 0.0, 0.0, host_w_per_gpu), gd * (dp.idle_power_w()
-                                                                                                       + host_w_per_gpu))
+    idle_d = gd * (dp.idle_power_w() + host_w_per_gpu)
+    spec = PoolSpec(n_d, slots, cap, adm, _tables(dp, slots, window, 0.0, 0.0, host_w_per_gpu), idle_d)
     warm_d = int(np.searchsorted(darr, arrivals_ms[warm] if warm < n else arrivals_ms[-1]))
     st_d = simulate_pool(spec, darr.tolist(), inp[order].tolist(), out[order].tolist(), [0.0] * n, warm_d,
                          inst.slo.ttft_p99_ms, inst.slo.tpot_p99_ms, rec)
@@ -225,7 +225,8 @@ def simulate_split(inst, cat, choice, arrivals_ms: np.ndarray, inp: np.ndarray, 
               "prefill_utilization": pr.busy_ms / (n_p * pr.window_ms) if pr.window_ms and n_p else 0.0,
               "decode_utilization": st_d.busy_slot_ms / (n_d * max(slots, 1) * st_d.window_ms)
               if st_d.window_ms and n_d else 0.0,
-              "prefill_batches": pr.batches, "prefill_wait_p99_ms": q(pr.start_ms - arrivals_ms, 0.99),
+              "prefill_batches": pr.batches, "prefill_wait_mean_ms": float(np.mean((pr.start_ms - arrivals_ms)[meas]))
+              if meas.any() else math.nan, "prefill_wait_p99_ms": q(pr.start_ms - arrivals_ms, 0.99),
               "prefill_p99_ms": q(pr.done_ms - pr.start_ms, 0.99),
               "kv_transfer_p99_ms": q(pr.ready_ms - pr.done_ms, 0.99),
               "decode_wait_p99_ms": q(first - pr.ready_ms, 0.99),
