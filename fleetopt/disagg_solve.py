@@ -268,10 +268,14 @@ def _weights(agg: Columns | None, split: SplitColumns, what: str) -> np.ndarray:
 
 
 def _simplest(agg: Columns | None, split: SplitColumns) -> np.ndarray:
-    """Tie-break weights: 1 per column (a split range counts two) plus a fraction per GPU,
-    the GPU terms of any plan below one column."""
+    """Tie-break weights, lexicographic: 1 per column (a split range counts two pools), then
+    a unit per GPU (all GPU terms of a plan below one column), then a small fraction of a unit per
+    phase column, so that of equally simple plans with as many GPUs the aggregated one wins."""
     g = _weights(agg, split, "gpus")
-    return 1.0 + g / (10.0 * max(float(g.max(initial=1.0)), 1.0) * 2 * len(split.bounds))
+    unit = 1.0 / (10.0 * max(float(g.max(initial=1.0)), 1.0) * 2 * len(split.bounds))
+    na = 0 if agg is None else len(agg)
+    phase = np.r_[np.zeros(na), np.ones(len(g) - na)]
+    return 1.0 + g * unit + phase * unit / (4.0 * len(split.bounds))
 
 
 def solve_combined(inst: Instance, agg: Columns | None, split: SplitColumns, verbose: bool = False):

@@ -111,66 +111,133 @@ class DisaggModelData:
         return self.n_cols + len(self.split_arcs())
 
 
-def constraint_rows(data: DisaggModelData) -> list[tuple[str, list[int], list[float], float, float]]:
-    """Every row once, as (family, variable indices, coefficients, lower, upper)."""
-    na, npre = len(data.agg), len(data.pre)
-    off_u, off_v, off_y = na, na + npre, data.n_cols
-    split = data.split_arcs()
-    y_of = {a: off_y + k for k, a in enumerate(split)}
-    out_of = {v: [] for v in range(data.n_nodes)}
-    into = {v: [] for v in range(data.n_nodes)}
+Row = tuple[str, list[int], list[float], float, float]
+"""(family, variable indices, coefficients, lower, upper)."""
+
+
+@dataclass
+class _Index:
+    """Variable positions: x (aggregated) from 0, u (prefill) from ``u``, v (decode) from
+    ``v``, y (split arcs) from ``y``; the prefill and decode columns on each split arc."""
+
+    u: int
+    v: int
+    y_of: dict[tuple[int, int], int]
+    pre_on: dict[tuple[int, int], list[int]]
+    dec_on: dict[tuple[int, int], list[int]]
+
+    @classmethod
+    def of(cls, data: DisaggModelData) -> "_Index":
+        na, npre = len(data.agg), len(data.pre)
+        split = data.split_arcs()
+        pre_on: dict = {a: [] for a in split}
+        dec_on: dict = {a: [] for a in split}
+        for p, a in enumerate(zip(data.pre.arc_i.tolist(), data.pre.arc_j.tolist())):
+            if a in pre_on:
+                pre_on[a].append(p)
+        for d, a in enumerate(zip(data.dec.arc_i.tolist(), data.dec.arc_j.tolist())):
+            if a in dec_on:
+                dec_on[a].append(d)
+        return cls(na, na + npre, {a: data.n_cols + k for k, a in enumerate(split)}, pre_on, dec_on)
+
+
+def add_flow(data: DisaggModelData, ix: _Index) -> list[Row]:
+    """sum_{out of 0} (x + y) = 1; sum_{into v} (x + y) = sum_{out of v} (x + y), v = 1..M-1."""
+    out_of: dict = {v: [] for v in range(data.n_nodes)}
+    into: dict = {v: [] for v in range(data.n_nodes)}
     for c, (i, j) in enumerate(zip(data.agg.arc_i, data.agg.arc_j)):
         out_of[int(i)].append(c)
         into[int(j)].append(c)
-    for (i, j), y in y_of.items():
+    for (i, j), y in ix.y_of.items():
         out_of[i].append(y)
         into[j].append(y)
     rows = [("flow", out_of[0], [1.0] * len(out_of[0]), 1.0, 1.0)]
     for v in range(1, data.n_nodes - 1):
         if into[v] or out_of[v]:
             rows.append(("flow", into[v] + out_of[v], [1.0] * len(into[v]) + [-1.0] * len(out_of[v]), 0.0, 0.0))
-    pre_on = {a: [] for a in split}
-    dec_on = {a: [] for a in split}
-    for p, a in enumerate(zip(data.pre.arc_i.tolist(), data.pre.arc_j.tolist())):
-        if a in pre_on:
-            pre_on[a].append(p)
-    for d, a in enumerate(zip(data.dec.arc_i.tolist(), data.dec.arc_j.tolist())):
-        if a in dec_on:
-            dec_on[a].append(d)
-    for a in split:
-        ps, ds, y = pre_on[a], dec_on[a], y_of[a]
-        rows.append(("prefill", [off_u + p for p in ps] + [y], [1.0] * len(ps) + [-1.0], 0.0, 0.0))
-        rows.append(("decode", [off_v + d for d in ds] + [y], [1.0] * len(ds) + [-1.0], 0.0, 0.0))
-        widths = sorted({int(data.pre.width[p]) for p in ps})
-        for t in widths[1:]:                         # t = the least width holds for every decode column
-            lhs = [off_u + p for p in ps if data.pre.width[p] >= t]
-            rhs = [off_v + d for d in ds if data.dec.width[d] >= t]
+    return rows
+
+
+def add_phases(data: DisaggModelData, ix: _Index) -> list[Row]:
+    """sum_{p on a} u_p = y_a and sum_{d on a} v_d = y_a on every split arc a."""
+    rows = []
+    for a, y in ix.y_of.items():
+        ps, ds = ix.pre_on[a], ix.dec_on[a]
+        rows.append(("prefill", [ix.u + p for p in ps] + [y], [1.0] * len(ps) + [-1.0], 0.0, 0.0))
+        rows.append(("decode", [ix.v + d for d in ds] + [y], [1.0] * len(ds) + [-1.0], 0.0, 0.0))
+    return rows
+
+
+def add_width(data: DisaggModelData, ix: _Index) -> list[Row]:
+    """sum_{p on a, w_p >= t} u_p <= sum_{d on a, h_d >= t} v_d for every split arc a and
+    every width t on it above the least (which every decode column has)."""
+    rows = []
+    for a in ix.y_of:
+        ps, ds = ix.pre_on[a], ix.dec_on[a]
+        for t in sorted({int(data.pre.width[p]) for p in ps})[1:]:
+            lhs = [ix.u + p for p in ps if data.pre.width[p] >= t]
+            rhs = [ix.v + d for d in ds if data.dec.width[d] >= t]
             rows.append(("width", lhs + rhs, [1.0] * len(lhs) + [-1.0] * len(rhs), -math.inf, 0.0))
-        if data.same_type:
-            for g in sorted({data.pre.gpu_type[p] for p in ps} | {data.dec.gpu_type[d] for d in ds}):
-                lhs = [off_u + p for p in ps if data.pre.gpu_type[p] == g]
-                rhs = [off_v + d for d in ds if data.dec.gpu_type[d] == g]
-                rows.append(("sametype", lhs + rhs, [1.0] * len(lhs) + [-1.0] * len(rhs), 0.0, 0.0))
-    ranges = list(range(na)) + list(y_of.values())
-    rows.append(("pools", ranges, [1.0] * len(ranges), -math.inf, float(data.max_pools)))
-    kinds = ((data.agg, 0), (data.pre, off_u), (data.dec, off_v))
+    return rows
+
+
+def add_same_type(data: DisaggModelData, ix: _Index) -> list[Row]:
+    """sum_{p on a, g_p = g} u_p = sum_{d on a, g_d = g} v_d for every split arc a and type g
+    (only when the link needs both phases on one GPU type)."""
+    if not data.same_type:
+        return []
+    rows = []
+    for a in ix.y_of:
+        ps, ds = ix.pre_on[a], ix.dec_on[a]
+        for g in sorted({data.pre.gpu_type[p] for p in ps} | {data.dec.gpu_type[d] for d in ds}):
+            lhs = [ix.u + p for p in ps if data.pre.gpu_type[p] == g]
+            rhs = [ix.v + d for d in ds if data.dec.gpu_type[d] == g]
+            rows.append(("sametype", lhs + rhs, [1.0] * len(lhs) + [-1.0] * len(rhs), 0.0, 0.0))
+    return rows
+
+
+def add_pools(data: DisaggModelData, ix: _Index) -> list[Row]:
+    """sum_c x_c + sum_a y_a <= K (a split range is one range)."""
+    ranges = list(range(len(data.agg))) + list(ix.y_of.values())
+    return [("pools", ranges, [1.0] * len(ranges), -math.inf, float(data.max_pools))]
+
+
+def add_stock(data: DisaggModelData, ix: _Index) -> list[Row]:
+    """sum_{g_c = g} G_c x_c + sum_{g_p = g} G_p u_p + sum_{g_d = g} G_d v_d <= S_g per limited type g."""
+    rows = []
     for g, limit in sorted(data.stock.items()):
         idx, coef = [], []
-        for kind, off in kinds:
+        for kind, off in ((data.agg, 0), (data.pre, ix.u), (data.dec, ix.v)):
             for c in range(len(kind)):
                 if kind.gpu_type[c] == g:
                     idx.append(off + c)
                     coef.append(float(kind.gpus[c]))
         if idx:
             rows.append(("stock", idx, coef, -math.inf, float(limit)))
-    every = list(range(data.n_cols))
-    if data.cap_w is not None:
-        prov = np.concatenate([data.agg.provisioned_w, data.pre.provisioned_w, data.dec.provisioned_w])
-        rows.append(("power", every, [float(x) for x in prov], -math.inf, float(data.cap_w)))
-    if data.budget is not None:
-        w, z = data.budget
-        rows.append(("budget", every, [float(x) for x in w], -math.inf, float(z)))
     return rows
+
+
+def add_power(data: DisaggModelData, ix: _Index) -> list[Row]:
+    """sum_c P_c x_c + sum_p P_p u_p + sum_d P_d v_d <= cap_w, when the site has a cap."""
+    if data.cap_w is None:
+        return []
+    prov = np.concatenate([data.agg.provisioned_w, data.pre.provisioned_w, data.dec.provisioned_w])
+    return [("power", list(range(data.n_cols)), [float(x) for x in prov], -math.inf, float(data.cap_w))]
+
+
+def add_budget(data: DisaggModelData, ix: _Index) -> list[Row]:
+    """sum w x <= z over x, u, v: the tie-break stage keeps plans within the proven gap."""
+    if data.budget is None:
+        return []
+    w, z = data.budget
+    return [("budget", list(range(data.n_cols)), [float(x) for x in w], -math.inf, float(z))]
+
+
+def constraint_rows(data: DisaggModelData) -> list[Row]:
+    """Every row once, family by family (the single definition both transports read)."""
+    ix = _Index.of(data)
+    return [r for add in (add_flow, add_phases, add_width, add_same_type, add_pools, add_stock, add_power, add_budget)
+            for r in add(data, ix)]
 
 
 def build(data: DisaggModelData, weights: np.ndarray, sense: str = "min"):

@@ -431,3 +431,16 @@ def test_refine_keeps_a_split_plan_split(tmp_path):
     r = refine(inst, Path("."), trials=4, storage=str(tmp_path / "j.journal"), seed=0)
     assert "pd(" in r["best"]["topology"]
     assert r["improvement"] >= -1e-9                    # the MILP plan is the first trial
+
+
+def test_ties_go_to_the_aggregated_plan():
+    """min_cost with as many GPUs either way: the plan stays aggregated (a split range counts
+    two pools, and of equal plans the aggregated one wins)."""
+    from fleetopt.instance import load_instance
+
+    sets = ["model=llama-3.1-70b", "gpus=[{id: a100, tp: [4, 8]}]", "objective=min_cost", "slo.ttft_p99_ms=2500",
+            "slo.tpot_p99_ms=100", "workload.arrival_rate=50"]
+    off = solve_instance(*load_instance(INST / "sharegpt-llama8b.yaml", sets + ["pools.disaggregation=off"]))
+    on = solve_instance(*load_instance(INST / "sharegpt-llama8b.yaml", sets + ["pools.disaggregation=allow"]))
+    assert on["fleet"]["cost_per_hour"] == pytest.approx(off["fleet"]["cost_per_hour"])
+    assert "pd(" not in on["topology"] and on["topology"] == off["topology"]
