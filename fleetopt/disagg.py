@@ -49,12 +49,21 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from fleetopt import FleetoptError
 from fleetopt.queueing import log_erlang_c, wait_quantile_mgc
-from fleetopt.sizing import PoolSizing, Slo, TrafficBatch, _bisect_int, tpot_batch_cap
+from fleetopt.sizing import PoolSizing, PoolTraffic, Slo, TrafficBatch, _bisect_int, tpot_batch_cap
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from fleetopt.catalog import Catalog
+    from fleetopt.fleet import PoolChoice
+    from fleetopt.instance import Instance
+    from fleetopt.profile import Profile
 
 PREFILL, DECODE = "prefill", "decode"
 
@@ -105,17 +114,18 @@ def kv_link(link_id: str) -> KvLink:
 
 # ---- KV transfer: pure functions ------------------------------------------------------------
 
-def kv_transfer_bytes(prompt_tokens, kv_bytes_per_token: float):
+def kv_transfer_bytes(prompt_tokens: ArrayLike, kv_bytes_per_token: float) -> np.ndarray:
     """Bytes of one prompt's KV cache: tokens x the model's KV bytes per token (one copy)."""
     return np.asarray(prompt_tokens, float) * kv_bytes_per_token
 
 
-def kv_transfer_ms(transfer_bytes, lanes: int, lane_bytes_per_s: float, efficiency: float, latency_us: float):
+def kv_transfer_ms(transfer_bytes: ArrayLike, lanes: int, lane_bytes_per_s: float, efficiency: float,
+                   latency_us: float) -> np.ndarray:
     """latency + bytes / (lanes x lane rate x efficiency), ms (a store-and-forward copy)."""
     return latency_us * 1e-3 + np.asarray(transfer_bytes, float) / (lanes * lane_bytes_per_s * efficiency) * 1e3
 
 
-def kv_transfer_energy_j(transfer_bytes, pj_per_bit: float):
+def kv_transfer_energy_j(transfer_bytes: ArrayLike, pj_per_bit: float) -> np.ndarray:
     """8 x bytes x pJ/bit, J."""
     return np.asarray(transfer_bytes, float) * 8.0 * pj_per_bit * 1e-12
 
@@ -125,7 +135,7 @@ def transfer_lanes(gpus_prefill: int, gpus_decode: int) -> int:
     return int(min(gpus_prefill, gpus_decode))
 
 
-def model_kv_bytes_per_token(profile) -> float:
+def model_kv_bytes_per_token(profile: Profile) -> float:
     from fleetopt.physics.kv import kv_bytes_per_token
 
     return float(kv_bytes_per_token(profile.model))
@@ -141,11 +151,11 @@ included); ``prefill_ms`` uses the profile's separately fitted ``prefill_ms`` (w
 aggregated pool's TTFT reads) stretched by the cap.  A sensitivity switch for benchmarks."""
 
 
-def _gpus(profile) -> int:
+def _gpus(profile: Profile) -> int:
     return int(getattr(profile, "gpus_per_instance", profile.tp))
 
 
-def prefill_chunks(profile, prompt_tokens) -> tuple[np.ndarray, np.ndarray]:
+def prefill_chunks(profile: Profile, prompt_tokens: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """(ms, per-GPU J) to prefill each prompt alone: chunks of ``chunk_tokens``, chunk k a
     prefill-only step of c_k tokens attending done_k + c_k / 2 tokens (arrays)."""
     p = np.asarray(prompt_tokens, float)
@@ -165,7 +175,7 @@ def prefill_chunks(profile, prompt_tokens) -> tuple[np.ndarray, np.ndarray]:
     return ms, joules
 
 
-def prefill_service_ms(profile, prompt_tokens) -> np.ndarray:
+def prefill_service_ms(profile: Profile, prompt_tokens: ArrayLike) -> np.ndarray:
     """S_p(p): the time a prompt holds a prefill instance, ms (``PREFILL_TIME_MODEL``)."""
     p = np.asarray(prompt_tokens, float)
     ms, _ = prefill_chunks(profile, p)
@@ -175,13 +185,13 @@ def prefill_service_ms(profile, prompt_tokens) -> np.ndarray:
     return ms
 
 
-def prefill_busy_power_w(profile, prompt_tokens) -> np.ndarray:
+def prefill_busy_power_w(profile: Profile, prompt_tokens: ArrayLike) -> np.ndarray:
     """Per-GPU power while prefilling a prompt alone (time-weighted over its chunks), W."""
     ms, joules = prefill_chunks(profile, prompt_tokens)
     return joules / np.maximum(ms, 1e-12) * 1e3
 
 
-def batch_prefill_ms(profile, prompts) -> float:
+def batch_prefill_ms(profile: Profile, prompts: ArrayLike) -> float:
     """Time to prefill several prompts as one batch (the simulator's scheduler): priced as
     one prompt of their total length (each prompt's attention over the others' tokens is
     counted: conservative), never more than running them one by one, ms."""
@@ -194,7 +204,8 @@ def batch_prefill_ms(profile, prompts) -> float:
 
 # ---- the P99 TTFT of a prefill queue ----------------------------------------------------------
 
-def wait_tail(servers, lam_per_ms, mean_ms, cv2) -> tuple[np.ndarray, np.ndarray]:
+def wait_tail(servers: ArrayLike, lam_per_ms: ArrayLike, mean_ms: ArrayLike,
+              cv2: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """(log C, decay) of the M/G/c waiting time's tail P(W > t) = C exp(-decay t), the
     exponential tail Kimura's approximation takes (``fleetopt.queueing.wait_quantile_mgc``
     is its quantile): C = Erlang-C, decay = 2 (c / E[S] - lambda) / (1 + cv^2), per ms."""
@@ -202,7 +213,8 @@ def wait_tail(servers, lam_per_ms, mean_ms, cv2) -> tuple[np.ndarray, np.ndarray
     return np.asarray(log_erlang_c(c, lam * es), float), 2.0 * (c / es - lam) / (1.0 + cv)
 
 
-def ttft_exceed(x_ms, log_c, decay, own_ms, w, seg, m: int) -> np.ndarray:
+def ttft_exceed(x_ms: ArrayLike, log_c: np.ndarray, decay: np.ndarray, own_ms: np.ndarray, w: np.ndarray,
+                seg: np.ndarray, m: int) -> np.ndarray:
     """Per range, P(TTFT > x) for TTFT = W + own, W independent of a request's own time
     ``own`` (its prefill and transfer; one entry per (range, prompt) pair of weight w):
     sum_p w_p P(W > x - own_p) / sum_p w_p, with P(W > y) = 1 for y < 0."""
@@ -211,7 +223,8 @@ def ttft_exceed(x_ms, log_c, decay, own_ms, w, seg, m: int) -> np.ndarray:
     return np.bincount(seg, w * p, m) / np.maximum(np.bincount(seg, w, m), 1e-300)
 
 
-def ttft_quantile(q: float, log_c, decay, own_ms, w, seg, m: int) -> np.ndarray:
+def ttft_quantile(q: float, log_c: np.ndarray, decay: np.ndarray, own_ms: np.ndarray, w: np.ndarray,
+                  seg: np.ndarray, m: int) -> np.ndarray:
     """Per range, the q-quantile of TTFT = W + own (``ttft_exceed``), by bisection to 1 us."""
     lo = np.zeros(m)
     hi = np.full(m, float(np.max(own_ms, initial=0.0)))
@@ -309,14 +322,15 @@ class PhaseColumns:
                            kv_transfer_w=float(self.transfer_w[k]))
 
 
-def _empty(phase: str, m: int, lo, hi, lam, gpus: int, price: float, err: list) -> PhaseColumns:
+def _empty(phase: str, m: int, lo: np.ndarray, hi: np.ndarray, lam: np.ndarray, gpus: int, price: float,
+           err: list) -> PhaseColumns:
     z = np.zeros(m)
     return PhaseColumns(phase, lo, hi, lam, np.zeros(m, np.int64), z.copy(), np.zeros(m, np.int64), z.copy(),
                         np.zeros(m, np.int64), z.copy(), z.copy(), z.copy(), z.copy(), z.copy(), z.copy(), z.copy(),
                         z.copy(), z.copy(), np.zeros(m, bool), gpus, price, err)
 
 
-def _least_count(ok, n0: np.ndarray) -> np.ndarray:
+def _least_count(ok: Callable[[np.ndarray, np.ndarray], np.ndarray], n0: np.ndarray) -> np.ndarray:
     """Per element the least integer n >= n0 with ok(n) true (ok monotone: false then
     true): double until true, then bisect.  ok takes (n, index array)."""
     n = n0.astype(float).copy()
@@ -333,12 +347,13 @@ def _least_count(ok, n0: np.ndarray) -> np.ndarray:
     return n
 
 
-def _price(profile, usd_per_gpu_hour: float | None) -> float:
+def _price(profile: Profile, usd_per_gpu_hour: float | None) -> float:
     return (profile.gpu.usd_per_gpu_hour if usd_per_gpu_hour is None else usd_per_gpu_hour) * _gpus(profile)
 
 
-def size_prefill(profile, tb: TrafficBatch, total_rate: float, lo, hi, slo: Slo, lanes: int, link: KvLink,
-                 host_w_per_gpu: float = 0.0, usd_per_gpu_hour: float | None = None) -> PhaseColumns:
+def size_prefill(profile: Profile, tb: TrafficBatch, total_rate: float, lo: ArrayLike, hi: ArrayLike, slo: Slo,
+                 lanes: int, link: KvLink, host_w_per_gpu: float = 0.0,
+                 usd_per_gpu_hour: float | None = None) -> PhaseColumns:
     """The prefill phase of the m ranges of ``tb`` on one profile, its transfers over
     ``lanes`` lanes of ``link`` (module docstring); ranges without traffic get 0 instances."""
     m = tb.m
@@ -417,7 +432,8 @@ def size_prefill(profile, tb: TrafficBatch, total_rate: float, lo, hi, slo: Slo,
     return out
 
 
-def size_decode(profile, tb: TrafficBatch, total_rate: float, lo, hi, window, slo: Slo, admission: str = "paged",
+def size_decode(profile: Profile, tb: TrafficBatch, total_rate: float, lo: ArrayLike, hi: ArrayLike, window: ArrayLike,
+                slo: Slo, admission: str = "paged",
                 host_w_per_gpu: float = 0.0, usd_per_gpu_hour: float | None = None) -> PhaseColumns:
     """The decode phase of the m ranges of ``tb`` on one profile (module docstring):
     sequences arrive with their prompt's KV built and hold a slot for O pure decode steps."""
@@ -478,7 +494,7 @@ def size_decode(profile, tb: TrafficBatch, total_rate: float, lo, hi, window, sl
 
 # ---- one split range, as ``fleetopt evaluate`` sizes it ----------------------------------------
 
-def check_disaggregation(inst) -> None:
+def check_disaggregation(inst: Instance) -> None:
     """One-line errors for combinations the split model does not cover."""
     p = inst.pools
     if inst.mode != "physical":
@@ -491,15 +507,16 @@ def check_disaggregation(inst) -> None:
     kv_link(p.kv_link)
 
 
-def phase_serving(inst, catalog, gpu: str, cap_fraction: float) -> dict | None:
+def phase_serving(inst: Instance, catalog: Catalog, gpu: str, cap_fraction: float) -> dict | None:
     """Serving overrides of a phase at ``cap_fraction`` of its GPU's TDP (None: as the instance)."""
     if cap_fraction >= 1.0:
         return None
     return {"power_cap_w": cap_fraction * catalog.gpu(gpu).tdp_w}
 
 
-def size_split_choice(inst, catalog, choice, traffic, rate: float, lo: float, window: int, slo: Slo,
-                      host_w_per_gpu: float, price_of) -> tuple[list[PhaseSizing], list]:
+def size_split_choice(inst: Instance, catalog: Catalog, choice: PoolChoice, traffic: PoolTraffic, rate: float,
+                      lo: float, window: int, slo: Slo, host_w_per_gpu: float,
+                      price_of: Callable[[str], float | None]) -> tuple[list[PhaseSizing], list[Profile]]:
     """The two phases of one split range (a ``PoolChoice`` with ``prefill_gpu``), sized on
     ``traffic`` at ``rate`` req/s: ([prefill row, decode row], [prefill profile, decode
     profile]).  Raises InfeasibleError naming the phase that no count can size."""
@@ -527,5 +544,5 @@ def size_split_choice(inst, catalog, choice, traffic, rate: float, lo: float, wi
     return rows, [pp, dp]
 
 
-def is_split(choice) -> bool:
+def is_split(choice: PoolChoice) -> bool:
     return getattr(choice, "prefill_gpu", None) is not None

@@ -27,6 +27,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,6 +38,13 @@ from fleetopt.disagg import DECODE, PREFILL, PhaseColumns, check_disaggregation,
 from fleetopt.fleet import GPUS_PER_NODE, PoolChoice, Router, evaluate, make_pool_profile, provisioned_w
 from fleetopt.instance import Instance
 from fleetopt.sizing import Slo, TrafficBatch
+
+if TYPE_CHECKING:
+    from fleetopt.catalog import Catalog
+    from fleetopt.profile import Profile
+    from fleetopt.workload import LengthDist
+    from formulations.fleet import SolveResult
+    from formulations.fleet_disagg import DisaggModelData
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,7 @@ class PhaseConfig:
         return s + (f"@{self.cap:g}tdp" if self.cap < 1.0 else "")
 
 
-def phase_configs(inst: Instance, catalog) -> tuple[list[PhaseConfig], list[PhaseConfig]]:
+def phase_configs(inst: Instance, catalog: Catalog) -> tuple[list[PhaseConfig], list[PhaseConfig]]:
     """(prefill configs, decode configs) of the instance, in a fixed order."""
     pre, dec = [], []
     caps = sorted(set(inst.pools.phase_power_caps), reverse=True)
@@ -90,7 +98,7 @@ def merge_columns(a: Columns, b: Columns) -> Columns:
     return m.take(np.lexsort((m.cfg, m.arc_j, m.arc_i)))
 
 
-def aggregated_columns(inst: Instance, dist, rate: float, catalog, raw: Columns) -> Columns:
+def aggregated_columns(inst: Instance, dist: LengthDist, rate: float, catalog: Catalog, raw: Columns) -> Columns:
     """``raw`` plus, per cap fraction f < 1 and GPU option, its columns at f x TDP."""
     from fleetopt.columns import generate
     from fleetopt.schema import replace
@@ -140,7 +148,7 @@ class SplitColumns:
     errors: dict = field(default_factory=dict)
 
 
-def _routed(inst: Instance, dist, bounds: list[int]):
+def _routed(inst: Instance, dist: LengthDist, bounds: list[int]) -> tuple[list, TrafficBatch, np.ndarray]:
     """The arcs a plan of at most K pools can use and their traffic (as ``columns.generate``)."""
     b = [0] + bounds
     m = len(bounds)
@@ -150,7 +158,8 @@ def _routed(inst: Instance, dist, bounds: list[int]):
     return arc_list, TrafficBatch.of([t for t, _ in routed]), np.array([w for _, w in routed], float)
 
 
-def _cols_of(phase: str, pc: PhaseColumns, c: int, width: int, ai, aj, prof, inst: Instance, host: float) -> tuple:
+def _cols_of(phase: str, pc: PhaseColumns, c: int, width: int, ai: np.ndarray, aj: np.ndarray, prof: Profile,
+             inst: Instance, host: float) -> tuple:
     ok = np.array([e is None for e in pc.error])
     n = pc.instances.astype(float)
     pw = inst.power
@@ -171,7 +180,7 @@ def _stack(phase: str, parts: list[tuple]) -> PhaseCols:
     return PhaseCols(phase, *(a[k][order].astype(np.int64) if k in ints else a[k][order] for k in range(10)))
 
 
-def generate_split(inst: Instance, dist, rate: float, catalog, bounds: list[int]) -> SplitColumns:
+def generate_split(inst: Instance, dist: LengthDist, rate: float, catalog: Catalog, bounds: list[int]) -> SplitColumns:
     """Size every (arc, prefill config, width) and (arc, decode config) candidate."""
     pre_cfgs, dec_cfgs = phase_configs(inst, catalog)
     arc_list, tb, win = _routed(inst, dist, bounds)
@@ -211,7 +220,8 @@ def generate_split(inst: Instance, dist, rate: float, catalog, bounds: list[int]
     return SplitColumns(bounds, pre_cfgs, dec_cfgs, _stack(PREFILL, pre_parts), _stack(DECODE, dec_parts), errors)
 
 
-def prune_phase(cols: PhaseCols, cfgs: list[PhaseConfig], objective: str, capped: bool, group_type: bool) -> PhaseCols:
+def prune_phase(cols: PhaseCols, cfgs: list[PhaseConfig], objective: str, capped: bool,
+                group_type: bool) -> PhaseCols:
     """Drop phase columns dominated within (arc, width, type group); ties keep the first.
     The type group is the GPU type where its stock is limited (or the link needs one type),
     else one group; criteria: the objective's coefficient, provisioned power under a cap,
@@ -243,7 +253,7 @@ def prune_phase(cols: PhaseCols, cfgs: list[PhaseConfig], objective: str, capped
     return cols.take(keep)
 
 
-def model_data(inst: Instance, agg: Columns | None, split: SplitColumns):
+def model_data(inst: Instance, agg: Columns | None, split: SplitColumns) -> DisaggModelData:
     """``DisaggModelData`` of the aggregated and phase columns."""
     from formulations.fleet_disagg import DisaggModelData, Kind
 
@@ -278,7 +288,8 @@ def _simplest(agg: Columns | None, split: SplitColumns) -> np.ndarray:
     return 1.0 + g * unit + phase * unit / (4.0 * len(split.bounds))
 
 
-def solve_combined(inst: Instance, agg: Columns | None, split: SplitColumns, verbose: bool = False):
+def solve_combined(inst: Instance, agg: Columns | None, split: SplitColumns,
+                   verbose: bool = False) -> tuple[SolveResult, DisaggModelData]:
     """The ``fleet_disagg`` MILP for the instance's objective (fixed demand), then the
     tie-break among plans within the proven gap; ``chosen`` indexes x, u, v."""
     from formulations.fleet_disagg import solve_direct, solve_pyomo
@@ -309,7 +320,7 @@ def solve_combined(inst: Instance, agg: Columns | None, split: SplitColumns, ver
     return res, data
 
 
-def topology_of(inst: Instance, catalog, agg: Columns | None, split: SplitColumns | None,
+def topology_of(inst: Instance, catalog: Catalog, agg: Columns | None, split: SplitColumns | None,
                 chosen: list[int]) -> list[PoolChoice]:
     """The chosen columns (indices over aggregated, prefill, decode columns) as a topology
     (a split range as one ``pd`` choice); a range without traffic joins the next one."""
@@ -362,7 +373,8 @@ def _diagnose(inst: Instance, raw: Columns, split: SplitColumns) -> str:
                    + (f" (e.g. {errs[0]})" if errs else ""))
 
 
-def _aggregated_optimum(inst: Instance, base: Path, cat, dist, rate, raw: Columns, agg_all: Columns, verbose: bool):
+def _aggregated_optimum(inst: Instance, base: Path, cat: Catalog, dist: LengthDist, rate: float, raw: Columns,
+                        agg_all: Columns, verbose: bool) -> dict | None:
     """The best aggregated plan (``formulations.fleet`` on the aggregated columns, the capped
     ones included)."""
     from fleetopt.solve import _reader, _solve_columns
@@ -379,8 +391,8 @@ def _aggregated_optimum(inst: Instance, base: Path, cat, dist, rate, raw: Column
     return out
 
 
-def finish_solve_disagg(inst: Instance, base: Path, cat, dist, rate: float, raw: Columns, t0: float,
-                        verbose: bool = False, extra: dict | None = None) -> dict:
+def finish_solve_disagg(inst: Instance, base: Path, cat: Catalog, dist: LengthDist, rate: float, raw: Columns,
+                        t0: float, verbose: bool = False, extra: dict | None = None) -> dict:
     """Solve over aggregated and split columns and report (``fleetopt.solve.finish_solve``'s
     layout, with the ``aggregated`` baseline and a ``disaggregation`` section)."""
     from fleetopt.solve import _baseline, _brief, _gains, _reader
@@ -444,8 +456,8 @@ def finish_solve_disagg(inst: Instance, base: Path, cat, dist, rate: float, raw:
     return out
 
 
-def solve_disagg(inst: Instance, base: Path, cat, dist, rate: float, t0: float, verbose: bool = False,
-                 workers: int = 1) -> dict:
+def solve_disagg(inst: Instance, base: Path, cat: Catalog, dist: LengthDist, rate: float, t0: float,
+                 verbose: bool = False, workers: int = 1) -> dict:
     """``solve_instance`` with disaggregation on; ``max_throughput`` bisects the demand
     scale (to 0.1 %) on the combined model, as ``fleetopt.solve`` does on the aggregated one."""
     from fleetopt.columns import generate

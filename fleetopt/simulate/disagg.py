@@ -32,10 +32,16 @@ import heapq
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from fleetopt.simulate.core import PoolSpec, PoolStats, simulate_pool
+
+if TYPE_CHECKING:
+    from fleetopt.catalog import Catalog
+    from fleetopt.fleet import PoolChoice
+    from fleetopt.instance import Instance
 
 
 @dataclass
@@ -55,7 +61,8 @@ class PrefillRun:
 
 
 def simulate_prefill(instances: int, arrivals_ms: np.ndarray, prompts: np.ndarray, alone_ms: np.ndarray,
-                     alone_w: np.ndarray, batch_ms_of, batch_w_of, budget_tokens: float, idle_w: float,
+                     alone_w: np.ndarray, batch_ms_of: Callable[[float], float],
+                     batch_w_of: Callable[[float], float], budget_tokens: float, idle_w: float,
                      transfer_ms: np.ndarray, transfer_j: np.ndarray, warm: int) -> PrefillRun:
     """The prefill pool and its transfers (module docstring).  ``alone_ms``/``alone_w``:
     each request's prefill time and instance power when alone; ``batch_ms_of(tokens)`` and
@@ -137,7 +144,7 @@ def simulate_prefill(instances: int, arrivals_ms: np.ndarray, prompts: np.ndarra
     return PrefillRun(start, done, ready, inst_of, energy, busy_ms, window, xfer_j, batches)
 
 
-def _table_fn(xs: np.ndarray, ys: np.ndarray):
+def _table_fn(xs: np.ndarray, ys: np.ndarray) -> Callable[[float], float]:
     """Linear interpolation in x (tokens) of a tabulated figure."""
     xl, yl = xs.tolist(), ys.tolist()
 
@@ -146,8 +153,9 @@ def _table_fn(xs: np.ndarray, ys: np.ndarray):
     return f
 
 
-def simulate_split(inst, cat, choice, arrivals_ms: np.ndarray, inp: np.ndarray, out: np.ndarray, window: float,
-                   rows: tuple[dict, dict], warm_ms: float, host_w_per_gpu: float, record=None,
+def simulate_split(inst: Instance, cat: Catalog, choice: PoolChoice, arrivals_ms: np.ndarray, inp: np.ndarray,
+                   out: np.ndarray, window: float, rows: tuple[dict, dict], warm_ms: float, host_w_per_gpu: float,
+                   record: Callable[[int, float, float, int], None] | None = None,
                    prefill_batch_tokens: float | None = None) -> tuple[dict, PoolStats]:
     """One split range: its requests (arrival ms ascending, lengths) through the prefill pool,
     the link and the decode pool sized in ``rows`` (the analytical prefill and decode rows).
