@@ -2,6 +2,7 @@
 and an Optuna-only search given the same number of evaluations.
 
     python benchmarks/solve_scaling.py          # writes benchmarks/results/solve_scaling.md
+    python benchmarks/solve_scaling.py --only knee   # re-runs one section, keeps the others
 
 Part 1 runs the real command in a fresh process (`python -m fleetopt solve ...`, default
 --workers: up to 2 processes size the candidate pools), so the wall time includes
@@ -174,17 +175,87 @@ def mixed_rows() -> list[dict]:
     return rows
 
 
+KNEE_STOCK = [f"gpus.{i}.max_gpus=40" for i in (2, 3, 5, 6)]
+
+
+def knee_bounds(sets: list[str]) -> tuple[float, float]:
+    """(LP relaxation bound, best one-pool plan) of the least-energy MILP over the pruned
+    columns, kW: the gap that elimination has to close."""
+    from fleetopt.bounds import one_pool_plan
+    from fleetopt.catalog import load_catalog
+    from fleetopt.columns import generate, prune_dominated
+    from fleetopt.fleet import build_workload
+    from fleetopt.instance import load_instance
+    from fleetopt.milp import model_data
+    from formulations.fleet import lp_relaxation
+
+    inst, base = load_instance(INST, sets)
+    dist, rate = build_workload(inst, base)
+    cols = prune_dominated(generate(inst, dist, rate, load_catalog(), workers=2), inst.objective, False)
+    d = model_data(inst, cols)
+    lp = lp_relaxation(d, cols.energy_w)
+    return lp.value / 1e3, one_pool_plan(cols, cols.energy_w, d.stock, d.cap_w)[0] / 1e3
+
+
+def knee_rows() -> list[dict]:
+    """The knee of issue 16: mixed pools under binding stock (H200, B200, GB200 and MI300X
+    limited to 40 GPUs each) on the heterogeneous instance, split grids 1-4 on 31 candidate
+    boundaries and grid 4 on 64 (auto_count 64); whole process, best and median of REPS."""
+    rows = []
+    for grid, count in ((1, 32), (2, 32), (3, 32), (4, 32), (4, 64)):
+        sets = KNEE_STOCK + [f"pools.split_grid={grid}", f"pools.auto_count={count}"]
+        runs = sorted((run(sets) for _ in range(REPS)), key=lambda r: r[0])
+        res = runs[0][1]
+        s, ss = res["solver"], res["search_space"]
+        lp_kw, one_pool_kw = knee_bounds(sets)
+        rows.append({"split_grid": grid, "boundaries": len(ss["boundaries"]), "plan": res["topology"],
+                     "it_power_kw": res["fleet"]["it_power_kw"], "lp_bound_kw": lp_kw, "one_pool_kw": one_pool_kw,
+                     "columns": ss["columns_after_pruning"],
+                     "milp_columns": s["variables"], "status": s["status"], "wall_s": runs[0][0],
+                     "wall_median_s": runs[len(runs) // 2][0], "columns_s": s["column_seconds"],
+                     "milp_s": s["solve_seconds"]})
+    return rows
+
+
+SECTIONS = {
+    "plans": (plan_rows, "solved plans of every shipped instance (in process)"),
+    "startup": (startup_rows, f"start-up alone (best and median of {REPS})"),
+    "scaling": (scaling_rows, f"fleetopt solve, whole process (best and median of {REPS}), heterogeneous Azure instance"),
+    "mixed": (mixed_rows, "mixed pools (pools.split_grid), heterogeneous instance, B200 stock 50 GPUs"),
+    "knee": (knee_rows, (f"mixed pools under binding stock (H200, B200, GB200, MI300X at 40 GPUs), whole process "
+                         f"(best and median of {REPS})")),
+    "optuna": (optuna_rows, "MILP against Optuna-only (TPE, seed 0) with the same evaluation budget"),
+}
+
+
 def main() -> None:
+    """Every section, or ``--only a,b``: those sections, each replacing its table in the
+    published results (the others are kept as they were)."""
+    import argparse
+
     from fleetopt.output import table
 
-    from _results import publish
+    from _results import RESULTS, publish
 
-    text = table(plan_rows(), "solved plans of every shipped instance (in process)") + "\n\n"
-    text += table(startup_rows(), f"start-up alone (best and median of {REPS})") + "\n\n"
-    text += table(scaling_rows(), f"fleetopt solve, whole process (best and median of {REPS}), heterogeneous Azure instance") + "\n\n"
-    text += table(mixed_rows(), "mixed pools (pools.split_grid), heterogeneous instance, B200 stock 50 GPUs") + "\n\n"
-    text += table(optuna_rows(), "MILP against Optuna-only (TPE, seed 0) with the same evaluation budget")
-    publish("solve_scaling", text)
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default=None, help="comma-separated sections: " + ", ".join(SECTIONS))
+    only = ap.parse_args().only
+    names = list(SECTIONS) if only is None else [n.strip() for n in only.split(",")]
+    old: dict[str, str] = {}
+    path = RESULTS / "solve_scaling.md"
+    if only is not None and path.exists():
+        body = path.read_text().strip().removeprefix("```").removesuffix("```").strip("\n")
+        for block in body.split("\n\n"):
+            for key, (_, title) in SECTIONS.items():
+                if block.startswith(title):
+                    old[key] = block
+    blocks = []
+    for key, (rows, title) in SECTIONS.items():
+        if key in names:
+            blocks.append(table(rows(), title))
+        elif key in old:
+            blocks.append(old[key])
+    publish("solve_scaling", "\n\n".join(blocks))
 
 
 if __name__ == "__main__":

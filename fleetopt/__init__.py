@@ -16,3 +16,19 @@ class FleetoptError(ValueError):
 
 class InfeasibleError(RuntimeError):
     """No plan satisfies the constraints; the message is a diagnosis.  CLI exit status 3."""
+
+
+class NoPlanInTimeError(RuntimeError):
+    """The solver's time limit ended before any plan was found: not a proof of
+    infeasibility.  CLI exit status 4."""
+
+
+class FleetoptWarning(UserWarning):
+    """Something the user should know but that does not stop the command (e.g. requests
+    longer than the last pool's window, clamped into it).  The CLI prints each distinct one
+    once, on one line of stderr."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM ended a long command cleanly (what was finished is kept); the
+    message says what survives and how to resume.  CLI exit status 130."""

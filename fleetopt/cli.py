@@ -1,17 +1,22 @@
 """The ``fleetopt`` command: a thin shell over the library.
 
 Every user mistake ends in one line on stderr and exit status 2 (``--debug`` shows the
-traceback); an infeasible plan exits with 3 and a diagnosis.  Heavy libraries are imported
+traceback); an infeasible plan exits with 3 and a diagnosis; a time limit that ends before
+any plan is found with 4; Ctrl-C or SIGTERM with 130 and one line saying what was kept; a
+file that cannot be written (full or read-only disk) with one line; a warning
+(``FleetoptWarning``) is one line, each distinct one once.  Heavy libraries are imported
 inside the commands that need them, so ``fleetopt --help`` stays fast.
 """
 
 from __future__ import annotations
 
+import math
 import sys
+import warnings
 
 import click
 
-from fleetopt import FleetoptError, InfeasibleError
+from fleetopt import FleetoptError, FleetoptWarning, InfeasibleError, NoPlanInTimeError
 
 FORMATS = click.Choice(["table", "json", "csv"])
 
@@ -32,14 +37,26 @@ def _ints(text: str, name: str) -> list[int]:
     return vals
 
 
-def _profile(ctx, mode, model, gpu, tp, power_cap_w=None, gmu=None):
+def _profile(ctx, mode, model, gpu, tp, power_cap_w=None, gmu=None, dp=1):
     from fleetopt.profile import make_profile
 
-    kw = {}
+    kw: dict = {}
+    if dp != 1:
+        if mode != "physical":
+            raise FleetoptError("dp: data-parallel attention is modelled in physical mode only")
+        if dp < 1:
+            raise FleetoptError(f"dp must be >= 1, got {dp}")
+        m = _catalog(ctx).model(model)
+        if not m.is_moe:
+            raise FleetoptError(f"dp: data-parallel attention with expert parallelism needs an MoE model; {m.id} is dense")
+        kw["dp"] = dp
     if mode == "physical":
         if power_cap_w is not None:
-            if power_cap_w <= 0:
-                raise FleetoptError(f"power-cap-w must be > 0, got {power_cap_w}")
+            if not math.isfinite(power_cap_w) or power_cap_w <= 0:
+                raise FleetoptError(f"power-cap-w must be a finite number > 0, got {power_cap_w}")
+            idle = _catalog(ctx).gpu(gpu).idle_w
+            if power_cap_w < idle:
+                raise FleetoptError(f"power-cap-w must be at least the GPU's idle power ({idle:g} W), got {power_cap_w:g}")
             kw["power_cap_w"] = power_cap_w
         if gmu is not None:
             if not 0 < gmu <= 1:
@@ -60,14 +77,21 @@ def _emit(obj, fmt: str, title: str | None = None) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--catalog", "catalog", multiple=True, type=click.Path(dir_okay=False),
               help="Extra GPU/model catalog YAML (adds or overrides entries; also $FLEETOPT_CATALOG).")
+@click.option("--calibration", "calibration", default=None, type=click.Path(dir_okay=False),
+              envvar="FLEETOPT_CALIBRATION",
+              help="Calibration file from 'fleetopt calibrate' (also $FLEETOPT_CALIBRATION); default: packaged.")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.version_option(package_name="fleetopt")
 @click.pass_context
-def cli(ctx: click.Context, catalog, debug):
+def cli(ctx: click.Context, catalog, calibration, debug):
     """Plan LLM serving fleets for tokens per joule: pool boundaries, GPU types, counts."""
     ctx.ensure_object(dict)
     ctx.obj["catalog"] = catalog
     ctx.obj["debug"] = debug
+    if calibration:
+        from fleetopt.calibration_files import load_calibration
+
+        load_calibration(calibration)
 
 
 mode_opt = click.option("--mode", type=click.Choice(["physical", "paper", "paper-computed"]), default="physical",
@@ -103,6 +127,8 @@ def law(ctx, model, gpu, tp, contexts, output_tokens, admission, power_cap_w, gm
 @click.option("--model", required=True)
 @click.option("--gpu", required=True)
 @click.option("--tp", type=int, default=1, show_default=True)
+@click.option("--dp", type=int, default=1, show_default=True,
+              help="Data-parallel attention ranks with expert parallelism (MoE); the instance has tp x dp GPUs.")
 @click.option("--batch", type=int, required=True, help="Sequences decoding together.")
 @click.option("--prompt-tokens", type=int, required=True)
 @click.option("--output-tokens", type=int, required=True)
@@ -111,11 +137,11 @@ def law(ctx, model, gpu, tp, contexts, output_tokens, admission, power_cap_w, gm
 @mode_opt
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @click.pass_context
-def estimate(ctx, model, gpu, tp, batch, prompt_tokens, output_tokens, power_cap_w, gmu, mode, fmt):
+def estimate(ctx, model, gpu, tp, dp, batch, prompt_tokens, output_tokens, power_cap_w, gmu, mode, fmt):
     """One operating point: step time, TTFT, power and energy per token and per query."""
     from fleetopt.law import estimate as est
 
-    prof = _profile(ctx, mode, model, gpu, tp, power_cap_w, gmu)
+    prof = _profile(ctx, mode, model, gpu, tp, power_cap_w, gmu, dp)
     _emit(est(prof, batch, prompt_tokens, output_tokens), fmt)
 
 
@@ -140,13 +166,32 @@ def _register_more() -> None:
     from fleetopt import energy_commands  # noqa: F401  (fleetopt energy, fleetopt energy-map)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    """``FleetoptWarning`` as one line on stderr; anything else as Python shows it."""
+    if isinstance(category, type) and issubclass(category, FleetoptWarning):
+        click.echo(f"fleetopt: warning: {message}", err=True)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs the click group and maps errors to exit codes (2 user, 3 infeasible)."""
+    """Entry point: runs the click group and maps errors to exit codes (2 user, 3
+    infeasible, 4 no plan found within the solver's time limit, 130 interrupted, 1 a file the
+    system would not write or an internal error)."""
     _register_more()
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", FleetoptWarning)       # each distinct warning once
+        warnings.showwarning = _show_warning
+        return _main(argv, debug)
+
+
+def _main(argv: list[str], debug: bool) -> int:
     try:
-        cli.main(args=argv, prog_name="fleetopt", standalone_mode=False)
+        # what click's main does, without its handling of Ctrl-C (a blank line and Abort)
+        with cli.make_context("fleetopt", list(argv)) as ctx:
+            cli.invoke(ctx)
         return 0
     except click.exceptions.Exit as e:
         return e.exit_code
@@ -156,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.UsageError as e:
         if debug:
             raise
+        if type(e).__name__ == "NoArgsIsHelpError":            # bare `fleetopt` or a group: the help
+            click.echo(e.format_message())
+            return 0
         click.echo(f"fleetopt: error: {e.format_message()}", err=True)
         return 2
     except FleetoptError as e:
@@ -168,11 +216,31 @@ def main(argv: list[str] | None = None) -> int:
             raise
         click.echo(f"fleetopt: infeasible: {e}", err=True)
         return 3
-    except KeyboardInterrupt:
-        click.echo("fleetopt: interrupted", err=True)
+    except NoPlanInTimeError as e:
+        if debug:
+            raise
+        click.echo(f"fleetopt: {e}", err=True)
+        return 4
+    except KeyboardInterrupt as e:
+        if debug:
+            raise
+        click.echo(f"fleetopt: interrupted{': ' + str(e) if str(e) else ''}", err=True)
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:                    # a write the system refused, not caught where it happened
+        if debug:
+            raise
+        where = f" '{e.filename}'" if e.filename else ""
+        click.echo(f"fleetopt: error: cannot access{where} ({e.strerror or type(e).__name__})", err=True)
+        return 1
+    except Exception as e:                  # a bug: still one line, the traceback with --debug
+        if debug:
+            raise
+        first = (str(e).splitlines() or [""])[0]
+        click.echo(f"fleetopt: internal error (a bug; --debug shows the traceback): {type(e).__name__}: {first}",
+                   err=True)
+        return 1
 
 
 def run() -> None:

@@ -38,18 +38,23 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fleetopt import FleetoptError
-from fleetopt.fleet import GPUS_PER_NODE, Router, _price, make_pool_profile, provisioned_w
+from fleetopt.fleet import (GPUS_PER_NODE, Router, _price, check_context, make_pool_profile, model_context,
+                            provisioned_w)
 from fleetopt.instance import Instance
+from fleetopt.procs import die_with_parent
 from fleetopt.sizing import Slo, TrafficBatch, pool_shapes, size_shapes
 from fleetopt.workload import LengthDist
 
 ROUND_TOKENS = 64
 
 
-def candidate_boundaries(inst: Instance, dist: LengthDist) -> list[int]:
-    """b_1 < ... < b_M (b_0 = 0 is implicit)."""
+def candidate_boundaries(inst: Instance, dist: LengthDist, context: int = 0) -> list[int]:
+    """b_1 < ... < b_M (b_0 = 0 is implicit).  ``context``: the model's context window
+    (when known, the automatic last window is not above it)."""
     p = inst.pools
     top = p.max_window or int(2 ** math.ceil(math.log2(max(dist.max_key, 2.0))))
+    if context and not p.max_window:
+        top = min(top, max(context, int(math.ceil(dist.max_key))))
     if p.boundaries != "auto":
         top = p.max_window or max(p.boundaries)
         inner = sorted({int(b) for b in p.boundaries if 0 < b < top})
@@ -211,6 +216,7 @@ def _shapes_in_parallel(todo: list[int], workers: int, **inputs) -> list:
     os.write(q_w, b"".join(int(c).to_bytes(4, "little") for c in todo))     # fits the pipe (see generate)
     os.close(q_w)
     kids = []
+    parent = os.getpid()
     try:
         for _ in range(workers - 1):
             r, w = os.pipe()
@@ -223,6 +229,7 @@ def _shapes_in_parallel(todo: list[int], workers: int, **inputs) -> list:
             if pid == 0:                                 # child: drain, send, leave without cleanup
                 code = 0
                 try:
+                    die_with_parent(parent)              # a killed solve takes its helpers with it
                     os.close(r)
                     data = pickle.dumps(_drain(q_r), protocol=pickle.HIGHEST_PROTOCOL)
                     with os.fdopen(w, "wb") as f:
@@ -262,7 +269,8 @@ def generate(inst: Instance, dist: LengthDist, rate: float, catalog, bounds: lis
     rate-independent part of the instance) holds the routed traffic and each config's
     ``PoolShape``, so another arrival rate only redoes the queueing and power.
     ``workers`` > 1 sizes the configs on that many forked processes (where fork exists)."""
-    bounds = bounds or candidate_boundaries(inst, dist)
+    check_context(inst, dist, catalog)
+    bounds = bounds or candidate_boundaries(inst, dist, model_context(inst, catalog))
     b = [0] + bounds
     m = len(bounds)
     cfgs = configs(inst, catalog)

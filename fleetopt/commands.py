@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
+from fleetopt import FleetoptError
 from fleetopt.cli import FORMATS, _catalog, _emit, cli
+from fleetopt.measurements import METRICS
+
+
+def _load(ctx: click.Context, instance: str, overrides):
+    """The instance with its overrides, validated and checked against the catalog (unknown
+    model or GPU, a TP that does not divide the heads: exit 2, never 'infeasible')."""
+    from fleetopt.instance import load_instance
+
+    return load_instance(instance, overrides, catalog=_catalog(ctx))
+
 
 set_opt = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
                        help="Override an instance field (repeatable), e.g. --set workload.arrival_rate=500.")
@@ -50,9 +63,8 @@ def evaluate(ctx, instance, topology, admission, overrides, fmt):
     """Size and score a given fleet: instances per pool, SLOs, power, tokens per joule."""
     from fleetopt.fleet import evaluate as ev
     from fleetopt.fleet import parse_topology
-    from fleetopt.instance import load_instance
 
-    inst, base = load_instance(instance, overrides)
+    inst, base = _load(ctx, instance, overrides)
     res = ev(inst, base, parse_topology(topology), admission, _catalog(ctx))
     _show(res, fmt, _fleet_tables)
 
@@ -75,37 +87,48 @@ def _solve_tables(res: dict) -> str:
     lines.append(table(rows, "plan against baselines (same model)"))
     gap = "-" if s["gap"] is None else f"{100 * s['gap']:.4g} %"
     ss = res["search_space"]
-    lines.append(f"\nsolver: {s['status']} (gap {gap}), {s['variables']} variables x {s['constraints']} rows "
-                 f"(of {ss['columns']} columns, {ss['columns_after_pruning']} after dominance pruning, the rest "
-                 f"eliminated by bound), {s['seconds']:.2f} s; search space {len(ss['boundaries'])} boundaries x "
-                 f"{len(ss['configs'])} configs, K <= {ss['max_pools']}")
+    size = (f"{s['variables']} variables x {s['constraints']} rows (of {ss['columns']} columns, "
+            f"{ss['columns_after_pruning']} after dominance pruning, the rest eliminated by bound)"
+            if s["variables"] else f"no MILP solved ({ss['columns']} columns)")
+    lines.append(f"\nsolver: {s['status']} (gap {gap}), {size}, {s['seconds']:.2f} s; search space "
+                 f"{len(ss['boundaries'])} boundaries x {len(ss['configs'])} configs, K <= {ss['max_pools']}")
     if s["status"] == "time_limit":
         lines.append("WARNING: time limit reached: the plan is the best found, not proven optimal (see gap)")
+    lines += [f"note: {n}" for n in s.get("notes", [])]
     return "\n".join(lines)
 
 
-def _write_outputs(out_dir: str, res: dict, force: bool) -> None:
-    """plan.json, pools.csv and plan.md, each written atomically; existing files are only
-    replaced with --force (or after a yes on an interactive terminal)."""
+OUT_FILES = ["plan.json", "pools.csv", "plan.md"]
+
+
+def _check_out(out_dir: str, force: bool) -> bool:
+    """Before solving: refuse an --out folder that cannot take the plan (one line), asking
+    on an interactive terminal before replacing an earlier plan.  Returns the force to
+    write with."""
     import sys
-    from pathlib import Path
 
     from fleetopt import FleetoptError
-    from fleetopt.output import to_csv, to_json, write_atomic
+    from fleetopt.files import check_set_target
 
-    d = Path(out_dir)
-    if d.exists() and not d.is_dir():
-        raise FleetoptError(f"--out: '{d}' exists and is not a folder")
-    names = ["plan.json", "pools.csv", "plan.md"]
-    clash = [n for n in names if (d / n).exists()]
-    if clash and not force:
-        if sys.stdin.isatty() and click.confirm(f"overwrite {', '.join(clash)} in {d}?", default=False, err=True):
-            pass
-        else:
-            raise FleetoptError(f"--out: {d / clash[0]} exists; pass --force to replace it")
-    write_atomic(d / "plan.json", to_json(res) + "\n")
-    write_atomic(d / "pools.csv", to_csv(res["pools"]))
-    write_atomic(d / "plan.md", f"# fleetopt plan: {res['instance']}\n\n```\n{_solve_tables(res)}\n```\n")
+    held = check_set_target(out_dir, OUT_FILES, "--out", force=True)     # the folder's shape only
+    if held and not force:
+        if sys.stdin.isatty() and click.confirm(f"overwrite {', '.join(held)} in {out_dir}?", default=False,
+                                                err=True):
+            return True
+        raise FleetoptError(f"--out: {Path(out_dir) / held[0]} exists; pass --force to replace it")
+    return force
+
+
+def _write_outputs(out_dir: str, res: dict, force: bool) -> None:
+    """plan.json, pools.csv and plan.md as one set (``fleetopt.files.write_set``): a kill
+    at any moment leaves the whole old plan or the whole new one; a full or read-only disk
+    is one line and leaves nothing behind."""
+    from fleetopt.files import write_atomic, write_set
+    from fleetopt.output import to_csv, to_json
+
+    texts = {"plan.json": to_json(res) + "\n", "pools.csv": to_csv(res["pools"]),
+             "plan.md": f"# fleetopt plan: {res['instance']}\n\n```\n{_solve_tables(res)}\n```\n"}
+    write_set(out_dir, {n: (lambda path, t=texts[n]: write_atomic(path, t)) for n in OUT_FILES}, "--out", force)
 
 
 @cli.command()
@@ -118,21 +141,22 @@ def _write_outputs(out_dir: str, res: dict, force: bool) -> None:
 @click.option("--verbose", is_flag=True, help="Show the HiGHS log.")
 @click.option("--verify", is_flag=True, help="Simulate the plan and report both (flagged if an SLO is missed).")
 @click.option("--repair", is_flag=True, help="With --verify: add instances to failing pools until the SLOs hold.")
-@click.option("--requests", type=click.IntRange(min=100), default=100_000, show_default=True,
+@click.option("--requests", type=click.IntRange(min=100, max=100_000_000), default=100_000, show_default=True,
               help="Requests simulated by --verify.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --verify simulation.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the --verify simulation.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes sizing the candidate pools (default: up to 2, the cores there are).")
 @click.pass_context
 def solve(ctx, instance, overrides, fmt, out_dir, force, verbose, verify, repair, requests, seed, workers):
     """Optimal pool boundaries, GPU types and counts (MILP, HiGHS), with baselines and gains."""
-    from fleetopt.fleet import parse_topology
-    from fleetopt.instance import load_instance
-    from fleetopt.solve import solve_instance
-
-    inst, base = load_instance(instance, overrides)
     import os
 
+    from fleetopt.fleet import parse_topology
+    from fleetopt.solve import solve_instance
+
+    inst, base = _load(ctx, instance, overrides)
+    if out_dir:
+        force = _check_out(out_dir, force)
     res = solve_instance(inst, base, _catalog(ctx), verbose=verbose, workers=workers or min(2, os.cpu_count() or 1))
     if verify or repair:
         from fleetopt.simulate.run import misses
@@ -191,19 +215,24 @@ def _plan_topology(plan_path: str):
     try:
         with open(plan_path) as f:
             plan = json.load(f)
-        return parse_topology(plan["topology"])
+        topology = plan["topology"]
     except FileNotFoundError:
         raise FleetoptError(f"--plan: no such file '{plan_path}'") from None
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except OSError as e:
+        raise FleetoptError(f"--plan: cannot read '{plan_path}' ({e.strerror})") from None
+    except (ValueError, KeyError, TypeError):
         raise FleetoptError(f"--plan: '{plan_path}' is not a plan.json written by fleetopt solve --out") from None
+    if not isinstance(topology, str):
+        raise FleetoptError(f"--plan: '{plan_path}' is not a plan.json written by fleetopt solve --out")
+    return parse_topology(topology)
 
 
 @cli.command()
 @click.argument("instance", type=click.Path(dir_okay=False))
 @click.option("--plan", "plan_path", default=None, help="plan.json from fleetopt solve --out.")
 @click.option("--topology", default=None, help="Pools as UPPER_TOKENS:GPU[xTP][:ADMISSION],... ascending.")
-@click.option("--requests", type=click.IntRange(min=100), default=100_000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--requests", type=click.IntRange(min=100, max=100_000_000), default=100_000, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--repair", is_flag=True, help="Add instances to pools whose simulated P99s miss the SLOs.")
 @click.option("--arrivals", type=click.Choice(["poisson", "trace"]), default="poisson", show_default=True,
               help="Poisson at the instance's rate, or the instance's trace timestamps replayed.")
@@ -221,13 +250,12 @@ def simulate(ctx, instance, plan_path, topology, requests, seed, repair, arrival
     """Request-level simulation of a fleet, beside its analytical prediction."""
     from fleetopt import FleetoptError
     from fleetopt.fleet import parse_topology
-    from fleetopt.instance import load_instance
     from fleetopt.simulate.run import repair as rep
     from fleetopt.simulate.run import simulate as sim
 
     if (plan_path is None) == (topology is None):
         raise FleetoptError("simulate: give exactly one of --plan or --topology")
-    inst, base = load_instance(instance, overrides)
+    inst, base = _load(ctx, instance, overrides)
     topo = _plan_topology(plan_path) if plan_path else parse_topology(topology)
     if repair:
         if trace_out or arrivals != "poisson":
@@ -247,7 +275,7 @@ def simulate(ctx, instance, plan_path, topology, requests, seed, repair, arrival
 @click.option("--storage", default=None,
               help="Optuna storage: a journal file path (default .fleetopt/<instance>.optuna.journal) or an RDB URL.")
 @click.option("--study", "study_name", default=None, help="Study name (default refine-<instance>-<objective>).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--pareto", type=click.Choice(["ttft", "cost"]), default=None,
               help="Multi-objective: tokens per joule against P99 TTFT or against cost; reports the Pareto front.")
 @click.option("--verify", is_flag=True, help="Simulate the refined plan (50,000 requests) and report it.")
@@ -256,13 +284,16 @@ def simulate(ctx, instance, plan_path, topology, requests, seed, repair, arrival
 @click.pass_context
 def refine(ctx, instance, trials, timeout_s, storage, study_name, seed, pareto, verify, overrides, fmt):
     """Optuna refinement of the non-convex knobs, seeded by the MILP plan."""
+    import math
     import sys
 
-    from fleetopt.instance import load_instance
+    from fleetopt import FleetoptError
     from fleetopt.output import table
     from fleetopt.refine import refine as run
 
-    inst, base = load_instance(instance, overrides)
+    if timeout_s is not None and not math.isfinite(timeout_s):
+        raise FleetoptError(f"--timeout: must be a finite number of seconds, got {timeout_s}")
+    inst, base = _load(ctx, instance, overrides)
     res = run(inst, base, trials, timeout_s, storage, study_name, seed, pareto, _catalog(ctx),
               progress=(fmt == "table" and sys.stderr.isatty()), verify=verify)
     if fmt == "json":
@@ -298,21 +329,25 @@ def refine(ctx, instance, trials, timeout_s, storage, study_name, seed, pareto, 
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes.")
 @click.option("--scheduler", default=None, help="Dask scheduler address (tcp://host:port) to run the cases on.")
 @click.option("--retry-failed", is_flag=True, help="Run again the cases recorded as failed.")
+@click.option("--force", is_flag=True, help="Take over an --out folder holding another spec's results.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def sweep(spec, out_dir, workers, scheduler, retry_failed, fmt):
+@click.pass_context
+def sweep(ctx, spec, out_dir, workers, scheduler, retry_failed, force, fmt):
     """Solve every case of a sweep spec; resumable (finished cases are skipped)."""
     import sys
 
     from fleetopt.sweep import run_sweep
 
-    res = run_sweep(spec, out_dir, workers, scheduler, retry_failed, progress=(fmt == "table" and sys.stderr.isatty()))
+    res = run_sweep(spec, out_dir, workers, scheduler, retry_failed, progress=(fmt == "table" and sys.stderr.isatty()),
+                    force=force, catalog_files=tuple(ctx.obj.get("catalog", ())))
     if fmt == "json":
         _emit(res, "json")
         return
     rate = f", {res['cases_per_second']:.1f} cases/s" if res["cases_per_second"] else ""
     click.echo(f"{res['spec']}: {res['cases']} cases, {res['done']} run now ({res['failed']} failed, "
                f"{res['infeasible']} infeasible), {res['skipped']} already done; {res['seconds']:.1f} s{rate}; "
-               f"results in {res['out']}/cases")
+               f"results in {res['out']}/cases"
+               + (f"; removed {res['removed_stale']} rows of cases no longer in the spec" if res["removed_stale"] else ""))
     for e in res["errors"]:
         click.echo(f"  failed {e}", err=True)
 
@@ -330,3 +365,44 @@ def sweep_report(out_dir, fmt):
     else:
         click.echo(res["text"])
         click.echo("\nwrote " + ", ".join(res["files"]))
+
+
+@cli.command()
+@click.argument("measurements", type=click.Path(dir_okay=False))
+@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False),
+              help="Write the fitted calibration to this YAML file (never replaced without --force).")
+@click.option("--force", is_flag=True, help="Replace an existing --out file.")
+@click.option("--nfev", type=click.IntRange(min=5), default=100, show_default=True,
+              help="Least-squares evaluations (more: slower, closer fit).")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def calibrate(ctx, measurements, out_path, force, nfev, fmt):
+    """Fit the physical model's coefficients to your own measurements (CSV schema in the README)."""
+    from fleetopt.calibrate import calibrate as run, read_measurements, write_calibration
+    from fleetopt.physics.calibration import active_label
+
+    cat = _catalog(ctx)
+    df = read_measurements(measurements, cat)
+    if out_path and Path(out_path).exists() and not force:
+        raise FleetoptError(f"{out_path}: exists (use --force to replace it)")
+    rep = run(df, cat, max_nfev=nfev)
+    if out_path:
+        write_calibration(rep.result.cal, out_path, f"{Path(measurements).name} ({rep.rows} rows)", force)
+    res = {"measurements": str(measurements), "rows": rep.rows, "started_from": active_label(),
+           "residuals": rep.rows_table(), "leave_one_gpu_out": rep.logo,
+           "coefficients": rep.result.cal.to_dict(), "prompt_tokens_by_task": rep.result.prompt_by_task,
+           "engines": {k: vars(v) for k, v in rep.result.engines.items()}, "written": out_path}
+    if fmt == "json":
+        _emit(res, "json")
+        return
+    _emit(rep.rows_table(), fmt, f"{measurements}: {rep.rows} rows, residuals before ({active_label()}) and after the fit")
+    if fmt == "table":
+        if rep.logo:
+            click.echo("\nleave one GPU out (MAPE %):")
+            for r in rep.logo:
+                click.echo("  " + r["held_out"] + ": " + ", ".join(f"{m} {r[m]:.1f}" for m in METRICS if m in r))
+        click.echo("\ncoefficients: " + ", ".join(f"{k}={v:.4g}" for k, v in rep.result.cal.to_dict().items()))
+        for t, p in rep.result.prompt_by_task.items():
+            click.echo(f"inferred prompt tokens for task {t}: {p:.0f}")
+        if out_path:
+            click.echo(f"wrote {out_path}")

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fleetopt import FleetoptError, InfeasibleError
+from fleetopt import FleetoptError, InfeasibleError, NoPlanInTimeError
 from fleetopt.columns import Columns, Config, arcs, configs, prune_dominated
 from fleetopt.disagg import DECODE, PREFILL, PhaseColumns, check_disaggregation, kv_link, phase_serving, \
     size_decode, size_prefill
@@ -291,18 +291,21 @@ def _simplest(agg: Columns | None, split: SplitColumns) -> np.ndarray:
 def solve_combined(inst: Instance, agg: Columns | None, split: SplitColumns,
                    verbose: bool = False) -> tuple[SolveResult, DisaggModelData]:
     """The ``fleet_disagg`` MILP for the instance's objective (fixed demand), then the
-    tie-break among plans within the proven gap; ``chosen`` indexes x, u, v."""
+    tie-break among plans within the proven gap, both within ``solver.time_limit_s``
+    together (the tie-break is skipped, with a note, when nothing is left of it);
+    ``chosen`` indexes x, u, v."""
     from formulations.fleet_disagg import solve_direct, solve_pyomo
 
     s = inst.solver
+    deadline = time.perf_counter() + s.time_limit_s
     data = model_data(inst, agg, split)
     w = _weights(agg, split, "cost_h" if inst.objective == "min_cost" else "energy_w")
 
     def run(weights, start=None):
+        left = max(deadline - time.perf_counter(), 1e-3)
         if s.interface == "pyomo":
-            return solve_pyomo(data, weights, "min", s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose, s.presolve)
-        return solve_direct(data, weights, "min", s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose, s.presolve,
-                            start)
+            return solve_pyomo(data, weights, "min", left, s.mip_gap, s.threads, s.seed, verbose, s.presolve)
+        return solve_direct(data, weights, "min", left, s.mip_gap, s.threads, s.seed, verbose, s.presolve, start)
 
     res = run(w)
     if res.chosen:
@@ -310,12 +313,15 @@ def solve_combined(inst: Instance, agg: Columns | None, split: SplitColumns,
         res.bound = min(res.bound, true) if res.bound is not None else true
         res.objective = true
         tol = max(s.mip_gap, 1e-9)
-        data.budget = (w, true * (1 + tol))
-        second = run(_simplest(agg, split), res.chosen)
-        data.budget = None
-        if second.chosen and float(w[second.chosen].sum()) <= true * (1 + tol):
-            res.chosen, res.objective = second.chosen, float(w[second.chosen].sum())
-            res.seconds += second.seconds
+        if deadline - time.perf_counter() > 0.0:
+            data.budget = (w, true * (1 + tol))
+            second = run(_simplest(agg, split), res.chosen)
+            data.budget = None
+            if second.chosen and float(w[second.chosen].sum()) <= true * (1 + tol):
+                res.chosen, res.objective = second.chosen, float(w[second.chosen].sum())
+                res.seconds += second.seconds
+        else:
+            res.notes.append("tie-break skipped: the time limit was reached")
         res.gap = abs(res.objective - res.bound) / max(abs(res.objective), 1e-12)
     return res, data
 
@@ -377,12 +383,13 @@ def _aggregated_optimum(inst: Instance, base: Path, cat: Catalog, dist: LengthDi
                         agg_all: Columns, verbose: bool) -> dict | None:
     """The best aggregated plan (``formulations.fleet`` on the aggregated columns, the capped
     ones included)."""
-    from fleetopt.solve import _reader, _solve_columns
+    from fleetopt.milp import StagedSolve
+    from fleetopt.solve import _reader
 
     cols = prune_dominated(agg_all, inst.objective, inst.power.facility_cap_mw is not None)
     if not len(cols):
         return None
-    res, _ = _solve_columns(inst, cols, verbose)
+    res, _ = StagedSolve(inst, cols, verbose).run()
     if not res.chosen:
         return None
     topo = topology_of(inst, cat, cols, None, res.chosen)
@@ -412,8 +419,9 @@ def finish_solve_disagg(inst: Instance, base: Path, cat: Catalog, dist: LengthDi
     res, data = solve_combined(inst, agg, split, verbose)
     if not res.chosen:
         if res.status == "time_limit":
-            raise InfeasibleError(f"no feasible plan found within the {inst.solver.time_limit_s:g} s time limit "
-                                  f"(solver.time_limit_s); raise it")
+            from fleetopt.solve import _no_plan_in_time
+
+            raise NoPlanInTimeError(_no_plan_in_time(inst))
         raise InfeasibleError(_diagnose(inst, raw, split))
     topo = topology_of(inst, cat, agg, split, res.chosen)
     plan = evaluate(inst, base, topo, catalog=cat, workload=(dist, rate), sized=_reader(inst, raw))
@@ -438,7 +446,8 @@ def finish_solve_disagg(inst: Instance, base: Path, cat: Catalog, dist: LengthDi
                                               "a matrix)") + ", formulation fleet_disagg",
                       "status": res.status, "objective": res.objective, "bound": res.bound, "gap": res.gap,
                       "seconds": time.perf_counter() - t0, "solve_seconds": res.seconds, "column_seconds": t_cols,
-                      "variables": res.variables, "constraints": res.constraints, "dinkelbach_iterations": 0},
+                      "variables": res.variables, "constraints": res.constraints, "dinkelbach_iterations": 0,
+                      "notes": res.notes},
            "search_space": {"boundaries": raw.bounds,
                             "configs": [f"{c.gpu}x{c.tp}:{c.admission}"
                                         + (f"@{c.cap:g}tdp" if getattr(c, "cap", 1.0) < 1 else "")

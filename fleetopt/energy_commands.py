@@ -68,10 +68,12 @@ def energy(ctx, instance, plan_path, topology, queries_per_day, usd_per_mwh, gco
                     ("--gco2-per-kwh", gco2_per_kwh)):
         if v is not None and not v >= 0:
             raise FleetoptError(f"{flag}: must be >= 0, got {v:g}")
+        if v is not None and v == float("inf"):
+            raise FleetoptError(f"{flag}: must be a finite number, got {v:g}")
     if queries_per_day is not None and queries_per_day <= 0:
         raise FleetoptError(f"--queries-per-day: must be > 0, got {queries_per_day:g}")
-    inst, base = load_instance(instance, overrides)
     cat = _catalog(ctx)
+    inst, base = load_instance(instance, overrides, catalog=cat)
     if plan_path:
         topo = _plan_topology(plan_path)
         _check_plan_model(plan_path, inst.model, cat)
@@ -101,24 +103,18 @@ def _check_plan_model(plan_path: str, model: str, cat) -> None:
 
 
 def _write_map(out_dir: str, rows: list[dict], title: str, force: bool) -> list[str]:
-    """energy_map.png and energy_map.json in ``out_dir``, each atomically; existing files
-    are replaced only with --force."""
+    """energy_map.png and energy_map.json in ``out_dir``, as one set
+    (``fleetopt.files.write_set``); existing files are replaced only with --force."""
     from pathlib import Path
 
-    from fleetopt import FleetoptError
     from fleetopt.energy_map import write_heatmap
-    from fleetopt.output import to_json, write_atomic
+    from fleetopt.files import write_atomic, write_set
+    from fleetopt.output import to_json
 
-    d = Path(out_dir)
-    if d.exists() and not d.is_dir():
-        raise FleetoptError(f"--out: '{d}' exists and is not a folder")
     names = ["energy_map.png", "energy_map.json"]
-    clash = [n for n in names if (d / n).exists()]
-    if clash and not force:
-        raise FleetoptError(f"--out: {d / clash[0]} exists; pass --force to replace it")
-    write_heatmap(rows, d / "energy_map.png", title)
-    write_atomic(d / "energy_map.json", to_json(rows) + "\n")
-    return [str(d / n) for n in names]
+    write_set(out_dir, {"energy_map.png": lambda path: write_heatmap(rows, path, title),
+                        "energy_map.json": lambda path: write_atomic(path, to_json(rows) + "\n")}, "--out", force)
+    return [str(Path(out_dir) / n) for n in names]
 
 
 @cli.command("energy-map")
@@ -144,6 +140,12 @@ def energy_map_cmd(ctx, model, gpu, tp, inputs, outputs, batch, tpot_ms, fmt, ou
 
     if batch is not None and tpot_ms is not None:
         raise FleetoptError("--batch and --tpot-ms: give at most one")
+    if tpot_ms is not None and not 0 < tpot_ms < float("inf"):
+        raise FleetoptError(f"--tpot-ms: must be a finite number > 0, got {tpot_ms:g}")
+    if out_dir:                             # refused before the work, not after
+        from fleetopt.files import check_set_target
+
+        check_set_target(out_dir, ["energy_map.png", "energy_map.json"], "--out", force)
     ins, outs = _ints(inputs, "--inputs"), _ints(outputs, "--outputs")
     prof = make_profile("physical", model, gpu, tp, _catalog(ctx))
     rows = energy_map(prof, ins, outs, batch, tpot_ms)

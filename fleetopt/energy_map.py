@@ -160,10 +160,11 @@ def matrix_text(rows: list[dict], title: str) -> str:
 def write_heatmap(rows: list[dict], path: str | os.PathLike, title: str) -> None:
     """A PNG heatmap of J per output token (log colour scale), the peak starred and the
     efficient region outlined, written atomically (temporary file, then rename)."""
-    import tempfile
     from pathlib import Path
 
     import matplotlib
+
+    from fleetopt.files import temp_name
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -196,8 +197,7 @@ def write_heatmap(rows: list[dict], path: str | os.PathLike, title: str) -> None
     fig.tight_layout()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".png")
-    os.close(fd)
+    tmp = p.parent / temp_name(p.name, ".png")        # created as any new file (umask), unlike mkstemp's 0600
     try:
         fig.savefig(tmp, dpi=120)
         os.replace(tmp, p)

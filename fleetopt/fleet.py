@@ -121,46 +121,78 @@ def _resolve(base: Path, p: str) -> Path:
     return q if q.is_absolute() else base / q
 
 
-def _existing(base: Path, p: str) -> Path:
+def _existing(base: Path, p: str, field: str = "workload.distribution.path") -> Path:
     path = _resolve(base, p)
-    if not path.exists():
-        raise FleetoptError(f"workload.distribution.path: no such file '{path}'")
+    if not path.is_file():
+        raise FleetoptError(f"{field}: no such file '{path}'")
     return path
 
 
-def _component(d, base: Path, key: str, max_out):
-    """(LengthDist, trace rate or None) for one distribution spec."""
+def _checked(problem, lines: list[int], field: str, name: str) -> None:
+    """Raise a ``knots_problem``/``cells_problem`` found in a CSV, naming its line."""
+    if problem is not None:
+        i, _, msg = problem
+        where = f" line {lines[i]}" if i is not None else ""
+        raise FleetoptError(f"{field}: '{name}'{where}: {msg}")
+
+
+def _component(d, base: Path, key: str, max_out, field: str = "workload.distribution"):
+    """(LengthDist, trace rate or None) for one distribution spec (``field`` names it in
+    errors; a CSV's bad row is named by its line)."""
+    from fleetopt.instance import cells_problem, knots_problem
+    from fleetopt.workload import read_numeric_csv
+
     if d.type == "cdf":
         if d.knots is not None:
             knots = d.knots
         else:
-            import csv
-
-            with open(_existing(base, d.path)) as f:
-                knots = [(float(r["total_tokens_le"]), float(r["cumulative_fraction"])) for r in csv.DictReader(f)]
+            path = _existing(base, d.path, f"{field}.path")
+            lines, knots = read_numeric_csv(path, ["total_tokens_le", "cumulative_fraction"], f"{field}.path")
+            _checked(knots_problem(knots), lines, f"{field}.path", path.name)
         return from_cdf(knots, d.input_share, routing_key=key), None
     if d.type == "histogram":
         if d.cells is not None:
             cells = d.cells
         else:
-            import pandas as pd
-
-            path = _existing(base, d.path)
-            df = pd.read_csv(path)
-            if d.dataset is not None:
-                df = df[df["dataset"] == d.dataset]
-                if df.empty:
-                    raise FleetoptError(f"workload.distribution.dataset: no rows for '{d.dataset}' in {path.name}")
-            cells = df[["input_bin_lo", "input_bin_hi", "output_bin_lo", "output_bin_hi", "fraction"]].to_numpy()
+            path = _existing(base, d.path, f"{field}.path")
+            cols = ["input_bin_lo", "input_bin_hi", "output_bin_lo", "output_bin_hi", "fraction"]
+            lines, cells = read_numeric_csv(path, cols, f"{field}.path",
+                                            ("dataset", d.dataset) if d.dataset is not None else None)
+            if d.dataset is not None and not cells:
+                raise FleetoptError(f"{field}.dataset: no rows for '{d.dataset}' in {path.name}")
+            _checked(cells_problem(cells), lines, f"{field}.path", path.name)
         return from_cells(cells, d.points_per_dim, key, max_out), None
     if d.type == "trace":
-        inp, out, t = read_trace(_resolve(base, d.path), d.input_column, d.output_column, d.time_column)
+        inp, out, t = read_trace(_resolve(base, d.path), d.input_column, d.output_column, d.time_column,
+                                 f"{field}.path")
         rate = trace_rate(t) if t is not None else None
         return LengthDist.build(inp, out, np.ones_like(inp), key, max_out), rate
     if d.type == "lognormal":
         return from_lognormal(d.input_median, d.input_sigma, d.output_median, d.output_sigma, routing_key=key,
                               max_tokens=d.max_tokens, max_output_tokens=max_out), None
-    raise FleetoptError(f"workload.distribution.type: unknown '{d.type}'")
+    raise FleetoptError(f"{field}.type: unknown '{d.type}'")
+
+
+def model_context(inst: Instance, catalog) -> int:
+    """The model's context window in tokens (0 when the catalog does not say)."""
+    return int(getattr(catalog.model(inst.model), "max_context_tokens", 0) or 0)
+
+
+def check_context(inst: Instance, dist: LengthDist, catalog, uppers=()) -> None:
+    """Refuse (one line, exit 2) requests longer than the model's context window, and pools
+    (``uppers``, a topology's upper bounds) whose window exceeds it: no server takes them."""
+    ctx = model_context(inst, catalog)
+    if not ctx:
+        return
+    tot = dist.inp + dist.out
+    over = tot > ctx
+    if over.any():
+        raise FleetoptError(f"workload: {100 * float(dist.w[over].sum()):.3g} % of requests (up to {tot.max():.0f} "
+                            f"tokens) are longer than {inst.model}'s context window of {ctx} tokens")
+    for up in uppers:
+        if up > ctx:
+            raise FleetoptError(f"topology: the pool up to {up} tokens is longer than {inst.model}'s context window "
+                                f"of {ctx} tokens")
 
 
 def build_workload(inst: Instance, base: Path) -> tuple[LengthDist, float]:
@@ -170,8 +202,10 @@ def build_workload(inst: Instance, base: Path) -> tuple[LengthDist, float]:
     key, max_out = wl.routing_key, wl.max_output_tokens
     rate = None
     if d.type == "mixture":
-        parts = [(c.weight, scale_output(_component(c.workload, base, key, max_out)[0], c.output_scale, key, max_out))
-                 for c in d.components.values() if c.weight > 0]
+        parts = [(c.weight, scale_output(_component(c.workload, base, key, max_out,
+                                                    f"workload.distribution.components.{name}.workload")[0],
+                                         c.output_scale, key, max_out))
+                 for name, c in d.components.items() if c.weight > 0]
         tot = sum(wt for wt, _ in parts)
         if tot <= 0:
             raise FleetoptError("workload.distribution.components: every weight is 0")
@@ -332,9 +366,15 @@ class Router:
         self.paper = (inst.mode == "paper" and d.type == "cdf" and d.knots is not None
                       and (comp is None or comp.accounting == "paper")
                       and inst.workload.output_scale == 1.0)     # scaled outputs: routed by key
+        if self.paper and comp is not None and comp.success < 1:
+            raise FleetoptError(f"pools.compress.success: must be 1 with pools.compress.accounting: paper in paper mode "
+                                f"(the published sizing compresses every request up to gamma x B), got "
+                                f"{comp.success:g}; use accounting: consistent for a success rate")
         self.d = d
 
     def pool(self, lo: float, hi: float, next_hi: float | None) -> tuple[PoolTraffic, int]:
+        if next_hi is None:
+            self.warn_clamped(hi)
         if not self.paper:
             return pool_traffic(self.dist, lo, hi, next_hi, self.compress)
         g = self.compress.gamma if self.compress is not None else 1.0
@@ -345,6 +385,28 @@ class Router:
 
     def route(self, uppers: list[int]) -> list[tuple[PoolTraffic, int]]:
         return [self.pool(lo, hi, nx) for lo, hi, nx in pool_bounds(uppers)]
+
+    def longer_than(self, window: float) -> tuple[float, float]:
+        """(share of requests, longest routing key) beyond ``window``: what the last pool
+        serves clamped to its window."""
+        if self.paper:
+            top = float(self.d.knots[-1][0])
+            return (max(0.0, 1.0 - _cdf_at(self.d.knots, window)) if top > window else 0.0), top
+        k = self.dist.key
+        return float(self.dist.w[k > window].sum()), float(k[-1])
+
+    def warn_clamped(self, window: float) -> None:
+        """Requests longer than the last pool's window are served clamped to it (the
+        paper's convention): say so, once, with the share of traffic affected."""
+        share, top = self.longer_than(window)
+        if share > 0:
+            import warnings
+
+            from fleetopt import FleetoptWarning
+
+            warnings.warn(f"{100 * share:.3g} % of requests (up to {top:.0f} tokens) are longer than the last "
+                          f"pool's window of {window:.0f} tokens and are served clamped to it; raise "
+                          f"pools.max_window or the topology's last upper bound", FleetoptWarning, stacklevel=2)
 
     def route_members(self, topology: list[PoolChoice]) -> list[tuple[int, PoolTraffic, int]]:
         """Per topology entry: (lower bound, its range's traffic, window); the members of a
@@ -418,6 +480,7 @@ def evaluate(inst: Instance, base: Path, topology: list[PoolChoice], admission: 
 
     cat = catalog or load_catalog()
     dist, rate = workload or build_workload(inst, base)
+    check_context(inst, dist, cat, [p.upper for p in topology])
     adm = admission or inst.pools.admission[0]
     if inst.mode == "paper":
         adm = "reserve"

@@ -1,13 +1,18 @@
 """Instance files: the validated schema, ``--set`` overrides and one-line errors.
 
-An instance is YAML read with ``yaml.safe_load`` and validated into msgspec records with
-unknown fields forbidden (``fleetopt.schema``); every error names the field path
-(``workload.arrival_rate: must be > 0, got -5``).  Relative file paths inside an instance
-resolve against the instance's folder.
+An instance is YAML read safely (duplicate keys refused) and validated into msgspec records
+with unknown fields forbidden (``fleetopt.schema``); every error names the field path
+(``workload.arrival_rate: must be > 0, got -5``).  Values are checked, not just types:
+every number finite, CDF knots a CDF, histogram cells bins with probabilities summing to
+1, mixture weights summing to 1, boundaries positive and ascending (``knots_problem``,
+``cells_problem`` and the records' ``__post_init__``); ``check_instance`` checks what needs
+the catalog (model and GPU ids, TP dividing the heads, power caps above idle power).
+Relative file paths inside an instance resolve against the instance's folder.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -16,6 +21,68 @@ from fleetopt.schema import (Annotated, Fraction, Meta, NonNeg, Pos, PosInt, Rec
                              int_between)
 
 SCHEMA_VERSION = 1
+PROB_TOL = 1e-3
+"""How far from 1 a histogram's fractions or a mixture's weights may sum (rounded data)."""
+
+
+def _g(x: float) -> str:
+    return f"{x:g}"
+
+
+def knots_problem(knots) -> tuple[int | None, int | None, str] | None:
+    """Why CDF knots ``[[tokens, cumulative_fraction], ...]`` are not a CDF, as (knot index
+    or None for the whole list, 0 tokens / 1 fraction / None, message), or None when they
+    are: tokens positive and increasing, fractions in [0, 1], non-decreasing, the last 1."""
+    if len(knots) == 0:
+        return None, None, "must have at least one knot"
+    prev_t, prev_f = 0.0, 0.0
+    for i, (t, f) in enumerate(knots):
+        if not math.isfinite(t) or t <= 0:
+            return i, 0, f"tokens must be a finite number > 0, got {_g(t)}"
+        if t <= prev_t:
+            return i, 0, f"tokens must increase from knot to knot, got {_g(t)} after {_g(prev_t)}"
+        if not (math.isfinite(f) and 0.0 <= f <= 1.0):
+            return i, 1, f"cumulative fraction must be in [0, 1], got {_g(f)}"
+        if f < prev_f:
+            return i, 1, f"cumulative fraction must not decrease, got {_g(f)} after {_g(prev_f)}"
+        prev_t, prev_f = t, f
+    if abs(prev_f - 1.0) > 1e-9:
+        return len(knots) - 1, 1, f"the last knot's cumulative fraction must be 1, got {_g(prev_f)}"
+    return None
+
+
+def cells_problem(cells) -> tuple[int | None, int | None, str] | None:
+    """Why histogram cells ``[[in_lo, in_hi, out_lo, out_hi, fraction], ...]`` are not a
+    length distribution, as (cell index or None for the whole list, field index or None,
+    message), or None: bins 0 <= lo < hi, fractions in [0, 1] summing to 1 within PROB_TOL."""
+    if len(cells) == 0:
+        return None, None, "must have at least one cell"
+    total = 0.0
+    for i, c in enumerate(cells):
+        if len(c) != 5:
+            return i, None, f"a cell is [in_lo, in_hi, out_lo, out_hi, fraction], got {len(c)} numbers"
+        for j, x in enumerate(c):
+            if not math.isfinite(x):
+                return i, j, f"must be a finite number, got {x}"
+        for j, what in ((0, "input"), (2, "output")):
+            if c[j] < 0:
+                return i, j, f"{what} bin must start at >= 0, got {_g(c[j])}"
+            if c[j + 1] <= c[j]:
+                return i, j + 1, f"{what} bin must have lo < hi, got [{_g(c[j])}, {_g(c[j + 1])}]"
+        if not 0.0 <= c[4] <= 1.0:
+            return i, 4, f"fraction must be in [0, 1], got {_g(c[4])}"
+        total += c[4]
+    if abs(total - 1.0) > PROB_TOL:
+        return None, None, f"fractions must sum to 1 (within {PROB_TOL:g}), got {total:.6g}"
+    return None
+
+
+def _raise_at(field_name: str, problem) -> None:
+    """Raise a post-init ValueError naming ``field_name.index.field`` (``fleetopt.schema``)."""
+    if problem is not None:
+        i, j, msg = problem
+        sub = ".".join([field_name] + [str(x) for x in (i, j) if x is not None])
+        raise ValueError(f"@{sub}: {msg}")
 
 
 class GpuOption(Record, kw_only=True):
@@ -58,6 +125,8 @@ class CdfWorkload(_Dist, tag="cdf", kw_only=True):
 
     def __post_init__(self):
         _one_source(self, "knots")
+        if self.knots is not None:
+            _raise_at("knots", knots_problem(self.knots))
 
 
 class HistogramWorkload(_Dist, tag="histogram", kw_only=True):
@@ -71,6 +140,8 @@ class HistogramWorkload(_Dist, tag="histogram", kw_only=True):
 
     def __post_init__(self):
         _one_source(self, "cells")
+        if self.cells is not None:
+            _raise_at("cells", cells_problem(self.cells))
 
 
 class TraceWorkload(_Dist, tag="trace", kw_only=True):
@@ -89,8 +160,8 @@ class LognormalWorkload(_Dist, tag="lognormal", kw_only=True):
 
 
 class MixtureComponent(Record, kw_only=True):
-    weight: NonNeg
-    """Relative weight (normalised over the components; 0 switches a component off)."""
+    weight: between(ge=0, le=1)
+    """Share of the requests (the weights sum to 1; 0 switches a component off)."""
     workload: Union[CdfWorkload, HistogramWorkload, TraceWorkload, LognormalWorkload]
     output_scale: Pos = 1.0
     """This component's output lengths x this factor (a long-query share: e.g. 15 for
@@ -99,6 +170,11 @@ class MixtureComponent(Record, kw_only=True):
 
 class MixtureWorkload(_Dist, tag="mixture", kw_only=True):
     components: Annotated[dict[str, MixtureComponent], Meta(min_length=1)]
+
+    def __post_init__(self):
+        total = sum(c.weight for c in self.components.values())
+        if abs(total - 1.0) > PROB_TOL:
+            raise ValueError(f"@components: the weights must sum to 1 (within {PROB_TOL:g}), got {total:.6g}")
 
 
 class LoadProfile(Record, kw_only=True):
@@ -189,8 +265,19 @@ class Pools(Record, kw_only=True):
     and aggregated pools are offered the same caps (``pools.disaggregation`` allow/only)."""
 
     def __post_init__(self):
-        if isinstance(self.disaggregation, bool):
+        if isinstance(self.disaggregation, bool):      # YAML's bare off/on
             self.disaggregation = "allow" if self.disaggregation else "off"
+        if self.boundaries != "auto":
+            b = self.boundaries
+            if not b:
+                raise ValueError("@boundaries: must have at least one boundary (or be 'auto')")
+            for i, x in enumerate(b):
+                if x <= 0:
+                    raise ValueError(f"@boundaries.{i}: must be > 0, got {x}")
+                if i and x <= b[i - 1]:
+                    raise ValueError(f"@boundaries.{i}: boundaries must be ascending, got {x} after {b[i - 1]}")
+            if self.max_window is not None and b[-1] > self.max_window:
+                raise ValueError(f"@boundaries.{len(b) - 1}: {b[-1]} is above pools.max_window ({self.max_window})")
 
 
 class Serving(Record, kw_only=True):
@@ -202,6 +289,7 @@ class Serving(Record, kw_only=True):
 
 class Solver(Record, kw_only=True):
     time_limit_s: Pos = 60.0
+    """Limit of the whole solve's MILP stages together (bounds, optimum, tie-break, Dinkelbach)."""
     mip_gap: NonNeg = 1e-6
     threads: int_between(ge=1) = 1
     seed: int_between(ge=0) = 0
@@ -230,13 +318,18 @@ class Instance(Record, kw_only=True):
     pools: Pools = field(default_factory=Pools)
     serving: Serving = field(default_factory=Serving)
     solver: Solver = field(default_factory=Solver)
+    calibration: str | None = None
+    """A calibration file from ``fleetopt calibrate`` (relative to the instance's folder);
+    the command line's ``--calibration`` takes precedence.  Default: the packaged one."""
 
 
 def _parse_value(text: str) -> Any:
     import yaml
 
+    from fleetopt.files import parse_yaml
+
     try:
-        return yaml.safe_load(text)
+        return parse_yaml(text)
     except yaml.YAMLError:
         return text
 
@@ -293,9 +386,73 @@ def validate_instance(data: dict, source: str = "") -> Instance:
     return convert(data, Instance, source)
 
 
-def load_instance(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Instance, Path]:
-    """Read, override and validate an instance; returns it with its folder (for relative paths)."""
+from fleetopt.calibration_files import apply_instance_calibration  # noqa: E402
+
+
+def check_instance(inst: Instance, catalog, source: str = "") -> None:
+    """The checks that need the catalog, each a user mistake (``FleetoptError``, exit 2)
+    rather than an infeasible plan: the model and every GPU id known, no GPU listed twice,
+    every TP dividing the model's attention heads (and a multiple of its KV heads above
+    them), the serving power cap at least every candidate GPU's idle power, the last
+    window and boundaries within the model's context window."""
+    prefix = f"{source}: " if source else ""
+    try:
+        model = catalog.model(inst.model)
+    except FleetoptError as e:
+        raise FleetoptError(f"{prefix}model: {e}") from None
+    seen: dict[str, int] = {}
+    idle: dict[str, float] = {}
+    for i, g in enumerate(inst.gpus):
+        try:
+            gpu = catalog.gpu(g.id)
+        except FleetoptError as e:
+            raise FleetoptError(f"{prefix}gpus.{i}.id: {e}") from None
+        if gpu.id in seen:
+            raise FleetoptError(f"{prefix}gpus.{i}.id: '{g.id}' is the GPU of gpus.{seen[gpu.id]} ({gpu.id}); "
+                                f"list each GPU once")
+        seen[gpu.id] = i
+        idle[gpu.id] = gpu.idle_w
+        for j, tp in enumerate(g.tp):
+            why = tp_problem(model, tp)
+            if why:
+                raise FleetoptError(f"{prefix}gpus.{i}.tp.{j}: {why}")
+    ctx = int(getattr(model, "max_context_tokens", 0) or 0)
+    pools = inst.pools
+    if ctx and pools.max_window is not None and pools.max_window > ctx:
+        raise FleetoptError(f"{prefix}pools.max_window: {pools.max_window} is longer than {model.id}'s context window "
+                            f"of {ctx} tokens")
+    if ctx and pools.boundaries != "auto" and pools.boundaries[-1] > ctx:
+        raise FleetoptError(f"{prefix}pools.boundaries.{len(pools.boundaries) - 1}: {pools.boundaries[-1]} is longer "
+                            f"than {model.id}'s context window of {ctx} tokens")
+    cap = inst.serving.power_cap_w
+    if cap is not None:
+        gid, w = max(idle.items(), key=lambda kv: kv[1])
+        if cap < w:
+            raise FleetoptError(f"{prefix}serving.power_cap_w: must be at least the idle power of every candidate "
+                                f"GPU ({gid}: {w:g} W), got {cap:g}")
+
+
+def tp_problem(model, tp: int) -> str | None:
+    """Why ``tp`` cannot shard ``model``'s attention (None when it can)."""
+    if getattr(model, "attention", "gqa") != "gqa":
+        return None
+    if model.heads % tp:
+        return f"tp {tp} does not divide {model.id}'s {model.heads} attention heads"
+    if tp > model.kv_heads and tp % model.kv_heads:
+        return f"tp {tp} is not a multiple of {model.id}'s {model.kv_heads} KV heads"
+    return None
+
+
+def load_instance(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
+                  catalog=None) -> tuple[Instance, Path]:
+    """Read, override and validate an instance; returns it with its folder (for relative
+    paths).  With ``catalog``, also ``check_instance``.  An instance's ``calibration`` field
+    becomes the calibration in use (unless the command line chose one)."""
     data = load_instance_data(path)
     for a in overrides:
         apply_set(data, a)
-    return validate_instance(data, str(path)), Path(path).resolve().parent
+    inst, base = validate_instance(data, str(path)), Path(path).resolve().parent
+    if catalog is not None:
+        check_instance(inst, catalog, str(path))
+    apply_instance_calibration(inst.calibration, base)
+    return inst, base

@@ -7,9 +7,8 @@ import io
 import json
 import math
 import os
-import tempfile
-from pathlib import Path
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 def _clean(v: Any) -> Any:
@@ -52,6 +51,24 @@ def table(rows: list[dict], title: str | None = None) -> str:
     return "\n".join(s.rstrip() for s in out)
 
 
+def power_unit(w: float) -> tuple[float, str]:
+    """The unit a power of ``w`` watts reads best in: W below 1 kW, kW below 1 MW, else MW;
+    returns (watts per unit, unit name)."""
+    a = abs(w)
+    return (1.0, "W") if a < 1e3 else (1e3, "kW") if a < 1e6 else (1e6, "MW")
+
+
+def power_text(w: float, sig: int = 4, decimals: int | None = None, unit: tuple[float, str] | None = None) -> str:
+    """A power in watts as text in its unit (``power_unit``, or ``unit``), with ``sig``
+    significant digits (``decimals`` fixes the digits after the point instead), never in
+    exponent form: 850 W, 12.35 kW, 1.234 MW."""
+    scale, name = unit or power_unit(w)
+    v = w / scale
+    if decimals is None:
+        decimals = max(0, sig - 1 - math.floor(math.log10(abs(v)))) if v else 0
+    return f"{v:.{decimals}f} {name}"
+
+
 def to_csv(rows: Iterable[dict]) -> str:
     rows = list(rows)
     buf = io.StringIO()
@@ -71,18 +88,8 @@ def render(rows: list[dict], fmt: str, title: str | None = None) -> str:
     return table(rows, title)
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and os.replace,
-    so a reader never sees a half-written file and an interrupt leaves the old one intact."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def write_atomic(path: str | os.PathLike, text: str | bytes) -> None:
+    """Write ``text`` to ``path`` atomically (``fleetopt.files.write_atomic``)."""
+    from fleetopt.files import write_atomic as _write
+
+    _write(path, text)

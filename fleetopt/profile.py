@@ -16,9 +16,9 @@ import numpy as np
 from fleetopt import FleetoptError
 from fleetopt.catalog import Catalog, Gpu, Model, load_catalog
 from fleetopt.physics import kv as kvm
-from fleetopt.physics.calibration import DEFAULT, Calibration
-from fleetopt.physics.power import gpu_power_dfreq_w, gpu_power_w
-from fleetopt.physics.roofline import StepParts, prefill_ms, step_breakdown, step_parts
+from fleetopt.physics.calibration import DEFAULT, Calibration, active_calibration
+from fleetopt.physics.power import StepEnergy, gpu_power_dfreq_w, gpu_power_w, step_energy
+from fleetopt.physics.roofline import StepParts, prefill_ms, step_parts
 
 Admission = Literal["reserve", "paged"]
 MODES = ("physical", "paper", "paper-computed")
@@ -45,6 +45,8 @@ class OperatingPoint:
     freq_scale: float = 1.0
     u_mem: float = 0.0
     u_comp: float = 0.0
+    decode_power_per_gpu_w: float = float("nan")
+    """Per-GPU power of the pure decode step (no prefill mixed in), W."""
 
     @property
     def tokens_per_joule(self) -> float:
@@ -67,6 +69,7 @@ class Profile(Protocol):
 
     def kv_capacity_tokens(self) -> int: ...
     def concurrency(self, window_tokens: int, mean_held_tokens: float, admission: Admission) -> int: ...
+    def kv_concurrency(self, window_tokens: int, mean_held_tokens: float, admission: Admission) -> int: ...
     def operating_point(self, batch: float, mean_kv_tokens: float, prefill_tokens_per_step: float = 0.0,
                         prefill_ctx_tokens: float = 0.0, decode: bool = True) -> OperatingPoint: ...
     def prefill_ms(self, prompt_tokens: float) -> float: ...
@@ -98,7 +101,7 @@ class PhysicalProfile:
         return self.tp * self.dp
 
     def kv_capacity_tokens(self) -> int:
-        return kvm.kv_capacity_tokens(self.model, self.gpu, self.tp, self.gpu_memory_utilization)
+        return kvm.kv_capacity_tokens(self.model, self.gpu, self.tp, self.gpu_memory_utilization, dp=self.dp)
 
     def concurrency(self, window_tokens: int, mean_held_tokens: float, admission: Admission = "reserve") -> int:
         kv = self.kv_capacity_tokens()
@@ -106,44 +109,56 @@ class PhysicalProfile:
             return kvm.concurrency_reserve(kv, window_tokens, self.max_num_seqs)
         return kvm.concurrency_paged(kv, mean_held_tokens, self.max_num_seqs)
 
+    def kv_concurrency(self, window_tokens: int, mean_held_tokens: float, admission: Admission = "reserve") -> int:
+        """Sequences the KV cache alone holds (no max_num_seqs cap): vLLM's logged "maximum
+        concurrency" for ``reserve``; pool blocks over mean blocks per sequence for ``paged``."""
+        kv = self.kv_capacity_tokens()
+        if admission == "reserve":
+            return kvm.concurrency_reserve(kv, window_tokens, None)
+        return kvm.concurrency_paged(kv, mean_held_tokens, 2**62)
+
     def _power_and_freq(self, batch, mean_kv, pf_tokens, pf_ctx):
         """Step breakdown, utilisations, per-GPU power and clock scale; scalar or array.
         Over the cap (TDP or the user's), DVFS lowers the clock to the f in [0.2, 1] where
         power meets the cap (``_dvfs_scale``)."""
         cap = min(self.gpu.tdp_w, self.power_cap_w or self.gpu.tdp_w)
         parts = step_parts(self.model, self.gpu, self.tp, batch, mean_kv, pf_tokens, pf_ctx, self.cal, dp=self.dp)
-        br, um, uc, p = self._power_at(parts, 1.0)
+        energy = self._energy(parts)
+        br, um, uc, p = self._power_at(parts, energy, 1.0)
         over = np.asarray(p > cap)
         if not over.any():
             return br, um, uc, p, 1.0
-        f = self._dvfs_scale(parts, br, cap, np.asarray(p - cap, float), ~over)   # points under the cap keep f = 1
-        br, um, uc, p = self._power_at(parts, f)
+        f = self._dvfs_scale(parts, energy, br, cap, np.asarray(p - cap, float), ~over)   # under the cap: f = 1
+        br, um, uc, p = self._power_at(parts, energy, f)
         return br, um, uc, np.minimum(p, cap), f
 
-    def _power_at(self, parts: StepParts, f):
+    def _energy(self, parts: StepParts) -> StepEnergy:
+        """Energy per step per GPU of ``parts`` (memory and link; compute at full clock)."""
+        return step_energy(self.gpu, self.gpu.flops_for(self.model.weight_dtype), parts.bytes_per_gpu,
+                           parts.lin_flops_per_gpu, parts.attn_flops_per_gpu, parts.link_bytes_per_gpu, self.cal)
+
+    def _power_at(self, parts: StepParts, energy: StepEnergy, f):
         """Step breakdown, memory and compute utilisations and per-GPU power at clock scale f."""
         br = parts.at(f)
-        um, uc = br.u_mem, br.u_comp
-        return br, um, uc, gpu_power_w(self.gpu, um, uc, self.cal, f)
+        return br, br.u_mem, br.u_comp, gpu_power_w(self.gpu, energy, br.step_ms, self.cal, f)
 
-    def _dvfs_scale(self, parts: StepParts, br, cap, g_one, under):
+    def _dvfs_scale(self, parts: StepParts, energy: StepEnergy, br, cap, g_one, under):
         """The clock scale f in [0.2, 1] where power meets ``cap`` (``br`` the step at f = 1,
         ``g_one`` = P(1) - cap > 0; points flagged ``under`` are below the cap at full clock
-        and keep f = 1):
-        P(f) is smooth and rising, so Newton's method with the analytic dP/df
-        (``gpu_power_dfreq_w``), safeguarded by bisection inside the bracket it keeps, to
-        1 mW.  Where even f = 0.2 exceeds the cap, 0.2."""
+        and keep f = 1).  Newton's method with the analytic dP/df (``gpu_power_dfreq_w``),
+        safeguarded by bisection inside the bracket it keeps, to 1 mW.  Where even f = 0.2
+        exceeds the cap, 0.2."""
         shape = np.shape(g_one)
         lo, hi = np.full(shape, 0.2), np.ones(shape)
         x, g = np.ones(shape), np.asarray(g_one, float) + np.zeros(shape)
         done = np.zeros(shape, bool) | under
         for _ in range(60):
-            d = gpu_power_dfreq_w(self.gpu, br.memory_ms, br.compute_ms, br.step_ms, parts.dstep_df(br, x), self.cal, x)
+            d = gpu_power_dfreq_w(self.gpu, energy, br.step_ms, parts.dstep_df(br, x), self.cal, x)
             with np.errstate(divide="ignore", invalid="ignore"):
                 xn = x - g / d
             xn = np.where((xn > lo) & (xn < hi), xn, 0.5 * (lo + hi))     # outside the bracket: bisect
             xn = np.where(done, x, xn)      # a point stops where it converged: its clock never depends on others
-            br, _, _, p = self._power_at(parts, xn)
+            br, _, _, p = self._power_at(parts, energy, xn)
             gn = np.asarray(p - cap, float) + np.zeros(shape)
             hi, lo = np.where(gn > 0, xn, hi), np.where(gn > 0, lo, xn)
             x, g = xn, gn
@@ -158,20 +173,23 @@ class PhysicalProfile:
         """``decode=False`` skips the decode-only step (``decode_step_ms`` is then NaN):
         the sizing layer's searches do not read it."""
         br, um, uc, p, f = self._power_and_freq(batch, mean_kv_tokens, prefill_tokens_per_step, prefill_ctx_tokens)
-        if decode:
-            dec_ms = step_breakdown(self.model, self.gpu, self.tp, batch, mean_kv_tokens, cal=self.cal,
-                                    freq_scale=f, dp=self.dp).step_ms
+        if decode:      # the same batch without prefill, at the same clock
+            dparts = step_parts(self.model, self.gpu, self.tp, batch, mean_kv_tokens, cal=self.cal, dp=self.dp)
+            dec = dparts.at(f)
+            dec_ms = dec.step_ms
+            dec_p = np.minimum(gpu_power_w(self.gpu, self._energy(dparts), dec_ms, self.cal, f),
+                               min(self.gpu.tdp_w, self.power_cap_w or self.gpu.tdp_w))
         else:
-            dec_ms = np.nan * np.ones(np.shape(br.step_ms))
+            dec_ms = dec_p = np.nan * np.ones(np.shape(br.step_ms))
         tok_s = np.where(np.asarray(batch) > 0, batch / br.step_ms * 1e3, 0.0)
         tok_s = float(tok_s) if np.ndim(tok_s) == 0 else tok_s
         return OperatingPoint(batch, br.step_ms, dec_ms, prefill_tokens_per_step, tok_s, p,
-                              self.gpus_per_instance * p, self.gpus_per_instance, f, um, uc)
+                              self.gpus_per_instance * p, self.gpus_per_instance, f, um, uc, _scalar(dec_p))
 
     def steady_state(self, batch: float, prompt_tokens: float, output_tokens: float) -> OperatingPoint:
         """Closed-loop steady state: ``batch`` sequences of prompt P and output O; each step
         finishes batch/O sequences, so batch x P/O prompt tokens are prefilled per step."""
-        pf = batch * prompt_tokens / max(output_tokens, 1.0)
+        pf = batch * prompt_tokens / np.maximum(output_tokens, 1.0)
         return self.operating_point(batch, prompt_tokens + output_tokens / 2.0, pf, prompt_tokens / 2.0)
 
     def saturation(self, window_tokens: int, output_tokens: int, admission: Admission = "reserve"):
@@ -205,7 +223,12 @@ class PhysicalProfile:
         return self.gpu.idle_w
 
 
-def check_fits(model: Model, gpu: Gpu, tp: int, gmu: float = kvm.DEFAULT_GPU_MEMORY_UTILIZATION) -> None:
+def _scalar(x):
+    """A 0-d array as a float, arrays unchanged."""
+    return float(x) if np.ndim(x) == 0 else x
+
+
+def check_fits(model: Model, gpu: Gpu, tp: int, gmu: float = kvm.DEFAULT_GPU_MEMORY_UTILIZATION, dp: int = 1) -> None:
     """Raise a one-line FleetoptError when TP or memory make the instance impossible."""
     if tp < 1:
         raise FleetoptError(f"tp must be >= 1, got {tp}")
@@ -213,11 +236,11 @@ def check_fits(model: Model, gpu: Gpu, tp: int, gmu: float = kvm.DEFAULT_GPU_MEM
         raise FleetoptError(f"tp {tp} does not divide {model.id}'s {model.heads} attention heads")
     if model.attention == "gqa" and tp > model.kv_heads and tp % model.kv_heads:
         raise FleetoptError(f"tp {tp} is not a multiple of {model.id}'s {model.kv_heads} KV heads")
-    w = kvm.weight_bytes_per_gpu(model, tp)
-    budget = kvm.kv_budget_bytes(model, gpu, tp, gmu)
+    w = kvm.weight_bytes_per_gpu(model, tp, dp)
+    budget = kvm.kv_budget_bytes(model, gpu, tp, gmu, dp=dp)
     if budget < kvm.kv_bytes_per_token_per_gpu(model, tp) * kvm.BLOCK_TOKENS * 64:
         raise FleetoptError(
-            f"{model.id} does not fit on {tp} x {gpu.id}: weights {w / 2**30:.1f} GiB per GPU leave "
+            f"{model.id} does not fit on {tp * dp} x {gpu.id}: weights {w / 2**30:.1f} GiB per GPU leave "
             f"{max(budget, 0) / 2**30:.2f} GiB of KV cache of {gmu:.2f} x {gpu.hbm_bytes / 2**30:.0f} GiB")
 
 
@@ -228,7 +251,8 @@ def make_profile(mode: str, model: str | Model, gpu: str | Gpu, tp: int, catalog
     m = model if isinstance(model, Model) else cat.model(model)
     g = gpu if isinstance(gpu, Gpu) else cat.gpu(gpu)
     if mode == "physical":
-        check_fits(m, g, tp, kw.get("gpu_memory_utilization", kvm.DEFAULT_GPU_MEMORY_UTILIZATION))
+        check_fits(m, g, tp, kw.get("gpu_memory_utilization", kvm.DEFAULT_GPU_MEMORY_UTILIZATION), kw.get("dp", 1))
+        kw.setdefault("cal", active_calibration())
         return PhysicalProfile(m, g, tp, **kw)
     if mode in ("paper", "paper-computed"):
         from fleetopt.compat.paper import paper_profile

@@ -15,6 +15,8 @@ import numpy as np
 
 _LGAMMA = np.frompyfunc(math.lgamma, 1, 1)
 WINDOW_SD = 10.0
+MAX_TERMS = 2_000_000
+"""Poisson terms summed at a time (bounds memory when loads are vast)."""
 
 
 def _lgamma(x: np.ndarray) -> np.ndarray:
@@ -32,26 +34,36 @@ def log_erlang_c(c, a):
     out[a_arr <= 0] = -math.inf
     ok = np.flatnonzero((a_arr > 0) & (a_arr < c_arr))
     if ok.size:
-        cc, aa = c_arr[ok], a_arr[ok]
-        sd = np.sqrt(aa) + 1.0
-        k0 = np.maximum(0.0, np.floor(aa - WINDOW_SD * sd))
-        k1 = np.minimum(cc, np.ceil(aa + WINDOW_SD * sd) + 1.0)          # terms k0 .. k1-1 (k < c)
-        lens = (k1 - k0).astype(np.int64)
-        starts = np.concatenate(([0], np.cumsum(lens)[:-1]))
-        seg = np.repeat(np.arange(ok.size), lens)
-        ks = k0[seg] + (np.arange(lens.sum()) - starts[seg])
-        la = np.log(aa)
-        # log(a^k / k!) by cumulative sums of log(a/k) from each window's first term
-        steps = la[seg] - np.log(np.maximum(ks, 1.0))
-        steps[starts] = 0.0
-        cs = np.cumsum(steps)
-        logs = (k0 * la - _lgamma(k0 + 1.0))[seg] + cs - cs[starts][seg]
-        m = np.maximum.reduceat(logs, starts)
-        log_sum = m + np.log(np.add.reduceat(np.exp(logs - m[seg]), starts))
-        log_last = cc * la - _lgamma(cc + 1.0) + np.log(cc / (cc - aa))
-        out[ok] = log_last - np.logaddexp(log_sum, log_last)
+        sd = np.sqrt(a_arr[ok]) + 1.0
+        k0 = np.maximum(0.0, np.floor(a_arr[ok] - WINDOW_SD * sd))
+        k1 = np.minimum(c_arr[ok], np.ceil(a_arr[ok] + WINDOW_SD * sd) + 1.0)
+        cum = np.cumsum(k1 - k0)
+        parts = [np.arange(ok.size)]
+        if cum[-1] > MAX_TERMS:              # at most about MAX_TERMS terms at a time (bounded memory)
+            cuts = np.unique(np.searchsorted(cum, np.arange(MAX_TERMS, cum[-1], MAX_TERMS), "right"))
+            parts = [q for q in np.split(parts[0], cuts[(cuts > 0) & (cuts < ok.size)]) if q.size]
+        for q in parts:
+            out[ok[q]] = _log_erlang_c_window(c_arr[ok[q]], a_arr[ok[q]], k0[q], k1[q])
     out = out.reshape(np.broadcast(c, a).shape)
     return float(out) if scalar else out
+
+
+def _log_erlang_c_window(cc: np.ndarray, aa: np.ndarray, k0: np.ndarray, k1: np.ndarray) -> np.ndarray:
+    """``log_erlang_c`` of stable entries (0 < a < c) from their Poisson terms k0 .. k1-1."""
+    lens = (k1 - k0).astype(np.int64)
+    starts = np.concatenate(([0], np.cumsum(lens)[:-1]))
+    seg = np.repeat(np.arange(cc.size), lens)
+    ks = k0[seg] + (np.arange(lens.sum()) - starts[seg])
+    la = np.log(aa)
+    # log(a^k / k!) by cumulative sums of log(a/k) from each window's first term
+    steps = la[seg] - np.log(np.maximum(ks, 1.0))
+    steps[starts] = 0.0
+    cs = np.cumsum(steps)
+    logs = (k0 * la - _lgamma(k0 + 1.0))[seg] + cs - cs[starts][seg]
+    m = np.maximum.reduceat(logs, starts)
+    log_sum = m + np.log(np.add.reduceat(np.exp(logs - m[seg]), starts))
+    log_last = cc * la - _lgamma(cc + 1.0) + np.log(cc / (cc - aa))
+    return log_last - np.logaddexp(log_sum, log_last)
 
 
 def erlang_c(c, a):

@@ -22,37 +22,305 @@ result is never worse than it.  Studies live in an Optuna storage: by default a 
 file ``.fleetopt/<instance>.optuna.journal`` (append-only, safe for parallel writers);
 ``sqlite:///file.db`` or any Optuna RDB URL also works (optuna-dashboard reads both);
 re-running with the same storage and study name resumes the study.
+
+What keeps a study sound (``SafeJournal``, ``open_study``):
+* the journal path is absolute (Optuna's lock otherwise points nowhere) and appends are
+  serialised by an ``flock`` the kernel drops when its holder dies, so no lock is ever
+  stale; a leftover Optuna symlink lock that points nowhere is removed;
+* a last record cut short (a kill or a full disk in mid-append) is cut off before anything
+  is appended after it, with a one-line warning; a corrupt record elsewhere is refused in
+  one line; an append that fails is rolled back;
+* the default study name carries a hash of the problem (the instance after ``--set``, the
+  files it reads, the catalog entries it uses), so another problem starts another study;
+  a study named with ``--study`` that holds another problem is refused;
+* each trial records its host and process; on resume, RUNNING trials of processes that
+  are gone are marked FAIL;
+* Ctrl-C or SIGTERM lets the running trial finish, then ends with one line (exit 130).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import socket
 import time
+import warnings
 from pathlib import Path
 
-from fleetopt import FleetoptError, InfeasibleError
-from fleetopt.fleet import PoolChoice, build_workload, evaluate, groups, parse_topology
+from fleetopt import FleetoptError, FleetoptWarning, InfeasibleError, Interrupted
+from fleetopt.fleet import PoolChoice, build_workload, evaluate, groups, model_context, parse_topology
 from fleetopt.instance import Instance
-from fleetopt.schema import replace
+from fleetopt.schema import replace, to_builtins
 
 CHUNKS = [512, 1024, 2048, 4096, 8192, 16384]
 PARETO = {"ttft": ("ttft_p99_ms", "minimize"), "cost": ("cost_per_hour", "minimize")}
 
 
-def storage_for(url: str | None, inst: Instance, base_dir: Path | None = None):
-    """An Optuna storage: an RDB URL as given, else a journal file (default under .fleetopt/)."""
-    from optuna.storages import JournalStorage
+OWNER_ATTR = "fleetopt_owner"
+RUN_ATTR = "fleetopt_run:"
+"""A study attribute per process that ran trials on it (``RUN_ATTR + _owner()``)."""
+PROBLEM_ATTR = "fleetopt_problem"
+STALE_UNOWNED_S = 60.0
+"""A RUNNING trial without an owner record (killed between its creation and the record)
+is taken as dead after this long."""
+
+
+def problem_hash(inst: Instance, base: Path, catalog) -> str:
+    """What a study's trials depend on: the instance after overrides (not its name or
+    description), the contents of the files it reads, and the catalog entries it uses."""
+    from fleetopt.fleet import _resolve
+
+    d = to_builtins(inst)
+    d.pop("name", None)
+    d.pop("description", None)
+    h = hashlib.sha256(json.dumps(d, sort_keys=True).encode())
+    dist = inst.workload.distribution
+    comps = [c.workload for c in dist.components.values()] if dist.type == "mixture" else [dist]
+    for c in comps:
+        if getattr(c, "path", None):
+            try:
+                h.update(_resolve(base, c.path).read_bytes())
+            except OSError:
+                pass
+    entries = [catalog.model(inst.model)] + [catalog.gpu(g.id) for g in inst.gpus]
+    h.update(json.dumps([to_builtins(e) for e in entries], sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _journal_classes():
+    """``SafeJournal`` and its lock, built on Optuna's journal backend (imported lazily)."""
+    import fcntl
+
     from optuna.storages.journal import JournalFileBackend
+
+    class FlockLock:
+        """An exclusive ``flock`` on ``<journal>.flock``: released by the kernel when the
+        holder dies, so never stale (Optuna's symlink lock can be, and then spins).  Has
+        the ``acquire``/``release`` of Optuna's journal locks."""
+
+        def __init__(self, path: str):
+            self.path = path
+            self.fd: int | None = None
+
+        def acquire(self) -> bool:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
+            self.fd = fd
+            return True
+
+        def release(self) -> None:
+            if self.fd is not None:
+                fd, self.fd = self.fd, None
+                os.close(fd)                    # closing drops the flock
+
+    class SafeJournal(JournalFileBackend):
+        """Optuna's journal file, with the guarantees listed in the module docstring."""
+
+        def __init__(self, path: str):
+            self._check(path)                   # before anything is created
+            super().__init__(path, lock_obj=FlockLock(path + ".flock"))
+            self.repaired = 0
+            self.write_error: OSError | None = None
+            self._lock.acquire()
+            try:
+                self.repaired = self._repair()
+            finally:
+                self._lock.release()
+
+        @staticmethod
+        def _check(path: str) -> None:
+            """Refuse a journal with a corrupt complete record (appends only ever add to
+            the end, so this needs no lock)."""
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                return
+            end = data.rfind(b"\n") + 1
+            for i, line in enumerate(data[:end].splitlines(), start=1):
+                try:
+                    json.loads(line)
+                except ValueError:
+                    raise FleetoptError(f"--storage: journal '{path}' is corrupt at line {i}; move it aside to "
+                                        f"start a new study") from None
+
+        def _repair(self) -> int:
+            """Cut off a last record cut short, under the lock (returns the bytes dropped)."""
+            size = os.path.getsize(self._file_path)
+            if not size:
+                return 0
+            with open(self._file_path, "rb") as f:
+                f.seek(max(0, size - (1 << 20)))
+                tail = f.read()
+            if tail.endswith(b"\n"):
+                return 0
+            cut = tail.rfind(b"\n")
+            end = size - len(tail) + cut + 1 if cut >= 0 else (0 if size <= (1 << 20) else None)
+            if end is None:
+                raise FleetoptError(f"--storage: journal '{self._file_path}' ends in a record over 1 MiB long "
+                                    f"cut short; move it aside to start a new study")
+            os.truncate(self._file_path, end)
+            return size - end
+
+        def append_logs(self, logs) -> None:
+            text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
+            self._lock.acquire()
+            try:
+                size = os.path.getsize(self._file_path)
+                try:
+                    with open(self._file_path, "ab") as f:
+                        f.write(text.encode("utf-8"))
+                        f.flush()
+                        os.fsync(f.fileno())
+                except BaseException as e:
+                    if isinstance(e, OSError):
+                        self.write_error = e    # Optuna may replace it with its own error on the way out
+                    try:                        # roll back a partial append (a full disk)
+                        os.truncate(self._file_path, size)
+                    except OSError:
+                        pass
+                    raise
+            finally:
+                self._lock.release()
+
+    return SafeJournal
+
+
+def _drop_dead_symlink_lock(path: Path) -> None:
+    """A symlink lock Optuna's default journal lock left behind that points nowhere (the
+    relative paths of earlier fleetopt versions): it would make Optuna spin; remove it."""
+    lock = Path(str(path) + ".lock")
+    if lock.is_symlink() and not lock.exists():
+        try:
+            lock.unlink()
+            warnings.warn(f"removed a stale journal lock '{lock}' (left by a killed run)", FleetoptWarning,
+                          stacklevel=2)
+        except OSError:
+            pass
+
+
+def storage_for(url: str | None, inst: Instance, base_dir: Path | None = None):
+    """An Optuna storage: an RDB URL as given, else a journal file (default
+    ``.fleetopt/<instance>.optuna.journal`` under ``base_dir``, the current folder by
+    default), always by its absolute path, opened as a ``SafeJournal``."""
+    from optuna.storages import JournalStorage
 
     if url and "://" in url:
         return url
-    path = Path(url) if url else (base_dir or Path(".")) / ".fleetopt" / f"{inst.name}.optuna.journal"
+    path = (Path(url) if url else (base_dir or Path.cwd()) / ".fleetopt" / f"{inst.name or 'instance'}.optuna.journal")
+    path = path.expanduser().absolute()
     if path.is_dir():
         raise FleetoptError(f"--storage: '{path}' is a folder; give a journal file path or an RDB URL")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        _drop_dead_symlink_lock(path)
+        backend = _journal_classes()(str(path))
     except OSError as e:
         raise FleetoptError(f"--storage: cannot open '{path}' ({e.strerror or e})") from None
+    if backend.repaired:
+        warnings.warn(f"journal '{path}': dropped an incomplete last record ({backend.repaired} bytes, from an "
+                      f"interrupted write)", FleetoptWarning, stacklevel=2)
+    return JournalStorage(backend)
+
+
+def _write_failure(store, exc: Exception) -> str | None:
+    """Why the storage could not record the study (a full or read-only disk), or None
+    when ``exc`` is something else.  Optuna may raise its own error after a failed
+    append, so the journal remembers the original."""
+    backend = getattr(store, "_backend", None)
+    err = getattr(backend, "write_error", None)
+    if err is not None:
+        return err.strerror or str(err)
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    if type(exc).__module__.startswith("sqlalchemy"):           # an RDB storage: disk full, read-only, gone
+        return (str(getattr(exc, "orig", None) or exc).splitlines() or [type(exc).__name__])[0]
+    return None
+
+
+def _owner() -> str:
+    """This process, as recorded on the trials it runs: host, pid and process start time
+    (so a reused pid is not taken for the same process)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def _start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _alive(owner: str) -> bool | None:
+    """Whether the process of an owner record still runs (None: on another host)."""
+    host, pid, start = (owner.split(":") + ["", ""])[:3]
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return not start or _start_time(int(pid)) == start
+
+
+def fail_dead_trials(study) -> int:
+    """Mark FAIL the RUNNING trials whose process is gone (on this host).  A trial that
+    has not recorded its process yet (killed in between) is dead when every process that
+    ran on the study is gone, or when it is older than STALE_UNOWNED_S.  Returns how many."""
+    import datetime
+
+    from optuna.trial import TrialState
+
+    n = 0
+    now = datetime.datetime.now()
+    runs = [k[len(RUN_ATTR):] for k in study.user_attrs if k.startswith(RUN_ATTR)]
+    others_alive = any(_alive(o) is not False for o in runs if o != _owner())
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.user_attrs.get(OWNER_ATTR)
+        if owner is not None:
+            dead = _alive(owner) is False
+        else:
+            dead = not others_alive or (t.datetime_start is not None
+                                        and (now - t.datetime_start).total_seconds() > STALE_UNOWNED_S)
+        if dead:
+            try:
+                study.tell(t.number, state=TrialState.FAIL)
+                n += 1
+            except (RuntimeError, ValueError):      # finished meanwhile by its owner
+                pass
+    return n
+
+
+def open_study(name: str, storage, directions: list[str], sampler, problem: str, named: bool):
+    """Create or resume the study; a resumed one must hold the same problem (``problem``,
+    a ``problem_hash``): a study named by the user that holds another is refused."""
+    import optuna
+
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=directions,
+                                    load_if_exists=True)
+    except FleetoptError:
+        raise
+    except Exception as e:     # an unreachable or malformed RDB URL, a study of other directions
+        raise FleetoptError(f"--storage: cannot use it for study '{name}' "
+                            f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    held = study.user_attrs.get(PROBLEM_ATTR)
+    if held is None and not study.trials:
+        study.set_user_attr(PROBLEM_ATTR, problem)
+    elif held != problem:
+        what = "another problem" if held else "a problem it does not record"
+        hint = "give another --study or leave it out" if named else "move the storage aside"
+        raise FleetoptError(f"--study: study '{name}' holds {what} (the instance, its --set overrides, its files "
+                            f"or the catalog differ); {hint}")
+    return study
 
 
 class Search:
@@ -67,7 +335,7 @@ class Search:
         grp = groups(self.topo)
         self.uppers = [up for up, _ in grp]            # the ranges; a mixed range's members keep their shares
         self.range_of = [g for g, (_, idx) in enumerate(grp) for _ in idx]
-        self.cands = candidate_boundaries(inst, self.workload[0])
+        self.cands = candidate_boundaries(inst, self.workload[0], model_context(inst, catalog))
         self.gpus = {catalog.gpu(g.id).id: sorted(set(g.tp)) for g in inst.gpus}
         self.limits = {catalog.gpu(g.id).id: g.max_gpus for g in inst.gpus if g.max_gpus is not None}
         self.physical = inst.mode == "physical"
@@ -197,31 +465,52 @@ def refine(inst: Instance, base: Path, trials: int = 100, timeout_s: float | Non
         raise FleetoptError("objective: refine supports max_tokens_per_joule and min_cost, got max_throughput")
     t0 = time.perf_counter()
     cat = catalog or load_catalog()
+    problem = problem_hash(inst, base, cat)
+    store = storage_for(storage, inst)          # a bad storage is refused before the MILP runs
     milp = solve_instance(inst, base, cat)
     search = Search(inst, base, milp, cat, pareto)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    name = study_name or f"refine-{inst.name}-{inst.objective}" + (f"-pareto-{pareto}" if pareto else "")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)     # fleetopt reports failures itself, on one line
+    name = study_name or (f"refine-{inst.name}-{inst.objective}" + (f"-pareto-{pareto}" if pareto else "")
+                          + f"-{problem[:10]}")
     sampler = optuna.samplers.TPESampler(seed=seed)
-    try:
-        study = optuna.create_study(study_name=name, storage=storage_for(storage, inst), sampler=sampler,
-                                    directions=search.directions(), load_if_exists=True)
-    except FleetoptError:
-        raise
-    except Exception as e:     # noqa: BLE001  (an unreachable or malformed RDB URL, a study of other directions)
-        raise FleetoptError(f"--storage: cannot use '{storage}' for study '{name}' "
-                            f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    study = open_study(name, store, search.directions(), sampler, problem, named=study_name is not None)
+    dead = fail_dead_trials(study)
+    if dead:
+        warnings.warn(f"study '{name}': {dead} trial(s) left RUNNING by a killed run marked failed", FleetoptWarning,
+                      stacklevel=2)
+    owner = _owner()
+    study.set_user_attr(RUN_ATTR + owner, time.time())
     before = len(study.trials)
-    if before == 0:
+    if not any(t.state.name in ("COMPLETE", "WAITING") for t in study.trials):     # the MILP plan first
         study.enqueue_trial(search.seed_params())
+    stop: list[int] = []
 
     def objective(trial):
+        trial.set_user_attr(OWNER_ATTR, owner)
         inst_t, topo = search.suggest(trial)
         res = search.evaluate(inst_t, topo)
         trial.set_user_attr("topology", res["topology"])
         return search.values(res)
 
-    study.optimize(objective, n_trials=trials, timeout=timeout_s, show_progress_bar=progress,
-                   catch=(FloatingPointError, ZeroDivisionError))
+    def halt(study_, trial_) -> None:
+        if stop:
+            study_.stop()
+
+    from fleetopt.procs import stop_on_signals
+
+    try:
+        with stop_on_signals(lambda signum: stop.append(signum)):
+            study.optimize(objective, n_trials=trials, timeout=timeout_s, show_progress_bar=progress,
+                           catch=(FloatingPointError, ZeroDivisionError), callbacks=[halt])
+    except Exception as e:     # only a storage that failed to write is turned into one line
+        why = _write_failure(store, e)
+        if why is None:
+            raise
+        raise FleetoptError(f"--storage: cannot write the study '{name}' ({why}); the trials recorded before "
+                            f"are kept") from None
+    if stop:
+        raise Interrupted(f"study '{name}' keeps {len(study.trials)} trials ({len(study.trials) - before} this run); "
+                          f"run the same command again to resume")
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     if not done:

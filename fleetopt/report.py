@@ -8,6 +8,9 @@ From the Parquet rows under OUT/cases it writes OUT/report/:
 * ``power_cap.png``: GPUs, facility MW and traffic served against the power cap, when the
   cap is an axis;
 * ``boundaries_<axis>.png``: where the pool boundaries sit, and on which GPU, along an axis.
+
+The folder is written as one set (``fleetopt.files.write_set``): a kill leaves the whole
+previous report or the whole new one; a full or read-only disk is one line.
 """
 
 from __future__ import annotations
@@ -27,7 +30,11 @@ def _load(out: Path):
     d = out / "cases"
     if not d.exists() or not any(d.glob("*.parquet")):
         raise FleetoptError(f"sweep-report: no results in '{d}' (run fleetopt sweep --out {out} first)")
-    return pd.read_parquet(d)
+    try:
+        return pd.read_parquet(d)
+    except Exception as e:     # noqa: BLE001  (pyarrow's errors for a damaged or foreign file are not OSErrors)
+        raise FleetoptError(f"sweep-report: cannot read the results in '{d}' "
+                            f"({(str(e).splitlines() or [type(e).__name__])[0]})") from None
 
 
 def _axes(df) -> list[str]:
@@ -43,13 +50,21 @@ def report(out_dir: str) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fleetopt.output import write_atomic
+    from fleetopt.files import write_atomic, write_set
 
     out = Path(out_dir)
     df = _load(out)
     ok = df[df["status"].isin(["optimal", "time_limit"])].copy()
     rd = out / "report"
-    rd.mkdir(exist_ok=True)
+    pending: dict = {}                  # file name -> writer(path); written together at the end
+
+    def save(fig, name: str) -> None:
+        def write(path: Path, fig=fig) -> None:
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+        pending[name] = write
+        files.append(str(rd / name))
+
     files, parts = [], [f"# sweep report: {len(df)} cases, {len(ok)} solved, "
                         f"{int((df['status'] == 'infeasible').sum())} infeasible, "
                         f"{int((df['status'] == 'failed').sum())} failed\n"]
@@ -74,10 +89,7 @@ def report(out_dir: str) -> dict:
             ax.set_title(title)
             fig.colorbar(im, ax=ax)
             fig.tight_layout()
-            p = rd / f"heatmap_{metric}.png"
-            fig.savefig(p, dpi=110)
-            plt.close(fig)
-            files.append(str(p))
+            save(fig, f"heatmap_{metric}.png")
     cap = next((a for a in axes if a.endswith("facility_cap_mw")), None)
     if cap is not None:
         s = ok.sort_values(cap)
@@ -90,10 +102,7 @@ def report(out_dir: str) -> dict:
         ax2.set_ylabel("facility MW")
         fig.legend(loc="upper left")
         fig.tight_layout()
-        p = rd / "power_cap.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        files.append(str(p))
+        save(fig, "power_cap.png")
         cols = [cap, "arrival_rate", "gpus", "facility_power_kw", "tokens_per_joule", "topology"]
         parts.append(f"\n## against the power cap\n\n```\n{s[cols].to_string(index=False, float_format=_g)}\n```\n")
     for a in axes:
@@ -112,15 +121,16 @@ def report(out_dir: str) -> dict:
         ax.set_xlabel(names[a])
         ax.set_ylabel("pool boundary, tokens (GPU of the pool below)")
         fig.tight_layout()
-        p = rd / f"boundaries_{names[a].replace('.', '_')}.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        files.append(str(p))
+        save(fig, f"boundaries_{names[a].replace('.', '_')}.png")
     if not axes:
         parts.append("\n(no numeric axis varies: nothing to pivot)\n")
     summary = ok.groupby("topology").size().sort_values(ascending=False).head(15)
     parts.append(f"\n## plans chosen most often\n\n```\n{summary.to_frame('cases').to_string()}\n```\n")
     text = "".join(parts)
-    write_atomic(rd / "report.md", text)
+    pending["report.md"] = lambda path: write_atomic(path, text)
+    try:
+        write_set(rd, pending, "sweep-report", force=True, owned=True)
+    finally:
+        plt.close("all")
     files.insert(0, str(rd / "report.md"))
     return {"cases": len(df), "solved": len(ok), "files": files, "text": text}

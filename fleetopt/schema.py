@@ -9,11 +9,15 @@ left).  Records are ``Struct`` classes with field constraints
 ``__post_init__``.
 
 ``convert`` turns msgspec's error into the project's one line, ``path: what was wrong,
-got <value>``, with the path written as ``--set`` takes it (``gpus.0.tp``).
+got <value>``, with the path written as ``--set`` takes it (``gpus.0.tp``), and refuses
+infinite and NaN numbers anywhere in a record (msgspec's bounds let ``.inf`` through).
+A cross-field check in ``__post_init__`` names a field below its record by starting its
+message with ``@sub.path: `` (``@cells.3.4: must be >= 0, got -0.5``).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import types
 import typing
@@ -167,7 +171,11 @@ def one_line(exc: msgspec.ValidationError, root: type, data: Any, prefix: str = 
     if "..." in parts:
         parts = _find_key(root, data, parts)
     show_given = True
-    if msg.startswith("Object contains unknown field"):
+    if msg.startswith("@") and ": " in msg:          # a post-init check naming a field below its record
+        sub, msg = msg[1:].split(": ", 1)
+        parts += [p for p in sub.split(".") if p]
+        show_given = False
+    elif msg.startswith("Object contains unknown field"):
         parts.append(msg.split("`")[1])
         msg, show_given = "is not a known field", False
     elif msg.startswith("Object missing required field"):
@@ -183,16 +191,42 @@ def one_line(exc: msgspec.ValidationError, root: type, data: Any, prefix: str = 
     elif msg.startswith("Invalid enum value") or msg.startswith("Invalid value"):
         msg = f"must be {_allowed(root, data, parts) or 'an allowed value'}"
     given_known, given = _lookup(data, parts)
-    path = ".".join(parts) or "(top level)"
     if show_given and given_known and not isinstance(given, (dict, list)) and "got" not in msg:
         msg += f", got {given!r}"
-    return f"{prefix}{path}: {msg}"
+    if not parts:                           # a check of the whole record
+        return f"{prefix}{msg}" if prefix else f"(top level): {msg}"
+    return f"{prefix}{'.'.join(parts)}: {msg}"
+
+
+def non_finite(data: Any, path: tuple[str, ...] = ()) -> tuple[str, float] | None:
+    """The first infinite or NaN number in plain data (mappings, lists, numbers) as
+    (dotted path, value), or None."""
+    if isinstance(data, float):
+        return None if math.isfinite(data) else (".".join(path), data)
+    if isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, (list, tuple)):
+        items = enumerate(data)
+    else:
+        return None
+    for k, v in items:
+        if isinstance(v, (float, dict, list, tuple)):
+            bad = non_finite(v, path + (str(k),))
+            if bad is not None:
+                return bad
+    return None
 
 
 def convert(data: Any, cls: type, source: str = ""):
     """Validate plain data (from YAML) into ``cls``; a bad field raises ``FleetoptError``
-    with one line naming it.  Lax where YAML is: "1e6" reads as a number."""
+    with one line naming it.  Lax where YAML is: "1e6" reads as a number.  Every number
+    must be finite (``.inf`` and ``.nan`` are refused with their path)."""
+    prefix = f"{source}: " if source else ""
     try:
-        return msgspec.convert(data, cls, strict=False)
+        out = msgspec.convert(data, cls, strict=False)
     except msgspec.ValidationError as exc:
-        raise FleetoptError(one_line(exc, cls, data, f"{source}: " if source else "")) from None
+        raise FleetoptError(one_line(exc, cls, data, prefix)) from None
+    bad = non_finite(to_builtins(out))
+    if bad is not None:
+        raise FleetoptError(f"{prefix}{bad[0] or '(top level)'}: must be a finite number, got {bad[1]}")
+    return out

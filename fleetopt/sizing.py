@@ -25,6 +25,10 @@ import numpy as np
 from fleetopt import InfeasibleError
 from fleetopt.queueing import wait_quantile_mgc
 
+MAX_POOL_INSTANCES = 1_000_000
+"""The most instances one pool may need (8 million GPUs at TP 8): beyond it the pool is
+infeasible with a message, so no search runs without bound (e.g. on a vast arrival rate)."""
+
 
 @dataclass(frozen=True)
 class Slo:
@@ -399,11 +403,29 @@ def size_shapes(profile, sh: PoolShape, tb: TrafficBatch, total_rate: float, slo
     n_lo = np.floor(load / sl) + 1                                        # least stable count
     n_util = np.ceil(load / (slo.max_utilization * sl) - 1e-12)
     n = np.maximum(n_lo, n_util)
+    good = good.copy()
+
+    def too_many(mask, why: str) -> None:
+        """Pools that would need more than MAX_POOL_INSTANCES: errors, not endless searches."""
+        for a in np.flatnonzero(mask & good):
+            k = act[a]
+            cols.error[k] = (f"pool ({sh.lo[k]:.0f}, {sh.hi[k]:.0f}] on {profile.gpu.id}x{profile.tp}: {why} "
+                             f"more than {MAX_POOL_INSTANCES:,} instances at {lam_s[k]:.4g} req/s")
+            good[a] = False
+
+    too_many(n > MAX_POOL_INSTANCES, "the load alone needs")
+    n = np.where(good, n, 1.0)
     late = np.flatnonzero(good & (ttft(n) > slo.ttft_p99_ms))
-    if late.size:               # TTFT binds: double, then bisect on the least n meeting it
+    if late.size:               # TTFT binds: double (to the bound), then bisect on the least n meeting it
         hi_n = n[late] * 2
-        while True:
+        for _ in range(64):
             still = ttft(hi_n, late) > slo.ttft_p99_ms
+            over = still & (hi_n > MAX_POOL_INSTANCES)
+            if over.any():
+                mask = np.zeros(act.size, bool)
+                mask[late[over]] = True
+                too_many(mask, "the TTFT SLO needs")
+                late, hi_n, still = late[~over], hi_n[~over], still[~over]
             if not still.any():
                 break
             hi_n = np.where(still, hi_n * 2, hi_n)

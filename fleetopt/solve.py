@@ -7,10 +7,10 @@ one pool of the largest window; ``two_pool_paper`` is the best single config on 
 instance's ``paper_boundary`` split.  Infeasible instances raise ``InfeasibleError`` with a
 diagnosis naming the binding constraint and by how much.
 
-Before each MILP stage, columns that cannot lie on a plan as good as a known one are
-dropped (``_can_reach``: exact, a path lower bound): against the best feasible one-pool
-plan for the optimum, against the optimum for the tie-break.  ``solver.variables`` and
-``solver.constraints`` are the size of the model HiGHS then solved.
+The MILP stages (upper bound, elimination, optimum, tie-break, Dinkelbach) are in
+``fleetopt.milp`` and share ``solver.time_limit_s``; a time-out with no plan raises
+``NoPlanInTimeError``.  ``solver.variables`` and ``solver.constraints`` are the size of the
+optimum stage's model, after elimination.
 """
 
 from __future__ import annotations
@@ -22,41 +22,33 @@ from pathlib import Path
 
 import numpy as np
 
-from fleetopt import FleetoptError, InfeasibleError
+from fleetopt import FleetoptError, InfeasibleError, NoPlanInTimeError
+from fleetopt.bounds import best_path
 from fleetopt.columns import Columns, generate, prune_dominated
 from fleetopt.fleet import PoolChoice, build_workload, evaluate
 from fleetopt.instance import Instance
+from fleetopt.milp import StagedSolve
+from fleetopt.output import power_text, power_unit
 from fleetopt.schema import replace
 
-BIG = math.inf
 
-
-def _model_data(inst: Instance, cols: Columns):
-    from formulations.fleet import FleetModelData
-
-    stock = {}
-    for cf in cols.configs:
-        if cf.max_gpus is not None:
-            stock[cf.gpu] = min(stock.get(cf.gpu, cf.max_gpus), cf.max_gpus)
-    cap = inst.power.facility_cap_mw * 1e6 if inst.power.facility_cap_mw is not None else None
-    return FleetModelData(len(cols.bounds) + 1, cols.arc_i, cols.arc_j, [cols.configs[c].gpu for c in cols.cfg],
-                          cols.gpus, inst.pools.max_pools, stock, cols.provisioned_w, cap,
-                          frac=cols.frac if cols.share_k is not None else None)
-
-
-def _best_path(cols: Columns, weight: np.ndarray, max_pools: int) -> float:
-    """Least total weight of a path 0 -> M with at most max_pools arcs (DP over the DAG)."""
-    m = len(cols.bounds)
-    best = np.full(m + 1, BIG)
-    best[0] = 0.0
-    out = BIG
-    cur = best.copy()
-    for _ in range(max_pools):
-        nxt = np.full(m + 1, BIG)
-        np.minimum.at(nxt, cols.arc_j, cur[cols.arc_i] + weight)
-        out = min(out, nxt[m])
-        cur = nxt
-    return out
+def _power_shortfall(need_w: float, cap_w: float, inst: Instance) -> str:
+    """The power-cap diagnosis: the shortfall need - cap in W, kW or MW (4 significant
+    digits) and relative to the cap; need and cap in the cap's unit with enough decimals
+    that their difference shows (at least 2 significant digits of it) when they share
+    that unit, each in its own unit otherwise."""
+    short = need_w - cap_w
+    unit = power_unit(cap_w)
+    if power_unit(need_w) == unit:
+        dec = max(3, 1 - math.floor(math.log10(short / unit[0])))
+        need_s, cap_s = power_text(need_w, decimals=dec, unit=unit), power_text(cap_w, decimals=dec, unit=unit)
+    else:
+        need_s, cap_s = power_text(need_w), power_text(cap_w)
+    pct = 100 * short / cap_w
+    return (f"power cap short by {power_text(short)}, {pct:.3g} % of the {cap_s} cap " if pct < 1000 else
+            f"power cap short by {power_text(short)}, {pct:.0f} % of the {cap_s} cap ") + (
+            f"(power.facility_cap_mw = {inst.power.facility_cap_mw:g}): the least-power plan needs {need_s} facility "
+            f"power ({inst.power.provisioning} basis, PUE {inst.power.pue:g})")
 
 
 def diagnose(inst: Instance, cols: Columns) -> str:
@@ -71,21 +63,19 @@ def diagnose(inst: Instance, cols: Columns) -> str:
         pool_errs = [v for k, v in errs.items() if not isinstance(k, int)]
         return f"SLO unreachable for any pool: {pool_errs[0] if pool_errs else 'no candidate pools'}"
     K = inst.pools.max_pools
-    if not math.isfinite(_best_path(cols, np.zeros(len(cols)), K)):
+    if not math.isfinite(best_path(cols, np.zeros(len(cols)), K)):
         pool_errs = [v for k, v in errs.items() if not isinstance(k, int)]
         last = [v for k, v in errs.items() if not isinstance(k, int) and k[1] == len(cols.bounds)]
         why = (last or pool_errs or ["no candidate pools cover the range"])[0]
         return f"no plan of at most {K} pools meets the SLOs over the whole length range: {why}"
     if inst.power.facility_cap_mw is not None:
-        need = _best_path(cols, cols.provisioned_w, K)
+        need = best_path(cols, cols.provisioned_w, K)
         cap = inst.power.facility_cap_mw * 1e6
         if need > cap:
-            return (f"power cap short by {(need - cap) / 1e6:.3f} MW: the least-power plan needs {need / 1e6:.3f} MW "
-                    f"facility power ({inst.power.provisioning} basis, PUE {inst.power.pue:g}) against the "
-                    f"{inst.power.facility_cap_mw:g} MW cap")
+            return _power_shortfall(need, cap, inst)
     limits = {c.gpu: c.max_gpus for c in cols.configs if c.max_gpus is not None}
     if limits:
-        need = _best_path(cols, cols.gpus.astype(float), K)
+        need = best_path(cols, cols.gpus.astype(float), K)
         return (f"GPU inventory too small: the plan with fewest GPUs needs {need:.0f} GPUs; limits "
                 + ", ".join(f"{g} {n}" for g, n in sorted(limits.items()))
                 + (" (with the power cap)" if inst.power.facility_cap_mw is not None else ""))
@@ -111,113 +101,6 @@ def _topology(cols: Columns, chosen: list[int], merge_empty: bool = True) -> lis
             kept[-1] = (kept[-1][0], [dataclasses.replace(p, upper=last[1][0].upper) for p in kept[-1][1]])
         ranges = kept
     return [p for _, members in ranges for p in members]
-
-
-def _simplest(cols: Columns) -> np.ndarray:
-    """Stage-2 weights: one per pool (per member of a mixed pool) plus a fraction per GPU
-    (fewer pools, then fewer GPUs); at most M x m columns are chosen, so the GPU terms
-    together stay below one pool."""
-    return 1.0 + cols.gpus / (10.0 * max(int(cols.gpus.max()), 1) * len(cols.bounds) * cols.grid)
-
-
-def _can_reach(cols: Columns, w: np.ndarray, limit: float) -> np.ndarray:
-    """Columns that can lie on a plan of total weight <= limit (w >= 0): a lower bound on
-    any plan through column c is the cheapest path to its tail, plus w_c, plus the cheapest
-    cover of the rest of its arc, plus the cheapest path from its head, each arc priced at
-    its least weight per unit of share (K, inventories and the cap relaxed).  Exact
-    elimination: a column whose bound exceeds the limit is in no such plan."""
-    m = len(cols.bounds)
-    f = cols.frac
-    arc = cols.arc_i * (m + 1) + cols.arc_j
-    keys, inv = np.unique(arc, return_inverse=True)
-    lb = np.full(len(keys), math.inf)
-    np.minimum.at(lb, inv, w / f)
-    ai, aj = keys // (m + 1), keys % (m + 1)
-    pre, suf = np.full(m + 1, math.inf), np.full(m + 1, math.inf)
-    pre[0], suf[m] = 0.0, 0.0
-    for k in np.argsort(aj, kind="stable"):              # tails before heads: i < j
-        pre[aj[k]] = min(pre[aj[k]], pre[ai[k]] + lb[k])
-    for k in np.argsort(-ai, kind="stable"):
-        suf[ai[k]] = min(suf[ai[k]], suf[aj[k]] + lb[k])
-    bound = pre[cols.arc_i] + w + (1.0 - f) * lb[inv] + suf[cols.arc_j]
-    return bound <= limit * (1 + 1e-12)
-
-
-def _one_pool_bound(inst: Instance, cols: Columns, w: np.ndarray) -> float:
-    """The weight of the best feasible one-pool plan (inventory and cap respected), an upper
-    bound on the optimum; inf when none is feasible."""
-    m = len(cols.bounds)
-    ok = (cols.arc_i == 0) & (cols.arc_j == m) & (cols.frac == 1.0)
-    if inst.power.facility_cap_mw is not None:
-        ok &= cols.provisioned_w <= inst.power.facility_cap_mw * 1e6
-    for c, cf in enumerate(cols.configs):
-        if cf.max_gpus is not None:
-            ok &= ~((cols.cfg == c) & (cols.gpus > cf.max_gpus))
-    return float(w[ok].min()) if ok.any() else math.inf
-
-
-def _solve_columns(inst: Instance, cols: Columns, verbose: bool):
-    """Run the MILP on the columns for the instance's objective (fixed demand).  The
-    reported objective is recomputed from the chosen columns (without the tie-breaker)."""
-    from formulations.fleet import build, solve, solve_direct
-
-    s = inst.solver
-
-    def solve_on(keep, weights_of, sense="min", budget=None, start=None):
-        """The MILP over the columns ``keep`` (indices into ``cols``), weights from the kept
-        columns, an optional budget row (w over all columns, limit) and a start plan; the
-        chosen columns come back as indices into ``cols``."""
-        sub = cols.take(keep)
-        d = _model_data(inst, sub)
-        if budget is not None:
-            d.budget = (budget[0][keep], budget[1])
-        w_sub = weights_of(sub)
-        if s.interface == "pyomo":
-            r = solve(build(d, w_sub, sense), s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose, s.presolve)
-        else:
-            pos = {int(c): k for k, c in enumerate(keep)}
-            r = solve_direct(d, w_sub, sense, s.time_limit_s, s.mip_gap, s.threads, s.seed, verbose, s.presolve,
-                             None if start is None else [pos[c] for c in start])
-        r.chosen = [int(keep[c]) for c in r.chosen]
-        return r
-
-    every = np.arange(len(cols))
-    if inst.objective == "min_cost" or inst.pools.compress is None:
-        # cost, or tokens per joule when every path credits the same tokens (= least energy)
-        w = cols.cost_h if inst.objective == "min_cost" else cols.energy_w
-        ub = _one_pool_bound(inst, cols, w)
-        # a plan of one pool is feasible: no better plan uses a column that cannot reach its weight
-        keep = np.flatnonzero(_can_reach(cols, w, ub)) if math.isfinite(ub) else every
-        res = solve_on(keep, lambda sub: w[keep])
-        if res.chosen:
-            true = float(w[res.chosen].sum())
-            res.bound = min(res.bound, true) if res.bound is not None else true
-            res.objective = true
-            res.gap = abs(true - res.bound) / max(abs(true), 1e-12)
-            # lexicographic tie-break: among plans within the optimality gap of this one (all
-            # equally proven), the fewest pools, then the fewest GPUs
-            tol = max(s.mip_gap, 1e-9)
-            keep = np.flatnonzero(_can_reach(cols, w, true * (1 + tol)))    # only these can be in such a plan
-            second = solve_on(keep, _simplest, budget=(w, true * (1 + tol)), start=res.chosen)  # the optimum is feasible
-            if second.chosen and float(w[second.chosen].sum()) <= true * (1 + tol):
-                res.chosen = second.chosen
-                res.objective = float(w[second.chosen].sum())
-                res.gap = abs(res.objective - res.bound) / max(abs(res.objective), 1e-12)
-                res.seconds += second.seconds
-        return res, 0
-    res = solve_on(every, lambda sub: sub.energy_w)
-    it = 0
-    while res.chosen and it < 20:
-        it += 1
-        q = cols.tokens_s[res.chosen].sum() / cols.energy_w[res.chosen].sum()
-        nxt = solve_on(every, lambda sub: sub.tokens_s - q * sub.energy_w, "max")
-        if not nxt.chosen or nxt.objective <= 1e-9 * cols.tokens_s[res.chosen].sum():
-            # q is optimal: report the ratio as objective (bound from the Dinkelbach certificate)
-            res.objective = res.bound = float(q)
-            res.gap = 0.0 if nxt.status == "optimal" else nxt.gap
-            break
-        res = nxt
-    return res, it
 
 
 def _reader(inst: Instance, cols: Columns):
@@ -313,11 +196,10 @@ def finish_solve(inst, base, cat, dist, rate, raw: Columns, t0: float, verbose: 
     t_cols = time.perf_counter() - t0
     if not len(cols):
         raise InfeasibleError(diagnose(inst, raw))
-    res, dinkelbach = _solve_columns(inst, cols, verbose)
-    if res.status == "infeasible" or not res.chosen:
+    res, dinkelbach = StagedSolve(inst, cols, verbose).run()
+    if not res.chosen:
         if res.status == "time_limit":
-            raise InfeasibleError(f"no feasible plan found within the {inst.solver.time_limit_s:g} s time limit "
-                                  f"(solver.time_limit_s); raise it")
+            raise NoPlanInTimeError(_no_plan_in_time(inst))
         raise InfeasibleError(diagnose(inst, raw))
     topo = _topology(cols, res.chosen, merge_empty=inst.pools.compress is None)
     plan = evaluate(inst, base, topo, catalog=cat, workload=(dist, rate), sized=_reader(inst, raw))
@@ -336,13 +218,18 @@ def finish_solve(inst, base, cat, dist, rate, raw: Columns, t0: float, verbose: 
                       "objective": res.objective, "bound": res.bound, "gap": res.gap,
                       "seconds": time.perf_counter() - t0, "solve_seconds": res.seconds,
                       "column_seconds": t_cols, "variables": res.variables, "constraints": res.constraints,
-                      "dinkelbach_iterations": dinkelbach},
+                      "dinkelbach_iterations": dinkelbach, "notes": res.notes},
            "search_space": {"boundaries": raw.bounds, "configs": [f"{c.gpu}x{c.tp}:{c.admission}" for c in raw.configs],
                             "max_pools": inst.pools.max_pools, "columns": len(raw), "columns_after_pruning": len(cols),
                             "infeasible_columns": len([k for k in raw.errors if not isinstance(k, int)])}}
     if extra:
         out.update(extra)
     return out
+
+
+def _no_plan_in_time(inst: Instance) -> str:
+    return (f"no plan found within the time limit (solver.time_limit_s = {inst.solver.time_limit_s:g} s, the limit "
+            f"of the whole solve); raise it")
 
 
 def _brief(res: dict | None) -> dict | None:
@@ -364,7 +251,9 @@ def _max_throughput(inst, base, cat, dist, rate, verbose, t0):
         cols = prune_dominated(raw, "max_tokens_per_joule", True)
         if not len(cols):
             return None, raw
-        res, _ = _solve_columns(energy, cols, False)
+        res, _ = StagedSolve(energy, cols, False).run()
+        if not res.chosen and res.status == "time_limit":       # undecided: not a proof of infeasibility
+            raise NoPlanInTimeError(_no_plan_in_time(energy) + f" (demand scale {s:.4g} of the bisection)")
         return (raw if res.chosen else None), raw
 
     lo, hi = 0.0, 1.0

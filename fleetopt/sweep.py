@@ -11,28 +11,40 @@ A spec (YAML, validated like instances) names a base instance and how cases vary
   ``[lo, hi]``) and ``choices`` (lists);
 * ``instances``: a folder of instance files instead of a base (one case per file).
 
-Each case has a stable ``case_id`` (a hash of the base and its overrides) and is written,
-as it finishes, to ``OUT/cases/<case_id>.parquet`` by an atomic rename, so a sweep killed
-at any moment (SIGKILL included) keeps every finished case and never holds half a row or
-a duplicate; re-running the command skips the finished cases.  A case that fails is
+Before any case runs, every case is built and validated (the base must exist, every
+axis path must be a field, every value valid, the model and GPUs known): a bad spec is one
+line and exit 2, and nothing is written.
+
+Each case has a stable ``case_id``: a hash of the case's instance as it will be solved
+(the base's content with the case's overrides applied, the contents of the files it
+reads) and its labels, so editing the base re-runs exactly the cases it changes.  Each
+case is written, as it finishes, to ``OUT/cases/<case_id>.parquet`` by an atomic rename,
+so a sweep killed at any moment (SIGKILL included) keeps every finished case and never
+holds half a row or a duplicate; re-running the command skips the finished cases and
+removes the rows of cases no longer in the spec.  A case that fails while solving is
 recorded with its error and the sweep goes on (``--retry-failed`` runs those again).
 
-Reuse: cases are grouped so that cases differing only in right-hand sides (power cap, GPU
-inventories) run one after the other in the same worker, which keeps their sized columns;
-workloads and catalogs are cached per worker.
+An output folder belongs to one spec (``OUT/sweep.json`` names it, and is rewritten only
+when it changes, so a finished sweep resumes on a read-only disk); another spec is
+refused unless ``--force``.  One sweep at a time writes a folder (an ``flock`` the kernel
+drops when its holder dies).  Ctrl-C or SIGTERM stops the workers at once and cancels
+the queued cases (finished rows stay); local workers die with their parent, however it
+ends; temporaries of killed runs are removed on the next.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from fleetopt import FleetoptError
+from fleetopt import FleetoptError, FleetoptWarning, Interrupted
 from fleetopt.schema import Meta, Record, convert, field, int_between, to_builtins
 
 RHS_PATHS = ("power.facility_cap_mw",)   # and gpus.N.max_gpus: fields the columns do not depend on
@@ -59,10 +71,10 @@ class SweepSpec(Record, kw_only=True):
     """The base instance (path relative to the spec)."""
     instances: str | None = None
     """A folder of instance files (instead of base + variations)."""
-    grid: dict[str, Annotated[list[Any], Meta(min_length=1)]] | None = None
+    grid: Annotated[dict[str, Annotated[list[Any], Meta(min_length=1)]], Meta(min_length=1)] | None = None
     """Axis -> values; a value that is a mapping with exactly ``value`` and ``set`` is an
     ``AxisValue`` (it sets several fields under one label)."""
-    cases: list[dict[str, Any]] | None = None
+    cases: Annotated[list[dict[str, Any]], Meta(min_length=1)] | None = None
     random: RandomSpec | None = None
 
     def __post_init__(self):
@@ -80,6 +92,12 @@ def load_spec(path: str | Path) -> tuple[SweepSpec, Path]:
         for i, v in enumerate(vals):
             if isinstance(v, dict) and set(v) == {"value", "set"}:
                 vals[i] = convert(v, AxisValue, f"{path}: grid.{name}.{i}")
+    for name, (lo, hi) in (spec.random.ranges.items() if spec.random else ()):
+        if not lo <= hi:
+            raise FleetoptError(f"{path}: random.ranges.{name}: must be [lo, hi] with lo <= hi, got [{lo:g}, {hi:g}]")
+    for name, vals in (spec.random.choices.items() if spec.random else ()):
+        if not vals:
+            raise FleetoptError(f"{path}: random.choices.{name}: must have at least one value")
     return spec, Path(path).resolve().parent
 
 
@@ -87,14 +105,72 @@ def _fmt(v: Any) -> str:
     return json.dumps(v)
 
 
-def expand(spec: SweepSpec, spec_dir: Path) -> list[dict]:
-    """Every case: {case_id, instance (path), labels {axis: value}, overrides [k=v, ...]}."""
+def _file_digest(inst, base: Path) -> str:
+    """A hash of the files the instance reads (a CSV histogram, CDF or trace)."""
+    from fleetopt.fleet import _resolve
+
+    h = hashlib.sha1()
+    dist = inst.workload.distribution
+    for c in ([c.workload for c in dist.components.values()] if dist.type == "mixture" else [dist]):
+        if getattr(c, "path", None):
+            try:
+                h.update(_resolve(base, c.path).read_bytes())
+            except OSError:
+                pass
+    return h.hexdigest()
+
+
+def _problem(inst, base: Path) -> str:
+    """The case's problem as it will be solved: its instance's content (not its name) and
+    the files it reads, as canonical text."""
+    d = to_builtins(inst)
+    for k in ("name", "description"):
+        d.pop(k, None)
+    return json.dumps([d, _file_digest(inst, base)], sort_keys=True, default=str)
+
+
+def _case_id(problem: str, labels: dict) -> str:
+    """A case's id: its problem and its labels (what its row holds)."""
+    key = json.dumps([problem, labels], sort_keys=True, default=str)
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def _copy_path(data: dict, path: str) -> None:
+    """Copy the containers along ``path`` in ``data`` (shallowly), so an override applied
+    there leaves the containers shared with other cases untouched."""
+    node: Any = data
+    for k in [k for k in path.strip().split(".") if k][:-1]:
+        if isinstance(node, dict) and isinstance(node.get(k), (dict, list)):
+            node[k] = copy.copy(node[k])
+            node = node[k]
+        elif isinstance(node, list) and k.isdigit() and int(k) < len(node) and isinstance(node[int(k)], (dict, list)):
+            node[int(k)] = copy.copy(node[int(k)])
+            node = node[int(k)]
+        else:
+            return
+
+
+def _label_text(labels: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in labels.items())
+
+
+def expand(spec: SweepSpec, spec_dir: Path, catalog=None, source: str = "sweep spec") -> list[dict]:
+    """Every case, built and validated before anything runs: {case_id, instance (path),
+    labels {axis: value}, overrides [k=v, ...], inst (the validated instance), base (its
+    folder)}.  A missing base, an unknown axis path, a bad value, an unknown model or GPU
+    in any case is one line naming the case (FleetoptError, exit 2)."""
+    from fleetopt.instance import apply_set, check_instance, load_instance_data, validate_instance
+
+    if catalog is None:
+        from fleetopt.catalog import load_catalog
+
+        catalog = load_catalog()
     cases = []
     if spec.instances is not None:
         folder = (spec_dir / spec.instances).resolve()
         files = sorted(folder.glob("*.yaml"))
         if not files:
-            raise FleetoptError(f"instances: no .yaml files in '{folder}'")
+            raise FleetoptError(f"{source}: instances: no .yaml files in '{folder}'")
         for f in files:
             cases.append({"instance": str(f), "labels": {"instance": f.stem}, "overrides": []})
     else:
@@ -124,12 +200,33 @@ def expand(spec: SweepSpec, spec_dir: Path) -> list[dict]:
                 labels.update({k: v[int(rng.integers(len(v)))] for k, v in sorted(r.choices.items())})
                 cases.append({"instance": base, "labels": labels,
                               "overrides": [f"{k}={_fmt(v)}" for k, v in labels.items()]})
-    for c in cases:
-        key = json.dumps([Path(c["instance"]).name, sorted(c["overrides"])])
-        c["case_id"] = hashlib.sha1(key.encode()).hexdigest()[:16]
-    ids = [c["case_id"] for c in cases]
-    if len(set(ids)) != len(ids):
-        raise FleetoptError("sweep: two cases are identical (same instance and overrides)")
+    axes = list(dict.fromkeys(k for c in cases for k in c["labels"]))
+    data: dict[str, dict] = {}
+    seen: dict[str, int] = {}
+    for i, c in enumerate(cases):
+        path = c["instance"]
+        where = f"{source}: case {i + 1} ({_label_text(c['labels'])})"
+        try:
+            if path not in data:
+                data[path] = load_instance_data(path)
+            d = dict(data[path])
+            for a in c["overrides"]:
+                _copy_path(d, a.split("=", 1)[0])       # the base's data stays as read
+                apply_set(d, a)
+            inst = validate_instance(d)
+            check_instance(inst, catalog)
+        except FleetoptError as e:
+            msg = str(e)
+            if path not in data:                    # the base itself: not one case's fault
+                raise FleetoptError(f"{source}: {'base' if spec.base else 'instances'}: {msg}") from None
+            raise FleetoptError(f"{where}: {msg}") from None
+        base_dir = Path(path).resolve().parent
+        problem = _problem(inst, base_dir)
+        c.update(inst=inst, base=str(base_dir), case_id=_case_id(problem, c["labels"]), axes=axes)
+        if problem in seen:
+            j = seen[problem]
+            raise FleetoptError(f"{where}: the same problem as case {j + 1} ({_label_text(cases[j]['labels'])})")
+        seen[problem] = i
     return cases
 
 
@@ -151,7 +248,6 @@ def _group_key(case: dict) -> str:
 
 _CACHE: dict = {}       # column key -> (dist, rate, raw columns): cases differing in RHS only
 _SHAPES: dict = {}      # rate-independent key -> generate()'s cache (routed traffic, pool shapes)
-_YAML: dict = {}        # instance path -> parsed mapping
 
 
 def _remember(d: dict, key, value, size: int = 16):
@@ -161,18 +257,18 @@ def _remember(d: dict, key, value, size: int = 16):
     return value
 
 
-def _load_case(case: dict):
-    """The case's instance: the file parsed once per worker, overrides applied to a copy."""
-    import copy
+def _worker_init(parent_pid: int) -> None:
+    """A local worker: dies with its parent (``fleetopt.procs.die_with_parent``), leaves
+    Ctrl-C and SIGTERM handling to the parent, which stops it itself."""
+    import signal
 
-    from fleetopt.instance import apply_set, load_instance_data, validate_instance
+    from fleetopt.files import close_inherited_locks
+    from fleetopt.procs import die_with_parent, ignore_interrupts
 
-    path = case["instance"]
-    data = _YAML.get(path) or _remember(_YAML, path, load_instance_data(path))
-    data = copy.deepcopy(data)
-    for a in case["overrides"]:
-        apply_set(data, a)
-    return validate_instance(data, path), Path(path).resolve().parent
+    die_with_parent(parent_pid)
+    close_inherited_locks()
+    ignore_interrupts()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _shape_key(inst, base: Path) -> str:
@@ -212,7 +308,7 @@ def _cached_columns(inst, base, cat, key: str):
     return dist, rate, raw
 
 
-def run_case(case: dict, out_dir: str, reuse: bool = True) -> dict:
+def run_case(case: dict, out_dir: str, reuse: bool = True, catalog_files: tuple[str, ...] = ()) -> dict:
     """Solve one case and write its row atomically; returns the row.  ``reuse=False`` solves
     from scratch (the benchmark's baseline)."""
     from fleetopt.catalog import load_catalog
@@ -221,46 +317,52 @@ def run_case(case: dict, out_dir: str, reuse: bool = True) -> dict:
     t0 = time.perf_counter()
     row: dict[str, Any] = {"case_id": case["case_id"], "instance": Path(case["instance"]).stem,
                            "overrides": json.dumps(case["overrides"])}
-    for k, v in case["labels"].items():
+    for k in case.get("axes", case["labels"]):      # every axis of the spec, so all rows agree
+        v = case["labels"].get(k)
         row[f"axis:{k}"] = v if isinstance(v, (int, float, str, bool)) or v is None else json.dumps(v)
-    try:
-        inst, base = _load_case(case)
-        cat = load_catalog()
-        if inst.objective == "max_throughput" or not reuse:
-            from fleetopt.solve import solve_instance
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", FleetoptWarning)
+        try:
+            inst, base = case["inst"], Path(case["base"])
+            cat = load_catalog(tuple(catalog_files))
+            if inst.objective == "max_throughput" or not reuse:
+                from fleetopt.solve import solve_instance
 
-            res = solve_instance(inst, base, cat)
-        else:
-            dist, rate, raw = _cached_columns(inst, base, cat, _column_key(case))
-            res = finish_solve(inst, base, cat, dist, rate, raw, t0)
-        f = res["fleet"]
-        h, two = res["baselines"]["homogeneous"], res["baselines"]["two_pool_paper"]
-        row.update({"status": res["solver"]["status"], "error": None, "topology": res["topology"],
-                    "pools": len({p["hi_tokens"] for p in res["pools"]}),     # length ranges (a mixed one once)
-                    "boundaries": ",".join(str(int(h)) for h in sorted({p["hi_tokens"] for p in res["pools"]})[:-1]),
-                    "gpu_types": ",".join(sorted({p["gpu"] for p in res["pools"]})),
-                    "instances_total": f["instances"], "gpus": f["gpus"], "it_power_kw": f["it_power_kw"],
-                    "facility_power_kw": f["facility_power_kw"], "tokens_per_joule": f["tokens_per_joule"],
-                    "tok_per_w_paper": f["tok_per_w_paper"], "arrival_rate": f["arrival_rate"],
-                    "cost_per_hour": f["cost_per_hour"], "energy_per_query_wh": f["energy_per_query_wh"],
-                    "homog_topology": h["topology"] if h else None,
-                    "homog_tokens_per_joule": h["tokens_per_joule"] if h else None,
-                    "homog_gpus": h["gpus"] if h else None,
-                    "two_pool_tokens_per_joule": two["tokens_per_joule"] if two else None,
-                    "gain_vs_homog": res["gains"]["vs_homogeneous"]["tokens_per_joule"] if h else None,
-                    "gap": res["solver"]["gap"], "solver_seconds": res["solver"]["solve_seconds"]})
-    except Exception as e:     # noqa: BLE001  (a failed case is a row, not a stopped sweep)
-        from fleetopt import InfeasibleError
+                res = solve_instance(inst, base, cat)
+            else:
+                dist, rate, raw = _cached_columns(inst, base, cat, _column_key(case))
+                res = finish_solve(inst, base, cat, dist, rate, raw, t0)
+            f = res["fleet"]
+            h, two = res["baselines"]["homogeneous"], res["baselines"]["two_pool_paper"]
+            row.update({"status": res["solver"]["status"], "error": None, "topology": res["topology"],
+                        "pools": len({p["hi_tokens"] for p in res["pools"]}),     # length ranges (a mixed one once)
+                        "boundaries": ",".join(str(int(h)) for h in sorted({p["hi_tokens"] for p in res["pools"]})[:-1]),
+                        "gpu_types": ",".join(sorted({p["gpu"] for p in res["pools"]})),
+                        "instances_total": f["instances"], "gpus": f["gpus"], "it_power_kw": f["it_power_kw"],
+                        "facility_power_kw": f["facility_power_kw"], "tokens_per_joule": f["tokens_per_joule"],
+                        "tok_per_w_paper": f["tok_per_w_paper"], "arrival_rate": f["arrival_rate"],
+                        "cost_per_hour": f["cost_per_hour"], "energy_per_query_wh": f["energy_per_query_wh"],
+                        "homog_topology": h["topology"] if h else None,
+                        "homog_tokens_per_joule": h["tokens_per_joule"] if h else None,
+                        "homog_gpus": h["gpus"] if h else None,
+                        "two_pool_tokens_per_joule": two["tokens_per_joule"] if two else None,
+                        "gain_vs_homog": res["gains"]["vs_homogeneous"]["tokens_per_joule"] if h else None,
+                        "gap": res["solver"]["gap"], "solver_seconds": res["solver"]["solve_seconds"]})
+        except Exception as e:     # noqa: BLE001  (a failed case is a row, not a stopped sweep)
+            from fleetopt import InfeasibleError, NoPlanInTimeError
 
-        row.update({"status": "infeasible" if isinstance(e, InfeasibleError) else "failed",
-                    "error": f"{type(e).__name__}: {e}"})
+            row.update({"status": ("infeasible" if isinstance(e, InfeasibleError) else
+                                   "no_plan_in_time" if isinstance(e, NoPlanInTimeError) else "failed"),
+                        "error": f"{type(e).__name__}: {e}"})
+    row["warnings"] = "; ".join(dict.fromkeys(str(w.message) for w in said
+                                              if issubclass(w.category, FleetoptWarning))) or None
     row["seconds"] = time.perf_counter() - t0
     _write_row(Path(out_dir), row)
     return row
 
 
-def run_chunk(cases: list[dict], out_dir: str, reuse: bool = True) -> list[dict]:
-    return [_brief(run_case(c, out_dir, reuse)) for c in cases]
+def run_chunk(cases: list[dict], out_dir: str, reuse: bool = True, catalog_files: tuple[str, ...] = ()) -> list[dict]:
+    return [_brief(run_case(c, out_dir, reuse, catalog_files)) for c in cases]
 
 
 def _brief(row: dict) -> dict:
@@ -268,8 +370,11 @@ def _brief(row: dict) -> dict:
 
 
 STR_COLS = ("case_id", "instance", "overrides", "status", "error", "topology", "boundaries", "gpu_types",
-            "homog_topology")
+            "homog_topology", "warnings")
 INT_COLS = ("pools", "instances_total", "gpus", "homog_gpus")
+FLOAT_COLS = ("it_power_kw", "facility_power_kw", "tokens_per_joule", "tok_per_w_paper", "arrival_rate",
+              "cost_per_hour", "energy_per_query_wh", "homog_tokens_per_joule", "two_pool_tokens_per_joule",
+              "gain_vs_homog", "gap", "solver_seconds", "seconds")
 
 
 def _arrow_type(name: str, value):
@@ -285,14 +390,17 @@ def _arrow_type(name: str, value):
 
 
 def _write_row(out: Path, row: dict) -> None:
-    """One Parquet file per case, with a fixed schema (so every file of the dataset agrees
-    whatever a case left empty), written to a hidden temporary name and renamed."""
+    """One Parquet file per case, with a fixed schema (every column, so every file of the
+    dataset agrees whatever a case left empty), written to a hidden temporary name
+    (``fleetopt.files.temp_name``) and renamed; nothing is left behind on failure."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from fleetopt.files import temp_name
+
     d = out / "cases"
     d.mkdir(parents=True, exist_ok=True)
-    for c in STR_COLS + INT_COLS + ("seconds",):
+    for c in STR_COLS + INT_COLS + FLOAT_COLS:
         row.setdefault(c, None)
     fields, cols = [], []
     for k, v in row.items():
@@ -301,9 +409,17 @@ def _write_row(out: Path, row: dict) -> None:
             v = json.dumps(v)
         fields.append(pa.field(k, t))
         cols.append(pa.array([v], type=t))
-    tmp = d / f".{row['case_id']}.{os.getpid()}.tmp"
-    pq.write_table(pa.Table.from_arrays(cols, schema=pa.schema(fields)), tmp)
-    os.replace(tmp, d / f"{row['case_id']}.parquet")
+    name = f"{row['case_id']}.parquet"
+    tmp = d / temp_name(name)
+    try:
+        pq.write_table(pa.Table.from_arrays(cols, schema=pa.schema(fields)), tmp)
+        os.replace(tmp, d / name)
+    except BaseException:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:                     # a read-only folder: nothing was created there
+            pass
+        raise
 
 
 # ---- driver side -------------------------------------------------------------------------
@@ -332,20 +448,101 @@ def chunks(cases: list[dict], size: int) -> list[list[dict]]:
     return out
 
 
+MANIFEST = "sweep.json"
+
+
+def _manifest(spec: SweepSpec, spec_path: str, cases: list[dict]) -> str:
+    from fleetopt.output import to_json
+
+    return to_json({"spec": to_builtins(spec), "spec_path": str(Path(spec_path).resolve()),
+                    "cases": [{k: c[k] for k in ("case_id", "labels", "overrides")} for c in cases]}) + "\n"
+
+
+def _owner_problem(out: Path, spec: SweepSpec, spec_path: str) -> str | None:
+    """Why ``out`` holds another spec's results (None when it is this spec's, or new)."""
+    try:
+        held = json.loads((out / MANIFEST).read_text())
+    except FileNotFoundError:
+        if (out / "cases").is_dir() and any((out / "cases").glob("*.parquet")):
+            return "results of a sweep it does not name (no sweep.json)"
+        return None
+    except (OSError, ValueError):
+        return "a sweep.json fleetopt cannot read"
+    name = (held.get("spec") or {}).get("name") if isinstance(held, dict) else None
+    path = held.get("spec_path") if isinstance(held, dict) else None
+    if name == spec.name and path == str(Path(spec_path).resolve()):
+        return None
+    return f"the results of sweep '{name}' (spec {path})"
+
+
+def _stop_local(ex) -> None:
+    """Stop a ProcessPoolExecutor now: queued work cancelled, workers killed (a case cut
+    short leaves no row: rows are renamed into place only when whole)."""
+    procs = list((getattr(ex, "_processes", None) or {}).values())     # the executor has no public kill
+    ex.shutdown(wait=False, cancel_futures=True)
+    for pr in procs:
+        try:
+            pr.kill()
+        except (OSError, AttributeError):
+            pass
+    for pr in procs:
+        try:
+            pr.join(5)
+        except (OSError, AttributeError, AssertionError):
+            pass
+
+
 def run_sweep(spec_path: str, out: str, workers: int = 1, scheduler: str | None = None,
-              retry_failed: bool = False, progress: bool = False, chunk_size: int = 10, reuse: bool = True) -> dict:
+              retry_failed: bool = False, progress: bool = False, chunk_size: int = 10, reuse: bool = True,
+              force: bool = False, catalog_files: tuple[str, ...] = ()) -> dict:
+    """Run (or resume) a sweep; see the module docstring for what survives what."""
+    from fleetopt.catalog import load_catalog
+    from fleetopt.files import FolderLock, clean_stale, os_error, write_atomic
+    from fleetopt.procs import stop_on_signals
+
     spec, spec_dir = load_spec(spec_path)
-    cases = expand(spec, spec_dir)
+    cases = expand(spec, spec_dir, load_catalog(tuple(catalog_files)), str(spec_path))
     out_p = Path(out)
     if out_p.exists() and not out_p.is_dir():
         raise FleetoptError(f"--out: '{out}' exists and is not a folder")
-    out_p.mkdir(parents=True, exist_ok=True)
-    _write_manifest(out_p, spec, spec_path, cases)
+    if out_p.is_dir():
+        other = _owner_problem(out_p, spec, spec_path)
+        if other and not force:
+            raise FleetoptError(f"--out: '{out}' holds {other}; give another folder, or --force to replace them "
+                                f"with this spec's")
+    try:
+        out_p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise os_error(e, "--out", out_p) from None
+    with FolderLock(out_p, "--out"):
+        manifest = _manifest(spec, spec_path, cases)
+        try:
+            current = (out_p / MANIFEST).read_text()
+        except (OSError, UnicodeDecodeError):
+            current = None
+        cdir = out_p / "cases"
+        ids = {c["case_id"] for c in cases}
+        stale = [q for q in cdir.glob("*.parquet") if q.stem not in ids] if cdir.is_dir() else []
+        try:
+            if current != manifest:             # written only when it changes (a finished sweep resumes read-only)
+                write_atomic(out_p / MANIFEST, manifest)
+            for q in stale:                     # cases no longer in the spec, or whose instance changed
+                q.unlink()
+        except OSError as e:
+            raise os_error(e, "--out", out_p) from None
+        if cdir.is_dir():
+            clean_stale(cdir)
+        return _run(spec, cases, out_p, workers, scheduler, retry_failed, progress, chunk_size, reuse,
+                    tuple(catalog_files), len(stale), stop_on_signals)
+
+
+def _run(spec, cases, out_p: Path, workers, scheduler, retry_failed, progress, chunk_size, reuse, catalog_files,
+         removed: int, stop_on_signals) -> dict:
     skip = finished(out_p, retry_failed)
     todo = [c for c in cases if c["case_id"] not in skip]
     t0 = time.perf_counter()
     bar = None
-    if progress:
+    if progress and todo:
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo), unit="case", desc=spec.name, dynamic_ncols=True)
@@ -356,41 +553,65 @@ def run_sweep(spec_path: str, out: str, workers: int = 1, scheduler: str | None 
         if bar is not None:
             bar.update(len(rows))
 
+    def interrupted(signum: int):
+        raise Interrupted()
+
     parts = chunks(todo, chunk_size)
-    if scheduler:
-        from dask.distributed import Client, as_completed
+    try:
+        with stop_on_signals(interrupted):
+            if not parts:
+                pass
+            elif scheduler:
+                _run_dask(scheduler, parts, out_p, reuse, catalog_files, took)
+            elif workers <= 1:
+                for p in parts:
+                    took(run_chunk(p, str(out_p), reuse, catalog_files))
+            else:
+                from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        try:
-            client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError, ValueError) as e:
-            raise FleetoptError(f"--scheduler: cannot reach '{scheduler}' ({str(e).splitlines()[0]})") from None
-        with client:
-            futs = [client.submit(run_chunk, p, str(out_p.resolve()), reuse, pure=False) for p in parts]
-            for fut in as_completed(futs):
-                took(fut.result())
-    elif workers <= 1:
-        for p in parts:
-            took(run_chunk(p, str(out_p), reuse))
-    else:
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+                ex = ProcessPoolExecutor(max_workers=min(workers, len(parts)), initializer=_worker_init,
+                                         initargs=(os.getpid(),))
+                try:
+                    futs = [ex.submit(run_chunk, p, str(out_p), reuse, catalog_files) for p in parts]
+                    for fut in as_completed(futs):
+                        took(fut.result())
+                except BaseException:
+                    _stop_local(ex)
+                    raise
+                ex.shutdown(wait=True)
+    except Interrupted:                             # the workers are stopped: count what they wrote
+        ids = {c["case_id"] for c in cases}
+        have = sum(q.stem in ids for q in (out_p / "cases").glob("*.parquet"))
+        raise Interrupted(f"sweep '{spec.name}': {have} of {len(cases)} cases have rows in {out_p / 'cases'}; "
+                          f"run the same command again to resume") from None
+    except OSError as e:                            # a row could not be written (full or read-only disk)
+        from fleetopt.files import os_error
 
-        with ProcessPoolExecutor(max_workers=workers) as ex:
-            futs = [ex.submit(run_chunk, p, str(out_p), reuse) for p in parts]
-            for fut in as_completed(futs):
-                took(fut.result())
-    if bar is not None:
-        bar.close()
+        raise os_error(e, "--out", out_p / "cases") from None
+    finally:
+        if bar is not None:
+            bar.close()
     secs = time.perf_counter() - t0
     failed = [r for r in results if r["status"] == "failed"]
     return {"spec": spec.name, "out": str(out_p), "cases": len(cases), "skipped": len(cases) - len(todo),
             "done": len(results), "failed": len(failed), "infeasible": sum(r["status"] == "infeasible" for r in results),
+            "removed_stale": removed,
             "seconds": secs, "cases_per_second": len(results) / secs if secs > 0 and results else None,
             "errors": [f"{r['case_id']}: {r['error']}" for r in failed[:10]]}
 
 
-def _write_manifest(out: Path, spec: SweepSpec, spec_path: str, cases: list[dict]) -> None:
-    from fleetopt.output import to_json, write_atomic
+def _run_dask(scheduler: str, parts, out_p: Path, reuse: bool, catalog_files, took) -> None:
+    from dask.distributed import Client, as_completed
 
-    write_atomic(out / "sweep.json", to_json({"spec": to_builtins(spec), "spec_path": str(Path(spec_path).resolve()),
-                                              "cases": [{k: c[k] for k in ("case_id", "labels", "overrides")}
-                                                        for c in cases]}) + "\n")
+    try:
+        client = Client(scheduler, timeout="10s")
+    except (OSError, TimeoutError, ValueError) as e:
+        raise FleetoptError(f"--scheduler: cannot reach '{scheduler}' ({str(e).splitlines()[0]})") from None
+    with client:
+        futs = [client.submit(run_chunk, p, str(out_p.resolve()), reuse, catalog_files, pure=False) for p in parts]
+        try:
+            for fut in as_completed(futs):
+                took(fut.result())
+        except BaseException:
+            client.cancel(futs)
+            raise

@@ -36,10 +36,13 @@ With m = 1 every f_c = 1 and the model is the one above (no z; the golden LP fil
 Objectives (fixed demand):
 
     max_tokens_per_joule   max  sum T_c x_c / sum E_c x_c
-                           = min sum E_c x_c when T is the same on every path (no
-                           compress-and-route); otherwise Dinkelbach: q_0 = ratio of any
-                           feasible plan, solve max sum (T_c - q_k E_c) x_c, q_{k+1} = ratio
-                           of its solution, stop when the optimum is <= 0 (within 1e-9 T).
+                           = min sum E_c x_c when every plan credits the same tokens
+                           (max_P T(P) = min_P T(P) over paths P of <= K arcs, each arc at
+                           its largest / smallest T_c / f_c); otherwise (paper mode's
+                           sub-CDFs, the paper's compress-and-route) Dinkelbach: q_0 = ratio
+                           of the least-energy plan, solve max sum (T_c - q_k E_c) x_c,
+                           q_{k+1} = ratio of its solution, stop when the optimum is <= 0
+                           (within 1e-9 T); bound q + max(F_ub, 0) / E_lb (``fleetopt.milp``).
     min_cost               min  sum $_c x_c
     max_throughput         (``fleetopt.solve``) the largest demand scale s for which the
                            power-feasible set is non-empty: bisection on s, each step this
@@ -48,7 +51,26 @@ Objectives (fixed demand):
 Tightness: without (pools), (stock) and (power) the constraint matrix is a network matrix
 (totally unimodular), so the LP relaxation is integral; the side constraints are single
 knapsack rows, and the LP bound stays close (measured in benchmarks/results/solve_scaling.md).
-Ties (lexicographic, ``fleetopt.solve``): after the optimum z* is found, a second solve
+With mixed pools the split rows do not weaken it further where it was measured: on the
+heterogeneous instance with four GPU types stocked at 40 (the knee of issue 16) the LP bound
+is 93,250 W at split_grid 1 and 4 alike, against the optimum 94,600 W; the gap is the stock
+rows'.  Three strengthenings of the split rows were tried there and left out: none moved
+the LP bound; x_c <= z_a per column and sum_{c on a, f_c > 1/2} x_c <= z_a per arc did not
+shorten the MILP either; at most one column per (arc, config) halved the unreduced model's
+MILP time but is valid only where one group of a config is never worse than two, which the
+sizing does not guarantee.  What restores speed is elimination against a good plan.
+
+Elimination (``fleetopt.bounds``, exact): given a feasible plan of weight U, a column whose
+path lower bound exceeds U lies on no better plan and is dropped before the MILP.  The path
+bound relaxes K, stock and cap:
+
+    LB_c = pre(i_c) + w_c + (1 - f_c) l_a + suf(j_c),   l_a = min_{c' on a} w_{c'} / f_{c'},
+
+pre / suf the cheapest paths to i_c / from j_c with arcs priced at l_a.  Its Lagrangian
+version prices the relaxed rows with multipliers mu >= 0 (the duals of the LP relaxation):
+every plan within stock and cap has sum w x >= sum w' x - k with w'_c = w_c + mu_{g_c} G_c
++ mu_P P_c and k = sum_g mu_g S_g + mu_P cap, so LB'_c - k > U eliminates c too.
+Ties (lexicographic, ``fleetopt.milp``): after the optimum z* is found, a second solve
 adds the row sum w_c x_c <= z* (1 + mip_gap) and minimises the number of pools, then GPUs,
 so among plans equal within the proven gap the simplest wins; columns are ordered by (arc, config) and HiGHS
 runs with fixed threads and seed, so the choice is the same on every run.
@@ -58,7 +80,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -107,6 +129,8 @@ class SolveResult:
     variables: int
     constraints: int
     log: str = ""
+    notes: list[str] = field(default_factory=list)
+    """What the caller should know beyond the status (a skipped stage, a heuristic plan)."""
 
 
 def constraint_rows(data: FleetModelData) -> list[tuple[str, list[int], list[float], float, float]]:
@@ -175,35 +199,87 @@ def build(data: FleetModelData, weights: np.ndarray, sense: str = "min"):
     return m
 
 
-def solve_direct(data: FleetModelData, weights: np.ndarray, sense: str, time_limit_s: float, mip_gap: float,
-                 threads: int, seed: int, verbose: bool = False, presolve: bool = False,
-                 start: list[int] | None = None) -> SolveResult:
-    """The same rows passed to HiGHS as a matrix through highspy (no Pyomo import: about
-    0.3 s less per process).  Equal optima to ``solve(build(...))`` are tested.  ``start``:
-    chosen columns of a feasible plan, given to HiGHS as its first incumbent."""
-    import highspy
-
+def _highs_model(highspy, data: FleetModelData, weights: np.ndarray, sense: str, integer: bool):
+    """The rows of ``constraint_rows`` as a HighsLp (x_c then z_a, bounds [0, 1]); integer
+    or its LP relaxation."""
     rows = constraint_rows(data)
     n_cols = len(weights)
     n = data.n_vars()
-    weights = np.concatenate([np.asarray(weights, float), np.zeros(n - n_cols)])
-    h = _new_highs(highspy, verbose)
-    for k, v in (("output_flag", bool(verbose)), ("log_to_console", bool(verbose)), ("time_limit", float(time_limit_s)),
-                 ("mip_rel_gap", float(mip_gap)), ("mip_abs_gap", 0.0), ("threads", int(threads)),
-                 ("random_seed", int(seed)), ("presolve", "on" if presolve else "off")):
-        h.setOptionValue(k, v)
     lp = highspy.HighsLp()
     lp.num_col_, lp.num_row_ = n, len(rows)
-    lp.col_cost_ = np.asarray(weights, float) * (1.0 if sense == "min" else -1.0)
+    lp.col_cost_ = np.concatenate([np.asarray(weights, float), np.zeros(n - n_cols)]) * (1.0 if sense == "min" else -1.0)
     lp.col_lower_, lp.col_upper_ = np.zeros(n), np.ones(n)
-    lp.row_lower_ = np.array([r[3] for r in rows])
+    lp.row_lower_ = np.array([r[3] if math.isfinite(r[3]) else -highspy.kHighsInf for r in rows])
     lp.row_upper_ = np.array([r[4] if math.isfinite(r[4]) else highspy.kHighsInf for r in rows])
-    lp.row_lower_ = np.where(np.isfinite(lp.row_lower_), lp.row_lower_, -highspy.kHighsInf)
     lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
     lp.a_matrix_.start_ = np.concatenate(([0], np.cumsum([len(r[1]) for r in rows]))).astype(np.int32)
     lp.a_matrix_.index_ = np.concatenate([np.asarray(r[1], np.int32) for r in rows])
     lp.a_matrix_.value_ = np.concatenate([np.asarray(r[2], float) for r in rows])
-    lp.integrality_ = [highspy.HighsVarType.kInteger] * n
+    if integer:
+        lp.integrality_ = [highspy.HighsVarType.kInteger] * n
+    return lp, rows
+
+
+@dataclass
+class LpRelaxation:
+    """The LP relaxation of min sum w_c x_c: its optimum (None unless solved to
+    optimality) and non-negative multipliers of the (stock) rows, per GPU type, and of the
+    (power) row."""
+
+    value: float | None
+    mu_stock: dict[str, float]
+    mu_power: float
+
+
+def lp_relaxation(data: FleetModelData, weights: np.ndarray, threads: int = 1) -> LpRelaxation:
+    r"""The LP relaxation (x, z in [0, 1]) of min sum w_c x_c (weights >= 0), its value and
+    the duals of the (stock) and (power) rows as multipliers mu >= 0.  Any mu >= 0 gives a
+    valid Lagrangian bound (``fleetopt.bounds``): for every plan x within stock and cap,
+
+        sum_c w_c x_c >= sum_c (w_c + mu_{g_c} G_c + mu_P P_c) x_c - sum_g mu_g S_g - mu_P cap_w
+
+    and the LP duals make the right-hand side largest at the LP optimum.  Multipliers are 0
+    when the LP is not solved to optimality."""
+    import highspy
+
+    h = _new_highs(highspy, False)
+    for k, v in (("output_flag", False), ("threads", int(threads)), ("presolve", "off")):
+        h.setOptionValue(k, v)
+    lp, rows = _highs_model(highspy, data, weights, "min", integer=False)
+    h.passModel(lp)
+    h.run()
+    stock = {g: 0.0 for g in data.stock}
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        return LpRelaxation(None, stock, 0.0)
+    dual = np.asarray(h.getSolution().row_dual)
+    power = 0.0
+    for k, (fam, idx, _, _, _) in enumerate(rows):
+        mu = max(0.0, -float(dual[k]))           # a <= row of a min problem: HiGHS reports dual <= 0
+        if fam == "stock":
+            stock[data.gpu_type[idx[0]]] = mu
+        elif fam == "power":
+            power = mu
+    return LpRelaxation(float(h.getInfo().objective_function_value), stock, power)
+
+
+def solve_direct(data: FleetModelData, weights: np.ndarray, sense: str, time_limit_s: float, mip_gap: float,
+                 threads: int, seed: int, verbose: bool = False, presolve: bool = False,
+                 start: list[int] | None = None, deadline: float | None = None) -> SolveResult:
+    """The same rows passed to HiGHS as a matrix through highspy (no Pyomo import: about
+    0.3 s less per process).  Equal optima to ``solve(build(...))`` are tested.  ``start``:
+    chosen columns of a feasible plan, given to HiGHS as its first incumbent.  ``deadline``
+    (a ``time.perf_counter`` instant): HiGHS stops there at the latest (the time taken to
+    build the model counts), whatever ``time_limit_s`` says."""
+    import highspy
+
+    n_cols = len(weights)
+    n = data.n_vars()
+    h = _new_highs(highspy, verbose)
+    lp, rows = _highs_model(highspy, data, weights, sense, integer=True)
+    for k, v in (("output_flag", bool(verbose)), ("log_to_console", bool(verbose)),
+                 ("mip_rel_gap", float(mip_gap)), ("mip_abs_gap", 0.0), ("threads", int(threads)),
+                 ("random_seed", int(seed)), ("presolve", "on" if presolve else "off")):
+        h.setOptionValue(k, v)
     t0 = time.perf_counter()
     h.passModel(lp)
     if start:
@@ -216,6 +292,10 @@ def solve_direct(data: FleetModelData, weights: np.ndarray, sense: str, time_lim
         sol.col_value = x0.tolist()
         sol.value_valid = True
         h.setSolution(sol)
+    limit = float(time_limit_s) if deadline is None else min(float(time_limit_s), deadline - time.perf_counter())
+    if limit <= 0:
+        return SolveResult("time_limit", [], None, None, None, 0.0, n, len(rows))
+    h.setOptionValue("time_limit", limit)
     h.run()
     secs = time.perf_counter() - t0
     st = h.getModelStatus()

@@ -22,3 +22,14 @@ def cat():
     from fleetopt.catalog import load_catalog
 
     return load_catalog()
+
+
+@pytest.fixture(autouse=True)
+def _packaged_calibration():
+    """Every test starts and ends on the packaged calibration (``--calibration`` in a CLI
+    test or an instance's ``calibration`` field changes the process-wide one)."""
+    from fleetopt.physics.calibration import DEFAULT, use_calibration
+
+    use_calibration(DEFAULT, "packaged", "packaged")
+    yield
+    use_calibration(DEFAULT, "packaged", "packaged")

@@ -209,7 +209,9 @@ def test_output_scale_as_a_sweep_axis(tmp_path):
     assert res["done"] == 2 and res["failed"] == 0
     df = pd.read_parquet(tmp_path / "out" / "cases").sort_values("axis:workload.output_scale")
     e = df["energy_per_query_wh"].tolist()
-    assert e[1] > 3 * e[0]                    # 4x the output tokens: well over 3x the energy per query
+    # 4x the output tokens: more than twice the energy per query (decode dominates a chat
+    # query), less than 4x plus the longer contexts' KV traffic
+    assert 2 * e[0] < e[1] < 6 * e[0]
 
 
 def test_bad_output_scale_and_profile_name_the_field(tmp_path):

@@ -136,9 +136,10 @@ def test_dvfs_clock_meets_the_cap(cat, gpu, tp, cap, model):
     _, _, _, p, f = prof._power_and_freq(batch, kv_tok, pf, kv_tok / 2)
     parts = step_parts(prof.model, prof.gpu, tp, batch, kv_tok, pf, kv_tok / 2, prof.cal, dp=prof.dp)
 
+    energy = prof._energy(parts)
+
     def power(x):
-        br = parts.at(x)
-        return gpu_power_w(prof.gpu, br.u_mem, br.u_comp, prof.cal, x)
+        return gpu_power_w(prof.gpu, energy, parts.at(x).step_ms, prof.cal, x)
 
     lo, hi = np.full(5, 0.2), np.ones(5)
     for _ in range(60):
@@ -159,9 +160,10 @@ def test_dvfs_derivative_matches_finite_difference(cat):
     prof = make_profile("physical", "llama-3.1-70b", "h100", 4)
     parts = step_parts(prof.model, prof.gpu, 4, np.array([4.0, 128.0]), np.array([1000.0, 3000.0]),
                        np.array([100.0, 2000.0]), np.array([500.0, 1500.0]), prof.cal)
+    energy = prof._energy(parts)
     for f in (0.4, 0.7, 0.95):
         br = parts.at(f)
-        d = gpu_power_dfreq_w(prof.gpu, br.memory_ms, br.compute_ms, br.step_ms, parts.dstep_df(br, f), prof.cal, f)
+        d = gpu_power_dfreq_w(prof.gpu, energy, br.step_ms, parts.dstep_df(br, f), prof.cal, f)
         h = 1e-6
-        pw = lambda x: gpu_power_w(prof.gpu, parts.at(x).u_mem, parts.at(x).u_comp, prof.cal, x)  # noqa: E731
+        pw = lambda x: gpu_power_w(prof.gpu, energy, parts.at(x).step_ms, prof.cal, x)  # noqa: E731
         assert np.allclose(d, (pw(f + h) - pw(f - h)) / (2 * h), rtol=1e-5)

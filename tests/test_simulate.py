@@ -198,3 +198,57 @@ def test_trace_replay_splits_a_mixed_range_by_share(tmp_path):
     n = [p["requests"] for p in r["pools"]]
     assert sum(n) == 2000 and n[1] > 0 and n[2] > 0
     assert abs(n[1] - n[2]) < 4 * (0.25 * (n[1] + n[2])) ** 0.5
+
+
+# --- paper mode: the simulated load is the published model's -----------------------------
+
+AZURE = [(64, .00837), (128, .02817), (256, .06759), (512, .28863), (768, .36427), (1024, .40447),
+         (1536, .65687), (2048, .77985), (3072, .86865), (4096, .89821), (6144, .97580), (8192, .999965)]
+
+
+def hand_short_pool(gamma: float | None, success: float) -> tuple[float, float]:
+    """(rate req/s, mean service ms) of the 4096-token pool of the paper's Azure H100 fleet
+    at 1000 req/s, by hand from the reference note: total length L uniform within each CDF
+    bin, input 0.8 L, output 0.2 L; service (ceil(in / 1024) + out) x (4 + 0.32 (L / 8192) x
+    256) ms (ManualProfile, 256 slots at 4096 tokens); with compression (consistent
+    accounting) a share ``success`` of L in (4096, gamma 4096] is served with its prompt cut
+    to 4096 - out."""
+    def svc(i, o):
+        return (math.ceil(i / 1024) + o) * (4.0 + 0.32 * ((i + o) / 8192) * 256)
+
+    mass = load = 0.0
+    prev_t, prev_f = 0, 0.0
+    for t, f in AZURE:
+        for lo, hi, compressed in ((prev_t, min(t, 4096), False),
+                                   (max(prev_t, 4096), min(t, (gamma or 1) * 4096), True)):
+            if hi <= lo or (compressed and gamma is None):
+                continue
+            dens = (f - prev_f) / (t - prev_t) * (success if compressed else 1.0)
+            xs = np.linspace(lo, hi, 4001)[:-1] + (hi - lo) / 8000    # midpoints
+            s = [svc(4096 - 0.2 * x, 0.2 * x) if compressed else svc(0.8 * x, 0.2 * x) for x in xs]
+            mass += dens * (hi - lo)
+            load += dens * (hi - lo) * float(np.mean(s))
+        prev_t, prev_f = t, f
+    return 1000 * mass, load / mass
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_paper_mode_simulated_utilisation_matches_the_analytical(compress):
+    """The published model's pool is an M/G/c queue of slots with fixed service times: on a
+    long horizon (300,000 requests) every pool's simulated utilisation is the analytical
+    load / (instances x slots) within 3 %, and the short pool's load is the hand one."""
+    sets = ["workload.distribution.samples=null"]            # exact CDF, as the hand computation
+    if compress:
+        sets += ["pools.compress.gamma=1.9", "pools.compress.success=0.75"]
+    inst, base = load_instance(INST / "paper-azure-h100.yaml", sets)
+    res = simulate(inst, base, parse_topology("4096:h100x8,65536:h100x8"), 300_000, 0)
+    from fleetopt.fleet import evaluate
+
+    ana = evaluate(inst, base, parse_topology("4096:h100x8,65536:h100x8"))["pools"]
+    lam, es = hand_short_pool(1.9 if compress else None, 0.75)
+    short = ana[0]
+    assert short["arrival_rate"] == pytest.approx(lam, rel=1e-3)
+    assert short["mean_service_ms"] == pytest.approx(es, rel=2e-3)
+    assert short["utilization"] == pytest.approx(lam * es / 1e3 / (short["instances"] * short["slots"]), rel=3e-3)
+    for sim_p, ana_p in zip(res["pools"], ana):
+        assert sim_p["utilization"] == pytest.approx(ana_p["utilization"], rel=0.03)

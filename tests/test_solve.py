@@ -99,11 +99,13 @@ def test_milp_equals_enumeration_on_random_columns(case):
 
 # --- real instances: solve == enumeration of partitions x configs through `evaluate` -----
 
-def tiny_instance(seed: int, K: int, cap_mw=None, stock=None) -> Instance:
+def tiny_instance(seed: int, K: int, cap_mw=None, stock=None, stock_h200=None) -> Instance:
     rng = np.random.default_rng(seed)
     gpus = [{"id": "h100", "tp": [4, 8]}, {"id": "h200", "tp": [8]}]
     if stock:
         gpus[0]["max_gpus"] = stock
+    if stock_h200:
+        gpus[1]["max_gpus"] = stock_h200
     return validate_instance({
         "name": f"tiny-{seed}", "mode": "physical", "model": "llama-3.1-70b", "gpus": gpus,
         "workload": {"distribution": {"type": "lognormal", "input_median": float(rng.uniform(300, 1500)),
@@ -219,12 +221,54 @@ def test_min_cost_objective_minimises_cost():
     assert res["fleet"]["cost_per_hour"] <= res["baselines"]["homogeneous"]["cost_per_hour"] + 1e-9
 
 
-def test_compress_ratio_by_dinkelbach_is_at_least_min_energy_ratio():
+def test_consistent_compression_credits_the_same_tokens_on_every_plan():
+    """With consistent accounting every request's output is credited once, whatever the
+    plan, so max tokens/J is min energy (no Dinkelbach): checked on plans evaluated afresh."""
+    from fleetopt.fleet import parse_topology
+
     sets = ["pools.compress.gamma=2", "pools.compress.accounting=consistent"]
     inst, base = load_instance(INST / "azure-conv-h100.yaml", sets)
     res = solve_instance(inst, base)
-    assert res["solver"]["dinkelbach_iterations"] >= 1
-    assert res["solver"]["objective"] == pytest.approx(res["fleet"]["tokens_per_joule"], rel=1e-6)
+    assert res["solver"]["dinkelbach_iterations"] == 0
+    tok = {evaluate(inst, base, parse_topology(t))["fleet"]["tokens_per_s"]
+           for t in ("16384:h100x8", "2048:h100x8,16384:h100x8", "1024:b200x4,4096:h100x8,16384:b200x4")}
+    assert max(tok) == pytest.approx(min(tok), rel=1e-9)
+    assert res["fleet"]["tokens_per_s"] == pytest.approx(min(tok), rel=1e-9)
+
+
+def enumerate_paper_plans(inst, base, gpus):
+    """Every plan of <= 2 pools over the candidate boundaries x every GPU per pool, each
+    evaluated afresh; the best tokens per joule (IT power, every GPU charged)."""
+    dr = build_workload(inst, base)
+    inner, top = [1024, 2048, 4096, 8192, 16384], 65536
+    best = (0.0, None)
+    for r in range(2):
+        for cut in itertools.combinations(inner, r):
+            for pick in itertools.product(gpus, repeat=r + 1):
+                topo = [PoolChoice(u, g, 8) for u, g in zip([*cut, top], pick)]
+                f = evaluate(inst, base, topo, workload=dr)["fleet"]
+                if f["tokens_per_joule"] > best[0]:
+                    best = (f["tokens_per_joule"], ",".join(p.spec() for p in topo))
+    return best
+
+
+@pytest.mark.parametrize("name,gpus,issue_tpj", [
+    ("paper-azure-h100", ["h100-sxm"], 1.2014),            # the issue's three reproductions
+    ("paper-azure-h100", ["h100-sxm", "b200"], 2.0504),
+    ("paper-azure-b200", ["b200"], 2.0370)])
+def test_paper_mode_maximises_the_tokens_per_joule_it_reports(name, gpus, issue_tpj):
+    """In paper mode a long pool's sub-CDF starts at 0 tokens, so credited tokens/s depend
+    on the split and least energy is not most tokens per joule: the plan must be the best
+    of an enumeration through `evaluate`."""
+    sets = ["pools.boundaries=[1024,2048,4096,8192,16384,65536]", "pools.max_pools=2",
+            "gpus=[" + ",".join(f"{{id: {g}, tp: [8]}}" for g in gpus) + "]"]
+    inst, base = load_instance(INST / f"{name}.yaml", sets)
+    best, topo = enumerate_paper_plans(inst, base, gpus)
+    res = solve_instance(inst, base)
+    assert best >= issue_tpj - 5e-5
+    assert res["fleet"]["tokens_per_joule"] == pytest.approx(best, rel=1e-9), (res["topology"], topo)
+    assert res["solver"]["status"] == "optimal" and res["solver"]["dinkelbach_iterations"] >= 1
+    assert res["solver"]["objective"] == pytest.approx(best, rel=1e-9)
 
 
 def test_power_cap_ladder_and_diagnosis(capsys):
@@ -234,6 +278,47 @@ def test_power_cap_ladder_and_diagnosis(capsys):
     assert main(["solve", str(INST / "datacenter-20mw.yaml"), "--set", "power.facility_cap_mw=2"]) == 3
     err = capsys.readouterr().err.strip()
     assert err.startswith("fleetopt: infeasible: power cap short by") and "\n" not in err
+
+
+def test_power_text_units_and_precision():
+    from fleetopt.output import power_text
+
+    assert power_text(850.0) == "850.0 W" and power_text(157.26) == "157.3 W"
+    assert power_text(12_345.0) == "12.35 kW" and power_text(999_000.0) == "999.0 kW"
+    assert power_text(1.6334e6) == "1.633 MW" and power_text(3.2e7) == "32.00 MW"
+
+
+PAPER_SMALL = ["pools.boundaries=[1024,2048,4096,8192,16384,65536]", "pools.max_pools=3",
+               "gpus=[{id: h100-sxm, tp: [8]}, {id: b200, tp: [8]}]"]
+
+
+def test_a_tiny_power_shortfall_is_shown_in_watts(capsys):
+    """A cap 0.1 % under the least-power plan: the message names the shortfall in W, its
+    share of the cap, and need and cap with the digits that differ.  The least provisioned
+    power is found by enumerating every plan (<= 3 pools x 2 configs) through `evaluate`."""
+    import re
+
+    inst, base = load_instance(INST / "paper-azure-h100.yaml", PAPER_SMALL)
+    dr = build_workload(inst, base)
+    need_kw = math.inf
+    inner = [1024, 2048, 4096, 8192, 16384]
+    for r in range(3):
+        for cut in itertools.combinations(inner, r):
+            for pick in itertools.product(["h100-sxm", "b200"], repeat=r + 1):
+                topo = [PoolChoice(u, g, 8) for u, g in zip([*cut, 65536], pick)]
+                need_kw = min(need_kw, evaluate(inst, base, topo, workload=dr)["fleet"]["provisioned_facility_kw"])
+    cap_mw = round(need_kw * 0.999 / 1e3, 6)
+    code = main(["solve", str(INST / "paper-azure-h100.yaml"), *[a for s in PAPER_SMALL for a in ("--set", s)],
+                 "--set", "objective=min_cost", "--set", f"power.facility_cap_mw={cap_mw}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 3 and "\n" not in err
+    m = re.search(r"short by ([\d.]+) W, ([\d.]+) % of the ([\d.]+) kW cap .* needs ([\d.]+) kW", err)
+    assert m, err
+    short_w, pct, cap_kw, need_shown = (float(x) for x in m.groups())
+    assert short_w == pytest.approx(need_kw * 1e3 - cap_mw * 1e6, rel=1e-3)
+    assert pct == pytest.approx(100 * short_w / (cap_mw * 1e6), rel=1e-2)
+    assert need_shown == pytest.approx(need_kw, abs=1e-3) and cap_kw == pytest.approx(cap_mw * 1e3, abs=1e-3)
+    assert need_shown > cap_kw
 
 
 def test_max_throughput_fills_the_cap():
@@ -277,17 +362,101 @@ def test_golden_lp_has_every_constraint_family(tmp_path):
     assert text == (GOLDEN / "fleet_tiny.lp").read_text()
 
 
-def test_time_limit_without_incumbent_is_one_line_exit_3(capsys):
-    assert main(["solve", str(INST / "heterogeneous.yaml"), "--set", "solver.time_limit_s=0.0001"]) == 3
+ONLY_TWO_STOCKED = "gpus=[{id: b200, tp: [2], max_gpus: 40}, {id: gb200, tp: [2], max_gpus: 40}]"
+
+
+def test_time_limit_without_a_plan_is_its_own_status_exit_4(capsys):
+    """No one-pool plan fits the stock here, so only the MILP can find a plan; a limit that
+    ends before it runs is "no plan found within the time limit" (exit 4), not infeasible."""
+    assert main(["solve", str(INST / "heterogeneous.yaml"), "--set", ONLY_TWO_STOCKED]) == 0
+    capsys.readouterr()
+    code = main(["solve", str(INST / "heterogeneous.yaml"), "--set", ONLY_TWO_STOCKED,
+                 "--set", "solver.time_limit_s=1e-9"])
     err = capsys.readouterr().err.strip()
-    assert "time limit" in err and "\n" not in err
+    assert code == 4 and "\n" not in err
+    assert "no plan found within the time limit" in err and "solver.time_limit_s" in err and "infeasible" not in err
+
+
+def test_time_limit_with_a_known_plan_returns_it_with_its_gap(capsys):
+    """The best one-pool plan is known before any MILP runs: a limit that ends first returns
+    it, marked time_limit, with a gap against the path lower bound that brackets the true
+    optimum (solved without the limit)."""
+    args = ["solve", str(INST / "azure-conv-h100.yaml"), "--format", "json"]
+    assert main(args) == 0
+    opt = json.loads(capsys.readouterr().out)
+    code = main(args + ["--set", "solver.time_limit_s=1e-9"])
+    res = json.loads(capsys.readouterr().out)
+    s = res["solver"]
+    assert code == 0 and s["status"] == "time_limit" and s["gap"] > 0 and s["notes"]
+    best = res["baselines"]["homogeneous"]            # the best one-pool plan, found independently
+    assert len(res["pools"]) == 1 and res["fleet"]["it_power_kw"] == pytest.approx(best["it_power_kw"], rel=1e-12)
+    kw, opt_kw = res["fleet"]["it_power_kw"], opt["fleet"]["it_power_kw"]
+    assert kw * (1 - s["gap"]) <= opt_kw * (1 + 1e-5) and opt_kw < kw   # inside the gap (JSON: 6 digits)
+    assert main(args[:2] + ["--set", "solver.time_limit_s=1e-9"]) == 0
+    assert "WARNING: time limit reached" in capsys.readouterr().out
+
+
+class _FakeClock:
+    """time.perf_counter for fleetopt.milp, advanced by hand."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def _timed_stages(monkeypatch, spend: float):
+    """Every MILP stage sees the deadline through solve_direct; a stand-in solves for real
+    (no limit), records the seconds it was given and advances the clock by ``spend``
+    (reporting a time-out, with its plan, when that is more than it was given)."""
+    import fleetopt.milp as milp_mod
+    import formulations.fleet as F
+
+    clock, given, real = _FakeClock(), [], F.solve_direct
+    monkeypatch.setattr(milp_mod, "time", clock)
+
+    def stage(data, w, sense, time_limit_s, *args, deadline=None, **kw):
+        left = min(time_limit_s, deadline - clock.now)
+        given.append(left)
+        r = real(data, w, sense, 60.0, *args, **kw)
+        clock.now += spend
+        if spend > left:
+            r.status = "time_limit"
+        return r
+    monkeypatch.setattr(F, "solve_direct", stage)
+    return given
+
+
+def test_the_time_limit_is_shared_by_the_stages(monkeypatch):
+    """solver.time_limit_s = 1 s: the optimum stage is given 1 s, spends 0.4 s, and the
+    tie-break is given the 0.6 s left."""
+    given = _timed_stages(monkeypatch, 0.4)
+    res = solve_instance(*load_instance(INST / "heterogeneous.yaml", ["solver.time_limit_s=1"]))
+    assert given == pytest.approx([1.0, 0.6])
+    assert res["solver"]["status"] == "optimal" and res["solver"]["notes"] == []
+
+
+def test_the_tie_break_is_skipped_with_a_note_when_no_time_is_left(monkeypatch):
+    given = _timed_stages(monkeypatch, 1.5)
+    res = solve_instance(*load_instance(INST / "heterogeneous.yaml", ["solver.time_limit_s=1"]))
+    assert given == pytest.approx([1.0])                               # one stage only
+    assert res["solver"]["status"] == "time_limit" and res["solver"]["gap"] is not None
+    assert any("tie-break skipped" in n for n in res["solver"]["notes"])
 
 
 def test_ties_go_to_the_simplest_plan():
-    """On the heterogeneous instance a split at 1664 tokens saves 4e-9 of the energy: within
-    the proven gap, so the one-pool plan (fewest pools) is returned."""
-    res = solve_instance(*load_instance(INST / "heterogeneous.yaml"))
-    assert len(res["pools"]) == 1 and res["solver"]["gap"] <= 1e-6
+    """The tie-break returns the fewest pools among plans within the proven gap: on the
+    heterogeneous instance, every plan with fewer pools than the one returned is worse than
+    the optimum by more than the gap (checked by solving with max_pools limited)."""
+    inst, base = load_instance(INST / "heterogeneous.yaml")
+    res = solve_instance(inst, base)
+    gap = res["solver"]["gap"]
+    assert gap <= 1e-6
+    best = res["fleet"]["it_power_kw"]
+    for k in range(1, len(res["pools"])):
+        fewer = solve_instance(replace(inst, pools=replace(inst.pools, max_pools=k)), base)
+        assert fewer["fleet"]["it_power_kw"] > best * (1 + gap) + 1e-9
 
 
 def _columns(workers: int):
@@ -330,6 +499,14 @@ def test_a_failing_worker_leaves_its_configs_to_the_parent(monkeypatch):
 
 # --- mixed pools (pools.split_grid): the MILP over shares == enumeration through evaluate ---
 
+def within_stock(inst: Instance, res: dict) -> bool:
+    """The evaluated plan's GPUs of each type within the instance's inventory."""
+    for g, gid in zip(inst.gpus, ("h100-sxm", "h200")):
+        if g.max_gpus is not None and sum(p["gpus"] for p in res["pools"] if p["gpu"] == gid) > g.max_gpus:
+            return False
+    return True
+
+
 def enumerate_mixed_plans(inst: Instance, dist_rate, inner: list[int], top: int):
     """Every partition x every way to serve each range with one config (share 1) or two
     members at 1/2 each (a config may repeat), each sized by `evaluate`; the least-energy
@@ -347,18 +524,20 @@ def enumerate_mixed_plans(inst: Instance, dist_rate, inner: list[int], top: int)
                     res = evaluate(inst, Path("."), topo, workload=dist_rate)
                 except InfeasibleError:
                     continue
-                lim = inst.gpus[0].max_gpus
-                if lim is not None and sum(p["gpus"] for p in res["pools"] if p["gpu"] == "h100-sxm") > lim:
+                if not within_stock(inst, res):
                     continue
                 if res["fleet"]["it_power_kw"] < best[0] - 1e-9:
                     best = (res["fleet"]["it_power_kw"], topo)
     return best
 
 
-@pytest.mark.parametrize("seed,K,stock", [(11, 1, 16), (12, 2, 24), (13, 2, None), (14, 1, 8), (13, 1, 96),
-                                          (13, 2, 96)])
-def test_mixed_pools_equal_enumeration_through_evaluate(seed, K, stock):
-    inst = tiny_instance(seed, K, None, stock)
+@pytest.mark.parametrize("seed,K,stock,stock_h200", [(11, 1, 16, None), (12, 2, 24, None), (13, 2, None, None),
+                                                     (14, 1, 8, None), (13, 1, 92, None), (13, 2, 92, None),
+                                                     (13, 1, 96, 96), (13, 2, 96, 96), (14, 2, 48, 64)])
+def test_mixed_pools_equal_enumeration_through_evaluate(seed, K, stock, stock_h200):
+    """The last three: both types stocked, no one-pool plan fits (the knee: the upper bound
+    comes from the whole-column stage, elimination is Lagrangian)."""
+    inst = tiny_instance(seed, K, None, stock, stock_h200)
     inst = replace(inst, pools=replace(inst.pools, boundaries=[2048, 16384], split_grid=2))
     dr = build_workload(inst, Path("."))
     best_kw, topo = enumerate_mixed_plans(inst, dr, [2048], 16384)
@@ -369,7 +548,7 @@ def test_mixed_pools_equal_enumeration_through_evaluate(seed, K, stock):
     res = solve_instance(inst, Path("."))
     assert res["solver"]["status"] == "optimal"
     assert res["fleet"]["it_power_kw"] == pytest.approx(best_kw, rel=1e-6)
-    if (K, stock) == (1, 96):                         # this case's optimum is a mixed range
+    if (K, stock) == (1, 92):                         # this case's optimum is a mixed range
         assert any(p.share < 1 for p in topo) and "@" in res["topology"]
     # and what solve reports for its (possibly mixed) plan is what evaluate gives for it
     from fleetopt.fleet import parse_topology
@@ -377,17 +556,50 @@ def test_mixed_pools_equal_enumeration_through_evaluate(seed, K, stock):
     assert fresh["pools"] == res["pools"]
 
 
+def quarter_covers(cfgs):
+    """Every way to serve one range with shares k/4 summing to 1 (a config may repeat)."""
+    out = []
+    for parts in ([4], [3, 1], [2, 2], [2, 1, 1], [1, 1, 1, 1]):
+        for pick in itertools.product(cfgs, repeat=len(parts)):
+            key = tuple(sorted(zip(parts, pick)))
+            if key not in {tuple(sorted(c)) for c in out}:
+                out.append(list(zip(parts, pick)))
+    return out
+
+
+@pytest.mark.parametrize("seed,stock,stock_h200", [(13, 96, 96), (13, 120, 64), (11, 24, 30)])
+def test_a_quarter_grid_equals_enumeration_under_binding_stock(seed, stock, stock_h200):
+    """split_grid 4, one range, both GPU types stocked so that no one-pool plan fits:
+    the solve equals the best of every cover in quarters, each sized by `evaluate`."""
+    inst = tiny_instance(seed, 1, None, stock, stock_h200)
+    inst = replace(inst, pools=replace(inst.pools, boundaries=[16384], split_grid=4))
+    dr = build_workload(inst, Path("."))
+    best = math.inf
+    for cover in quarter_covers([("h100-sxm", 4), ("h100-sxm", 8), ("h200", 8)]):
+        topo = [PoolChoice(16384, g, tp, share=k / 4) for k, (g, tp) in cover]
+        try:
+            res = evaluate(inst, Path("."), topo, workload=dr)
+        except InfeasibleError:
+            continue
+        if within_stock(inst, res):
+            best = min(best, res["fleet"]["it_power_kw"])
+    assert math.isfinite(best)
+    res = solve_instance(inst, Path("."))
+    assert res["solver"]["status"] == "optimal"
+    assert res["fleet"]["it_power_kw"] == pytest.approx(best, rel=1e-6)
+
+
 def test_a_stock_limit_makes_the_mixed_plan_strictly_better():
-    """With H100s (the most efficient config here) limited to 96 GPUs, one config per range
+    """With H100s (the most efficient config here: 96 GPUs unlimited) limited to 92, one config per range
     must fall back to H200; a mixed range keeps as many H100s as it may and uses less
     energy, and a finer grid (which contains the coarser one) is never worse."""
-    inst = tiny_instance(13, 1, None, 96)
+    inst = tiny_instance(13, 1, None, 92)
     plans = {m: solve_instance(replace(inst, pools=replace(inst.pools, split_grid=m)), Path(".")) for m in (1, 2, 4)}
     kw = {m: r["fleet"]["it_power_kw"] for m, r in plans.items()}
     assert "@" not in plans[1]["topology"] and "@" in plans[4]["topology"]
     assert kw[4] <= kw[2] * (1 + 1e-9) and kw[2] < kw[1]
     mixed = plans[4]
-    assert sum(p["gpus"] for p in mixed["pools"] if p["gpu"] == "h100-sxm") <= 96
+    assert sum(p["gpus"] for p in mixed["pools"] if p["gpu"] == "h100-sxm") <= 92
     shares = {}
     for p in mixed["pools"]:
         shares[p["hi_tokens"]] = shares.get(p["hi_tokens"], 0.0) + p["split"]
@@ -400,6 +612,34 @@ def test_mixed_pools_with_compression_is_one_line_exit_2(capsys):
                  "--set", "pools.compress.gamma=2"])
     err = capsys.readouterr().err
     assert code == 2 and "pools.split_grid" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [["solve"], ["evaluate", "--topology", "4096:h100x8,65536:h100x8"],
+                                     ["simulate", "--topology", "4096:h100x8,65536:h100x8", "--requests", "1000"]])
+def test_a_compression_success_rate_with_paper_accounting_is_refused(command, capsys):
+    """The paper's sub-CDF sizing compresses every request up to gamma x B: a success rate
+    below 1 would be ignored, so it is refused in one line naming both fields."""
+    code = main([command[0], str(INST / "paper-azure-h100.yaml"), *command[1:], "--set", "pools.compress.gamma=1.9",
+                 "--set", "pools.compress.success=0.75", "--set", "pools.compress.accounting=paper"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert "pools.compress.success" in err and "pools.compress.accounting" in err
+    assert main([command[0], str(INST / "paper-azure-h100.yaml"), *command[1:], "--set", "pools.compress.gamma=1.9",
+                 "--set", "pools.compress.success=0.75", "--format", "json"]) == 0    # consistent: honoured
+
+
+@pytest.mark.parametrize("success", [1.0, 0.75])
+def test_consistent_compression_honours_the_success_rate(success):
+    """The short pool's rate: 1000 x (F(4096) + success x (F(1.9 x 4096) - F(4096))), F the
+    paper's Azure CDF interpolated between its knots by hand (0.89821, and 0.97580 +
+    (0.999965 - 0.97580) x 1638.4 / 2048 at 7782.4 tokens)."""
+    from fleetopt.fleet import parse_topology
+
+    inst, base = load_instance(INST / "paper-azure-h100.yaml", ["pools.compress.gamma=1.9",
+                                                                f"pools.compress.success={success}"])
+    res = evaluate(inst, base, parse_topology("4096:h100x8,65536:h100x8"))
+    f_b, f_gb = 0.89821, 0.97580 + (0.999965 - 0.97580) * 1638.4 / 2048
+    assert res["pools"][0]["arrival_rate"] == pytest.approx(1000 * (f_b + success * (f_gb - f_b)), rel=2e-4)
 
 
 # --- mixed formulation and bound elimination, on random columns, against enumeration -----
@@ -458,19 +698,96 @@ def test_mixed_milp_equals_enumeration_on_random_columns(case):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(random_mixed_columns(), st.integers(1, 150))
-def test_bound_elimination_keeps_every_plan_within_the_limit(case, limit):
+@given(random_mixed_columns(), st.integers(1, 150), st.lists(st.floats(0, 5), min_size=3, max_size=3))
+def test_bound_elimination_keeps_every_plan_within_the_limit(case, limit, mu):
     """No column of any plan (any number of pools, limits ignored) of weight <= limit is
-    eliminated, and every kept column's bound is what elimination promises."""
+    eliminated by the path bound; with Lagrangian multipliers mu >= 0 on stock and cap, no
+    column of any such plan that also meets stock and cap is."""
     from types import SimpleNamespace
 
-    from fleetopt.solve import _can_reach
+    from fleetopt.bounds import can_reach
 
-    n_nodes, cols, _, _, _ = case
+    n_nodes, cols, _, stock, cap = case
     view = SimpleNamespace(bounds=list(range(1, n_nodes)), arc_i=np.array([c["i"] for c in cols]),
                            arc_j=np.array([c["j"] for c in cols]), frac=np.array([c["k"] / 2 for c in cols]))
     w = np.array([c["w"] for c in cols], float)
-    keep = _can_reach(view, w, float(limit))
+    mu_t = {"a": mu[0], "b": mu[1]}
+    wl = w + np.array([mu_t[c["t"]] * c["g"] * (c["t"] in stock) + (mu[2] * c["p"] if cap else 0.0) for c in cols])
+    k = sum(mu_t[t] * s for t, s in stock.items()) + (mu[2] * cap if cap else 0.0)
+    keep = can_reach(view, w, float(limit))
+    keep_lag = can_reach(view, w, float(limit), (wl, k))
     for plan in mixed_plans(n_nodes, cols, n_nodes):
         if sum(w[n] for n in plan) <= limit:
             assert all(keep[n] for n in plan)
+            if within_limits(cols, plan, stock, cap):
+                assert all(keep_lag[n] for n in plan)
+
+
+# --- the staged solve (bounds, coarse grid, Lagrangian elimination, Dinkelbach) ----------
+
+def staged_columns(n_nodes, cols, stock, tokens):
+    """Random columns as a ``Columns`` (grid 2; types a and b, b's stock on its config)."""
+    from fleetopt.columns import Columns, Config
+
+    cfgs = [Config(t, 1, "paged", stock.get(t), None) for t in ("a", "b")]
+    arr = lambda key, dt=float: np.array([c[key] for c in cols], dt)
+    return Columns(list(range(1, n_nodes)), cfgs, arr("i", int), arr("j", int),
+                   np.array([0 if c["t"] == "a" else 1 for c in cols]), arr("g", int), arr("g", int), arr("w"),
+                   arr("p"), np.asarray(tokens, float), arr("w"), share_k=arr("k", int), grid=2)
+
+
+def staged_instance(K, cap, objective="max_tokens_per_joule"):
+    inst = tiny_instance(1, K, None if cap is None else cap / 1e6)
+    return replace(inst, objective=objective, pools=replace(inst.pools, max_pools=K))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_mixed_columns(), st.booleans(), st.lists(st.integers(1, 50), min_size=60, max_size=60))
+def test_staged_solve_equals_enumeration_on_random_columns(case, ratio, toks):
+    """The whole staged solve (one-pool and coarse-grid upper bounds, plain and Lagrangian
+    elimination, the MILP, the tie-break; Dinkelbach when tokens differ) against every plan:
+    least energy when every plan credits the same tokens (T_c = f_c (j_c - i_c)), the best
+    tokens per joule otherwise."""
+    from fleetopt.milp import StagedSolve
+
+    n_nodes, cols, K, stock, cap = case
+    if ratio:
+        tokens = [toks[n % 60] * c["k"] for n, c in enumerate(cols)]
+    else:
+        tokens = [c["k"] / 2 * (c["j"] - c["i"]) for c in cols]
+    cc = staged_columns(n_nodes, cols, stock, tokens)
+    res, iters = StagedSolve(staged_instance(K, cap), cc).run()
+    best, best_plan = (-math.inf if ratio else math.inf), None
+    for plan in mixed_plans(n_nodes, cols, K):
+        if within_limits(cols, plan, stock, cap):
+            e = sum(cols[n]["w"] for n in plan)
+            v = sum(tokens[n] for n in plan) / e if ratio else e
+            if (v > best) if ratio else (v < best):
+                best, best_plan = v, plan
+    if best_plan is None:
+        assert not res.chosen and res.status == "infeasible"
+        return
+    assert res.status == "optimal"
+    got = (sum(tokens[n] for n in res.chosen) / sum(cols[n]["w"] for n in res.chosen) if ratio
+           else sum(cols[n]["w"] for n in res.chosen))
+    assert got == pytest.approx(best, rel=1e-6)
+    energy = sum(cols[n]["w"] for n in res.chosen)
+    assert res.objective == pytest.approx(best if iters else energy, rel=1e-6)   # the ratio, or the energy
+    assert within_limits(cols, res.chosen, stock, cap)
+    assert iters == 0 or ratio
+
+
+def test_dinkelbach_iterations_share_the_time_limit(monkeypatch):
+    """The ratio objective (paper mode): the least-energy stage and every Dinkelbach stage
+    are given what is left of the 1 s; when a stage outlasts it the plan so far is returned,
+    marked time_limit, with a note."""
+    sets = ["pools.boundaries=[1024,2048,4096,8192,16384,65536]", "pools.max_pools=2", "solver.time_limit_s=1"]
+    inst, base = load_instance(INST / "paper-azure-h100.yaml", sets)
+    full = solve_instance(inst, base)
+    assert full["solver"]["dinkelbach_iterations"] >= 2          # least energy, then >= 2 ratio stages
+    given = _timed_stages(monkeypatch, 0.4)
+    res = solve_instance(inst, base)
+    assert given == pytest.approx([1.0, 0.6, 0.2])          # least energy, two ratio stages (the last cut)
+    assert res["solver"]["status"] == "time_limit"
+    assert any("Dinkelbach stopped" in n for n in res["solver"]["notes"])
+    assert res["fleet"]["tokens_per_joule"] <= full["fleet"]["tokens_per_joule"] * (1 + 1e-12)

@@ -75,15 +75,27 @@ def test_reused_columns_give_the_same_plan_as_a_fresh_solve(tmp_path):
 
 
 def test_failing_case_is_recorded_and_the_sweep_goes_on(tmp_path):
+    """A case that fails while solving is a row; the sweep goes on."""
     p = tmp_path / "spec.yaml"
     p.write_text(f"schema_version: 1\nname: f\nbase: {BASE}\ncases:\n  - {{workload.arrival_rate: 100}}\n"
-                 f"  - {{slo.ttft_p99_ms: -5}}\n  - {{power.facility_cap_mw: 0.001}}\n")
+                 f"  - {{objective: max_throughput}}\n  - {{power.facility_cap_mw: 0.001}}\n")
     out = tmp_path / "out"
     r = run_sweep(str(p), str(out))
     assert r["done"] == 3 and r["failed"] == 1 and r["infeasible"] == 1
     df = rows(out).set_index("status")
-    assert "slo.ttft_p99_ms" in df.loc["failed", "error"]
+    assert "max_throughput needs power.facility_cap_mw" in df.loc["failed", "error"]
     assert "power cap short" in df.loc["infeasible", "error"]
+
+
+def test_an_invalid_case_refuses_the_spec_before_anything_runs(tmp_path, capsys):
+    p = tmp_path / "spec.yaml"
+    p.write_text(f"schema_version: 1\nname: f\nbase: {BASE}\ncases:\n  - {{workload.arrival_rate: 100}}\n"
+                 f"  - {{slo.ttft_p99_ms: -5}}\n")
+    out = tmp_path / "out"
+    assert main(["sweep", str(p), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "case 2 (slo.ttft_p99_ms=-5): slo.ttft_p99_ms: must be > 0, got -5" in err and "\n" not in err
+    assert not out.exists()
 
 
 def test_sigkill_mid_sweep_then_resume_gives_exactly_one_row_per_case(tmp_path):

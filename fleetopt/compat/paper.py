@@ -25,6 +25,10 @@ from fleetopt.profile import Admission, OperatingPoint
 class _PaperPoints:
     """Law rows and single points under the paper's conventions (shared by both profiles)."""
 
+    def kv_concurrency(self, window_tokens: int, mean_held_tokens: float = 0.0, admission: Admission = "reserve") -> int:
+        """The published model's n_max is KV-limited already (no max_num_seqs cap)."""
+        return self.concurrency(window_tokens, mean_held_tokens, admission)  # type: ignore[attr-defined]
+
     def saturation(self, window_tokens: int, output_tokens: int = 0, admission: Admission = "reserve"):
         """n_max at the paper's mean in-flight length window/2, decode only."""
         n = self.concurrency(window_tokens, window_tokens / 2.0, admission)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from fleetopt.catalog import DTYPE_BYTES, Gpu, Model
@@ -15,13 +14,15 @@ DEFAULT_MAX_BATCHED_TOKENS = 8192
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
 
 
-def weight_bytes_per_gpu(model: Model, tp: int) -> float:
+def weight_bytes_per_gpu(model: Model, tp: int, dp: int = 1) -> float:
     """Weight bytes each GPU holds: every parameter sharded over the TP group (vLLM shards
-    attention, FFN, experts and the vocab-parallel embeddings); expert and dense parts in
-    their own dtypes.  Source: parameter counts from the architecture (catalog)."""
+    attention, FFN, experts and the vocab-parallel embeddings); with ``dp`` data-parallel
+    attention ranks (expert parallelism) the experts are sharded over tp x dp GPUs and the
+    rest replicated per rank.  Expert and dense parts in their own dtypes.  Source:
+    parameter counts from the architecture (catalog)."""
     expert_bytes = model.moe_layers * model.experts * model.expert_params * DTYPE_BYTES[model.weight_dtype]
     dense_bytes = model.non_expert_params * DTYPE_BYTES[model.dense_dtype]
-    return (expert_bytes + dense_bytes) / tp
+    return expert_bytes / (tp * dp) + dense_bytes / tp
 
 
 def kv_bytes_per_token(model: Model) -> float:
@@ -53,19 +54,21 @@ def runtime_reserve_bytes(model: Model, tp: int, max_batched_tokens: int = DEFAU
 
 def kv_budget_bytes(model: Model, gpu: Gpu, tp: int,
                     gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
-                    reserve_bytes: float | None = None) -> float:
+                    reserve_bytes: float | None = None, dp: int = 1) -> float:
     """KV pool per GPU = gpu_memory_utilization x HBM - weights - runtime reserve (vLLM)."""
     reserve = runtime_reserve_bytes(model, tp) if reserve_bytes is None else reserve_bytes
-    return gpu_memory_utilization * gpu.hbm_bytes - weight_bytes_per_gpu(model, tp) - reserve
+    return gpu_memory_utilization * gpu.hbm_bytes - weight_bytes_per_gpu(model, tp, dp) - reserve
 
 
 def kv_capacity_tokens(model: Model, gpu: Gpu, tp: int,
                        gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
-                       reserve_bytes: float | None = None) -> int:
-    """Tokens the instance's KV pool holds, in whole blocks ("GPU KV cache size" in vLLM's log)."""
-    budget = kv_budget_bytes(model, gpu, tp, gpu_memory_utilization, reserve_bytes)
+                       reserve_bytes: float | None = None, dp: int = 1) -> int:
+    """Tokens the instance's KV pool holds, in whole blocks ("GPU KV cache size" in vLLM's log);
+    with ``dp`` data-parallel attention ranks each rank holds its own sequences' KV, so the
+    instance holds dp x a rank's tokens."""
+    budget = kv_budget_bytes(model, gpu, tp, gpu_memory_utilization, reserve_bytes, dp)
     per_block = kv_bytes_per_token_per_gpu(model, tp) * BLOCK_TOKENS
-    return max(0, int(budget // per_block)) * BLOCK_TOKENS
+    return dp * max(0, int(budget // per_block)) * BLOCK_TOKENS
 
 
 def _scalar_or_array(x, kind=int):

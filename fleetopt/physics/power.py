@@ -1,38 +1,81 @@
-"""Per-GPU power from the operating point, the DVFS power cap, instance and facility power."""
+"""Per-GPU power from energy per operation, and its derivative in the clock (for DVFS).
+
+    P(f) = P_static + (E_mem + E_link + E_comp f^x) / S(f)
+
+per GPU and per step of S seconds: P_static the power of a GPU holding the model with its
+clocks up (the catalog's idle power times a calibrated factor), E_mem the bytes read from
+memory times the energy per byte, E_link the bytes sent over the scale-up link times its
+energy per byte, E_comp the FLOPs times the energy per FLOP (by dtype).  Under a clock
+scale f < 1 (a power cap or TDP) compute time stretches and the dynamic energy per FLOP
+falls as f^x.  No floor is tied to TDP: a GPU draws what its operations cost.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
 
 from fleetopt.catalog import Gpu
 from fleetopt.physics.calibration import DEFAULT, Calibration
 
 
-def gpu_power_w(gpu: Gpu, u_mem: float, u_comp: float, cal: Calibration = DEFAULT,
-                freq_scale: float = 1.0) -> float:
-    """Board power of a busy GPU: idle + (TDP - idle) x (base + a_mem u_mem + a_comp u_comp),
-    u_mem and u_comp the fractions of the step the memory system and the tensor cores are
-    busy; the compute and clock terms scale by f^x at frequency scale f (dynamic power per
-    op ~ V^2, V tracking f).  Not clipped: callers apply the TDP or a cap through DVFS."""
-    dyn = cal.p_base * freq_scale + cal.p_mem * u_mem + cal.p_comp * u_comp * freq_scale ** cal.dvfs_exponent
-    return gpu.idle_w + (gpu.tdp_w - gpu.idle_w) * dyn
+def static_power_w(gpu: Gpu, cal: Calibration = DEFAULT) -> float:
+    """Static power of a busy GPU: idle_w x static_scale, W.  Source: catalog idle figure."""
+    return gpu.idle_w * cal.static_scale
 
 
-def gpu_power_dfreq_w(gpu: Gpu, memory_ms, compute_ms, step_ms, dstep_df, cal: Calibration = DEFAULT,
-                      freq_scale: float = 1.0):
-    """d ``gpu_power_w`` / d f (W per unit clock scale) for a step whose busy times are
-    u_mem = memory_ms / step and u_comp = compute_ms / step, compute_ms stretched as 1/f:
-    the derivative of p_base f + p_mem M/S + p_comp (C1/f)/S f^x with C1 = compute_ms f."""
-    f, x = freq_scale, cal.dvfs_exponent
-    c1 = compute_ms * f
-    d_mem = -memory_ms * dstep_df / step_ms**2
-    d_comp = c1 * ((x - 1.0) * f ** (x - 2.0) / step_ms - f ** (x - 1.0) * dstep_df / step_ms**2)
-    return (gpu.tdp_w - gpu.idle_w) * (cal.p_base + cal.p_mem * d_mem + cal.p_comp * d_comp)
+def mem_energy_j_per_byte(gpu: Gpu, cal: Calibration = DEFAULT) -> float:
+    """System energy per byte read from memory: mem_energy_scale x mem_pj_per_bit x 8 bits, J.
+    Source: the memory technology's device pJ/bit (catalog) and the on-chip path factor."""
+    return cal.mem_energy_scale * gpu.mem_pj_per_bit * 8e-12
 
 
-def instance_power_w(gpu_power_w_: float, tp: int, host_w_per_gpu: float = 0.0) -> float:
-    """Instance power = TP x per-GPU power + the instance's share of host power."""
-    return tp * (gpu_power_w_ + host_w_per_gpu)
+def link_energy_j_per_byte(gpu: Gpu) -> float:
+    """Energy per byte sent over the scale-up link: link_pj_per_bit x 8, J (catalog figure)."""
+    return gpu.link_pj_per_bit * 8e-12
 
 
-def facility_power_w(it_power_w: float, pue: float = 1.0) -> float:
-    """Facility power = IT power x PUE."""
-    return it_power_w * pue
+def flop_energy_j(gpu: Gpu, peak_flops: float, cal: Calibration = DEFAULT) -> float:
+    """Energy per FLOP at a given dtype's peak rate: flop_energy_scale x (TDP - idle) / peak, J.
+    Source: the spec sheet's TDP at the dtype's peak FLOP/s bounds the energy per FLOP."""
+    return cal.flop_energy_scale * (gpu.tdp_w - gpu.idle_w) / peak_flops
+
+
+@dataclass(frozen=True)
+class StepEnergy:
+    """Energy of one step per GPU, split by how it scales with the clock (J; scalars or arrays)."""
+
+    fixed_j: float
+    """Memory and link energy: independent of the SM clock."""
+    comp_j: float
+    """Compute energy at full clock: scales as f^x."""
+
+
+def step_energy(gpu: Gpu, weight_dtype_flops: float, bytes_per_gpu, lin_flops, attn_flops, link_bytes,
+                cal: Calibration = DEFAULT) -> StepEnergy:
+    """E_mem + E_link and E_comp of a step: bytes x J/byte, link bytes x J/byte, linear FLOPs
+    at the weights' dtype energy plus attention FLOPs at the bf16 energy."""
+    fixed = bytes_per_gpu * mem_energy_j_per_byte(gpu, cal) + link_bytes * link_energy_j_per_byte(gpu)
+    comp = lin_flops * flop_energy_j(gpu, weight_dtype_flops, cal) + attn_flops * flop_energy_j(gpu, gpu.bf16_flops, cal)
+    return StepEnergy(fixed, comp)
+
+
+def gpu_power_w(gpu: Gpu, energy: StepEnergy, step_ms, cal: Calibration = DEFAULT, freq_scale=1.0):
+    """P = P_static + (E_fixed + E_comp f^x) / S, W (scalar or array; 0-length steps draw P_static).
+    Not clipped: callers apply TDP or a cap through DVFS."""
+    s = np.asarray(step_ms, float) * 1e-3
+    dyn = energy.fixed_j + energy.comp_j * np.asarray(freq_scale, float) ** cal.dvfs_exponent
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = static_power_w(gpu, cal) + np.where(s > 0, dyn / np.where(s > 0, s, 1.0), 0.0)
+    return float(p) if np.ndim(p) == 0 else p
+
+
+def gpu_power_dfreq_w(gpu: Gpu, energy: StepEnergy, step_ms, dstep_df, cal: Calibration = DEFAULT,
+                      freq_scale=1.0):
+    """dP/df (W per unit clock scale): with D(f) = E_fixed + E_comp f^x and S(f) the step,
+    dP/df = (x E_comp f^(x-1) S - D S') / S^2 (quotient rule; S' = dstep_df, ms per unit f)."""
+    f, x = np.asarray(freq_scale, float), cal.dvfs_exponent
+    s, ds = np.asarray(step_ms, float) * 1e-3, np.asarray(dstep_df, float) * 1e-3
+    d = energy.fixed_j + energy.comp_j * f ** x
+    return (x * energy.comp_j * f ** (x - 1.0) * s - d * ds) / (s * s)

@@ -48,8 +48,9 @@ def soft_roof_ms(a_ms: float, b_ms: float, p: float) -> float:
     """Smooth max of two non-negative times, (a^p + b^p)^(1/p): kernels near the ridge point
     are slower than the hard roofline because memory and math do not overlap perfectly.
     Computed directly: for times in ms and p of a few, the powers stay far from overflow."""
-    if p == 1.5:    # the calibrated value: sqrt and cbrt are several times cheaper than pow
-        r = np.cbrt(a_ms * np.sqrt(a_ms) + b_ms * np.sqrt(b_ms)) ** 2
+    if p == 4.0:    # sqrt(sqrt()) is several times cheaper than pow
+        a2, b2 = a_ms * a_ms, b_ms * b_ms
+        r = np.sqrt(np.sqrt(a2 * a2 + b2 * b2))
     else:
         r = (a_ms ** p + b_ms ** p) ** (1.0 / p)
     return float(r) if np.ndim(r) == 0 else r
@@ -105,6 +106,12 @@ class StepParts:
     bytes_per_gpu: float
     flops_per_gpu: float
     roof_p: float
+    lin_flops_per_gpu: float = 0.0
+    """Linear-layer FLOPs per GPU (at the weights' dtype rate)."""
+    attn_flops_per_gpu: float = 0.0
+    """Attention FLOPs per GPU (bf16 rate)."""
+    link_bytes_per_gpu: float = 0.0
+    """Bytes each GPU sends over the scale-up link (all-reduce, all-to-all)."""
 
     def at(self, freq_scale=1.0) -> StepBreakdown:
         """The step at clock scale f: compute times stretch by 1/f, memory, links and
@@ -124,8 +131,9 @@ class StepParts:
             r = np.asarray(r, float)
             safe = np.where(r > 0, r, 1.0)
             cf = c / freq_scale
-            if p == 1.5:    # the calibrated value, without pow: (c/f)^1.5 r^-0.5
-                term = cf * np.sqrt(cf / safe)
+            if p == 4.0:    # without pow: (c/f)^4 r^-3
+                q = cf / safe
+                term = q * q * q * cf
             else:
                 term = cf ** p * safe ** (1.0 - p)
             out = out - np.where(r > 0, term, 0.0) / freq_scale
@@ -136,7 +144,8 @@ def step_parts(model: Model, gpu: Gpu, tp: int, batch: float, mean_kv_tokens: fl
                prefill_tokens: float = 0.0, prefill_ctx_tokens: float = 0.0,
                cal: Calibration = DEFAULT, eta_flops: float | None = None, dp: int = 1) -> StepParts:
     """The pieces of ``step_breakdown`` that do not depend on the clock (arguments as there)."""
-    eta = cal.eta_flops if eta_flops is None else eta_flops
+    eng = cal.engine
+    eta = (cal.eta_flops if eta_flops is None else eta_flops) * eng.flops_scale
     tokens = batch + prefill_tokens
     batch_r, tokens_r = batch / dp, tokens / dp
     bw = gpu.mem_bw_bytes_s * cal.eta_bw
@@ -146,17 +155,20 @@ def step_parts(model: Model, gpu: Gpu, tp: int, batch: float, mean_kv_tokens: fl
     kv_bytes = batch_r * mean_kv_tokens * kv_bytes_per_token_per_gpu(model, tp)
     lin_flops = 2.0 * model.active_params * tokens_r / tp            # 2 FLOPs per MAC
     attn_flops = attention_flops_per_pair(model) * (batch_r * mean_kv_tokens + prefill_tokens / dp * prefill_ctx_tokens) / tp
-    if tp > 1:   # ring all-reduce of the activations, twice per layer
+    comm_ms: float | np.ndarray = 0.0
+    link_bytes: float | np.ndarray = 0.0
+    if tp > 1:   # ring all-reduce of bf16 activations, twice per layer: each GPU sends 2 (tp-1)/tp of the tensor
         ar_bytes = 2.0 * (tp - 1) / tp * tokens * model.hidden * 2.0
-        comm_ms = 2 * model.layers * (cal.allreduce_us * 1e-3 + ar_bytes / (gpu.link_gb_s * 1e9) * 1e3)
-    else:
-        comm_ms = 0.0
+        comm_ms = 2 * model.layers * (eng.allreduce_us * 1e-3 + ar_bytes / (gpu.link_gb_s * 1e9) * 1e3)
+        link_bytes = 2 * model.layers * ar_bytes
     if dp > 1:   # expert-parallel dispatch and combine: top_k copies of each token's hidden state
         a2a_bytes = (dp - 1) / dp * tokens_r * model.top_k * model.hidden * 2.0
-        comm_ms += 2 * model.moe_layers * (cal.alltoall_us * 1e-3 + a2a_bytes / (gpu.link_gb_s * 1e9) * 1e3)
-    overhead_ms = cal.step_fixed_ms + model.layers * cal.layer_us * 1e-3 + batch_r * cal.seq_us * 1e-3
+        comm_ms = comm_ms + 2 * model.moe_layers * (eng.alltoall_us * 1e-3 + a2a_bytes / (gpu.link_gb_s * 1e9) * 1e3)
+        link_bytes = link_bytes + 2 * model.moe_layers * a2a_bytes
+    overhead_ms = eng.step_fixed_ms + model.layers * eng.layer_us * 1e-3 + batch_r * eng.seq_us * 1e-3
     return StepParts(w_bytes / bw * 1e3, lin_flops / flops_lin * 1e3, kv_bytes / bw * 1e3, attn_flops / flops_attn * 1e3,
-                     comm_ms, overhead_ms, w_bytes + kv_bytes, lin_flops + attn_flops, cal.roof_p)
+                     comm_ms, overhead_ms, w_bytes + kv_bytes, lin_flops + attn_flops, cal.roof_p,
+                     lin_flops, attn_flops, link_bytes)
 
 
 def step_breakdown(model: Model, gpu: Gpu, tp: int, batch: float, mean_kv_tokens: float,
@@ -195,3 +207,4 @@ def prefill_ms(model: Model, gpu: Gpu, tp: int, prompt_tokens: float, chunk_toke
                             cal, freq_scale, eta_flops=cal.eta_prefill).step_ms
         total = total + np.where(c > 0, st, 0.0)
     return float(total) if total.ndim == 0 else total
+

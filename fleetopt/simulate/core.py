@@ -129,15 +129,27 @@ class PoolStats:
     window_ms: float = 0.0
 
 
+MAX_EVENTS_PER_REQUEST = 1000
+"""Events the loop may process per request (a request causes a handful; preemptions add
+a few more): past it the simulation stops with an error instead of running forever."""
+
+
 def simulate_pool(spec: PoolSpec, arrivals_ms, inp, out, prefill_ms, warm: int, ttft_slo_ms: float,
-                  tpot_slo_ms: float | None, record=None) -> PoolStats:
+                  tpot_slo_ms: float | None, record=None, service_ms=None) -> PoolStats:
     """Run one pool over the given requests (arrival times ascending, ms; lengths; prefill
     ms per request).  Requests with index < warm are warm-up.  ``record(rid, first_token_ms,
-    finish_ms, instance)``, when given, is called as each request finishes (--trace-out)."""
+    finish_ms, instance)``, when given, is called as each request finishes (--trace-out).
+    ``service_ms`` (reserve admission only): a fixed time each request holds its slot, from
+    admission to its last token, whatever the batch (the published model's M/G/c servers:
+    paper mode); the instance's step function then gives only its power."""
     n_req = len(arrivals_ms)
     st = PoolStats()
     if n_req == 0 or spec.instances <= 0:
         return st
+    fixed = service_ms is not None
+    if fixed and spec.admission == "paged":
+        raise ValueError("fixed service times are simulated with reserve admission only")
+    svc = [float(x) for x in service_ms] if fixed else None
     t_warm = arrivals_ms[warm] if warm < n_req else arrivals_ms[-1]
     t_end = arrivals_ms[-1]
     st.window_ms = max(t_end - t_warm, 0.0)
@@ -200,6 +212,8 @@ def simulate_pool(spec: PoolSpec, arrivals_ms, inp, out, prefill_ms, warm: int, 
         held = KV0[k] + b * V[k]
         mean_kv = held / b
         s, POW[k] = sp_fn(b, mean_kv)
+        if fixed:                  # the clock counts milliseconds: budgets are service times
+            s = 1.0
         STEP[k] = s
         h = running[k]
         while h and h[0][2] not in alive:
@@ -227,8 +241,11 @@ def simulate_pool(spec: PoolSpec, arrivals_ms, inp, out, prefill_ms, warm: int, 
                 admit_t[rid] = t
                 if rid >= warm:
                     st.wait.add(t - arrivals_ms[rid])
-            s = STEP[k] if B[k] else sp_fn(1, held_new)[0]
-            budget = p_out[rid] + (pre[rid] / s if first_tok[rid] < 0 else 0.0)
+            if fixed:
+                budget = svc[rid]
+            else:
+                s = STEP[k] if B[k] else sp_fn(1, held_new)[0]
+                budget = p_out[rid] + (pre[rid] / s if first_tok[rid] < 0 else 0.0)
             if first_tok[rid] < 0:
                 first_tok[rid] = t + pre[rid]
             order_ctr += 1
@@ -245,7 +262,10 @@ def simulate_pool(spec: PoolSpec, arrivals_ms, inp, out, prefill_ms, warm: int, 
 
     def finish(k: int, t: float) -> None:
         h = running[k]
-        while h and (h[0][2] not in alive or h[0][0] <= V[k] * (1 + 1e-12) + 1e-9):
+        # a sequence is done within rounding; on a long horizon the clock's own resolution
+        # (ulp of t) is more tokens than 1e-9, and without it the event would recur forever
+        tol = 1e-9 + 4.0 * math.ulp(t) / STEP[k]
+        while h and (h[0][2] not in alive or h[0][0] <= V[k] * (1 + 1e-12) + tol):
             fin, _, rid = heapq.heappop(h)
             if rid not in alive:
                 continue
@@ -295,7 +315,12 @@ def simulate_pool(spec: PoolSpec, arrivals_ms, inp, out, prefill_ms, warm: int, 
                 return
 
     i = 0
+    budget = MAX_EVENTS_PER_REQUEST * n_req + 1_000_000      # a bound, so a numerical stall cannot spin
     while i < n_req or events:
+        budget -= 1
+        if budget < 0:
+            raise RuntimeError(f"simulation stalled: more than {MAX_EVENTS_PER_REQUEST} events per request "
+                               f"(at t = {events[0][0] if events else t_end:.6g} ms)")
         t_arr = arrivals_ms[i] if i < n_req else inf
         if events and events[0][0] <= t_arr:
             t, _, k, ver = heapq.heappop(events)

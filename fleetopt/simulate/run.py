@@ -1,6 +1,11 @@
 """Simulate a fleet (a topology or a solved plan) request by request and read it beside the
 analytical prediction.
 
+Paper mode is simulated as the published model sizes it: each request holds a slot for
+its service time (ceil(l_in / chunk) + l_out) x iter(n_slots, l_in + l_out), whatever the
+batch (``simulate_pool``'s ``service_ms``), power P(b) at the instance's actual batch.
+Physical mode runs continuous batching: the step time follows the actual batch and held KV.
+
 Arrivals: a Poisson process at the instance's rate.  Routing marks each request with its
 pool independently of its arrival time, so each pool sees an independent Poisson stream at
 rate x its share; each pool's requests are drawn from that pool's own traffic, built by the
@@ -52,6 +57,12 @@ def _tables(profile, slots: int, window: float, pf_per_seq: float, pf_ctx: float
         return s[j] + a * (s[j + 1] - s[j]), p[j] + a * (p[j + 1] - p[j])
 
     return f
+
+
+def _at_kv(step_and_power, kv: float):
+    """The step function with the held KV fixed at ``kv`` (paper mode: the virtual clock
+    counts milliseconds, not tokens, so the held KV is not tracked)."""
+    return lambda batch, _held: step_and_power(batch, kv)
 
 
 def _merge(hs: list[LogHist]) -> LogHist:
@@ -117,24 +128,36 @@ def _replayed(inst: Instance, base: Path, topology: list[PoolChoice], requests: 
 
 
 class _TraceWriter:
-    """--trace-out: one CSV row per finished request, written to a temporary file and
-    renamed into place when the simulation ends."""
+    """--trace-out: one CSV row per finished request, written to a temporary file beside
+    the target (permissions as any new file) and renamed into place when the simulation
+    ends; on any failure (a full disk included) or interrupt the temporary is removed and
+    the target left as it was.  Temporaries of killed runs are removed on the next."""
 
     def __init__(self, path: str | None, force: bool):
         self.path = Path(path) if path else None
+        self.f = None
         if self.path is None:
             return
+        import csv
+        import os
+
+        from fleetopt.files import clean_stale, os_error, temp_name
+
+        if self.path.is_dir():
+            raise FleetoptError(f"--trace-out: '{self.path}' is a folder")
         if self.path.exists() and not force:
             raise FleetoptError(f"--trace-out: {self.path} exists; pass --force to replace it")
-        import csv
-        import tempfile
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        self.f = open(fd, "w", newline="")
-        self.w = csv.writer(self.f)
-        self.w.writerow(["pool", "request", "instance", "arrival_ms", "first_token_ms", "finish_ms",
-                         "input_tokens", "output_tokens", "warmup"])
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            clean_stale(self.path.parent, self.path.name)
+            self.tmp = self.path.parent / temp_name(self.path.name)
+            self.f = open(os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w", newline="")
+            self.w = csv.writer(self.f)
+            self.w.writerow(["pool", "request", "instance", "arrival_ms", "first_token_ms", "finish_ms",
+                             "input_tokens", "output_tokens", "warmup"])
+        except OSError as e:
+            self._discard()
+            raise os_error(e, "--trace-out", self.path) from None
 
     def recorder(self, pool: int, arr, inp, out, warm: int):
         if self.path is None:
@@ -146,16 +169,39 @@ class _TraceWriter:
                int(rid < warm)])
         return rec
 
+    def _discard(self) -> None:
+        if self.f is not None:
+            try:
+                self.f.close()
+            except OSError:
+                pass
+            self.f = None
+        if getattr(self, "tmp", None) is not None:
+            try:
+                Path(self.tmp).unlink(missing_ok=True)
+            except OSError:                 # a read-only folder: nothing was created there
+                pass
+
     def close(self, ok: bool) -> None:
+        """Rename the finished trace into place (``ok``) or remove it."""
         if self.path is None:
             return
         import os
 
-        self.f.close()
-        if ok:
+        from fleetopt.files import os_error
+
+        if not ok:
+            self._discard()
+            return
+        try:
+            self.f.flush()
+            os.fsync(self.f.fileno())
+            self.f.close()
+            self.f = None
             os.replace(self.tmp, self.path)
-        else:
-            Path(self.tmp).unlink(missing_ok=True)
+        except OSError as e:
+            self._discard()
+            raise os_error(e, "--trace-out", self.path) from None
 
 
 def simulate(inst: Instance, base: Path, topology: list[PoolChoice], requests: int = 100_000, seed: int = 0,
@@ -166,14 +212,21 @@ def simulate(inst: Instance, base: Path, topology: list[PoolChoice], requests: i
     instance counts per pool (used by --repair); ``prefill_batch_tokens`` lets the prefill
     instances of split pools batch waiting prompts up to that many tokens."""
     writer = _TraceWriter(trace_out, force)
-    ok = False
     try:
         res = _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, arrivals, writer,
                         prefill_batch_tokens)
-        ok = True
-        return res
-    finally:
-        writer.close(ok)
+    except OSError as e:                    # the trace's rows could not be written (a full disk)
+        from fleetopt.files import os_error
+
+        writer.close(False)
+        if trace_out is None:
+            raise
+        raise os_error(e, "--trace-out", trace_out) from None
+    except BaseException:
+        writer.close(False)
+        raise
+    writer.close(True)
+    return res
 
 
 def _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, arrivals, writer,
@@ -267,8 +320,15 @@ def _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, 
                             gpus * (prof.idle_power_w() + host))
             pre = np.asarray(prof.prefill_ms(inp), float)
             warm = int(np.searchsorted(arr, warm_ms))
+            svc = None
+            if not physical:        # the published model: each request holds its slot for its service time
+                svc = (np.asarray(prof.service_ms(inp, out, max(int(sized["slots"]), 1)), float)
+                       * np.ones(len(inp))).tolist()
+                kv = float(w @ (traffic.out * (traffic.inp + traffic.out / 2.0))) / max(e_out, 1e-12)
+                spec.step_and_power = _at_kv(sp_fn, kv)       # power at the pool's mean KV
             st = simulate_pool(spec, arr.tolist(), inp.tolist(), out.tolist(), pre.tolist(), warm,
-                               inst.slo.ttft_p99_ms, inst.slo.tpot_p99_ms, writer.recorder(k, arr, inp, out, warm))
+                               inst.slo.ttft_p99_ms, inst.slo.tpot_p99_ms, writer.recorder(k, arr, inp, out, warm),
+                               service_ms=svc)
         stats.append(st)
         f = _figures([st], inst.power.pue)
         util = st.busy_slot_ms / (n_inst * max(sized["slots"], 1) * st.window_ms) if st.window_ms and n_inst else 0.0

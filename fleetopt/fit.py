@@ -1,0 +1,189 @@
+"""Fitting the physical model's coefficients to measurements, and cross-validating the fit.
+
+One global coefficient set (``Calibration``) is fitted jointly on every row of a measurement
+table (``fleetopt.measurements``), together with two kinds of nuisance parameters that
+belong to a data set, not to a GPU: the overheads of each non-default serving engine
+(``Engine``, one per ``engine`` label) and the unknown mean prompt length of each ``task``.
+Least squares on log residuals log(pred / meas) with a soft-L1 loss (robust to a few runs
+in regimes the model does not describe), each (source, metric) group weighted equally,
+inside ``BOUNDS``.  Rows whose batch does not fit the KV cache (batch scenarios) are left
+out: there the engine preempts and recomputes, which the step model does not describe.
+
+``cross_validate`` refits with one GPU (or one model family) held out and predicts it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fleetopt.catalog import Catalog
+from fleetopt.measurements import METRICS, mape_pct, predict
+from fleetopt.physics.calibration import (
+    BOUNDS,
+    DEFAULT,
+    ENGINE_FIELDS,
+    Calibration,
+    Engine,
+)
+
+#: Global coefficients the fit may move (each only when the data can identify it).
+GLOBAL = ("eta_bw", "eta_flops", "eta_prefill", "static_scale",
+          "mem_energy_scale", "flop_energy_scale") + ENGINE_FIELDS
+#: Coefficients held at their documented values (not identifiable from serving runs).
+FIXED = ("dvfs_exponent", "roof_p")
+PROMPT_BOUNDS = (32.0, 16000.0)
+
+
+@dataclass
+class FitResult:
+    """A fitted calibration with its nuisance parameters and the fit's residual summary."""
+
+    cal: Calibration
+    engines: dict[str, Engine] = field(default_factory=dict)
+    prompt_by_task: dict[str, float] = field(default_factory=dict)
+    cost: float = math.nan
+    rows_used: int = 0
+
+
+def _identifiable(df, name: str) -> bool:
+    """Whether the rows carry information on coefficient ``name``."""
+    power = df.power_w_per_gpu.notna() | df.energy_per_output_token_j.notna()
+    default_engine = df.engine.isin(["default", ""])
+    if name in ("static_scale", "mem_energy_scale", "flop_energy_scale"):
+        return bool(power.any())
+    if name == "alltoall_us":
+        return bool((default_engine & (df.dp > 1)).any())
+    if name == "allreduce_us":
+        return bool((default_engine & (df.tp > 1)).any())
+    if name == "eta_prefill":
+        return bool((df.scenario != "steady").any() | df.task.ne("").any())
+    if name == "flops_scale":
+        return False            # the reference engine defines eta_flops; only other engines scale it
+    if name in ENGINE_FIELDS:
+        return bool((default_engine & (df.scenario != "prefill")).any())
+    return True
+
+
+def _weights(df, metric: str, used: np.ndarray) -> np.ndarray:
+    """Each (source, metric) group carries equal total weight: 1 / sqrt(rows in the group)."""
+    w = np.zeros(len(df))
+    for _, idx in df[used].groupby("source").indices.items():
+        rows = np.flatnonzero(used)[idx]
+        w[rows] = 1.0 / math.sqrt(len(rows))
+    return w
+
+
+def fit(df, catalog: Catalog, start: Calibration = DEFAULT, names: tuple[str, ...] | None = None,
+        fixed_engines: dict[str, Engine] | None = None, fixed_prompts: dict[str, float] | None = None,
+        max_nfev: int = 200) -> FitResult:
+    """Least-squares fit of ``names`` (default: every identifiable global coefficient), the
+    overheads of every non-default engine label and the prompt length of every task with
+    unknown prompts, except those given in ``fixed_engines`` / ``fixed_prompts``.
+    ``df`` is a validated measurement table (``measurements.validate``)."""
+    from scipy.optimize import least_squares
+
+    fixed_engines, fixed_prompts = dict(fixed_engines or {}), dict(fixed_prompts or {})
+    names = tuple(n for n in (names or GLOBAL) if _identifiable(df, n))
+    eng_labels = sorted(set(df.engine) - {"default", ""} - set(fixed_engines))
+    tasks = sorted(set(df.task[df.prompt_tokens.isna()]) - {""} - set(fixed_prompts))
+    x0, lo, hi = [], [], []
+    for n in names:
+        x0.append(start.get(n))
+        lo.append(BOUNDS[n][0])
+        hi.append(BOUNDS[n][1])
+    for _ in eng_labels:
+        for n in ENGINE_FIELDS:
+            x0.append(start.get(n))
+            lo.append(BOUNDS[n][0])
+            hi.append(BOUNDS[n][1])
+    for _ in tasks:
+        x0.append(math.log(500.0))
+        lo.append(math.log(PROMPT_BOUNDS[0]))
+        hi.append(math.log(PROMPT_BOUNDS[1]))
+    x0 = np.clip(np.asarray(x0, float), np.asarray(lo) + 1e-9, np.asarray(hi) - 1e-9)
+
+    def unpack(x):
+        k = len(names)
+        cal = start.with_(**dict(zip(names, map(float, x[:k]))))
+        engines = dict(fixed_engines)
+        ne = len(ENGINE_FIELDS)
+        for j, label in enumerate(eng_labels):
+            engines[label] = Engine(*map(float, x[k + ne * j: k + ne * j + ne]))
+        k2 = k + ne * len(eng_labels)
+        prompts = dict(fixed_prompts)
+        prompts.update({t: float(math.exp(v)) for t, v in zip(tasks, x[k2:])})
+        return cal, engines, prompts
+
+    first = predict(df, start, catalog, *unpack(x0)[1:])
+    used_rows = first.kv_fits.to_numpy()
+    weights = {m: _weights(df, m, used_rows & df[m].notna().to_numpy()) for m in METRICS}
+
+    def residuals(x):
+        cal, engines, prompts = unpack(x)
+        p = predict(df, cal, catalog, engines, prompts)
+        parts = []
+        for m in METRICS:
+            meas = df[m].to_numpy(float)
+            sel = used_rows & np.isfinite(meas)
+            if sel.any():
+                pred = p[f"{m}_pred"].to_numpy(float)[sel]
+                r = np.log(np.maximum(pred, 1e-12) / meas[sel])
+                parts.append(np.where(np.isfinite(r), r, 5.0) * weights[m][sel])
+        return np.concatenate(parts)
+
+    sol = least_squares(residuals, x0, bounds=(lo, hi), loss="soft_l1", f_scale=0.05, max_nfev=max_nfev,
+                        x_scale="jac")
+    cal, engines, prompts = unpack(sol.x)
+    return FitResult(cal, engines, prompts, float(sol.cost), int(used_rows.sum()))
+
+
+def gpu_family(gpu_id: str) -> str:
+    """The chip a GPU id is built on (A100 40 GB and 80 GB are one chip): the id's first word."""
+    return gpu_id.split("-")[0]
+
+
+def model_family(model_id: str) -> str:
+    """A model's family for leave-one-family-out: llama-2, llama-3(.x), qwen3, mixtral, gpt-oss ..."""
+    parts = model_id.split("-")
+    if parts[0] == "llama":
+        return "llama-" + parts[1].split(".")[0]
+    return parts[0] if parts[0] != "gpt" else "gpt-oss"
+
+
+def summarize(df, pred) -> dict[str, float]:
+    """MAPE per metric (%) over rows whose batch fits the KV cache, and the row counts."""
+    ok = pred.kv_fits.to_numpy()
+    out: dict[str, float] = {}
+    for m in METRICS:
+        meas = df[m].to_numpy(float)[ok]
+        n = int(np.isfinite(meas).sum())
+        if n:
+            out[m] = mape_pct(pred[f"{m}_pred"].to_numpy(float)[ok], meas)
+            out[f"{m}_n"] = n
+    return out
+
+
+def cross_validate(df, catalog: Catalog, by: str = "gpu", full: FitResult | None = None,
+                   start: Calibration = DEFAULT, max_nfev: int = 200) -> list[dict]:
+    """Hold out each GPU chip (``by="gpu"``) or model family (``by="model"``) in turn, refit on
+    the rest and predict the held-out rows.  Nuisances that only the held-out rows identify
+    (an engine or task seen nowhere else) are taken from ``full``, the fit on every row, and
+    the row says so in ``nuisance_from_full``."""
+    key = df.gpu.map(gpu_family) if by == "gpu" else df.model.map(model_family)
+    full = full or fit(df, catalog, start, max_nfev=max_nfev)
+    out = []
+    for held in sorted(set(key)):
+        test, train = df[key == held].reset_index(drop=True), df[key != held].reset_index(drop=True)
+        fixed_e = {e: full.engines[e] for e in set(test.engine) - set(train.engine) if e in full.engines}
+        fixed_t = {t: full.prompt_by_task[t] for t in set(test.task) - set(train.task) if t in full.prompt_by_task}
+        r = fit(train, catalog, start, fixed_engines=fixed_e, fixed_prompts=fixed_t, max_nfev=max_nfev)
+        engines = {**full.engines, **r.engines}
+        prompts = {**full.prompt_by_task, **r.prompt_by_task}
+        pred = predict(test, r.cal, catalog, engines, prompts)
+        row = {"held_out": held, "rows": len(test), **summarize(test, pred),
+               "nuisance_from_full": ", ".join(sorted(list(fixed_e) + list(fixed_t)))}
+        out.append(row)
+    return out

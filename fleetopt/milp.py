@@ -1,0 +1,271 @@
+r"""The MILP stages of one ``fleetopt solve``, under one time limit.
+
+``solver.time_limit_s`` is the limit of all of them together: every stage gets what is
+left of it (HiGHS stops at the deadline, model building included), and the tie-break is
+skipped, with a note, when nothing is left.  A stage that ends at the limit keeps its
+incumbent (``time_limit`` with its gap); with none, the caller says "no plan found
+within the time limit" (``fleetopt.NoPlanInTimeError``), never "infeasible".
+
+Stages, for an objective min sum w_c x_c (cost, or energy when every plan credits the
+same tokens):
+
+1. an upper bound U from a feasible plan: the best one-pool plan, and with mixed pools
+   (``pools.split_grid`` = m) the optimum over the coarser grids first (whole columns,
+   then shares k/m on the divisors of m), whose plan is also HiGHS's first incumbent;
+2. exact elimination (``fleetopt.bounds.can_reach``): the columns whose path lower bound,
+   plain and Lagrangian (multipliers mu >= 0 on the stock and power rows, the duals of
+   the LP relaxation over the surviving columns), exceeds U are in no plan better than
+   the known one and are dropped;
+3. the MILP over what is left;
+4. the lexicographic tie-break: among plans with sum w x <= z* (1 + mip_gap), fewest pools,
+   then fewest GPUs (elimination again, against z* (1 + mip_gap)).
+
+For max tokens per joule when plans credit different tokens (compress-and-route, paper
+mode's sub-CDFs; ``fleetopt.bounds.tokens_vary``), Dinkelbach's method on the ratio
+T(x) / E(x) = sum T_c x_c / sum E_c x_c:
+
+    q_0 = T(x_0) / E(x_0)  (x_0 the least-energy plan),
+    F(q_k) = max_x T(x) - q_k E(x),  x_{k+1} its maximiser,  q_{k+1} = T(x_{k+1}) / E(x_{k+1}),
+
+stopping when F(q_k) <= 1e-9 T(x_k).  Bound: every plan has T(x) - q E(x) <= F_ub (the
+dual bound of the last stage), so T(x) / E(x) <= q + max(F_ub, 0) / E_lb with E_lb the
+least-energy stage's lower bound.  Tie-break: among plans with T(x) / E(x) >= q (1 -
+mip_gap), i.e. sum (q (1 - mip_gap) E_c - T_c) x_c <= 0, fewest pools, then GPUs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from fleetopt.bounds import can_reach, lagrangian_weights, one_pool_plan, path_bounds, tokens_vary
+from fleetopt.columns import Columns
+from fleetopt.instance import Instance
+from formulations.fleet import FleetModelData, SolveResult
+
+DINKELBACH_MAX = 50
+
+Multipliers = tuple[dict[str, float], float]
+"""Lagrangian multipliers: ({GPU type: mu_g}, mu_P)."""
+
+
+def model_data(inst: Instance, cols: Columns) -> FleetModelData:
+    """The formulation's data for the columns: stock per GPU type (the least inventory
+    named for it), the cap in W, shares when mixed pools are on."""
+    stock: dict[str, int] = {}
+    for cf in cols.configs:
+        if cf.max_gpus is not None:
+            stock[cf.gpu] = min(stock.get(cf.gpu, cf.max_gpus), cf.max_gpus)
+    cap = inst.power.facility_cap_mw * 1e6 if inst.power.facility_cap_mw is not None else None
+    return FleetModelData(len(cols.bounds) + 1, cols.arc_i, cols.arc_j, [cols.configs[c].gpu for c in cols.cfg],
+                          cols.gpus, inst.pools.max_pools, stock, cols.provisioned_w, cap,
+                          frac=cols.frac if cols.share_k is not None else None)
+
+
+def simplest_weights(cols: Columns) -> np.ndarray:
+    """Tie-break weights: one per pool (per member of a mixed pool) plus a fraction per GPU
+    (fewer pools, then fewer GPUs); at most M x m columns are chosen, so the GPU terms
+    together stay below one pool."""
+    return 1.0 + cols.gpus / (10.0 * max(int(cols.gpus.max()), 1) * len(cols.bounds) * cols.grid)
+
+
+class StagedSolve:
+    """The MILP stages over ``cols`` for the instance's objective, sharing one deadline."""
+
+    def __init__(self, inst: Instance, cols: Columns, verbose: bool = False) -> None:
+        self.inst, self.cols, self.verbose = inst, cols, verbose
+        self.s = inst.solver
+        self.t0 = time.perf_counter()
+        self.deadline = self.t0 + self.s.time_limit_s
+        self.notes: list[str] = []
+        d = model_data(inst, cols)
+        self.stock, self.cap = d.stock, d.cap_w
+        self.every = np.arange(len(cols))
+        self.iterations = 0
+        self.last_size = (0, 0)
+        """(variables, rows) of the last MILP solved."""
+
+    def left(self) -> float:
+        """Seconds left of solver.time_limit_s."""
+        return self.deadline - time.perf_counter()
+
+    # --- one MILP over a subset of the columns ----------------------------------------
+
+    def milp(self, keep: np.ndarray, w: np.ndarray, sense: str = "min",
+             budget: tuple[np.ndarray, float] | None = None, start: list[int] | None = None) -> SolveResult:
+        """The MILP over the columns ``keep`` (indices into ``cols``) with weights ``w`` (one
+        per column of ``cols``), an optional budget row (w_b over all columns, limit) and a
+        start plan; stops at the deadline; the chosen columns come back as indices into
+        ``cols``."""
+        from formulations.fleet import build, solve, solve_direct
+
+        s = self.s
+        d = model_data(self.inst, self.cols.take(keep))
+        if budget is not None:
+            d.budget = (budget[0][keep], budget[1])
+        if s.interface == "pyomo":
+            left = self.left()
+            if left <= 0:
+                return SolveResult("time_limit", [], None, None, None, 0.0, d.n_vars(), 0)
+            r = solve(build(d, w[keep], sense), left, s.mip_gap, s.threads, s.seed, self.verbose, s.presolve)
+        else:
+            pos = {int(c): k for k, c in enumerate(keep)}
+            r = solve_direct(d, w[keep], sense, s.time_limit_s, s.mip_gap, s.threads, s.seed, self.verbose,
+                             s.presolve, None if start is None else [pos[c] for c in start if c in pos],
+                             deadline=self.deadline)
+        r.chosen = [int(keep[c]) for c in r.chosen]
+        self.last_size = (r.variables, r.constraints)
+        return r
+
+    # --- least weight: bound, elimination, MILP, tie-break ----------------------------
+
+    def eliminate(self, w: np.ndarray, pool: np.ndarray, limit: float, lag_mu: Multipliers | None = None
+                  ) -> tuple[np.ndarray, Multipliers | None]:
+        """The columns of ``pool`` that can lie on a plan of weight <= limit (plain path
+        bound, then the Lagrangian one with multipliers from the LP relaxation over the
+        survivors, or ``lag_mu`` when given); returns (kept indices, the multipliers)."""
+        from formulations.fleet import lp_relaxation
+
+        if not math.isfinite(limit):
+            return pool, lag_mu
+        sub = self.cols.take(pool)
+        keep = can_reach(sub, w[pool], limit)
+        if self.stock or self.cap is not None:
+            if lag_mu is None and keep.any():
+                kk = np.flatnonzero(keep)
+                lp = lp_relaxation(model_data(self.inst, sub.take(kk)), w[pool][kk], self.s.threads)
+                lag_mu = (lp.mu_stock, lp.mu_power)
+            if lag_mu is not None:
+                keep &= can_reach(sub, w[pool], limit, lagrangian_weights(sub, w[pool], self.stock, self.cap, *lag_mu))
+        return pool[keep], lag_mu
+
+    def upper_bound(self, w: np.ndarray) -> tuple[float, list[int]]:
+        """A feasible plan and its weight: the best one-pool plan, improved with mixed pools
+        by the optimum over the coarsest grid that has a plan (whole columns first, then
+        the shares on the divisors of m): the knee of mixed pools under binding stock,
+        where no one-pool plan is feasible or the best one is far from the optimum."""
+        cols = self.cols
+        ub, plan = one_pool_plan(cols, w, self.stock, self.cap)
+        if cols.share_k is None or not np.any(cols.frac < 1.0):
+            return ub, plan
+        m = cols.grid
+        for dv in [d for d in range(1, m) if m % d == 0]:
+            coarse = self.every[(cols.share_k * dv) % m == 0]
+            if not len(coarse) or self.left() <= 0:
+                continue
+            keep, _ = self.eliminate(w, coarse, ub)
+            r = self.milp(keep, w, start=plan)
+            if r.chosen:
+                val = float(w[r.chosen].sum())
+                if val < ub:
+                    ub, plan = val, r.chosen
+                break
+        return ub, plan
+
+    def minimise(self, w: np.ndarray) -> tuple[SolveResult, Multipliers | None]:
+        """min sum w_c x_c over every plan: upper bound, elimination, the MILP started from
+        the bound's plan.  When the deadline leaves HiGHS no time to find a plan, the
+        bound's plan is the incumbent (gap against the path lower bound)."""
+        ub, plan = self.upper_bound(w)
+        keep, mu = self.eliminate(w, self.every, ub)
+        if self.left() <= 0 and not plan:
+            return SolveResult("time_limit", [], None, None, None, 0.0, 0, 0), mu
+        r = self.milp(keep, w, start=plan or None) if self.left() > 0 else None
+        if (r is None or not r.chosen) and plan:          # the deadline came first: the known plan
+            lb = float(path_bounds(self.cols, w).min())
+            size = (r.variables, r.constraints) if r is not None else self.last_size
+            gap = abs(ub - lb) / max(abs(ub), 1e-12)
+            proven = gap <= self.s.mip_gap
+            r = SolveResult("optimal" if proven else "time_limit", list(plan), ub, lb, gap, 0.0, *size)
+            self.notes.append("the time limit came before the MILP found a plan: the plan is the best one known "
+                              + ("before it, optimal by the path lower bound" if proven else
+                                 "before it, not proven optimal"))
+        if r.chosen:                                      # the reported objective is the plan's own weight
+            true = float(w[r.chosen].sum())
+            r.bound = min(r.bound, true) if r.bound is not None else true
+            r.objective = true
+            r.gap = abs(true - r.bound) / max(abs(true), 1e-12)
+        return r, mu
+
+    def tie_break(self, res: SolveResult, budget_w: np.ndarray, limit: float, keep: np.ndarray) -> SolveResult:
+        """Among plans with sum budget_w x <= limit (the optimum is one), the fewest pools,
+        then the fewest GPUs; ``res`` keeps its objective, bound and status.  Skipped with
+        a note when no time is left."""
+        if self.left() <= 0:
+            self.notes.append("tie-break skipped: no time left within solver.time_limit_s (the plan is the "
+                              "optimum found, possibly not the simplest of equal plans)")
+            return res
+        second = self.milp(keep, simplest_weights(self.cols), budget=(budget_w, limit), start=res.chosen)
+        if second.chosen and float(budget_w[second.chosen].sum()) <= limit:
+            res.chosen = second.chosen
+        if second.status == "time_limit":
+            self.notes.append("tie-break stopped at the time limit: the plan is optimal, possibly not the simplest "
+                              "of equal plans")
+        return res
+
+    # --- the instance's objective -------------------------------------------------------
+
+    def run(self) -> tuple[SolveResult, int]:
+        """The plan for the instance's objective; (result, Dinkelbach iterations).  The
+        result's ``seconds`` is the wall time of all stages, its notes what was cut short."""
+        inst, cols = self.inst, self.cols
+        tol = max(self.s.mip_gap, 1e-9)
+        ratio = inst.objective == "max_tokens_per_joule" and tokens_vary(cols, inst.pools.max_pools)
+        w = cols.cost_h if inst.objective == "min_cost" else cols.energy_w
+        res, mu = self.minimise(w)
+        if res.chosen and not ratio:
+            if res.status == "optimal":
+                lim = res.objective * (1 + tol)
+                keep, _ = self.eliminate(w, self.every, lim, mu)       # only these can be in such a plan
+                res = self.tie_break(res, w, lim, keep)
+                res.objective = float(w[res.chosen].sum())
+                res.gap = abs(res.objective - res.bound) / max(abs(res.objective), 1e-12)
+            else:
+                self.notes.append("tie-break skipped: the optimum stage ended at the time limit")
+        elif res.chosen:
+            res = self.dinkelbach(res, tol)
+        res.seconds = time.perf_counter() - self.t0
+        res.notes = self.notes
+        return res, self.iterations
+
+    def dinkelbach(self, first: SolveResult, tol: float) -> SolveResult:
+        """max T(x) / E(x) from the least-energy plan ``first`` (module docstring)."""
+        cols = self.cols
+        T, E = cols.tokens_s, cols.energy_w
+        e_lb = first.bound if first.bound is not None and first.bound > 0 else float(E[first.chosen].sum())
+        res, status, size = first, first.status, (first.variables, first.constraints)
+        bound, converged = math.inf, False
+        while self.iterations < DINKELBACH_MAX:
+            q = float(T[res.chosen].sum() / E[res.chosen].sum())
+            if self.left() <= 0:
+                status = "time_limit"
+                break
+            self.iterations += 1
+            nxt = self.milp(self.every, T - q * E, "max", start=res.chosen)
+            size = self.last_size
+            if not nxt.chosen:
+                status = "time_limit" if nxt.status == "time_limit" else status
+                break
+            if nxt.bound is not None:          # every plan: T - q E <= F_ub, so T / E <= q + F_ub+ / E_lb
+                bound = min(bound, q + max(nxt.bound, 0.0) / e_lb)
+            if nxt.status != "optimal":
+                status = "time_limit"
+            if float((T - q * E)[nxt.chosen].sum()) <= 1e-9 * float(T[res.chosen].sum()):
+                converged = True                                 # q is optimal (within the stage's gap)
+                break
+            res = nxt
+        if not converged and status == "optimal":                # DINKELBACH_MAX reached
+            status = "time_limit"
+        if status == "optimal":
+            q = float(T[res.chosen].sum() / E[res.chosen].sum())
+            res = self.tie_break(res, q * (1 - tol) * E - T, 0.0, self.every)
+        else:
+            self.notes.append(f"Dinkelbach stopped before proving the ratio (time limit or {DINKELBACH_MAX} "
+                              f"iterations): the ratio is the best found")
+        out = SolveResult(status, res.chosen, None, None, None, 0.0, *size)
+        out.objective = float(T[out.chosen].sum() / E[out.chosen].sum())
+        out.bound = max(bound, out.objective)
+        out.gap = (out.bound - out.objective) / out.objective if math.isfinite(out.bound) else None
+        return out
