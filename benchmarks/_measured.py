@@ -5,9 +5,10 @@ in the schema of ``fleetopt.measurements`` with a ``source`` column:
 
 * ``mlenergy``: ML.ENERGY v3 H100, vLLM 0.11 (tasks lm-arena-chat, gpqa, sourcegraph-fim;
   prompt lengths unpublished: left empty, inferred per task);
-* ``argonne-throughput`` / ``argonne-power``: Argonne LLM-Inference-Bench, vLLM of 2024 (engine
-  ``vllm-2024``), one offline batch with input = output length; A100 rows are Polaris's
-  A100-SXM4-40GB;
+* ``argonne-throughput`` / ``argonne-power``: Argonne LLM-Inference-Bench, one offline batch
+  with input = output length, vLLM of 2024 (engine ``vllm-2024``; ``vllm-2024-rocm`` on
+  MI300X) and, for power, TensorRT-LLM and DeepSpeed-MII (engines of their own); A100 rows
+  are Polaris's A100-SXM4-40GB;
 * ``splitwise``: Splitwise Llama-2-70B prefill times at batch 1 (DGX-A100 80 GB, DGX-H100).
 """
 
@@ -71,14 +72,19 @@ def argonne_throughput(catalog) -> pd.DataFrame:
     })
 
 
+ARGONNE_ENGINES = {"vLLM": "vllm-2024", "TensorRT-LLM": "trtllm-2024", "Deepspeed-MII": "deepspeed-mii-2024"}
+
+
 def argonne_power(catalog) -> pd.DataFrame:
-    """Argonne single-GPU power runs served by vLLM (TensorRT-LLM and DeepSpeed-MII rows are other engines)."""
+    """Argonne single-GPU power runs: vLLM, TensorRT-LLM and DeepSpeed-MII, each its own
+    engine (their overheads and GEMM libraries differ; the GPU's physics does not)."""
     d = pd.read_csv(DATA / ARGONNE_POWER)
-    d = d[(d.Framework == "vLLM") & _known(catalog, d.Model)]
+    d = d[d.Framework.isin(ARGONNE_ENGINES) & _known(catalog, d.Model)]
     length, b = d.input_len_eq_output_len, d["Batch Size"]
     return pd.DataFrame({
         "gpu": d.Hardware.map(ARGONNE_GPUS), "model": d.Model, "tp": d["Num of Hardware"], "dp": 1, "batch": b,
-        "prompt_tokens": length, "output_tokens": length, "scenario": "batch", "engine": "vllm-2024", "task": "",
+        "prompt_tokens": length, "output_tokens": length, "scenario": "batch", "engine": d.Framework.map(ARGONNE_ENGINES),
+        "task": "",
         "source": "argonne-power", "power_w_per_gpu": d.avg_power_w_gpu0, "throughput_tok_s": d.output_tok_s,
         "energy_per_output_token_j": d.j_per_output_token_gpu0,
     })

@@ -43,7 +43,8 @@ from fleetopt.fleet import (GPUS_PER_NODE, Router, _price, check_context, make_p
 from fleetopt.instance import Instance
 from fleetopt.procs import die_with_parent
 from fleetopt.profiles import mode_of
-from fleetopt.sizing import Slo, TrafficBatch, pool_shapes, size_shapes
+from fleetopt.sizing import Slo, pool_shapes, size_shapes
+from fleetopt.traffic import TrafficBatch
 from fleetopt.workload import LengthDist
 
 ROUND_TOKENS = 64

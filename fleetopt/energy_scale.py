@@ -156,6 +156,9 @@ def energy_report(inst: Instance, base: Path, topology: list[PoolChoice], catalo
     from fleetopt.catalog import load_catalog
 
     cat = catalog or load_catalog()
+    if any(c.prefill_gpu is not None for c in topology):
+        raise FleetoptError("energy: split (pd) pools are not priced over a day yet; fleetopt evaluate and solve give "
+                            "their energy per query at the planned rate")
     for name, v in (("queries-per-day", queries_per_day), ("usd-per-mwh", usd_per_mwh),
                     ("gco2-per-kwh", gco2_per_kwh)):
         if v is not None and not (math.isfinite(v) and v >= 0):

@@ -42,10 +42,21 @@ class PoolChoice:
     power_cap_w) over the instance's ``serving``; set by ``fleetopt refine``."""
     share: float = 1.0
     """Fraction of the range's traffic (1 unless the pool is mixed)."""
+    prefill_gpu: str | None = None
+    """A split (disaggregated) pool: the prefill instances' GPU type; ``gpu``, ``tp``,
+    ``admission`` and ``serving`` are then the decode instances' (``fleetopt.disagg``)."""
+    prefill_tp: int | None = None
+    prefill_serving: dict | None = field(default=None, compare=False)
+    """Serving overrides of the prefill instances (e.g. their own power cap)."""
 
     def spec(self) -> str:
-        return (f"{self.upper}:{self.gpu}x{self.tp}" + (f":{self.admission}" if self.admission else "")
-                + (f"@{self.share:.6g}" if self.share != 1.0 else ""))
+        """The pool as ``parse_topology`` reads it; a per-GPU power cap shows as ``:capW``
+        (a split pool shows each phase's own)."""
+        cap = lambda sv: f":cap{sv['power_cap_w']:.6g}" if (sv or {}).get("power_cap_w") else ""  # noqa: E731
+        dec = f"{self.gpu}x{self.tp}" + (f":{self.admission}" if self.admission else "") + cap(self.serving)
+        if self.prefill_gpu is not None:
+            dec = f"pd({self.prefill_gpu}x{self.prefill_tp}{cap(self.prefill_serving)}/{dec})"
+        return f"{self.upper}:{dec}" + (f"@{self.share:.6g}" if self.share != 1.0 else "")
 
 
 def groups(topology: list[PoolChoice]) -> list[tuple[int, list[int]]]:
@@ -59,28 +70,48 @@ def groups(topology: list[PoolChoice]) -> list[tuple[int, list[int]]]:
     return out
 
 
+_SPLIT = re.compile(r"(\d+(?:\.\d+)?)([kK])?:pd\(([A-Za-z0-9_.\-]+?)(?:[xX](\d+))?(?::cap(\d+(?:\.\d+)?))?"
+                    r"/([A-Za-z0-9_.\-]+?)(?:[xX](\d+))?(?::(reserve|paged))?(?::cap(\d+(?:\.\d+)?))?\)")
+
+
 def parse_topology(spec: str) -> list[PoolChoice]:
-    """``UPPER:GPU[xTP][:ADMISSION][@SHARE],...`` ascending, e.g. ``4096:h100x8,65536:h100x8:paged``;
+    """``UPPER:GPU[xTP][:ADMISSION][:capW][@SHARE],...`` ascending, e.g. ``4096:h100x8,65536:h100x8:paged``
+    (``:capW``: a per-GPU power cap in W);
     a mixed pool repeats its upper with shares summing to 1:
-    ``4096:h100x8@0.25,4096:b200x4@0.75,65536:b200x8``."""
+    ``4096:h100x8@0.25,4096:b200x4@0.75,65536:b200x8``; a split (disaggregated) pool is
+    ``UPPER:pd(PREFILL_GPU[xTP][:capW]/DECODE_GPU[xTP][:ADMISSION][:capW])``, e.g.
+    ``16384:pd(h100x8/h200x4)`` (``:capW`` a phase's per-GPU power cap in W)."""
     pools = []
     for i, part in enumerate(p.strip() for p in spec.split(",") if p.strip()):
+        sp = _SPLIT.fullmatch(part)
+        if sp:
+            caps = [{"power_cap_w": float(c)} if c else None for c in (sp.group(5), sp.group(9))]
+            pools.append(PoolChoice(int(float(sp.group(1)) * (1024 if sp.group(2) else 1)), sp.group(6),
+                                    int(sp.group(7) or 1), sp.group(8), caps[1], prefill_gpu=sp.group(3),
+                                    prefill_tp=int(sp.group(4) or 1), prefill_serving=caps[0]))
+            continue
+        if ":pd(" in part:
+            raise FleetoptError(f"topology pool {i + 1} '{part}': expected UPPER_TOKENS:pd(PREFILL_GPU[xTP][:capW]/"
+                                f"DECODE_GPU[xTP][:reserve|paged][:capW]), e.g. 16384:pd(h100x8/h200x4:cap500)")
         m = re.fullmatch(r"(\d+(?:\.\d+)?)([kK])?:([A-Za-z0-9_.\-]+?)(?:[xX](\d+))?(?::(reserve|paged))?"
-                         r"(?:@(\d*\.?\d+(?:[eE]-?\d+)?))?", part)
+                         r"(?::cap(\d+(?:\.\d+)?))?(?:@(\d*\.?\d+(?:[eE]-?\d+)?))?", part)
         if not m:
-            raise FleetoptError(f"topology pool {i + 1} '{part}': expected UPPER_TOKENS:GPU[xTP][:reserve|paged][@SHARE], "
-                                f"e.g. 4096:h100x8")
+            raise FleetoptError(f"topology pool {i + 1} '{part}': expected UPPER_TOKENS:GPU[xTP][:reserve|paged][:capW]"
+                                f"[@SHARE], e.g. 4096:h100x8")
         upper = int(float(m.group(1)) * (1024 if m.group(2) else 1))
-        share = float(m.group(6)) if m.group(6) else 1.0
+        share = float(m.group(7)) if m.group(7) else 1.0
         if not 0 < share <= 1:
             raise FleetoptError(f"topology pool {i + 1} '{part}': share must be in (0, 1], got {share:g}")
-        pools.append(PoolChoice(upper, m.group(3), int(m.group(4) or 1), m.group(5), share=share))
+        pools.append(PoolChoice(upper, m.group(3), int(m.group(4) or 1), m.group(5),
+                                {"power_cap_w": float(m.group(6))} if m.group(6) else None, share=share))
     if not pools:
         raise FleetoptError("topology: no pools given")
     ups = [p.upper for p in pools]
     if any(b < a for a, b in zip(ups, ups[1:])) or ups[0] <= 0:
         raise FleetoptError(f"topology: pool upper bounds must be positive and ascending, got {ups}")
     for up, idx in groups(pools):
+        if len(idx) > 1 and any(pools[k].prefill_gpu is not None for k in idx):
+            raise FleetoptError(f"topology: the pool ending at {up} is split (pd) and cannot also be mixed")
         tot = sum(pools[k].share for k in idx)
         if abs(tot - 1.0) > 1e-6:
             raise FleetoptError(f"topology: the shares of the pool ending at {up} sum to {tot:g}, not 1 "
@@ -389,6 +420,16 @@ def evaluate(inst: Instance, base: Path, topology: list[PoolChoice], admission: 
     pw = inst.power
     for choice, (lo, traffic, window) in zip(topology, Router(inst, dist).route_members(topology)):
         up = choice.upper
+        if choice.prefill_gpu is not None:          # a split pool: two phases (fleetopt.disagg)
+            from fleetopt.disagg import size_split_choice
+
+            rows, profs = size_split_choice(inst, cat, choice, traffic, rate * choice.share, lo, window, slo,
+                                            host_per_gpu, lambda g: _price(inst, g, cat))
+            for p, prof in zip(rows, profs):
+                pools.append(p)
+                prov_w += provisioned_w(pw.provisioning, p.instances, p.it_power_w, p.peak_instance_power_w,
+                                        p.gpus, prof.gpu.tdp_w, host_per_gpu, pw.pue)
+            continue
         a = mode.admission_for(choice.admission or adm)
         got = (sized(lo, up, cat.gpu(choice.gpu).id, choice.tp, a, choice.share)
                if sized and not choice.serving else None)
@@ -407,5 +448,10 @@ def evaluate(inst: Instance, base: Path, topology: list[PoolChoice], admission: 
     if pw.facility_cap_mw is not None:           # checked on the provisioning basis, as the MILP's row
         fleet["facility_cap_mw"] = pw.facility_cap_mw
         fleet["within_power_cap"] = prov_w <= pw.facility_cap_mw * 1e6 * (1 + 1e-12)
+    rows = [p.as_dict() for p in pools]
+    if any(c.prefill_gpu is not None for c in topology):
+        from fleetopt.disagg import pool_rows
+
+        rows = pool_rows(pools)
     return {"instance": inst.name, "mode": inst.mode, "model": inst.model, "admission": adm,
-            "pools": [p.as_dict() for p in pools], "fleet": fleet}
+            "pools": rows, "fleet": fleet}

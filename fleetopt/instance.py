@@ -249,8 +249,24 @@ class Pools(Record, kw_only=True):
     """Mixed pools: with m > 1 a length range may be shared by several GPU/TP configs, each
     taking k/m of its requests (k = 1..m, dispatched at random), each sized on its own; the
     MILP is exact over that grid of splits.  1 = one config per pool."""
+    disaggregation: Union[Literal["off", "allow", "only"], bool] = "off"
+    """Disaggregated prefill/decode serving (``fleetopt.disagg``): ``off`` plans aggregated
+    pools only; ``allow`` lets the MILP choose, per length range, an aggregated pool or a
+    split one (prefill instances, KV transfer, decode instances, each phase on its own GPU
+    type, TP and power cap); ``only`` splits every range.  Physical mode only.  (YAML reads
+    a bare ``off`` as false: false is ``off``, true ``allow``.)"""
+    kv_link: str = "infiniband-ndr"
+    """Link carrying the KV cache from prefill to decode instances, by id in
+    ``fleetopt/catalog/links.yaml`` (``infiniband-ndr``, ``roce-400g``, ``nvlink``)."""
+    phase_power_caps: Annotated[list[between(ge=0.3, le=1.0)], Meta(min_length=1)] = field(
+        default_factory=lambda: [1.0])
+    """DVFS caps the disaggregation-aware solve may use, as fractions of TDP (1 = the
+    instance's ``serving.power_cap_w`` or TDP): each phase of a split pool picks its own,
+    and aggregated pools are offered the same caps (``pools.disaggregation`` allow/only)."""
 
     def __post_init__(self):
+        if isinstance(self.disaggregation, bool):      # YAML's bare off/on
+            self.disaggregation = "allow" if self.disaggregation else "off"
         if self.boundaries != "auto":
             b = self.boundaries
             if not b:

@@ -10,7 +10,10 @@ Knobs (per pool k unless said):
 * ``pcap{k}``   per-GPU power cap as a fraction of TDP (DVFS; 0.5..1; physical mode);
 * ``gmu``       gpu_memory_utilization (0.80..0.95), ``chunk`` prefill chunk tokens
                 (512..16384), both fleet-wide (physical mode);
-* ``gamma``     compress-and-route gamma (1..4) when the instance enables it.
+* ``gamma``     compress-and-route gamma (1..4) when the instance enables it;
+* for a split (disaggregated) pool k, the knobs above are its decode instances', and
+  ``pgpu{k}``, ``ptp{k}_{gpu}``, ``ppcap{k}`` its prefill instances' GPU type, TP and power
+  cap (the pool stays split).
 
 Every trial is the exact evaluation of ``fleetopt evaluate`` (physics + SLO sizing); trials
 that break the power cap, a GPU inventory or an SLO are pruned.  The MILP plan, with the
@@ -360,7 +363,12 @@ class Search:
                 p[f"adm{k}"] = pc.admission or self.adms[0]
                 p[f"seqs{k}"] = s.max_num_seqs
                 tdp = self.cat.gpu(pc.gpu).tdp_w
-                p[f"pcap{k}"] = min(1.0, (s.power_cap_w or tdp) / tdp)
+                p[f"pcap{k}"] = min(1.0, ((pc.serving or {}).get("power_cap_w") or s.power_cap_w or tdp) / tdp)
+            if pc.prefill_gpu is not None:
+                g = self.cat.gpu(pc.prefill_gpu).id
+                p[f"pgpu{k}"], p[f"ptp{k}_{g}"] = g, pc.prefill_tp
+                tdp = self.cat.gpu(g).tdp_w
+                p[f"ppcap{k}"] = min(1.0, ((pc.prefill_serving or {}).get("power_cap_w") or s.power_cap_w or tdp) / tdp)
         if self.physical:
             p["gmu"], p["chunk"] = s.gpu_memory_utilization, s.chunk_tokens
         if self.inst.pools.compress is not None:
@@ -392,7 +400,15 @@ class Search:
                 frac = trial.suggest_float(f"pcap{k}", 0.5, 1.0)
                 serving = {"max_num_seqs": trial.suggest_int(f"seqs{k}", 8, max(1024, s.max_num_seqs), log=True),
                            "power_cap_w": frac * tdp, "gpu_memory_utilization": gmu, "chunk_tokens": chunk}
-            topo.append(PoolChoice(up, g, tp, adm, serving, share=member.share))
+            split = {}
+            if member.prefill_gpu is not None:         # a split pool stays split: its prefill knobs
+                pg = trial.suggest_categorical(f"pgpu{k}", list(self.gpus))
+                ptp = trial.suggest_categorical(f"ptp{k}_{pg}", self.gpus[pg])
+                pfrac = trial.suggest_float(f"ppcap{k}", 0.5, 1.0)
+                split = {"prefill_gpu": pg, "prefill_tp": ptp,
+                         "prefill_serving": {"power_cap_w": pfrac * self.cat.gpu(pg).tdp_w,
+                                             "gpu_memory_utilization": gmu, "chunk_tokens": chunk}}
+            topo.append(PoolChoice(up, g, tp, adm, serving, share=member.share, **split))
         inst = self.inst
         if inst.pools.compress is not None:
             gamma = trial.suggest_float("gamma", 1.0, 4.0)

@@ -174,6 +174,10 @@ def solve_instance(inst: Instance, base: Path, catalog=None, verbose: bool = Fal
                             "range's columns assume one pool above it)")
     cat = catalog or load_catalog()
     dist, rate = build_workload(inst, base)
+    if inst.pools.disaggregation != "off":           # split prefill/decode pools: fleetopt.disagg_solve
+        from fleetopt.disagg_solve import solve_disagg
+
+        return solve_disagg(inst, base, cat, dist, rate, t0, verbose, workers)
     if inst.objective == "max_throughput":
         return _max_throughput(inst, base, cat, dist, rate, verbose, t0)
     raw = generate(inst, dist, rate, cat, workers=workers)
@@ -183,6 +187,10 @@ def solve_instance(inst: Instance, base: Path, catalog=None, verbose: bool = Fal
 def finish_solve(inst, base, cat, dist, rate, raw: Columns, t0: float, verbose: bool = False,
                  extra: dict | None = None) -> dict:
     """Prune, solve and report, from already sized columns (``fleetopt sweep`` reuses them)."""
+    if inst.pools.disaggregation != "off":
+        from fleetopt.disagg_solve import finish_solve_disagg
+
+        return finish_solve_disagg(inst, base, cat, dist, rate, raw, t0, verbose, extra)
     capped = inst.power.facility_cap_mw is not None
     cols = prune_dominated(raw, inst.objective, capped)
     t_cols = time.perf_counter() - t0

@@ -287,3 +287,29 @@ def test_instance_calibration_field(cat, tmp_path):
     finally:
         use_calibration(DEFAULT, "packaged", "packaged")
     assert with_field < plain            # a lower static power: less power for the same fleet
+
+
+def test_calibration_changes_evaluate_and_solve(cat, tmp_path):
+    """--calibration reaches every command: evaluate's and solve's figures move with it."""
+    from conftest import REPO
+    from fleetopt.calibrate import calibration_yaml
+    from fleetopt.cli import main
+
+    f = tmp_path / "cal.yaml"
+    f.write_text(calibration_yaml(DEFAULT.with_(mem_energy_scale=2.0), "test"))
+    inst = str(REPO / "instances" / "azure-conv-h100.yaml")
+    figures = {}
+    for label, extra in (("packaged", []), ("file", ["--calibration", str(f)])):
+        for cmd in (["evaluate", inst, "--topology", "16384:h100x8"], ["solve", inst]):
+            out = tmp_path / f"{label}-{cmd[0]}.json"
+            import contextlib
+            import io
+
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf):
+                assert main(extra + cmd + ["--format", "json"]) == 0
+            figures[(label, cmd[0])] = json.loads(buf.getvalue())["fleet"]["it_power_kw"]
+            out.write_text(buf.getvalue())
+        use_calibration(DEFAULT, "packaged", "packaged")
+    for c in ("evaluate", "solve"):
+        assert figures[("file", c)] < figures[("packaged", c)] * 0.97, c

@@ -25,6 +25,8 @@ def _fleet_tables(result: dict) -> str:
             "ttft_p99_ms", "tpot_p99_ms", "it_power_kw", "tokens_per_joule", "binding"]
     if any(p.get("split", 1.0) != 1.0 for p in result["pools"]):       # a mixed pool: show each member's share
         cols.insert(4, "split")
+    if any("phase" in p for p in result["pools"]):                      # split pools: prefill / decode / both
+        cols.insert(2, "phase")
     pools = [{c: p[c] for c in cols} for p in result["pools"]]
     f = result["fleet"]
     fleet = [{k: f[k] for k in ("instances", "gpus", "it_power_kw", "facility_power_kw", "tokens_per_joule",

@@ -63,10 +63,14 @@ def _plan_topology(plan_path: str):
 @click.option("--trace-out", default=None, type=click.Path(dir_okay=False),
               help="Write one CSV row per request (arrival, first token, finish, instance).")
 @click.option("--force", is_flag=True, help="Replace an existing --trace-out file.")
+@click.option("--prefill-batch-tokens", type=click.IntRange(min=1), default=None,
+              help="Split (pd) pools: prefill instances batch waiting prompts up to this many tokens "
+                   "(default: one prompt at a time, as sized).")
 @set_opt
 @format_opt
 @click.pass_context
-def simulate(ctx, instance, plan_path, topology, requests, seed, repair, arrivals, trace_out, force, overrides, fmt):
+def simulate(ctx, instance, plan_path, topology, requests, seed, repair, arrivals, trace_out, force,
+             prefill_batch_tokens, overrides, fmt):
     """Request-level simulation of a fleet, beside its analytical prediction."""
     if (plan_path is None) == (topology is None):
         raise FleetoptError("simulate: give exactly one of --plan or --topology")
@@ -77,5 +81,6 @@ def simulate(ctx, instance, plan_path, topology, requests, seed, repair, arrival
             raise FleetoptError("--repair: simulates Poisson arrivals without --trace-out")
         res = rep(inst, base, topo, requests, seed, catalog_of(ctx))
     else:
-        res = sim(inst, base, topo, requests, seed, catalog_of(ctx), arrivals=arrivals, trace_out=trace_out, force=force)
+        res = sim(inst, base, topo, requests, seed, catalog_of(ctx), arrivals=arrivals, trace_out=trace_out, force=force,
+                  prefill_batch_tokens=prefill_batch_tokens)
     show(res, fmt, _sim_tables)

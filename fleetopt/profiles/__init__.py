@@ -10,7 +10,10 @@ read without asking which mode they are in:
 * ``admission``: the one admission policy the mode has (the published model reserves the
   whole window), or None for the instance's choice;
 * ``sub_cdf_routing``: whether a CDF workload is routed as the published simulator does
-  (``fleetopt.profiles.paper.paper_pool_traffic``).
+  (``fleetopt.profiles.paper.paper_pool_traffic``);
+* ``splits_phases``: whether prefill and decode can be sized on separate instances
+  (disaggregated pools, ``fleetopt.disagg``): the published model has no prefill physics of
+  its own.
 
 ``physical`` (default, ``fleetopt.profiles.physical``), ``paper`` and ``paper-computed``
 (``fleetopt.profiles.paper``) are registered; a new mode is a module and one entry here.
@@ -71,6 +74,8 @@ class Mode:
     """The mode's only admission policy, or None for the instance's choice."""
     sub_cdf_routing: bool
     """CDF workloads are routed by the published simulator's sub-CDF construction."""
+    splits_phases: bool
+    """Prefill and decode can be sized apart (split prefill/decode pools)."""
 
     def admissions(self, wanted: Sequence[str]) -> list[str]:
         """The admission policies candidate pools take: the instance's (deduplicated, in
@@ -92,10 +97,11 @@ class Mode:
 
 
 MODES: dict[str, Mode] = {
-    "physical": Mode("physical", _physical, knobs=True, admission=None, sub_cdf_routing=False),
-    "paper": Mode("paper", _paper, knobs=False, admission="reserve", sub_cdf_routing=True),
+    "physical": Mode("physical", _physical, knobs=True, admission=None, sub_cdf_routing=False,
+                     splits_phases=True),
+    "paper": Mode("paper", _paper, knobs=False, admission="reserve", sub_cdf_routing=True, splits_phases=False),
     "paper-computed": Mode("paper-computed", _paper_computed, knobs=False, admission="reserve",
-                           sub_cdf_routing=True),
+                           sub_cdf_routing=True, splits_phases=False),
 }
 
 

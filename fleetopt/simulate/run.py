@@ -206,13 +206,15 @@ class _TraceWriter:
 
 def simulate(inst: Instance, base: Path, topology: list[PoolChoice], requests: int = 100_000, seed: int = 0,
              catalog=None, instances: list[int] | None = None, warmup: float = 0.1, arrivals: str = "poisson",
-             trace_out: str | None = None, force: bool = False) -> dict:
+             trace_out: str | None = None, force: bool = False, prefill_batch_tokens: int | None = None) -> dict:
     """Simulate ``requests`` arrivals on the fleet (a Poisson process, or the instance's
     trace replayed with ``arrivals="trace"``); ``instances`` overrides the analytical
-    instance counts per pool (used by --repair)."""
+    instance counts per pool (used by --repair); ``prefill_batch_tokens`` lets the prefill
+    instances of split pools batch waiting prompts up to that many tokens."""
     writer = _TraceWriter(trace_out, force)
     try:
-        res = _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, arrivals, writer)
+        res = _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, arrivals, writer,
+                        prefill_batch_tokens)
     except OSError as e:                    # the trace's rows could not be written (a full disk)
         from fleetopt.atomic import os_error
 
@@ -227,7 +229,8 @@ def simulate(inst: Instance, base: Path, topology: list[PoolChoice], requests: i
     return res
 
 
-def _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, arrivals, writer) -> dict:
+def _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, arrivals, writer,
+              prefill_batch_tokens=None) -> dict:
     from fleetopt.catalog import load_catalog
 
     t0 = time.perf_counter()
@@ -258,16 +261,44 @@ def _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, 
                    f"a mean service time of {e_s / 1e3:.1f} s; use --requests {need} or more")
     seqs = np.random.SeedSequence(seed).spawn(len(topology))
     pools_out, stats = [], []
-    for k, (choice, (traffic, window), sized) in enumerate(zip(topology, routed, ana["pools"])):
+    split = any(c.prefill_gpu is not None for c in topology)
+    if split and instances is not None:
+        raise FleetoptError("--repair: not available for split (pd) pools")
+    ana_rows = _rows_per_choice(topology, ana["pools"])
+    for k, (choice, (traffic, window), rows) in enumerate(zip(topology, routed, ana_rows)):
+        sized = rows[-1]
         rng = np.random.default_rng(seqs[k])
         share = traffic.share
-        n_inst = sized["instances"] if instances is None else instances[k]
+        n_inst = (sum(r["instances"] for r in rows) if instances is None else instances[k])
         lam_ms = rate * share * choice.share / 1e3      # a member of a mixed range: a thinned Poisson stream
         if replay is not None:
             arr, inp, out = replay[k]
             n = len(arr)
         else:
             n = int(rng.poisson(lam_ms * horizon_ms)) if share > 0 else 0
+        if choice.prefill_gpu is not None:              # a split pool: prefill -> KV transfer -> decode
+            from fleetopt.simulate.disagg import simulate_split
+
+            if n and replay is None:
+                arr = np.cumsum(rng.exponential(1.0 / lam_ms, n))
+                pick = rng.choice(len(traffic.w), size=n, p=traffic.w / share)
+                inp = np.maximum(np.rint(traffic.inp[pick]), 1.0)
+                out = np.maximum(np.rint(traffic.out[pick]), 1.0)
+            phases, st = (simulate_split(inst, cat, choice, np.asarray(arr, float), np.asarray(inp, float),
+                                         np.asarray(out, float), window, (rows[0], rows[1]), warm_ms, host,
+                                         writer.recorder(k, arr, inp, out, int(np.searchsorted(arr, warm_ms))),
+                                         prefill_batch_tokens)
+                          if n else ({}, PoolStats()))
+            stats.append(st)
+            f = _figures([st], inst.power.pue)
+            pools_out.append({"lo_tokens": sized["lo_tokens"], "hi_tokens": sized["hi_tokens"],
+                              "gpu": f"pd({rows[0]['gpu']}x{rows[0]['tp']}/{sized['gpu']}x{sized['tp']})",
+                              "tp": sized["tp"], "split": choice.share, "instances": int(n_inst), "requests": n, **f,
+                              "utilization": phases.get("decode_utilization", 0.0),
+                              "analytical_ttft_p99_ms": sized["ttft_p99_ms"],
+                              "analytical_tpot_p99_ms": sized["tpot_p99_ms"], "analytical_instances": int(n_inst),
+                              "phase": "split", **phases})
+            continue
         if n == 0 or n_inst == 0:
             st = PoolStats()
         else:
@@ -305,6 +336,9 @@ def _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, 
                           "tp": sized["tp"], "split": choice.share, "instances": int(n_inst), "requests": n, **f, "utilization": util,
                           "analytical_ttft_p99_ms": sized["ttft_p99_ms"], "analytical_tpot_p99_ms": sized["tpot_p99_ms"],
                           "analytical_instances": sized["instances"]})
+    if split:                                          # one key set for tables and CSV
+        keys = list(dict.fromkeys(k for p in pools_out for k in p))
+        pools_out = [{k: p.get(k, "both" if k == "phase" else None) for k in keys} for p in pools_out]
     fleet = _figures(stats, inst.power.pue)
     fleet["instances"] = sum(p["instances"] for p in pools_out)
     secs = time.perf_counter() - t0
@@ -320,6 +354,16 @@ def _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, 
             "fleet": fleet, "analytical": analytical, "deviation": deviation,
             "sim": {"requests": total, "seconds": secs, "requests_per_second": total / secs if secs else None,
                     "seed": seed, "arrivals": arrivals, "warmup_ms": warm_ms, **({"warning": warning} if warning else {})}}
+
+
+def _rows_per_choice(topology: list[PoolChoice], rows: list[dict]) -> list[list[dict]]:
+    """The analytical rows of each topology entry: one, or two (prefill, decode) for a split pool."""
+    out, k = [], 0
+    for c in topology:
+        w = 2 if c.prefill_gpu is not None else 1
+        out.append(rows[k:k + w])
+        k += w
+    return out
 
 
 def repair(inst: Instance, base: Path, topology: list[PoolChoice], requests: int, seed: int, catalog=None,
