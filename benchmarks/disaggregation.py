@@ -33,7 +33,7 @@ WORKLOADS = [("chat", "azure-conv-h100"), ("code", "azure-code"), ("long-documen
 
 def _solve(name: str, sets: list[str]):
     from fleetopt.instance import load_instance
-    from fleetopt.solve import solve_instance
+    from fleetopt.solver import solve_instance
 
     inst, base = load_instance(ROOT / "instances" / f"{name}.yaml", sets)
     t0 = time.perf_counter()
@@ -207,7 +207,7 @@ def distserve() -> list[dict]:
 def simulated(plans: list[dict]) -> list[dict]:
     from fleetopt.fleet import parse_topology
     from fleetopt.instance import load_instance
-    from fleetopt.simulate.run import simulate
+    from fleetopt.simulator.run import simulate
 
     rows = []
     for r in plans:

@@ -16,7 +16,7 @@ TRIALS = 100
 
 def rows() -> list[dict]:
     from fleetopt.instance import load_instance
-    from fleetopt.refine import refine
+    from fleetopt.refinement import refine
 
     out = []
     for path in sorted((ROOT / "instances").glob("*.yaml")):

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def speed_rows() -> list[dict]:
     from fleetopt.fleet import parse_topology
     from fleetopt.instance import load_instance
-    from fleetopt.simulate.run import simulate
+    from fleetopt.simulator.run import simulate
 
     rows = []
     for name, topo in (("paper-azure-h100", "4096:h100x8,65536:h100x8"), ("azure-conv-h100", "16384:h100x8"),
@@ -45,8 +45,8 @@ def speed_rows() -> list[dict]:
 def check_rows() -> list[dict]:
     from fleetopt.fleet import parse_topology
     from fleetopt.instance import load_instance
-    from fleetopt.simulate.run import simulate
-    from fleetopt.solve import solve_instance
+    from fleetopt.simulator.run import simulate
+    from fleetopt.solver import solve_instance
 
     rows = []
     for path in sorted((ROOT / "instances").glob("*.yaml")):

@@ -57,7 +57,7 @@ def startup_rows() -> list[dict]:
     for label, cmd in (("python -c pass", [sys.executable, "-c", "pass"]),
                        ("python -m fleetopt --help", [sys.executable, "-m", "fleetopt", "--help"]),
                        ("import what solve needs", [sys.executable, "-c", "import fleetopt.cli, fleetopt.cli.plan, "
-                                                    "fleetopt.solve, fleetopt.profiles, formulations.fleet, highspy"])):
+                                                    "fleetopt.solver, fleetopt.profiles, formulations.fleet, highspy"])):
         ts = sorted(bare(cmd, REPS))
         rows.append({"command": label, "wall_s": ts[0], "wall_median_s": ts[len(ts) // 2]})
     return rows
@@ -95,7 +95,7 @@ def optuna_rows(budget_cap: int = 300) -> list[dict]:
     from fleetopt.columns import candidate_boundaries, configs
     from fleetopt.fleet import PoolChoice, build_workload, evaluate
     from fleetopt.instance import load_instance
-    from fleetopt.solve import solve_instance
+    from fleetopt.solver import solve_instance
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = []
@@ -137,7 +137,7 @@ def optuna_rows(budget_cap: int = 300) -> list[dict]:
 def plan_rows() -> list[dict]:
     """The solved plan of every shipped instance against its baselines (same model)."""
     from fleetopt.instance import load_instance
-    from fleetopt.solve import solve_instance
+    from fleetopt.solver import solve_instance
 
     rows = []
     for path in sorted((ROOT / "instances").glob("*.yaml")):
@@ -160,7 +160,7 @@ def mixed_rows() -> list[dict]:
     """Mixed pools on the heterogeneous instance with B200s limited to 50 GPUs (the
     unlimited plan uses 78): split grids 1 (one config per range), 2 and 4."""
     from fleetopt.instance import load_instance
-    from fleetopt.solve import solve_instance
+    from fleetopt.solver import solve_instance
 
     rows = []
     for m in (1, 2, 4):

@@ -36,7 +36,7 @@ def spec(d: Path, n_rates: int) -> Path:
 
 def run(spec_path: Path, workers: int, reuse: bool) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        code = ("import sys, json; from fleetopt.sweep import run_sweep; "
+        code = ("import sys, json; from fleetopt.sweeps import run_sweep; "
                 f"print(json.dumps(run_sweep({str(spec_path)!r}, {out!r}, {workers}, reuse={reuse})))")
         t0 = time.perf_counter()
         res = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -8,11 +8,15 @@ the largest batch whose step time is within the TPOT target (``tpot_batch_cap``,
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from collections.abc import Callable
 
 import numpy as np
 
-from fleetopt.profiles.base import Profile
+if TYPE_CHECKING:
+    from fleetopt.profiles.base import Profile
+
 
 
 IndexFn = Callable[[np.ndarray, np.ndarray], np.ndarray]

@@ -6,13 +6,8 @@ keys in (b_i, b_j]) together with a *config* (GPU type, TP, admission policy).  
 exactly as ``fleetopt evaluate`` sizes a pool (same routing code, same ``size_pools``), so a
 plan's figures are the sums of its columns' figures.
 
-Boundaries (choices, named here):
-* a list in the instance is used as given (values above the last window are dropped);
-* ``auto`` takes ``auto_count`` quantiles of the routing key, rounded up to a multiple of
-  64 tokens and deduplicated, below the last window;
-* the last window is ``pools.max_window``, else the longest routing key rounded up to a
-  power of two;
-* ``pools.paper_boundary`` (the baseline's split) is always a candidate.
+The boundaries and configs are the problem's (``fleetopt.problem.candidate_boundaries``).
+Configs are sized on the parent and forked workers (``fleetopt.forked``).
 
 With compress-and-route, a pool of window B takes the requests with key in (B, gamma B]
 from the pool above; a column stays exact only if that pool covers all of (B, gamma B], so
@@ -32,61 +27,21 @@ separately sized groups); that is never better than one group, and the tie-break
 from __future__ import annotations
 
 import math
-import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fleetopt.errors import FleetoptError
-from fleetopt.fleet import (GPUS_PER_NODE, Router, _price, check_context, make_pool_profile, model_context,
-                            provisioned_w)
-from fleetopt.instance import Instance
-from fleetopt.procs import die_with_parent
-from fleetopt.profiles import mode_of
-from fleetopt.sizing import Slo, pool_shapes, size_shapes
+from fleetopt.forked import can_fork, fork_map
+from fleetopt.problem import Config, Problem
+from fleetopt.sizing import PoolColumns, PoolShape, PoolSizing, pool_shapes, size_shapes
 from fleetopt.traffic import TrafficBatch
-from fleetopt.workload import LengthDist
 
-ROUND_TOKENS = 64
-
-
-def candidate_boundaries(inst: Instance, dist: LengthDist, context: int = 0) -> list[int]:
-    """b_1 < ... < b_M (b_0 = 0 is implicit).  ``context``: the model's context window
-    (when known, the automatic last window is not above it)."""
-    p = inst.pools
-    top = p.max_window or int(2 ** math.ceil(math.log2(max(dist.max_key, 2.0))))
-    if context and not p.max_window:
-        top = min(top, max(context, int(math.ceil(dist.max_key))))
-    if p.boundaries != "auto":
-        top = p.max_window or max(p.boundaries)
-        inner = sorted({int(b) for b in p.boundaries if 0 < b < top})
-    else:
-        qs = [dist.quantile_key(k / p.auto_count) for k in range(1, p.auto_count)]
-        inner = sorted({int(math.ceil(q / ROUND_TOKENS) * ROUND_TOKENS) for q in qs})
-        inner = [b for b in inner if 0 < b < top]
-    if p.paper_boundary and p.paper_boundary < top:     # the baseline's split is always a candidate
-        inner = sorted(set(inner) | {int(p.paper_boundary)})
-    return inner + [int(top)]
-
-
-@dataclass(frozen=True)
-class Config:
-    gpu: str
-    tp: int
-    admission: str
-    max_gpus: int | None
-    price: float | None
-
-
-def configs(inst: Instance, catalog) -> list[Config]:
-    out = []
-    adm = mode_of(inst.mode).admissions(inst.pools.admission)
-    for g in inst.gpus:
-        gid = catalog.gpu(g.id).id
-        for tp in sorted(set(g.tp)):
-            for a in adm:
-                out.append(Config(gid, tp, a, g.max_gpus, _price(inst, gid, catalog)))
-    return out
+if TYPE_CHECKING:
+    from fleetopt.profiles.base import Profile
+    from fleetopt.instance import Compress
 
 
 @dataclass
@@ -106,11 +61,11 @@ class Columns:
     """Facility power the cap is checked against (the instance's provisioning basis x PUE), W."""
     tokens_s: np.ndarray
     cost_h: np.ndarray
-    errors: dict = field(default_factory=dict)
+    errors: dict[Any, str] = field(default_factory=dict)
     """Why configs or pools could not be sized: {config index or (i, j, config): message}."""
-    sized: dict = field(default_factory=dict)
+    sized: dict[tuple[int, int], tuple[PoolColumns, Profile]] = field(default_factory=dict)
     """Per config index: (its ``PoolColumns`` over every arc, its profile)."""
-    arc_row: dict = field(default_factory=dict)
+    arc_row: dict[tuple[int, int], int] = field(default_factory=dict)
     """(i, j) -> the arc's row in those ``PoolColumns``."""
     share_k: np.ndarray | None = None
     """Per column, k of the k/m share of its arc's traffic it takes (``pools.split_grid``
@@ -123,21 +78,26 @@ class Columns:
         """Per column, the share of its arc's traffic (1 unless mixed)."""
         return self.share_k / self.grid if self.share_k is not None else np.ones(len(self.cfg))
 
-    def whole(self) -> "Columns":
+    def whole(self) -> Columns:
         """The columns that take their whole arc (what a plan without mixed pools uses)."""
         return self if self.share_k is None else self.take(self.share_k == self.grid)
 
     def __len__(self) -> int:
+        """Number of columns."""
         return len(self.cfg)
 
-    def take(self, keep: np.ndarray) -> "Columns":
-        f = lambda a: a[keep]  # noqa: E731
+    def take(self, keep: np.ndarray) -> Columns:
+        """The columns selected by ``keep`` (a mask or indices), same configs and sizing."""
+
+        def f(a: np.ndarray) -> np.ndarray:
+            return a[keep]
+
         return Columns(self.bounds, self.configs, f(self.arc_i), f(self.arc_j), f(self.cfg), f(self.instances),
                        f(self.gpus), f(self.energy_w), f(self.provisioned_w), f(self.tokens_s), f(self.cost_h),
                        self.errors, self.sized, self.arc_row, None if self.share_k is None else f(self.share_k),
                        self.grid)
 
-    def pool_sizing(self, i: int, j: int, c: int, k: int | None = None):
+    def pool_sizing(self, i: int, j: int, c: int, k: int | None = None) -> tuple[PoolSizing, Profile] | None:
         """Column (arc (i, j), config c, share k/m) as ``evaluate`` reports a pool:
         (PoolSizing, profile), or None when it was not sized here or is infeasible."""
         k = self.grid if k is None else k
@@ -153,11 +113,11 @@ class Columns:
         return p, prof
 
 
-def arcs(bounds: list[int], max_pools: int, compress=None) -> list[tuple[int, int]]:
+def arcs(bounds: Sequence[int], max_pools: int, compress: Compress | None = None) -> list[tuple[int, int]]:
     """The arcs some plan of at most ``max_pools`` pools can use: a path through (i, j)
     needs one arc more for a start after 0 and one more for an end before M."""
     m = len(bounds)
-    b = [0] + bounds
+    b = [0, *bounds]
     out = []
     for i in range(m):
         for j in range(i + 1, m + 1):
@@ -169,145 +129,66 @@ def arcs(bounds: list[int], max_pools: int, compress=None) -> list[tuple[int, in
     return out
 
 
-_FORK: dict = {}
-
-
-def _shape_job(c: int):
-    """The shape of config c and its sizing at k/m of the rate, k = 1..m (inputs in
-    ``_FORK``, inherited by forked workers)."""
-    f = _FORK
-    cf = f["cfgs"][c]
-    try:
-        prof = make_pool_profile(f["inst"], cf.gpu, cf.tp, f["catalog"])
-    except FleetoptError as e:
-        return c, None, str(e), None
-    sh = pool_shapes(prof, f["tb"], f["lo"], f["hi"], f["win"], f["slo"], cf.admission, cf.price)
-    m = f["grid"]
-    return c, prof, sh, {k: size_shapes(prof, sh, f["tb"], f["rate"] * k / m, f["slo"], f["host"]) for k in range(1, m + 1)}
-
-
-def _drain(queue_fd: int) -> list:
-    """Size configs until the queue is empty.  The queue is a pipe holding each config
-    index as 4 bytes, written before any reader starts; every read asks for 4 bytes and the
-    kernel serialises reads of one pipe, so each process - the parent too - takes whole
-    indices, and uneven configs balance themselves without locks."""
-    out = []
-    while True:
-        b = os.read(queue_fd, 4)
-        if not b:
-            return out
-        while len(b) < 4:                   # never seen on Linux; finish the index if it happens
-            more = os.read(queue_fd, 4 - len(b))
-            if not more:
-                return out
-            b += more
-        out.append(_shape_job(int.from_bytes(b, "little")))
-
-
-def _shapes_in_parallel(todo: list[int], workers: int, **inputs) -> list:
-    """Pool shapes of several configs on the parent and ``workers - 1`` forked children
-    (Linux fork: the inputs are inherited, only the results travel back, pickled through a
-    pipe).  A child that fails or dies leaves its configs to the parent."""
-    import pickle
-
-
-    _FORK.clear()
-    _FORK.update(inputs)
-    q_r, q_w = os.pipe()
-    os.write(q_w, b"".join(int(c).to_bytes(4, "little") for c in todo))     # fits the pipe (see generate)
-    os.close(q_w)
-    kids = []
-    parent = os.getpid()
-    try:
-        for _ in range(workers - 1):
-            r, w = os.pipe()
-            try:
-                pid = os.fork()
-            except OSError:                              # no process to spare: the parent does it all
-                os.close(r)
-                os.close(w)
-                break
-            if pid == 0:                                 # child: drain, send, leave without cleanup
-                code = 0
-                try:
-                    die_with_parent(parent)              # a killed solve takes its helpers with it
-                    os.close(r)
-                    data = pickle.dumps(_drain(q_r), protocol=pickle.HIGHEST_PROTOCOL)
-                    with os.fdopen(w, "wb") as f:
-                        f.write(data)
-                except BaseException:
-                    code = 1
-                finally:
-                    os._exit(code)
-            os.close(w)
-            kids.append((pid, r))
-        results = _drain(q_r)
-        for pid, r in kids:
-            with os.fdopen(r, "rb") as f:
-                data = f.read()
-            os.waitpid(pid, 0)
-            if data:
-                try:
-                    results += pickle.loads(data)
-                except Exception:                        # a child cut short: its configs are redone below
-                    pass
-        kids = []
-    finally:
-        for pid, r in kids:                              # interrupted: do not leave children behind
-            try:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-            except OSError:
-                pass
-        os.close(q_r)
-        _FORK.clear()
-    return results
-
-
-def generate(inst: Instance, dist: LengthDist, rate: float, catalog, bounds: list[int] | None = None,
-             cache: dict | None = None, workers: int = 1) -> Columns:
-    """Size every (arc, config) candidate.  ``cache`` (a dict the caller keeps per
-    rate-independent part of the instance) holds the routed traffic and each config's
-    ``PoolShape``, so another arrival rate only redoes the queueing and power.
+def generate(problem: Problem, rate: float | None = None, bounds: Sequence[int] | None = None,
+             cache: dict[Any, Any] | None = None, workers: int = 1, configs: Sequence[Config] | None = None,
+             serving: dict[str, Any] | None = None) -> Columns:
+    """Size every (arc, config) candidate at ``rate`` (default: the problem's) over
+    ``bounds`` (default: the problem's candidate boundaries) for ``configs`` (default: the
+    problem's) with ``serving`` overrides on every pool (default: none).  ``cache`` (a dict
+    the caller keeps per rate-independent part of the problem) holds the routed traffic and
+    each config's ``PoolShape``, so another arrival rate only redoes the queueing and power.
     ``workers`` > 1 sizes the configs on that many forked processes (where fork exists)."""
-    check_context(inst, dist, catalog)
-    bounds = bounds or candidate_boundaries(inst, dist, model_context(inst, catalog))
-    b = [0] + bounds
+    rate = problem.rate if rate is None else rate
+    bounds = list(bounds or problem.boundaries)
+    b = [0, *bounds]
     m = len(bounds)
-    cfgs = configs(inst, catalog)
+    cfgs = list(problem.configs if configs is None else configs)
     cache = {} if cache is None else cache
     tkey = ("traffic", tuple(bounds))
     if tkey not in cache:
-        arc_list = arcs(bounds, inst.pools.max_pools, inst.pools.compress)
-        router = Router(inst, dist)
-        routed = [router.pool(b[i], b[j], None if j == m else math.inf) for i, j in arc_list]
+        arc_list = arcs(bounds, problem.pools.max_pools, problem.pools.compress)
+        routed = [problem.router.pool(b[i], b[j], None if j == m else math.inf) for i, j in arc_list]
         cache[tkey] = (arc_list, TrafficBatch.of([t for t, _ in routed]), np.array([wd for _, wd in routed], float))
     arc_list, tb, win = cache[tkey]
     lo = np.array([b[i] for i, _ in arc_list], float)
     hi = np.array([b[j] for _, j in arc_list], float)
-    slo = Slo(inst.slo.ttft_p99_ms, inst.slo.tpot_p99_ms, inst.slo.max_utilization)
-    host = inst.power.host_w_per_node / GPUS_PER_NODE
-    pue, basis = inst.power.pue, inst.power.provisioning
+    slo, pw = problem.slo, problem.power
+    host = pw.host_w_per_gpu
     ai, aj = np.array([i for i, _ in arc_list]), np.array([j for _, j in arc_list])
     arc_row = {a: k for k, a in enumerate(arc_list)}
-    parts, errors, sized, done = [], {}, {}, {}
-    grid = inst.pools.split_grid
+    parts: list[tuple[np.ndarray, ...]] = []
+    errors: dict[Any, str] = {}
+    sized: dict[tuple[int, int], tuple[PoolColumns, Profile]] = {}
+    done: dict[int, dict[int, PoolColumns]] = {}
+    grid = problem.pools.split_grid
     skeys = [("shape", tuple(bounds), cf.gpu, cf.tp, cf.admission, cf.price) for cf in cfgs]
+
+    def shape(c: int) -> tuple[Profile | None, PoolShape | str]:
+        """Config c's profile and rate-independent shape (or why it cannot serve)."""
+        cf = cfgs[c]
+        try:
+            prof = problem.profile(cf.gpu, cf.tp, serving)
+        except FleetoptError as e:
+            return None, str(e)
+        return prof, pool_shapes(prof, tb, lo, hi, win, slo, cf.admission, cf.price)
+
+    def sized_at(c: int) -> tuple[Profile | None, PoolShape | str, dict[int, PoolColumns]]:
+        """``shape`` and the config sized at k/m of the rate, k = 1..m (a forked job)."""
+        prof, sh = shape(c)
+        if prof is None or isinstance(sh, str):
+            return prof, sh, {}
+        return prof, sh, {k: size_shapes(prof, sh, tb, rate * k / grid, slo, host) for k in range(1, grid + 1)}
+
     todo = [c for c, k in enumerate(skeys) if k not in cache]
-    if workers > 1 and 2 * workers <= len(todo) <= 4096 and hasattr(os, "fork"):   # 4 B each in a 64 KiB pipe
-        for c, prof, sh, pc in _shapes_in_parallel(todo, workers, inst=inst, catalog=catalog, cfgs=cfgs, tb=tb,
-                                                   lo=lo, hi=hi, win=win, slo=slo, rate=rate, host=host, grid=grid):
+    if can_fork(workers, len(todo)):
+        for c, (prof, sh, pcs) in fork_map(sized_at, todo, workers).items():
             cache[skeys[c]] = (prof, sh)
-            done[c] = pc
+            if pcs:
+                done[c] = pcs
     for c, cf in enumerate(cfgs):
         skey = skeys[c]
         if skey not in cache:
-            try:
-                prof = make_pool_profile(inst, cf.gpu, cf.tp, catalog)
-            except FleetoptError as e:
-                cache[skey] = (None, str(e))
-            else:
-                cache[skey] = (prof, pool_shapes(prof, tb, lo, hi, win, slo, cf.admission, cf.price))
+            cache[skey] = shape(c)
         prof, sh = cache[skey]
         if prof is None:
             errors[c] = sh
@@ -320,8 +201,8 @@ def generate(inst: Instance, dist: LengthDist, rate: float, catalog, bounds: lis
                 for a in np.flatnonzero(~ok):
                     errors[(int(ai[a]), int(aj[a]), c)] = pc.error[a]
             n = pc.instances.astype(float)
-            prov = provisioned_w(basis, n, pc.it_power_w, pc.peak_instance_power_w, n * pc.gpus_per_instance,
-                                 prof.gpu.tdp_w, host, pue)
+            prov = pw.provisioned_w(n, pc.it_power_w, pc.peak_instance_power_w, n * pc.gpus_per_instance,
+                                    prof.gpu.tdp_w)
             parts.append((np.full(ok.sum(), c), ai[ok], aj[ok], pc.instances[ok], pc.instances[ok] * pc.gpus_per_instance,
                           pc.it_power_w[ok], prov[ok], pc.tokens_per_s[ok], n[ok] * pc.usd_per_instance_hour,
                           np.full(ok.sum(), k)))

@@ -18,6 +18,8 @@ cell is the one with the fewest J per output token; the region is every cell wit
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 import os
 from collections.abc import Sequence
@@ -25,7 +27,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from fleetopt.errors import FleetoptError
-from fleetopt.profiles import Profile
+
+if TYPE_CHECKING:
+    from fleetopt.profiles.base import Profile
 
 DEFAULT_INPUTS = tuple(2**k for k in range(6, 16))       # 64 .. 32768
 DEFAULT_OUTPUTS = tuple(2**k for k in range(4, 14))      # 16 .. 8192

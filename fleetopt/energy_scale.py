@@ -21,23 +21,23 @@ fleet's mean Wh per query exactly.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from fleetopt.errors import FleetoptError
-from fleetopt.catalog import Catalog
-from fleetopt.fleet import GPUS_PER_NODE, PoolChoice, Router, build_workload, evaluate, make_pool_profile
-from fleetopt.instance import Instance
-from fleetopt.records import replace
-from fleetopt.workload import LengthDist
+from fleetopt.evaluation import evaluate
+from fleetopt.problem import Problem
+from fleetopt.solver import solve
+from fleetopt.topology import PoolChoice, parse_topology, topology_spec
+from fleetopt.units import J_PER_WH
 
 HOURS_PER_DAY = 24
 SECONDS_PER_HOUR = 3600.0
 SECONDS_PER_DAY = 86_400.0
 DAYS_PER_YEAR = 365.0
-J_PER_WH = 3600.0
 
 
 # ---- pure unit conversions --------------------------------------------------------------
@@ -120,14 +120,15 @@ class Hour:
         return self.gpu_w + self.host_w + self.idle_w
 
 
-def _hour(inst: Instance, base: Path, topology: list[PoolChoice], admission: str | None, cat: Catalog,
-          dist: LengthDist, rate: float, peak_pools: list[dict], idle_w_per_instance: list[float],
+def _hour(problem: Problem, topology: Sequence[PoolChoice], admission: str | None, rate: float,
+          peak_pools: list[dict[str, Any]], idle_w_per_instance: list[float],
           switch_off: bool) -> tuple[Hour, list[float]]:
     """The hour at ``rate``: the plan's pools sized for it (at most the peak-hour counts),
     the rest idle or off.  Also each pool's IT W (serving + its idle instances)."""
-    host_per_gpu = inst.power.host_w_per_node / GPUS_PER_NODE
+    host_per_gpu = problem.power.host_w_per_gpu
+    pools: list[dict[str, Any]]
     if rate > 0:
-        pools = evaluate(inst, base, topology, admission, cat, workload=(dist, rate))["pools"]
+        pools = list(evaluate(problem, topology, admission, rate=rate).pool_rows)
     else:
         pools = [{"instances": 0, "gpus": 0, "power_per_gpu_w": 0.0} for _ in peak_pools]
     gpu_w = host_w = idle_w = 0.0
@@ -145,18 +146,15 @@ def _hour(inst: Instance, base: Path, topology: list[PoolChoice], admission: str
     return Hour(rate, serving, idle, gpu_w, host_w, idle_w), per_pool
 
 
-def energy_report(inst: Instance, base: Path, topology: list[PoolChoice], catalog: Catalog | None = None,
-                  queries_per_day: float | None = None, usd_per_mwh: float | None = None,
-                  gco2_per_kwh: float | None = None, admission: str | None = None,
-                  keep_queries: bool = False) -> dict:
+def energy_report(problem: Problem, topology: Sequence[PoolChoice], queries_per_day: float | None = None,
+                  usd_per_mwh: float | None = None, gco2_per_kwh: float | None = None, admission: str | None = None,
+                  keep_queries: bool = False) -> dict[str, Any]:
     """Energy of a fleet of the given topology over one day.  Instance counts are sized for
     the busiest hour (the instance's rate, or ``queries_per_day`` spread by the load
     profile); each hour is sized at its own rate and the rest of the peak fleet idles or
     is off.  E_day = sum_h P_h x 1 h; Wh/query = E_day / Q; facility = IT x PUE."""
-    from fleetopt.catalog import load_catalog
-
-    cat = catalog or load_catalog()
-    if any(c.prefill_gpu is not None for c in topology):
+    inst = problem.instance
+    if any(c.split for c in topology):
         raise FleetoptError("energy: split (pd) pools are not priced over a day yet; fleetopt evaluate and solve give "
                             "their energy per query at the planned rate")
     for name, v in (("queries-per-day", queries_per_day), ("usd-per-mwh", usd_per_mwh),
@@ -165,30 +163,28 @@ def energy_report(inst: Instance, base: Path, topology: list[PoolChoice], catalo
             raise FleetoptError(f"--{name}: must be a number >= 0, got {v:g}")
     if queries_per_day is not None and queries_per_day <= 0:
         raise FleetoptError(f"--queries-per-day: must be > 0, got {queries_per_day:g}")
-    dist, rate = build_workload(inst, base)
+    dist, rate = problem.dist, problem.rate
     lp = inst.workload.load_profile
     weights = list(lp.hourly_weights) if lp is not None else None
     switch_off = lp is not None and lp.idle_instances == "switch_off"
     q_day = day_queries_from_peak(rate, weights) if queries_per_day is None else float(queries_per_day)
     rates = hourly_rates_per_s(q_day, weights)
     peak = float(rates.max())
-    pue = inst.power.pue
+    pue = problem.power.pue
 
-    plan = evaluate(inst, base, topology, admission, cat, workload=(dist, peak))
-    peak_pools = plan["pools"]
+    peak_pools = list(evaluate(problem, topology, admission, rate=peak).pool_rows)
     idle_w_inst = []
     for choice, p in zip(topology, peak_pools):
-        prof = make_pool_profile(inst, choice.gpu, choice.tp, cat, choice.serving)
+        prof = problem.profile(choice.gpu, choice.tp, choice.serving)
         gp = p["gpus"] / p["instances"] if p["instances"] else prof.gpus_per_instance
-        idle_w_inst.append(gp * (prof.idle_power_w() + inst.power.host_w_per_node / GPUS_PER_NODE))
+        idle_w_inst.append(gp * (prof.idle_power_w() + problem.power.host_w_per_gpu))
 
     cache: dict[float, tuple[Hour, list[float]]] = {}
     hours, pool_wh = [], np.zeros(len(peak_pools))
     for r in rates:
         key = round(float(r), 12)
         if key not in cache:
-            cache[key] = _hour(inst, base, topology, admission, cat, dist, float(r), peak_pools, idle_w_inst,
-                               switch_off)
+            cache[key] = _hour(problem, topology, admission, float(r), peak_pools, idle_w_inst, switch_off)
         h, per_pool = cache[key]
         hours.append(h)
         pool_wh += np.asarray(per_pool) * 1.0         # W x 1 h
@@ -201,12 +197,12 @@ def energy_report(inst: Instance, base: Path, topology: list[PoolChoice], catalo
     per_q = {k: v / q_day for k, v in (("gpu", gpu_wh), ("host", host_wh), ("idle", idle_wh), ("it", it_wh),
                                         ("facility", fac_wh))}
     mwh_fac, mwh_it = fac_wh / 1e6, it_wh / 1e6
-    q_wh, q_w = query_energies_wh(inst, base, topology, cat, dist, peak_pools, pool_wh * pue, q_day)
+    q_wh, q_w = query_energies_wh(problem, topology, peak_pools, pool_wh * pue, q_day)
     quant = weighted_quantiles(q_wh, q_w, (0.25, 0.5, 0.75)) if q_wh.size else [0.0, 0.0, 0.0]
     out_tokens = float(dist.mean_output)
     res = {
         "instance": inst.name, "model": inst.model, "mode": inst.mode,
-        "topology": ",".join(c.spec() for c in topology),
+        "topology": topology_spec(topology),
         "pue": pue, "host_w_per_node": inst.power.host_w_per_node,
         "queries_per_day": q_day, "mean_queries_per_s": q_day / SECONDS_PER_DAY, "peak_queries_per_s": peak,
         "mean_input_tokens": float(dist.mean_input), "mean_output_tokens": out_tokens,
@@ -250,20 +246,19 @@ def energy_report(inst: Instance, base: Path, topology: list[PoolChoice], catalo
     return res
 
 
-def query_energies_wh(inst: Instance, base: Path, topology: list[PoolChoice], cat: Catalog, dist: LengthDist,
-                      pools: list[dict], pool_facility_wh_day: np.ndarray,
-                      queries_per_day: float) -> tuple[np.ndarray, np.ndarray]:
+def query_energies_wh(problem: Problem, topology: Sequence[PoolChoice], pools: list[dict[str, Any]],
+                      pool_facility_wh_day: np.ndarray, queries_per_day: float) -> tuple[np.ndarray, np.ndarray]:
     """Facility Wh of each kind of query and its weight (share of the queries): each pool's
     daily facility energy shared among its queries by the slot-time they hold,
     E_i = E_pool / Q_pool x S_i / E_pool[S], S_i = prefill(in_i) + out_i x step (the pool's
     step at its slot-capped batch); so sum_i w_i E_i = E_day / Q exactly."""
     vals, wts = [], []
-    for choice, (_, traffic, _), p, e_wh in zip(topology, Router(inst, dist).route_members(topology),
+    for choice, (_, traffic, _), p, e_wh in zip(topology, problem.router.route_members(topology),
                                                 pools, pool_facility_wh_day):
         w = traffic.w * choice.share
         if w.sum() <= 0:
             continue
-        prof = make_pool_profile(inst, choice.gpu, choice.tp, cat, choice.serving)
+        prof = problem.profile(choice.gpu, choice.tp, choice.serving)
         s = np.asarray(prof.prefill_ms(traffic.inp), float) + traffic.out * p["tpot_p99_ms"]
         mean_s = float(w @ s / w.sum())
         q_pool = queries_per_day * float(w.sum())
@@ -274,18 +269,13 @@ def query_energies_wh(inst: Instance, base: Path, topology: list[PoolChoice], ca
     return np.concatenate(vals), np.concatenate(wts)
 
 
-def solve_for_peak(inst: Instance, base: Path, catalog: Catalog | None = None, queries_per_day: float | None = None,
-                   workers: int = 1) -> list[PoolChoice]:
+def solve_for_peak(problem: Problem, queries_per_day: float | None = None, workers: int = 1) -> list[PoolChoice]:
     """The plan ``fleetopt solve`` gives for the busiest hour (the instance's rate, or
-    ``queries_per_day`` spread by the load profile): its topology."""
-    from fleetopt.fleet import parse_topology
-    from fleetopt.solve import solve_instance
-
+    ``queries_per_day`` spread by the load profile): its topology as plan.json writes it."""
     if queries_per_day is not None:
         if not queries_per_day > 0:
             raise FleetoptError(f"--queries-per-day: must be > 0, got {queries_per_day:g}")
-        lp = inst.workload.load_profile
+        lp = problem.instance.workload.load_profile
         peak = float(hourly_rates_per_s(queries_per_day, list(lp.hourly_weights) if lp else None).max())
-        inst = replace(inst, workload=replace(inst.workload, arrival_rate=peak))
-    res = solve_instance(inst, base, catalog, workers=workers)
-    return parse_topology(res["topology"])
+        problem = problem.with_rate(peak)
+    return parse_topology(solve(problem, workers=workers).spec)

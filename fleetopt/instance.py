@@ -13,7 +13,6 @@ Relative file paths inside an instance resolve against the instance's folder.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Literal, Union
 
 from fleetopt.errors import FleetoptError
@@ -207,7 +206,9 @@ class Workload(Record, kw_only=True):
     load_profile: LoadProfile | None = None
 
 
-class Slo(Record, kw_only=True):
+class SloTargets(Record, kw_only=True):
+    """The latency targets every pool must meet, and its utilisation cap."""
+
     ttft_p99_ms: Pos = 500.0
     tpot_p99_ms: Pos | None = None
     max_utilization: between(gt=0, le=1) = 0.85
@@ -302,8 +303,11 @@ class Solver(Record, kw_only=True):
     import) or the Pyomo model through pyomo.contrib.solver.solvers.highs.Highs."""
 
 
-class Instance(Record, kw_only=True):
-    """A planning problem."""
+class Instance(Record, kw_only=True, dict=True):
+    """A planning problem, as an instance file states it (``fleetopt.loading`` reads one;
+    ``fleetopt.problem.Problem.from_instance`` compiles it).  Besides its fields it may
+    carry where it was read from (``fleetopt.loading.source_of``), so that the relative
+    paths inside it resolve against its folder."""
 
     schema_version: int = SCHEMA_VERSION
     name: str = ""
@@ -312,7 +316,7 @@ class Instance(Record, kw_only=True):
     model: str
     gpus: Annotated[list[GpuOption], Meta(min_length=1)]
     workload: Workload
-    slo: Slo = field(default_factory=Slo)
+    slo: SloTargets = field(default_factory=SloTargets)
     power: Power = field(default_factory=Power)
     objective: Literal["max_tokens_per_joule", "min_cost", "max_throughput"] = "max_tokens_per_joule"
     pools: Pools = field(default_factory=Pools)
@@ -323,136 +327,9 @@ class Instance(Record, kw_only=True):
     the command line's ``--calibration`` takes precedence.  Default: the packaged one."""
 
 
-def _parse_value(text: str) -> Any:
-    import yaml
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the instance format, generated from the records (shipped as
+    ``fleetopt/instance.schema.json``; ``tests/test_instance.py`` checks it is current)."""
+    import msgspec
 
-    from fleetopt.files import parse_yaml
-
-    try:
-        return parse_yaml(text)
-    except yaml.YAMLError:
-        return text
-
-
-def apply_set(data: dict, assignment: str) -> None:
-    """Apply one ``key.path=value`` override in place (value parsed as YAML; list items by index)."""
-    if "=" not in assignment:
-        raise FleetoptError(f"--set {assignment}: expected key.path=value")
-    path, text = assignment.split("=", 1)
-    keys = [k for k in path.strip().split(".") if k]
-    if not keys:
-        raise FleetoptError(f"--set {assignment}: empty key path")
-    node: Any = data
-    for i, k in enumerate(keys[:-1]):
-        nxt = keys[i + 1]
-        if isinstance(node, list):
-            try:
-                node = node[int(k)]
-            except (ValueError, IndexError):
-                raise FleetoptError(f"--set {path}: '{k}' is not an index of {'.'.join(keys[:i]) or 'the list'}") from None
-            continue
-        if not isinstance(node, dict):
-            raise FleetoptError(f"--set {path}: '{'.'.join(keys[:i])}' is not a mapping")
-        if k not in node or node[k] is None:
-            node[k] = [] if nxt.isdigit() else {}
-        node = node[k]
-    last = keys[-1]
-    if isinstance(node, list):
-        try:
-            node[int(last)] = _parse_value(text)
-        except (ValueError, IndexError):
-            raise FleetoptError(f"--set {path}: '{last}' is not an index of the list") from None
-    elif isinstance(node, dict):
-        node[last] = _parse_value(text)
-    else:
-        raise FleetoptError(f"--set {path}: parent is not a mapping")
-
-
-def load_instance_data(path: str | Path) -> dict:
-    from fleetopt.files import read_yaml_mapping
-
-    return read_yaml_mapping(path, "instance file")
-
-
-def validate_instance(data: dict, source: str = "") -> Instance:
-    """Validate instance data (``gpus`` entries may be bare ids: ``[h100, b200]``)."""
-    prefix = f"{source}: " if source else ""
-    if isinstance(data, dict):
-        v = data.get("schema_version", SCHEMA_VERSION)
-        if v != SCHEMA_VERSION:
-            raise FleetoptError(f"{prefix}schema_version: this fleetopt reads schema_version {SCHEMA_VERSION}, got {v!r}")
-        if isinstance(data.get("gpus"), list):
-            data = {**data, "gpus": [{"id": g} if isinstance(g, str) else g for g in data["gpus"]]}
-    return convert(data, Instance, source)
-
-
-from fleetopt.calibration_files import apply_instance_calibration  # noqa: E402
-
-
-def check_instance(inst: Instance, catalog, source: str = "") -> None:
-    """The checks that need the catalog, each a user mistake (``FleetoptError``, exit 2)
-    rather than an infeasible plan: the model and every GPU id known, no GPU listed twice,
-    every TP dividing the model's attention heads (and a multiple of its KV heads above
-    them), the serving power cap at least every candidate GPU's idle power, the last
-    window and boundaries within the model's context window."""
-    prefix = f"{source}: " if source else ""
-    try:
-        model = catalog.model(inst.model)
-    except FleetoptError as e:
-        raise FleetoptError(f"{prefix}model: {e}") from None
-    seen: dict[str, int] = {}
-    idle: dict[str, float] = {}
-    for i, g in enumerate(inst.gpus):
-        try:
-            gpu = catalog.gpu(g.id)
-        except FleetoptError as e:
-            raise FleetoptError(f"{prefix}gpus.{i}.id: {e}") from None
-        if gpu.id in seen:
-            raise FleetoptError(f"{prefix}gpus.{i}.id: '{g.id}' is the GPU of gpus.{seen[gpu.id]} ({gpu.id}); "
-                                f"list each GPU once")
-        seen[gpu.id] = i
-        idle[gpu.id] = gpu.idle_w
-        for j, tp in enumerate(g.tp):
-            why = tp_problem(model, tp)
-            if why:
-                raise FleetoptError(f"{prefix}gpus.{i}.tp.{j}: {why}")
-    ctx = int(getattr(model, "max_context_tokens", 0) or 0)
-    pools = inst.pools
-    if ctx and pools.max_window is not None and pools.max_window > ctx:
-        raise FleetoptError(f"{prefix}pools.max_window: {pools.max_window} is longer than {model.id}'s context window "
-                            f"of {ctx} tokens")
-    if ctx and pools.boundaries != "auto" and pools.boundaries[-1] > ctx:
-        raise FleetoptError(f"{prefix}pools.boundaries.{len(pools.boundaries) - 1}: {pools.boundaries[-1]} is longer "
-                            f"than {model.id}'s context window of {ctx} tokens")
-    cap = inst.serving.power_cap_w
-    if cap is not None:
-        gid, w = max(idle.items(), key=lambda kv: kv[1])
-        if cap < w:
-            raise FleetoptError(f"{prefix}serving.power_cap_w: must be at least the idle power of every candidate "
-                                f"GPU ({gid}: {w:g} W), got {cap:g}")
-
-
-def tp_problem(model, tp: int) -> str | None:
-    """Why ``tp`` cannot shard ``model``'s attention (None when it can)."""
-    if getattr(model, "attention", "gqa") != "gqa":
-        return None
-    if model.heads % tp:
-        return f"tp {tp} does not divide {model.id}'s {model.heads} attention heads"
-    if tp > model.kv_heads and tp % model.kv_heads:
-        return f"tp {tp} is not a multiple of {model.id}'s {model.kv_heads} KV heads"
-    return None
-
-
-def load_instance(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
-                  catalog=None) -> tuple[Instance, Path]:
-    """Read, override and validate an instance; returns it with its folder (for relative
-    paths).  With ``catalog``, also ``check_instance``.  An instance's ``calibration`` field
-    becomes the calibration in use (unless the command line chose one)."""
-    data = load_instance_data(path)
-    for a in overrides:
-        apply_set(data, a)
-    inst, base = validate_instance(data, str(path)), Path(path).resolve().parent
-    if catalog is not None:
-        check_instance(inst, catalog, str(path))
-    apply_instance_calibration(inst.calibration, base)
-    return inst, base
+    return msgspec.json.schema(Instance)

@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fleetopt.errors import FleetoptError
 from fleetopt.physics.energy import wh_from_j
-from fleetopt.profiles import Profile
+
+if TYPE_CHECKING:
+    from fleetopt.profiles.base import Profile
 
 DEFAULT_CONTEXTS = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
 

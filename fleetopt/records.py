@@ -28,7 +28,17 @@ from msgspec import Meta, field  # noqa: F401  (re-exported for the record modul
 
 from fleetopt.errors import FleetoptError
 
-replace = msgspec.structs.replace
+
+
+def replace(obj: Any, **changes: Any) -> Any:
+    """A copy of a record with some fields changed (``msgspec.structs.replace``), keeping
+    the attributes a record carries besides its fields (an instance's source)."""
+    new = msgspec.structs.replace(obj, **changes)
+    extra = getattr(obj, "__dict__", None)
+    if extra:
+        new.__dict__.update(extra)
+    return new
+
 to_builtins = msgspec.to_builtins
 
 Pos = Annotated[float, Meta(gt=0)]

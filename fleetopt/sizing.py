@@ -18,7 +18,9 @@ Model (each choice named):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -81,6 +83,17 @@ class PoolSizing:
                 "power_per_gpu_w": self.power_per_gpu_w, "it_power_kw": self.it_power_w / 1e3,
                 "tokens_per_s": self.tokens_per_s, "tokens_per_joule": self.tokens_per_joule,
                 "cost_per_hour": self.usd_per_hour, "binding": ",".join(self.binding)}
+
+
+def pool_rows(pools: Sequence[PoolSizing]) -> list[dict[str, Any]]:
+    """Plan rows with one key set: when some pool is a phase of a split pool (its row has
+    ``phase``), every row gets ``phase`` (``both`` for an aggregated pool) and the KV
+    transfer figures."""
+    rows = [p.as_dict() for p in pools]
+    if any("phase" in r for r in rows):
+        rows = [{**r, "phase": r.get("phase", "both"), "kv_transfer_ms": r.get("kv_transfer_ms", 0.0),
+                 "kv_transfer_w": r.get("kv_transfer_w", 0.0)} for r in rows]
+    return rows
 
 
 @dataclass

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -148,111 +147,6 @@ def from_lognormal(input_median: float, input_sigma: float, output_median: float
         gi = np.minimum(gi, max_tokens)
     I, O = np.meshgrid(gi, go, indexing="ij")
     return LengthDist.build(I.ravel(), O.ravel(), np.full(I.size, 1.0 / I.size), routing_key, max_output_tokens)
-
-
-def read_numeric_csv(path: Path, columns: list[str], field: str, where: tuple[str, str] | None = None
-                     ) -> tuple[list[int], list[list[float]]]:
-    """(line numbers, rows of floats) of ``columns`` from a CSV with a header line, keeping
-    the rows whose column ``where[0]`` equals ``where[1]``; a missing column or a cell that
-    is not a finite number is one line naming ``field``, the file and the line."""
-    import csv
-
-    name = Path(path).name
-    try:
-        with open(path, newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                raise FleetoptError(f"{field}: '{name}' is empty")
-            header = [h.strip() for h in header]
-            for c in columns + ([where[0]] if where else []):
-                if c not in header:
-                    raise FleetoptError(f"{field}: '{name}' has no column {c!r}")
-            idx = [header.index(c) for c in columns]
-            w = header.index(where[0]) if where else None
-            lines, rows = [], []
-            for row in reader:
-                line = reader.line_num
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue
-                if w is not None and (row[w].strip() if w < len(row) else None) != where[1]:
-                    continue
-                vals = []
-                for c, i in zip(columns, idx):
-                    cell = row[i].strip() if i < len(row) else ""
-                    try:
-                        v = float(cell)
-                    except ValueError:
-                        v = math.nan
-                    if not math.isfinite(v):
-                        raise FleetoptError(f"{field}: '{name}' line {line}: {c} must be a finite number, got {cell!r}")
-                    vals.append(v)
-                lines.append(line)
-                rows.append(vals)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise FleetoptError(f"{field}: cannot read '{name}' as CSV ({getattr(exc, 'strerror', None) or exc})") from None
-    return lines, rows
-
-
-def read_trace(path: str | Path, input_col: str = "ContextTokens", output_col: str = "GeneratedTokens",
-               time_col: str | None = "TIMESTAMP", field: str = "workload.distribution.path"
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(input, output, arrival seconds or None) from a request trace CSV.  Lengths must be
-    non-negative integers and times seconds or date-times on every row: the first bad row
-    is named by its line number."""
-    import pandas as pd
-
-    p = Path(path)
-    if not p.exists():
-        raise FleetoptError(f"{field}: no such file '{p}'")
-    cols = [input_col, output_col] + ([time_col] if time_col else [])
-    try:
-        df = pd.read_csv(p, usecols=lambda c: c in cols, dtype=str, keep_default_na=False, skip_blank_lines=False)
-    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise FleetoptError(f"{field}: cannot read '{p}' as CSV ({str(exc).splitlines()[0]})") from None
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise FleetoptError(f"workload.distribution.columns: '{p.name}' has no column {missing[0]!r}")
-    df = df[~(df == "").all(axis=1)]                    # blank lines
-    if df.empty:
-        raise FleetoptError(f"{field}: '{p.name}' has no requests")
-    lengths = []
-    for c in (input_col, output_col):
-        v = pd.to_numeric(df[c].str.strip(), errors="coerce").to_numpy(float)
-        bad = ~np.isfinite(v) | (v < 0) | (v != np.floor(v))
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise FleetoptError(f"{field}: '{p.name}' line {int(df.index[i]) + 2}: {c} must be a non-negative "
-                                f"integer, got {df[c].iloc[i]!r}")
-        lengths.append(v)
-    t = None
-    if time_col:
-        col = df[time_col].str.strip()
-        num = pd.to_numeric(col, errors="coerce")
-        if num.notna().any():                           # numbers are seconds
-            bad = ~np.isfinite(num.to_numpy(float))
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                raise FleetoptError(f"workload.distribution.time_column: '{p.name}' line {int(df.index[i]) + 2}: "
-                                    f"{time_col} must be seconds, got {col.iloc[i]!r}")
-            t = (num - num.min()).to_numpy(float)
-        else:                                           # date-times (the Azure traces)
-            ts = pd.to_datetime(col, errors="coerce")
-            if ts.isna().all():
-                raise FleetoptError(f"workload.distribution.time_column: '{time_col}' in '{p.name}' holds neither "
-                                    f"seconds nor date-times")
-            if ts.isna().any():
-                i = int(np.flatnonzero(ts.isna().to_numpy())[0])
-                raise FleetoptError(f"workload.distribution.time_column: '{p.name}' line {int(df.index[i]) + 2}: "
-                                    f"{time_col} must be a date-time, got {col.iloc[i]!r}")
-            t = (ts - ts.min()).dt.total_seconds().to_numpy()
-    return lengths[0], lengths[1], t
-
-
-def trace_rate(t: np.ndarray) -> float:
-    """Mean arrival rate of a trace, requests/s: (n - 1) / span."""
-    span = float(np.nanmax(t) - np.nanmin(t))
-    return (len(t) - 1) / span if span > 0 else math.inf
 
 
 def histogram_cells(inp: np.ndarray, out: np.ndarray, in_edges, out_edges) -> list[list[float]]:

@@ -15,23 +15,15 @@ sizing layer (``fleetopt.columns``) gives its coefficients, all exact for that p
 Decision: x_c in {0, 1}, column c chosen.  Because n_c is fixed per column, integer
 instance counts are exact and need no variables of their own.
 
-    (flow)     sum_{c: i_c = 0} x_c = 1
-               sum_{c: j_c = v} x_c = sum_{c: i_c = v} x_c        v = 1..M-1
+    (flow)     sum_{c: i_c = 0} x_c = 1                          ``add_flow``: flow_source
+               sum_{c: j_c = v} x_c = sum_{c: i_c = v} x_c        v = 1..M-1, flow_balance[v]
                (so the chosen arcs form one path 0 -> M: every key served exactly once)
-    (pools)    sum_c x_c <= K
-    (stock)    sum_{c: g_c = g} G_c x_c <= S_g                    GPU types with inventory S_g
-    (power)    sum_c P_c x_c <= cap_w                             when the site has a cap
+    (pools)    sum_c x_c <= K                                    ``add_pools``: max_pools
+    (stock)    sum_{c: g_c = g} G_c x_c <= S_g                    ``add_stock``: stock[g], types with S_g
+    (power)    sum_c P_c x_c <= cap_w                             ``add_power``: power_cap, when capped
 
-Mixed pools (``pools.split_grid`` = m > 1): a column may also take the share f_c = k_c / m
-of its arc's traffic (k_c = 1..m; sized at f_c x the arc's rate).  Arc variables
-z_a in {0, 1} then carry the path, and the columns on an arc must cover it exactly:
-
-    (flow)     as above, on z_a instead of x_c
-    (split)    sum_{c: a(c) = a} f_c x_c = z_a                    every arc a
-    (pools)    sum_a z_a <= K
-    (stock), (power) and the objective stay on x.
-
-With m = 1 every f_c = 1 and the model is the one above (no z; the golden LP file is it).
+Mixed pools (``pools.split_grid`` = m > 1) are the variant ``formulations.fleet_mixed``:
+the same families on arc variables z, and a split row per arc.
 
 Objectives (fixed demand):
 
@@ -42,9 +34,9 @@ Objectives (fixed demand):
                            sub-CDFs, the paper's compress-and-route) Dinkelbach: q_0 = ratio
                            of the least-energy plan, solve max sum (T_c - q_k E_c) x_c,
                            q_{k+1} = ratio of its solution, stop when the optimum is <= 0
-                           (within 1e-9 T); bound q + max(F_ub, 0) / E_lb (``fleetopt.milp``).
+                           (within 1e-9 T); bound q + max(F_ub, 0) / E_lb (``fleetopt.solver.dinkelbach``).
     min_cost               min  sum $_c x_c
-    max_throughput         (``fleetopt.solve``) the largest demand scale s for which the
+    max_throughput         (``fleetopt.solver``) the largest demand scale s for which the
                            power-feasible set is non-empty: bisection on s, each step this
                            model with min sum E_c x_c at demand s x lambda.
 
@@ -60,7 +52,7 @@ shorten the MILP either; at most one column per (arc, config) halved the unreduc
 MILP time but is valid only where one group of a config is never worse than two, which the
 sizing does not guarantee.  What restores speed is elimination against a good plan.
 
-Elimination (``fleetopt.bounds``, exact): given a feasible plan of weight U, a column whose
+Elimination (``fleetopt.solver.bounds``, exact): given a feasible plan of weight U, a column whose
 path lower bound exceeds U lies on no better plan and is dropped before the MILP.  The path
 bound relaxes K, stock and cap:
 
@@ -70,7 +62,7 @@ pre / suf the cheapest paths to i_c / from j_c with arcs priced at l_a.  Its Lag
 version prices the relaxed rows with multipliers mu >= 0 (the duals of the LP relaxation):
 every plan within stock and cap has sum w x >= sum w' x - k with w'_c = w_c + mu_{g_c} G_c
 + mu_P P_c and k = sum_g mu_g S_g + mu_P cap, so LB'_c - k > U eliminates c too.
-Ties (lexicographic, ``fleetopt.milp``): after the optimum z* is found, a second solve
+Ties (lexicographic, ``fleetopt.solver.milp``): after the optimum z* is found, a second solve
 adds the row sum w_c x_c <= z* (1 + mip_gap) and minimises the number of pools, then GPUs,
 so among plans equal within the proven gap the simplest wins; columns are ordered by (arc, config) and HiGHS
 runs with fixed threads and seed, so the choice is the same on every run.
@@ -79,23 +71,31 @@ runs with fixed threads and seed, so the choice is the same on every run.
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from formulations.highs import Row, build_model, lp_relaxation
+
+PathArc = tuple[int, int, int]
+"""(variable, tail node i, head node j): a variable carrying the path over arc (i, j)."""
 
 
 @dataclass
 class FleetModelData:
     """Column data handed to the model (arrays of one entry per column)."""
 
-    n_nodes: int                 # M + 1
+    n_nodes: int
+    """M + 1: the boundary nodes 0..M."""
     arc_i: np.ndarray
     arc_j: np.ndarray
     gpu_type: list[str]
     gpus: np.ndarray
     max_pools: int
-    stock: dict[str, int]        # GPU type -> inventory limit
+    stock: dict[str, int]
+    """GPU type -> inventory limit S_g."""
     provisioned_w: np.ndarray
     cap_w: float | None
     budget: tuple[np.ndarray, float] | None = None
@@ -105,6 +105,7 @@ class FleetModelData:
 
     @property
     def mixed(self) -> bool:
+        """Whether some column takes less than its whole arc (``formulations.fleet_mixed``)."""
         return self.frac is not None and bool(np.any(self.frac < 1.0))
 
     def arcs(self) -> tuple[list[tuple[int, int]], np.ndarray]:
@@ -118,255 +119,128 @@ class FleetModelData:
         return len(self.arc_i) + (len(self.arcs()[0]) if self.mixed else 0)
 
 
-@dataclass
-class SolveResult:
-    status: str                  # optimal | time_limit | infeasible
-    chosen: list[int]
-    objective: float | None
-    bound: float | None
-    gap: float | None
-    seconds: float
-    variables: int
-    constraints: int
-    log: str = ""
-    notes: list[str] = field(default_factory=list)
-    """What the caller should know beyond the status (a skipped stage, a heuristic plan)."""
+def column_path(data: FleetModelData) -> list[PathArc]:
+    """The path carried by the columns themselves: x_c over arc (i_c, j_c)."""
+    return [(c, int(i), int(j)) for c, (i, j) in enumerate(zip(data.arc_i, data.arc_j))]
 
 
-def constraint_rows(data: FleetModelData) -> list[tuple[str, list[int], list[float], float, float]]:
-    """Every constraint row once, as (family, variable indices, coefficients, lower, upper):
-    the single definition both transports below read.  Variables: x_c (columns 0..n-1),
-    then z_a (arcs) when mixed pools are on."""
-    n = len(data.arc_i)
-    if data.mixed:                      # the path on arc variables z, linked to the shares
-        keys, arc_of = data.arcs()
-        tails, heads = [n + k for k in range(len(keys))], keys
-        path_i = [i for i, _ in heads]
-        path_j = [j for _, j in heads]
-    else:
-        tails, path_i, path_j = list(range(n)), [int(x) for x in data.arc_i], [int(x) for x in data.arc_j]
-    out_of = {v: [] for v in range(data.n_nodes)}
-    into = {v: [] for v in range(data.n_nodes)}
-    for var, i, j in zip(tails, path_i, path_j):
+def add_flow(data: FleetModelData, path: Sequence[PathArc]) -> list[Row]:
+    """One unit of flow from node 0 to node M over the path variables p:
+
+        flow_source:      sum_{p: i_p = 0} p = 1
+        flow_balance[v]:  sum_{p: j_p = v} p - sum_{p: i_p = v} p = 0       v = 1..M-1
+
+    so the chosen arcs form one path 0 -> M: every routing key is served exactly once."""
+    out_of: dict[int, list[int]] = {v: [] for v in range(data.n_nodes)}
+    into: dict[int, list[int]] = {v: [] for v in range(data.n_nodes)}
+    for var, i, j in path:
         out_of[i].append(var)
         into[j].append(var)
-    rows = [("flow", out_of[0], [1.0] * len(out_of[0]), 1.0, 1.0)]
+    rows = [Row("flow_source", None, out_of[0], [1.0] * len(out_of[0]), 1.0, 1.0)]
     for v in range(1, data.n_nodes - 1):
         if into[v] or out_of[v]:
-            rows.append(("flow", into[v] + out_of[v], [1.0] * len(into[v]) + [-1.0] * len(out_of[v]), 0.0, 0.0))
-    if data.mixed:
-        for k in range(len(keys)):
-            cs = [int(c) for c in np.flatnonzero(arc_of == k)]
-            rows.append(("split", cs + [n + k], [float(data.frac[c]) for c in cs] + [-1.0], 0.0, 0.0))
-    rows.append(("pools", tails, [1.0] * len(tails), -math.inf, float(data.max_pools)))
-    for g, limit in sorted(data.stock.items()):
-        cs = [c for c in range(n) if data.gpu_type[c] == g]
-        if cs:
-            rows.append(("stock", cs, [float(data.gpus[c]) for c in cs], -math.inf, float(limit)))
-    if data.cap_w is not None:
-        rows.append(("power", list(range(n)), [float(x) for x in data.provisioned_w], -math.inf, float(data.cap_w)))
-    if data.budget is not None:
-        w, z = data.budget
-        rows.append(("budget", list(range(n)), [float(x) for x in w], -math.inf, float(z)))
+            rows.append(Row("flow_balance", v, into[v] + out_of[v], [1.0] * len(into[v]) + [-1.0] * len(out_of[v]),
+                            0.0, 0.0))
     return rows
 
 
-def build(data: FleetModelData, weights: np.ndarray, sense: str = "min"):
-    """The Pyomo model: one indexed constraint per family over ``constraint_rows``;
-    objective sum w_c x_c."""
-    import pyomo.core as pc
+def add_pools(data: FleetModelData, path: Sequence[PathArc]) -> list[Row]:
+    """At most K pools (length ranges) on the path:
 
-    m = pc.ConcreteModel(name="fleet")
-    C = range(len(weights))
-    m.C = pc.Set(initialize=C, ordered=True)
-    m.x = pc.Var(m.C, domain=pc.Binary)
-    n = len(weights)
-    if data.mixed:
-        m.A = pc.Set(initialize=range(data.n_vars() - n), ordered=True)
-        m.z = pc.Var(m.A, domain=pc.Binary)
-    var = lambda k: m.x[k] if k < n else m.z[k - n]  # noqa: E731
-    for fam in ("flow", "split", "pools", "stock", "power", "budget"):
-        setattr(m, fam, pc.ConstraintList())
-    for fam, idx, coef, lo, up in constraint_rows(data):
-        expr = sum(a * var(c) for c, a in zip(idx, coef))
-        cl = getattr(m, fam)
-        if lo == up:
-            cl.add(expr == lo)
-        else:
-            cl.add(expr <= up)
-    m.obj = pc.Objective(expr=sum(float(weights[c]) * m.x[c] for c in C),
-                         sense=pc.minimize if sense == "min" else pc.maximize)
-    return m
+        max_pools:  sum_p p <= K"""
+    tails = [var for var, _, _ in path]
+    return [Row("max_pools", None, tails, [1.0] * len(tails), -math.inf, float(data.max_pools))]
 
 
-def _highs_model(highspy, data: FleetModelData, weights: np.ndarray, sense: str, integer: bool):
-    """The rows of ``constraint_rows`` as a HighsLp (x_c then z_a, bounds [0, 1]); integer
-    or its LP relaxation."""
-    rows = constraint_rows(data)
-    n_cols = len(weights)
-    n = data.n_vars()
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = n, len(rows)
-    lp.col_cost_ = np.concatenate([np.asarray(weights, float), np.zeros(n - n_cols)]) * (1.0 if sense == "min" else -1.0)
-    lp.col_lower_, lp.col_upper_ = np.zeros(n), np.ones(n)
-    lp.row_lower_ = np.array([r[3] if math.isfinite(r[3]) else -highspy.kHighsInf for r in rows])
-    lp.row_upper_ = np.array([r[4] if math.isfinite(r[4]) else highspy.kHighsInf for r in rows])
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
-    lp.a_matrix_.start_ = np.concatenate(([0], np.cumsum([len(r[1]) for r in rows]))).astype(np.int32)
-    lp.a_matrix_.index_ = np.concatenate([np.asarray(r[1], np.int32) for r in rows])
-    lp.a_matrix_.value_ = np.concatenate([np.asarray(r[2], float) for r in rows])
-    if integer:
-        lp.integrality_ = [highspy.HighsVarType.kInteger] * n
-    return lp, rows
+def add_stock(data: FleetModelData) -> list[Row]:
+    """Every GPU type with an inventory S_g:
+
+        stock[g]:  sum_{c: g_c = g} G_c x_c <= S_g"""
+    n = len(data.arc_i)
+    rows = []
+    for g, limit in sorted(data.stock.items()):
+        cs = [c for c in range(n) if data.gpu_type[c] == g]
+        if cs:
+            rows.append(Row("stock", g, cs, [float(data.gpus[c]) for c in cs], -math.inf, float(limit)))
+    return rows
+
+
+def add_power(data: FleetModelData) -> list[Row]:
+    """The facility cap, on the provisioning basis (P_c already x PUE), when the site has one:
+
+        power_cap:  sum_c P_c x_c <= cap_w"""
+    if data.cap_w is None:
+        return []
+    n = len(data.arc_i)
+    return [Row("power_cap", None, list(range(n)), [float(x) for x in data.provisioned_w], -math.inf,
+                float(data.cap_w))]
+
+
+def add_budget(data: FleetModelData) -> list[Row]:
+    """The tie-break stage keeps the plans within the proven gap of the optimum z*:
+
+        budget:  sum_c w_c x_c <= z* (1 + mip_gap)"""
+    if data.budget is None:
+        return []
+    w, z = data.budget
+    return [Row("budget", None, list(range(len(data.arc_i))), [float(x) for x in w], -math.inf, float(z))]
+
+
+def constraint_rows(data: FleetModelData) -> list[Row]:
+    """Every row once, family by family, the path on the columns (no mixed pools: see
+    ``formulations.fleet_mixed``); the single definition both transports read."""
+    path = column_path(data)
+    return [*add_flow(data, path), *add_pools(data, path), *add_stock(data), *add_power(data), *add_budget(data)]
+
+
+def variables(data: FleetModelData) -> list[tuple[str, int]]:
+    """The variable blocks: x, one per column."""
+    return [("x", len(data.arc_i))]
+
+
+def start_values(data: FleetModelData, chosen: Sequence[int]) -> np.ndarray:
+    """A plan's columns as a full 0/1 vector of the model's variables."""
+    x0 = np.zeros(data.n_vars())
+    x0[list(chosen)] = 1.0
+    return x0
+
+
+def build(data: FleetModelData, weights: np.ndarray, sense: str = "min") -> Any:
+    """The Pyomo model: ``constraint_rows`` as named components (an LP file written with
+    symbolic labels reads like the statement above), objective sum w_c x_c."""
+    return build_model("fleet", constraint_rows(data), variables(data), weights, sense)
 
 
 @dataclass
 class LpRelaxation:
-    """The LP relaxation of min sum w_c x_c: its optimum (None unless solved to
-    optimality) and non-negative multipliers of the (stock) rows, per GPU type, and of the
-    (power) row."""
+    """The LP relaxation of min sum w_c x_c: its optimum (None unless solved to optimality)
+    and non-negative multipliers of the (stock) rows, per GPU type, and of the (power) row."""
 
     value: float | None
     mu_stock: dict[str, float]
     mu_power: float
 
 
-def lp_relaxation(data: FleetModelData, weights: np.ndarray, threads: int = 1) -> LpRelaxation:
-    r"""The LP relaxation (x, z in [0, 1]) of min sum w_c x_c (weights >= 0), its value and
-    the duals of the (stock) and (power) rows as multipliers mu >= 0.  Any mu >= 0 gives a
-    valid Lagrangian bound (``fleetopt.bounds``): for every plan x within stock and cap,
+def lagrange_multipliers(data: FleetModelData, rows: Sequence[Row], weights: np.ndarray,
+                         threads: int = 1) -> LpRelaxation:
+    r"""The LP relaxation (x, z in [0, 1]) of min sum w_c x_c (weights >= 0) over ``rows``
+    (``constraint_rows`` of the variant), its value and the duals of the (stock) and (power)
+    rows as multipliers mu >= 0.  Any mu >= 0 gives a valid Lagrangian bound
+    (``fleetopt.solver.bounds``): for every plan x within stock and cap,
 
         sum_c w_c x_c >= sum_c (w_c + mu_{g_c} G_c + mu_P P_c) x_c - sum_g mu_g S_g - mu_P cap_w
 
     and the LP duals make the right-hand side largest at the LP optimum.  Multipliers are 0
     when the LP is not solved to optimality."""
-    import highspy
-
-    h = _new_highs(highspy, False)
-    for k, v in (("output_flag", False), ("threads", int(threads)), ("presolve", "off")):
-        h.setOptionValue(k, v)
-    lp, rows = _highs_model(highspy, data, weights, "min", integer=False)
-    h.passModel(lp)
-    h.run()
+    lp = lp_relaxation(rows, data.n_vars(), weights, threads)
     stock = {g: 0.0 for g in data.stock}
-    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+    if lp.value is None:
         return LpRelaxation(None, stock, 0.0)
-    dual = np.asarray(h.getSolution().row_dual)
     power = 0.0
-    for k, (fam, idx, _, _, _) in enumerate(rows):
-        mu = max(0.0, -float(dual[k]))           # a <= row of a min problem: HiGHS reports dual <= 0
-        if fam == "stock":
-            stock[data.gpu_type[idx[0]]] = mu
-        elif fam == "power":
+    for k, r in enumerate(rows):
+        mu = max(0.0, -float(lp.row_dual[k]))     # a <= row of a min problem: HiGHS reports dual <= 0
+        if r.family == "stock":
+            stock[str(r.key)] = mu
+        elif r.family == "power_cap":
             power = mu
-    return LpRelaxation(float(h.getInfo().objective_function_value), stock, power)
-
-
-def solve_direct(data: FleetModelData, weights: np.ndarray, sense: str, time_limit_s: float, mip_gap: float,
-                 threads: int, seed: int, verbose: bool = False, presolve: bool = False,
-                 start: list[int] | None = None, deadline: float | None = None) -> SolveResult:
-    """The same rows passed to HiGHS as a matrix through highspy (no Pyomo import: about
-    0.3 s less per process).  Equal optima to ``solve(build(...))`` are tested.  ``start``:
-    chosen columns of a feasible plan, given to HiGHS as its first incumbent.  ``deadline``
-    (a ``time.perf_counter`` instant): HiGHS stops there at the latest (the time taken to
-    build the model counts), whatever ``time_limit_s`` says."""
-    import highspy
-
-    n_cols = len(weights)
-    n = data.n_vars()
-    h = _new_highs(highspy, verbose)
-    lp, rows = _highs_model(highspy, data, weights, sense, integer=True)
-    for k, v in (("output_flag", bool(verbose)), ("log_to_console", bool(verbose)),
-                 ("mip_rel_gap", float(mip_gap)), ("mip_abs_gap", 0.0), ("threads", int(threads)),
-                 ("random_seed", int(seed)), ("presolve", "on" if presolve else "off")):
-        h.setOptionValue(k, v)
-    t0 = time.perf_counter()
-    h.passModel(lp)
-    if start:
-        x0 = np.zeros(n)
-        x0[start] = 1.0
-        if data.mixed:                           # the arcs the start's columns lie on
-            _, arc_of = data.arcs()
-            x0[n_cols + np.unique(arc_of[start])] = 1.0
-        sol = highspy.HighsSolution()
-        sol.col_value = x0.tolist()
-        sol.value_valid = True
-        h.setSolution(sol)
-    limit = float(time_limit_s) if deadline is None else min(float(time_limit_s), deadline - time.perf_counter())
-    if limit <= 0:
-        return SolveResult("time_limit", [], None, None, None, 0.0, n, len(rows))
-    h.setOptionValue("time_limit", limit)
-    h.run()
-    secs = time.perf_counter() - t0
-    st = h.getModelStatus()
-    info = h.getInfo()
-    M = highspy.HighsModelStatus
-    if st in (M.kInfeasible, M.kUnboundedOrInfeasible):
-        return SolveResult("infeasible", [], None, None, None, secs, n, len(rows))
-    if info.primal_solution_status != 2:        # no feasible solution
-        status = "time_limit" if st == M.kTimeLimit else "infeasible"
-        return SolveResult(status, [], None, None, None, secs, n, len(rows))
-    x = np.asarray(h.getSolution().col_value)[:n_cols]
-    chosen = [int(c) for c in np.flatnonzero(x > 0.5)]
-    sign = 1.0 if sense == "min" else -1.0
-    obj = sign * float(info.objective_function_value)
-    bound = sign * float(info.mip_dual_bound) if math.isfinite(info.mip_dual_bound) else obj
-    gap = abs(obj - bound) / max(abs(obj), 1e-12)
-    return SolveResult("optimal" if st == M.kOptimal else "time_limit", chosen, obj, bound, gap, secs, n, len(rows))
-
-
-def solve(model, time_limit_s: float, mip_gap: float, threads: int, seed: int, verbose: bool = False,
-          presolve: bool = False) -> SolveResult:
-    """Solve with HiGHS (embedded through highspy) via Pyomo's contrib interface."""
-    from pyomo.contrib.solver.common.results import TerminationCondition as TC
-    from pyomo.contrib.solver.solvers.highs import Highs
-
-    opt = Highs()
-    t0 = time.perf_counter()
-    res = opt.solve(model, load_solutions=False, raise_exception_on_nonoptimal_result=False, tee=verbose,
-                    time_limit=time_limit_s, rel_gap=mip_gap, threads=threads,
-                    solver_options={"random_seed": seed, "mip_abs_gap": 0.0, "presolve": "on" if presolve else "off"})
-    secs = time.perf_counter() - t0
-    tc = res.termination_condition
-    nv = len(model.x) + (len(model.z) if hasattr(model, "z") else 0)
-    ncon = sum(len(getattr(model, f)) for f in ("flow", "split", "pools", "stock", "power", "budget"))
-    if tc in (TC.provenInfeasible, TC.infeasibleOrUnbounded, TC.locallyInfeasible):
-        return SolveResult("infeasible", [], None, None, None, secs, nv, ncon)
-    has_sol = res.incumbent_objective is not None
-    if not has_sol:
-        status = "time_limit" if tc == TC.maxTimeLimit else "infeasible"
-        return SolveResult(status, [], None, res.objective_bound, None, secs, nv, ncon)
-    res.solution_loader.load_vars()
-    chosen = [c for c in model.C if model.x[c].value is not None and model.x[c].value > 0.5]
-    obj, bound = float(res.incumbent_objective), res.objective_bound
-    bound = float(bound) if bound is not None and math.isfinite(bound) else obj
-    gap = abs(obj - bound) / max(abs(obj), 1e-12)
-    status = "optimal" if tc == TC.convergenceCriteriaSatisfied else "time_limit"
-    return SolveResult(status, chosen, obj, bound, gap, secs, nv, ncon)
-
-
-def _new_highs(highspy, verbose: bool):
-    """A Highs object; its constructor prints a banner to the C-level stdout, which a
-    JSON consumer must not see, so stdout's descriptor is pointed at /dev/null meanwhile."""
-    import os
-    import sys
-
-    if verbose:
-        return highspy.Highs()
-    sys.stdout.flush()
-    saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, 1)
-        return highspy.Highs()
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(null)
-
-
-def write_lp(model, path: str) -> None:
-    """The model as an LP file (CPLEX LP format, from the .lp suffix), symbolic names, for review
-    and golden tests."""
-    import pyomo.environ  # noqa: F401  (registers the LP writer)
-
-    model.write(path, io_options={"symbolic_solver_labels": True})
+    return LpRelaxation(lp.value, stock, power)

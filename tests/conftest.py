@@ -33,3 +33,23 @@ def _packaged_calibration():
     use_calibration(DEFAULT, "packaged", "packaged")
     yield
     use_calibration(DEFAULT, "packaged", "packaged")
+
+
+def workload_of(inst):
+    """(length distribution, arrival rate) of an instance, as its problem compiles them."""
+    from fleetopt.problem import Problem
+
+    p = Problem.from_instance(inst)
+    return p.dist, p.rate
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The tests test this checkout: every fleetopt module they imported lives in it (an
+    editable install of another checkout must not stand in for a module missing here)."""
+    import sys
+
+    stray = sorted(name for name, m in sys.modules.items()
+                   if name.split(".")[0] in ("fleetopt", "formulations") and getattr(m, "__file__", None)
+                   and not Path(m.__file__).resolve().is_relative_to(REPO))
+    if stray:
+        raise RuntimeError(f"modules imported from outside {REPO}: {', '.join(stray)}")

@@ -15,17 +15,20 @@ from hypothesis import strategies as st
 from fleetopt.errors import InfeasibleError
 from fleetopt.catalog import load_catalog
 from fleetopt.cli import main
-from fleetopt.disagg import (kv_link, kv_transfer_bytes, kv_transfer_energy_j, kv_transfer_ms, prefill_busy_power_w,
-                             prefill_chunks, prefill_service_ms, transfer_lanes, ttft_exceed, ttft_quantile, wait_tail)
-from fleetopt.fleet import PoolChoice, build_workload, evaluate, parse_topology
-from fleetopt.instance import validate_instance
+from fleetopt.disagg.links import kv_link, kv_transfer_bytes, kv_transfer_energy_j, kv_transfer_ms, transfer_lanes
+from fleetopt.disagg.prefill import (prefill_busy_power_w, prefill_chunks, prefill_service_ms, ttft_exceed,
+                                     ttft_quantile, wait_tail)
+from fleetopt import evaluate, load_instance, solve
+from fleetopt.loading import validate_instance
+from fleetopt.problem import Problem
+from fleetopt.topology import PoolChoice, parse_topology
 from fleetopt.profiles import make_profile
 from fleetopt.queueing import erlang_c, wait_quantile_mgc
-from fleetopt.simulate.disagg import simulate_prefill
-from fleetopt.simulate.run import simulate
-from fleetopt.solve import solve_instance
+from fleetopt.simulator.disagg import simulate_prefill
+from fleetopt.simulator.run import simulate
 from formulations import get as get_formulation
-from formulations.fleet_disagg import DisaggModelData, Kind, build, constraint_rows, solve_direct, solve_pyomo
+from formulations.fleet_disagg import DisaggModelData, Kind, build, constraint_rows, start_values
+from formulations.highs import solve_matrix, solve_pyomo, write_lp
 
 INST = Path(__file__).resolve().parents[1] / "instances"
 
@@ -97,8 +100,8 @@ def test_phase_counts_are_the_least_meeting_their_slos():
     """n_p: the least count whose P(TTFT > SLO) <= 1 % (or the utilisation floor); n_d: the
     least whose P99 slot wait is 0 (Erlang-C <= 1 %) (or the floor), checked at n - 1."""
     inst = _one_range_instance(disaggregation="only")
-    dr = build_workload(inst, Path("."))
-    res = evaluate(inst, Path("."), parse_topology("16384:pd(h100x8/h200x8)"), workload=dr)
+    dr = Problem.from_instance(inst)
+    res = evaluate(dr, parse_topology("16384:pd(h100x8/h200x8)")).to_dict()
     pre, dec = res["pools"]
     assert (pre["phase"], dec["phase"]) == ("prefill", "decode")
     lam = pre["arrival_rate"] / 1e3
@@ -120,7 +123,7 @@ def test_phase_counts_are_the_least_meeting_their_slos():
     assert f["it_power_kw"] == pytest.approx(pre["it_power_kw"] + dec["it_power_kw"])
     assert pre["tokens_per_s"] == 0 and f["tokens_per_s"] == pytest.approx(dec["tokens_per_s"])
     # the link's power: lambda x E[prompt] x KV bytes x 8 x pJ/bit
-    dist, _ = dr
+    dist = dr.dist
     e_in = float(dist.w @ dist.inp) / float(dist.w.sum())
     assert pre["kv_transfer_w"] == pytest.approx(60.0 * e_in * 327_680 * 8 * 240e-12, rel=1e-6)
 
@@ -204,12 +207,12 @@ def brute_force_split(n_nodes, agg, pre, dec, K, stock, cap, same):
 def test_disagg_milp_equals_enumeration_on_random_columns(case):
     data, w = _split_data(*case)
     bf = brute_force_split(*case)
-    res = solve_direct(data, w, "min", 30, 0.0, 1, 0)
+    res = solve_matrix(constraint_rows(data), data.n_vars(), w, "min", 30, 0.0, 1, 0)
     if math.isinf(bf):
         assert res.status == "infeasible"
         return
     assert res.status == "optimal" and res.objective == pytest.approx(bf)
-    assert solve_pyomo(data, w, "min", 30, 0.0, 1, 0).objective == pytest.approx(bf)     # both transports
+    assert solve_pyomo(build(data, w), 30, 0.0, 1, 0).objective == pytest.approx(bf)     # both transports
     # the chosen columns form a plan: on each split arc one prefill and one decode column
     na, npre = len(case[1]), len(case[2])
     u = [c - na for c in res.chosen if na <= c < na + npre]
@@ -229,10 +232,9 @@ def test_formulation_is_registered_and_every_family_is_named(tmp_path):
            {"i": 0, "j": 1, "t": "b", "h": 8, "w": 3, "p": 1, "g": 8},
            {"i": 1, "j": 2, "t": "b", "h": 4, "w": 2, "p": 1, "g": 4}]
     data, w = _split_data(3, agg, pre, dec, 2, {"a": 16}, 20.0, True)
-    fams = {r[0] for r in constraint_rows(data)}
-    assert fams == {"flow", "prefill", "decode", "width", "sametype", "pools", "stock", "power"}
-    from formulations.fleet_disagg import write_lp
-
+    fams = {r.family for r in constraint_rows(data)}
+    assert fams == {"flow_source", "flow_balance", "prefill", "decode", "width", "sametype", "max_pools", "stock",
+                    "power_cap"}
     path = tmp_path / "m.lp"
     write_lp(build(data, w), str(path))
     text = path.read_text()
@@ -258,7 +260,7 @@ def enumerate_plans(inst, dr, kinds=("agg", "pd")):
         for pick in itertools.product(options, repeat=len(uppers)):
             topo = [PoolChoice(u, **o) for u, o in zip(uppers, pick)]
             try:
-                res = evaluate(inst, Path("."), topo, workload=dr)
+                res = evaluate(dr, topo).to_dict()
             except InfeasibleError:
                 continue
             lim = inst.gpus[0].max_gpus
@@ -275,43 +277,43 @@ def test_solve_equals_enumeration_with_both_kinds_of_pool(mode, stock):
     if stock:
         inst = validate_instance({**__import__("msgspec").to_builtins(inst),
                                   "gpus": [{"id": "h100", "tp": [4, 8], "max_gpus": stock}, {"id": "h200", "tp": [8]}]})
-    dr = build_workload(inst, Path("."))
+    dr = Problem.from_instance(inst)
     best_kw, topo = enumerate_plans(inst, dr, ("agg", "pd") if mode == "allow" else ("pd",))
-    res = solve_instance(inst, Path("."))
+    res = solve(inst).to_dict()
     assert res["solver"]["status"] == "optimal"
     assert res["fleet"]["it_power_kw"] == pytest.approx(best_kw, rel=1e-6)
     assert res["solver"]["objective"] == pytest.approx(best_kw * 1e3, rel=1e-9)   # columns == evaluate
     agg = res["baselines"]["aggregated"]
     if mode == "allow":                             # never worse than the best aggregated plan
         assert res["fleet"]["it_power_kw"] <= agg["it_power_kw"] * (1 + 1e-9)
-    again = evaluate(inst, Path("."), parse_topology(res["topology"]), workload=dr)    # the topology round-trips
+    again = evaluate(dr, parse_topology(res["topology"])).to_dict()    # the topology round-trips
     assert again["fleet"]["it_power_kw"] == pytest.approx(res["fleet"]["it_power_kw"], rel=1e-12)
 
 
 def test_allow_on_a_shipped_instance_is_at_least_as_good_as_aggregated():
-    from fleetopt.instance import load_instance
+    from fleetopt import load_instance
 
-    inst, base = load_instance(INST / "azure-conv-h100.yaml", ["pools.disaggregation=allow"])
-    res = solve_instance(inst, base)
+    inst = load_instance(INST / "azure-conv-h100.yaml", ["pools.disaggregation=allow"])
+    res = solve(inst).to_dict()
     agg = res["baselines"]["aggregated"]
     assert res["solver"]["status"] == "optimal"
     assert res["fleet"]["tokens_per_joule"] >= agg["tokens_per_joule"] * (1 - 1e-9)
-    off, _ = load_instance(INST / "azure-conv-h100.yaml")
-    assert solve_instance(off, base)["fleet"]["it_power_kw"] == pytest.approx(agg["it_power_kw"], rel=1e-9)
+    off = load_instance(INST / "azure-conv-h100.yaml")
+    assert solve(off).to_dict()["fleet"]["it_power_kw"] == pytest.approx(agg["it_power_kw"], rel=1e-9)
 
 
 @pytest.mark.parametrize("mode", ["only", "allow"])
 def test_power_caps_are_a_choice_for_both_kinds_and_round_trip_in_the_topology(mode):
     inst = _one_range_instance(disaggregation=mode, phase_power_caps=[1.0, 0.7])
-    res = solve_instance(inst, Path("."))
-    free = solve_instance(_one_range_instance(disaggregation=mode), Path("."))
+    res = solve(inst).to_dict()
+    free = solve(_one_range_instance(disaggregation=mode)).to_dict()
     assert res["fleet"]["it_power_kw"] <= free["fleet"]["it_power_kw"] * (1 + 1e-9)
-    again = evaluate(inst, Path("."), parse_topology(res["topology"]))
+    again = evaluate(inst, parse_topology(res["topology"])).to_dict()
     assert again["fleet"]["it_power_kw"] == pytest.approx(res["fleet"]["it_power_kw"], rel=1e-9)
     # the aggregated baseline is offered the same caps: never worse than uncapped, and a real plan
     agg, agg_free = res["baselines"]["aggregated"], free["baselines"]["aggregated"]
     assert agg["it_power_kw"] <= agg_free["it_power_kw"] * (1 + 1e-9)
-    again = evaluate(inst, Path("."), parse_topology(agg["topology"]))
+    again = evaluate(inst, parse_topology(agg["topology"])).to_dict()
     assert again["fleet"]["it_power_kw"] == pytest.approx(agg["it_power_kw"], rel=1e-9)
     if mode == "allow":
         assert res["fleet"]["it_power_kw"] <= agg["it_power_kw"] * (1 + 1e-9)
@@ -365,10 +367,10 @@ def test_batching_fills_the_token_budget_and_is_never_slower():
 def test_simulated_split_pools_agree_with_their_sizing(name, topo):
     """Within the tolerances the aggregated pools meet: P99 TTFT within 10 %, TPOT under
     the SLO, tokens per joule within 8 %; energy conserved across the phases."""
-    from fleetopt.instance import load_instance
+    from fleetopt import load_instance
 
-    inst, base = load_instance(INST / f"{name}.yaml")
-    r = simulate(inst, base, parse_topology(topo), 60_000, seed=2)
+    inst = load_instance(INST / f"{name}.yaml")
+    r = simulate(Problem.from_instance(inst), parse_topology(topo), 60_000, seed=2)
     for p in r["pools"]:
         if p["phase"] != "split":
             continue
@@ -406,7 +408,7 @@ def test_cli_evaluate_split_and_one_line_errors(capsys, tmp_path):
 
 
 def test_sweep_axis_over_disaggregation(tmp_path):
-    from fleetopt.sweep import run_sweep
+    from fleetopt.sweeps import run_sweep
 
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"schema_version: 1\nname: pd\nbase: {INST / 'azure-conv-h100.yaml'}\n"
@@ -425,10 +427,10 @@ def test_sweep_axis_over_disaggregation(tmp_path):
 
 
 def test_refine_keeps_a_split_plan_split(tmp_path):
-    from fleetopt.refine import refine
+    from fleetopt.refinement import refine
 
     inst = _one_range_instance(disaggregation="only")
-    r = refine(inst, Path("."), trials=4, storage=str(tmp_path / "j.journal"), seed=0)
+    r = refine(Problem.from_instance(inst), trials=4, storage=str(tmp_path / "j.journal"), seed=0)
     assert "pd(" in r["best"]["topology"]
     assert r["improvement"] >= -1e-9                    # the MILP plan is the first trial
 
@@ -436,11 +438,11 @@ def test_refine_keeps_a_split_plan_split(tmp_path):
 def test_ties_go_to_the_aggregated_plan():
     """min_cost with as many GPUs either way: the plan stays aggregated (a split range counts
     two pools, and of equal plans the aggregated one wins)."""
-    from fleetopt.instance import load_instance
+    from fleetopt import load_instance
 
     sets = ["model=llama-3.1-70b", "gpus=[{id: a100, tp: [4, 8]}]", "objective=min_cost", "slo.ttft_p99_ms=2500",
             "slo.tpot_p99_ms=100", "workload.arrival_rate=50"]
-    off = solve_instance(*load_instance(INST / "sharegpt-llama8b.yaml", sets + ["pools.disaggregation=off"]))
-    on = solve_instance(*load_instance(INST / "sharegpt-llama8b.yaml", sets + ["pools.disaggregation=allow"]))
+    off = solve(load_instance(INST / "sharegpt-llama8b.yaml", sets + ["pools.disaggregation=off"])).to_dict()
+    on = solve(load_instance(INST / "sharegpt-llama8b.yaml", sets + ["pools.disaggregation=allow"])).to_dict()
     assert on["fleet"]["cost_per_hour"] == pytest.approx(off["fleet"]["cost_per_hour"])
     assert "pd(" not in on["topology"] and on["topology"] == off["topology"]

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import workload_of
+
 from fleetopt.cli import main
 from fleetopt.energy_scale import energy_report
-from fleetopt.fleet import build_workload, evaluate, parse_topology
-from fleetopt.instance import load_instance
+from fleetopt import evaluate, load_instance
+from fleetopt.problem import Problem
+from fleetopt.topology import parse_topology
 
 SMALL = """\
 schema_version: 1
@@ -45,8 +48,8 @@ def profile_yaml(weights, idle="keep_idle") -> str:
 
 
 def report(path, **kw):
-    inst, base = load_instance(path)
-    return energy_report(inst, base, parse_topology(TOPO), **kw)
+    inst = load_instance(path)
+    return energy_report(Problem.from_instance(inst), parse_topology(TOPO), **kw)
 
 
 # ---- conservation ----------------------------------------------------------------------------
@@ -77,8 +80,8 @@ def test_energy_conservation(tmp_path, extra):
 
 def test_flat_day_pue_and_host_by_hand(tmp_path, cat):
     path = write(tmp_path, rate=40.0)
-    inst, base = load_instance(path)
-    ev = evaluate(inst, base, parse_topology(TOPO))
+    inst = load_instance(path)
+    ev = evaluate(inst, parse_topology(TOPO)).to_dict()
     (p,) = ev["pools"]
     r = report(path)
     rate = 40.0
@@ -100,8 +103,8 @@ def test_idle_instances_by_hand(tmp_path, cat):
     idle_w = cat.gpu("h100").idle_w
     rate = 40.0
     flat = write(tmp_path, rate=rate, name="flat.yaml")
-    inst, base = load_instance(flat)
-    (p,) = evaluate(inst, base, parse_topology(TOPO))["pools"]
+    inst = load_instance(flat)
+    (p,) = evaluate(inst, parse_topology(TOPO)).to_dict()["pools"]
     n, busy_w = p["instances"], p["it_power_kw"] * 1e3
     w = [1.0] + [0.0] * 23
     keep = report(write(tmp_path, rate=rate, extra=profile_yaml(w), name="keep.yaml"))
@@ -125,8 +128,8 @@ def test_quieter_hours_need_fewer_instances(tmp_path, cat):
     w = [1.0] * 12 + [0.5] * 12
     keep = report(write(tmp_path, rate=rate, extra=profile_yaml(w), name="keep.yaml"))
     off = report(write(tmp_path, rate=rate, extra=profile_yaml(w, "switch_off"), name="off.yaml"))
-    inst, base = load_instance(write(tmp_path, rate=rate / 2, name="half.yaml"))
-    (half,) = evaluate(inst, base, parse_topology(TOPO))["pools"]
+    inst = load_instance(write(tmp_path, rate=rate / 2, name="half.yaml"))
+    (half,) = evaluate(inst, parse_topology(TOPO)).to_dict()["pools"]
     spare = keep["instances_peak"] - half["instances"]
     assert spare > 0
     assert keep["hours"][12]["serving_instances"] == half["instances"]
@@ -150,8 +153,8 @@ def test_cost_and_emissions_by_hand(tmp_path):
 def test_queries_per_day_overrides_the_rate(tmp_path):
     r = report(write(tmp_path, rate=40.0), queries_per_day=86400 * 10.0)
     assert r["peak_queries_per_s"] == pytest.approx(10.0)
-    inst, base = load_instance(write(tmp_path, rate=10.0, name="ten.yaml"))
-    ev = evaluate(inst, base, parse_topology(TOPO))
+    inst = load_instance(write(tmp_path, rate=10.0, name="ten.yaml"))
+    ev = evaluate(inst, parse_topology(TOPO)).to_dict()
     assert r["wh_per_query_facility"] == pytest.approx(ev["fleet"]["energy_per_query_wh"], rel=1e-9)
 
 
@@ -161,8 +164,8 @@ def test_output_scale_against_hand_built_distribution(tmp_path):
     """Two points (201, 101) and (801, 301), each half the requests; x 3 outputs are 303
     and 903, inputs and weights unchanged, total-token keys 504 and 1704."""
     base = write(tmp_path)
-    inst, b = load_instance(base, ["workload.output_scale=3"])
-    d, rate = build_workload(inst, b)
+    inst = load_instance(base, ["workload.output_scale=3"])
+    d, rate = workload_of(inst)
     assert rate == 40.0
     assert d.inp.tolist() == [201.0, 801.0]
     assert d.out.tolist() == [303.0, 903.0]
@@ -170,12 +173,12 @@ def test_output_scale_against_hand_built_distribution(tmp_path):
     assert d.key.tolist() == [504.0, 1704.0]
     assert d.mean_output == pytest.approx(3 * (101 + 301) / 2)
     # routed by input, the keys do not move
-    inst, b = load_instance(base, ["workload.output_scale=3", "workload.routing_key=input"])
-    d, _ = build_workload(inst, b)
+    inst = load_instance(base, ["workload.output_scale=3", "workload.routing_key=input"])
+    d, _ = workload_of(inst)
     assert d.key.tolist() == [201.0, 801.0] and d.out.tolist() == [303.0, 903.0]
     # a scale below 1 shortens outputs (never below one token)
-    inst, b = load_instance(base, ["workload.output_scale=0.001"])
-    assert build_workload(inst, b)[0].out.tolist() == [1.0, 1.0]
+    inst = load_instance(base, ["workload.output_scale=0.001"])
+    assert Problem.from_instance(inst).dist.out.tolist() == [1.0, 1.0]
 
 
 def test_mixture_with_a_long_query_share(tmp_path):
@@ -188,19 +191,19 @@ def test_mixture_with_a_long_query_share(tmp_path):
            f"cells: {cells}}}}}\n  arrival_rate: 10\n")
     p = tmp_path / "mix.yaml"
     p.write_text(f"name: mix\nmodel: llama-3.1-8b\ngpus: [h100]\n{mix}")
-    inst, b = load_instance(p)
-    d, _ = build_workload(inst, b)
+    inst = load_instance(p)
+    d, _ = workload_of(inst)
     assert d.mean_output == pytest.approx(0.9 * 201 + 0.1 * 15 * 201)
     assert sorted(d.out.tolist()) == [101.0, 301.0, 1515.0, 4515.0]
     assert d.w[d.out == 4515.0].sum() == pytest.approx(0.05)
-    inst, b = load_instance(p, ["workload.output_scale=2"])       # the global factor applies on top
-    assert build_workload(inst, b)[0].mean_output == pytest.approx(2 * (0.9 * 201 + 0.1 * 15 * 201))
+    inst = load_instance(p, ["workload.output_scale=2"])       # the global factor applies on top
+    assert Problem.from_instance(inst).dist.mean_output == pytest.approx(2 * (0.9 * 201 + 0.1 * 15 * 201))
 
 
 def test_output_scale_as_a_sweep_axis(tmp_path):
     import pandas as pd
 
-    from fleetopt.sweep import run_sweep
+    from fleetopt.sweeps import run_sweep
 
     base = write(tmp_path, rate=20.0)
     spec = tmp_path / "spec.yaml"

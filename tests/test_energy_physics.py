@@ -267,8 +267,9 @@ def test_instance_calibration_field(cat, tmp_path):
 
     from conftest import REPO
     from fleetopt.calibrate import calibration_yaml
-    from fleetopt.fleet import evaluate, parse_topology
-    from fleetopt.instance import load_instance
+    from fleetopt import evaluate
+    from fleetopt.topology import parse_topology
+    from fleetopt import load_instance
     from fleetopt.physics.calibration import active_label
 
     (tmp_path / "cal.yaml").write_text(calibration_yaml(DEFAULT.with_(static_scale=1.0), "test"))
@@ -278,12 +279,12 @@ def test_instance_calibration_field(cat, tmp_path):
     (tmp_path / "inst.yaml").write_text(yaml.safe_dump(data))
     topo = parse_topology("16384:h100x8")
     try:
-        inst, base = load_instance(tmp_path / "inst.yaml")
+        inst = load_instance(tmp_path / "inst.yaml")
         assert active_label() == str(tmp_path / "cal.yaml")
-        with_field = evaluate(inst, base, topo)["fleet"]["it_power_kw"]
-        inst2, base2 = load_instance(src)
+        with_field = evaluate(inst, topo).to_dict()["fleet"]["it_power_kw"]
+        inst2 = load_instance(src)
         assert active_label() == "packaged"
-        plain = evaluate(inst2, base2, topo)["fleet"]["it_power_kw"]
+        plain = evaluate(inst2, topo).to_dict()["fleet"]["it_power_kw"]
     finally:
         use_calibration(DEFAULT, "packaged", "packaged")
     assert with_field < plain            # a lower static power: less power for the same fleet

@@ -81,7 +81,7 @@ def sqlite_trials(db: Path) -> int:
 def load_study(storage: str):
     import optuna
 
-    from fleetopt.refine import _journal_classes
+    from fleetopt.refinement.journal import _journal_classes
 
     if "://" not in storage:
         storage = optuna.storages.JournalStorage(_journal_classes()(storage))

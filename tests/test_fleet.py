@@ -8,17 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fleetopt import FleetoptError, InfeasibleError
+from conftest import workload_of
+
+from fleetopt import FleetoptError, InfeasibleError, evaluate, load_instance
 from fleetopt.cli import main
-from fleetopt.fleet import build_workload, evaluate, parse_topology, route
-from fleetopt.instance import load_instance
+from fleetopt.routing import Router
+from fleetopt.topology import parse_topology
 
 INST = Path(__file__).resolve().parents[1] / "instances"
 
 
 def ev(name, topo, sets=()):
-    inst, base = load_instance(INST / f"{name}.yaml", list(sets))
-    return evaluate(inst, base, parse_topology(topo))
+    inst = load_instance(INST / f"{name}.yaml", list(sets))
+    return evaluate(inst, parse_topology(topo)).to_dict()
 
 
 PAPER = ["pools.compress.gamma=2", "pools.compress.accounting=paper"]
@@ -73,9 +75,9 @@ def test_paper_pool_is_utilisation_bound_closed_form():
 
 
 def test_routing_conserves_traffic():
-    inst, base = load_instance(INST / "azure-conv-h100.yaml")
-    dist, rate = build_workload(inst, base)
-    parts = route(dist, [1024, 4096, 16384])
+    inst = load_instance(INST / "azure-conv-h100.yaml")
+    dist, rate = workload_of(inst)
+    parts = Router(dist).route([1024, 4096, 16384])
     assert sum(t.share for t, _ in parts) == pytest.approx(1.0)
     assert sum(float(t.w @ t.credit) for t, _ in parts) == pytest.approx(dist.mean_output, rel=1e-9)
     r = ev("azure-conv-h100", "1024:h100x8,4096:h100x8,16384:h100x8")
@@ -145,16 +147,14 @@ def test_infeasible_exit_3(capsys):
 @pytest.mark.parametrize("name", ["azure-code", "sharegpt-llama8b", "longctx-summarization", "moe-qwen3-235b",
                                   "heterogeneous", "datacenter-20mw"])
 def test_physical_instances_evaluate(name):
-    inst, base = load_instance(INST / f"{name}.yaml")
+    inst = load_instance(INST / f"{name}.yaml")
     g = inst.gpus[-1]
     win = inst.pools.max_window
-    r = evaluate(inst, base, parse_topology(f"{win}:{g.id}x{g.tp[-1]}"))
+    r = evaluate(inst, parse_topology(f"{win}:{g.id}x{g.tp[-1]}")).to_dict()
     assert r["fleet"]["instances"] > 0 and r["fleet"]["tokens_per_joule"] > 0
 
 
 def test_mixed_topology_spec_round_trip_and_errors():
-    from fleetopt.fleet import parse_topology
-
     t = parse_topology("4096:h100x8@0.25,4096:b200x4:paged@0.75,16384:b200x8")
     assert [p.share for p in t] == [0.25, 0.75, 1.0] and [p.upper for p in t] == [4096, 4096, 16384]
     assert parse_topology(",".join(p.spec() for p in t)) == t

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from fleetopt import FleetoptError
-from fleetopt.instance import apply_set, load_instance, load_instance_data, validate_instance
+from fleetopt import load_instance
+from fleetopt.loading import apply_set, load_instance_data, validate_instance
 
 INSTANCES = Path(__file__).resolve().parents[1] / "instances"
 
@@ -60,7 +61,7 @@ def test_missing_model():
 
 
 def test_set_overrides_types():
-    inst, _ = load_instance(INSTANCES / "paper-azure-h100.yaml",
+    inst = load_instance(INSTANCES / "paper-azure-h100.yaml",
                             ["workload.arrival_rate=500", "gpus.0.tp=[4, 8]", "power.facility_cap_mw=20"])
     assert inst.workload.arrival_rate == 500
     assert inst.gpus[0].tp == [4, 8]
@@ -85,7 +86,7 @@ def test_yaml_is_read_safely(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(p.name for p in INSTANCES.glob("*.yaml")))
 def test_every_shipped_instance_validates(name):
-    inst, _ = load_instance(INSTANCES / name)
+    inst = load_instance(INSTANCES / name)
     assert inst.model and inst.gpus
 
 

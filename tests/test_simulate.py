@@ -9,12 +9,14 @@ import pytest
 
 from fleetopt.catalog import load_catalog
 from fleetopt.cli import main
-from fleetopt.fleet import parse_topology
-from fleetopt.instance import load_instance
+from fleetopt import load_instance
 from fleetopt.profiles import make_profile
 from fleetopt.queueing import erlang_c
-from fleetopt.simulate.core import LogHist, PoolSpec, simulate_pool
-from fleetopt.simulate.run import _tables, simulate
+from fleetopt.simulator.core import LogHist, PoolSpec, simulate_pool
+from fleetopt.problem import Problem
+from fleetopt.simulator.run import simulate
+from fleetopt.simulator.tables import step_tables
+from fleetopt.topology import parse_topology
 
 INST = Path(__file__).resolve().parents[1] / "instances"
 
@@ -70,7 +72,7 @@ def test_fixed_batch_step_equals_physics():
     cat = load_catalog()
     prof = make_profile("physical", "llama-3.1-70b", "h100", 8, cat)
     b, prompt, out = 32, 1000, 200
-    f = _tables(prof, b, 4096, 0.0, 0.0, 0.0)
+    f = step_tables(prof, b, 4096, 0.0, 0.0, 0.0)
     spec = PoolSpec(1, b, math.inf, "reserve", f, 100.0)
     arr = [i * 1e-6 for i in range(b)]
     st = simulate_pool(spec, arr, [float(prompt)] * b, [float(out)] * b, [0.0] * b, 0, 1e9, None)
@@ -89,11 +91,11 @@ def test_paged_kv_overflow_preempts_and_still_finishes_everything():
 
 
 def test_seeded_reproducibility():
-    inst, base = load_instance(INST / "azure-conv-h100.yaml")
+    inst = load_instance(INST / "azure-conv-h100.yaml")
     topo = parse_topology("4096:h100x8,16384:h100x8")
-    a = simulate(inst, base, topo, 5000, seed=7)
-    b = simulate(inst, base, topo, 5000, seed=7)
-    c = simulate(inst, base, topo, 5000, seed=8)
+    a = simulate(Problem.from_instance(inst), topo, 5000, seed=7)
+    b = simulate(Problem.from_instance(inst), topo, 5000, seed=7)
+    c = simulate(Problem.from_instance(inst), topo, 5000, seed=8)
     assert a["fleet"] == b["fleet"] and a["pools"] == b["pools"]
     assert a["fleet"] != c["fleet"]
 
@@ -146,10 +148,9 @@ def _trace_instance(tmp_path, rate="trace"):
 
 def test_trace_replay_keeps_the_trace_timestamps_and_writes_every_request(tmp_path):
     path, t = _trace_instance(tmp_path)
-    inst, base = load_instance(path)
+    inst = load_instance(path)
     out = tmp_path / "req.csv"
-    r = simulate(inst, base, parse_topology("1024:h100x8,4096:h100x8"), 2000, seed=0, arrivals="trace",
-                 trace_out=str(out))
+    r = simulate(Problem.from_instance(inst), parse_topology("1024:h100x8,4096:h100x8"), 2000, seed=0, arrivals="trace", trace_out=str(out))
     assert r["sim"]["requests"] == 2000 and r["sim"]["arrivals"] == "trace"
     import pandas as pd
 
@@ -180,9 +181,9 @@ def test_a_mixed_range_splits_its_requests_by_share():
     """Members of a mixed range see thinned Poisson streams: their request counts are
     binomial around the shares, and each member's energy per token matches its analytical
     sizing as an unmixed pool's does."""
-    inst, base = load_instance(INST / "azure-conv-h100.yaml")
+    inst = load_instance(INST / "azure-conv-h100.yaml")
     topo = parse_topology("16384:h100x8@0.3,16384:b200x4@0.7")
-    r = simulate(inst, base, topo, 40_000, seed=3)
+    r = simulate(Problem.from_instance(inst), topo, 40_000, seed=3)
     n = [p["requests"] for p in r["pools"]]
     tot = sum(n)
     assert abs(n[0] - 0.3 * tot) < 4 * (0.3 * 0.7 * tot) ** 0.5
@@ -192,9 +193,8 @@ def test_a_mixed_range_splits_its_requests_by_share():
 
 def test_trace_replay_splits_a_mixed_range_by_share(tmp_path):
     path, _ = _trace_instance(tmp_path)
-    inst, base = load_instance(path)
-    r = simulate(inst, base, parse_topology("1024:h100x8,4096:h100x8@0.5,4096:h200x8@0.5"), 2000, seed=0,
-                 arrivals="trace")
+    inst = load_instance(path)
+    r = simulate(Problem.from_instance(inst), parse_topology("1024:h100x8,4096:h100x8@0.5,4096:h200x8@0.5"), 2000, seed=0, arrivals="trace")
     n = [p["requests"] for p in r["pools"]]
     assert sum(n) == 2000 and n[1] > 0 and n[2] > 0
     assert abs(n[1] - n[2]) < 4 * (0.25 * (n[1] + n[2])) ** 0.5
@@ -240,11 +240,11 @@ def test_paper_mode_simulated_utilisation_matches_the_analytical(compress):
     sets = ["workload.distribution.samples=null"]            # exact CDF, as the hand computation
     if compress:
         sets += ["pools.compress.gamma=1.9", "pools.compress.success=0.75"]
-    inst, base = load_instance(INST / "paper-azure-h100.yaml", sets)
-    res = simulate(inst, base, parse_topology("4096:h100x8,65536:h100x8"), 300_000, 0)
-    from fleetopt.fleet import evaluate
+    inst = load_instance(INST / "paper-azure-h100.yaml", sets)
+    res = simulate(Problem.from_instance(inst), parse_topology("4096:h100x8,65536:h100x8"), 300_000, 0)
+    from fleetopt import evaluate
 
-    ana = evaluate(inst, base, parse_topology("4096:h100x8,65536:h100x8"))["pools"]
+    ana = evaluate(inst, parse_topology("4096:h100x8,65536:h100x8")).to_dict()["pools"]
     lam, es = hand_short_pool(1.9 if compress else None, 0.75)
     short = ana[0]
     assert short["arrival_rate"] == pytest.approx(lam, rel=1e-3)

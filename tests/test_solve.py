@@ -11,13 +11,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fleetopt import InfeasibleError
+from conftest import workload_of
+
+from fleetopt import InfeasibleError, evaluate, load_instance, solve
 from fleetopt.cli import main
-from fleetopt.fleet import PoolChoice, build_workload, evaluate
-from fleetopt.instance import Instance, load_instance, validate_instance
+from fleetopt.instance import Instance
+from fleetopt.loading import validate_instance
+from fleetopt.problem import Problem
 from fleetopt.records import replace
-from fleetopt.solve import solve_instance
-from formulations.fleet import FleetModelData, build, solve, solve_direct, write_lp
+from fleetopt.topology import PoolChoice
+from formulations import fleet
+from formulations import get as formulation
+from formulations.fleet import FleetModelData
+from formulations.highs import solve_matrix, solve_pyomo, write_lp
 
 INST = Path(__file__).resolve().parents[1] / "instances"
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -30,6 +36,18 @@ def within_limits(cols, pick, stock, cap) -> bool:
     if cap is not None and sum(cols[k]["p"] for k in pick) > cap + 1e-9:
         return False
     return all(sum(cols[k]["g"] for k in pick if cols[k]["t"] == t) <= s for t, s in stock.items())
+
+
+def direct(data, w, presolve=False):
+    """The formulation's rows (``fleet`` or ``fleet_mixed``) through highspy, no time limit to speak of."""
+    form = formulation("fleet_mixed" if data.mixed else "fleet")
+    return solve_matrix(form.constraint_rows(data), data.n_vars(), w, "min", 30, 0.0, 1, 0, presolve=presolve)
+
+
+def via_pyomo(data, w):
+    """The formulation's Pyomo model through pyomo.contrib.solver.solvers.highs.Highs."""
+    form = formulation("fleet_mixed" if data.mixed else "fleet")
+    return solve_pyomo(form.build(data, w), 30, 0.0, 1, 0)
 
 
 def model_data(n_nodes, cols, K, stock, cap, frac=None):
@@ -81,10 +99,10 @@ def random_columns(draw):
 def test_milp_equals_enumeration_on_random_columns(case):
     n_nodes, cols, K, stock, cap = case
     data, w = model_data(n_nodes, cols, K, stock, cap)
-    res = solve(build(data, w), 30, 0.0, 1, 0)
-    direct = solve_direct(data, w, "min", 30, 0.0, 1, 0)
-    assert direct.status == res.status and direct.objective == res.objective    # both transports agree
-    pre = solve_direct(data, w, "min", 30, 0.0, 1, 0, presolve=True)
+    res = via_pyomo(data, w)
+    by_matrix = direct(data, w)
+    assert by_matrix.status == res.status and by_matrix.objective == res.objective    # both transports agree
+    pre = direct(data, w, presolve=True)
     assert pre.status == res.status and pre.objective == res.objective          # presolve changes no optimum
     bf = brute_force(n_nodes, cols, K, stock, cap)
     if math.isinf(bf):
@@ -130,7 +148,7 @@ def enumerate_plans(inst: Instance, dist_rate):
             for pick in itertools.product(cfgs, repeat=len(uppers)):
                 topo = [PoolChoice(u, g, tp) for u, (g, tp) in zip(uppers, pick)]
                 try:
-                    res = evaluate(inst, Path("."), topo, workload=dist_rate)
+                    res = evaluate(dist_rate, topo).to_dict()
                 except InfeasibleError:
                     continue
                 f = res["fleet"]
@@ -148,21 +166,21 @@ def enumerate_plans(inst: Instance, dist_rate):
                                               (4, 3, None, 24), (5, 2, 0.05, None)])
 def test_solve_equals_enumeration_through_evaluate(seed, K, cap, stock):
     inst = tiny_instance(seed, K, cap, stock)
-    dr = build_workload(inst, Path("."))
+    dr = Problem.from_instance(inst)
     best_kw, _ = enumerate_plans(inst, dr)
     if math.isinf(best_kw):
         with pytest.raises(InfeasibleError):
-            solve_instance(inst, Path("."))
+            solve(inst).to_dict()
         return
-    res = solve_instance(inst, Path("."))
+    res = solve(inst).to_dict()
     assert res["solver"]["status"] == "optimal"
     assert res["fleet"]["it_power_kw"] == pytest.approx(best_kw, rel=1e-6)     # within the proven gap
 
 
 def test_post_solve_invariants_and_columns_agree_with_evaluate():
-    inst, base = load_instance(INST / "heterogeneous.yaml", ["power.facility_cap_mw=0.2",
+    inst = load_instance(INST / "heterogeneous.yaml", ["power.facility_cap_mw=0.2",
                                                              "gpus.1.max_gpus=64"])
-    res = solve_instance(inst, base)
+    res = solve(inst).to_dict()
     pools = res["pools"]
     assert pools[0]["lo_tokens"] == 0 and pools[-1]["hi_tokens"] == res["search_space"]["boundaries"][-1]
     assert all(a["hi_tokens"] == b["lo_tokens"] for a, b in zip(pools, pools[1:]))   # served once
@@ -180,34 +198,34 @@ def test_post_solve_invariants_and_columns_agree_with_evaluate():
 def test_reported_plan_and_baselines_equal_a_fresh_evaluate(name, sets):
     """solve reads its plan's and baselines' pools from the sized columns; a fresh
     `evaluate` of the same topologies (routing and sizing again) gives the same figures."""
-    from fleetopt.fleet import parse_topology
+    from fleetopt.topology import parse_topology
 
-    inst, base = load_instance(INST / f"{name}.yaml", sets)
-    res = solve_instance(inst, base)
+    inst = load_instance(INST / f"{name}.yaml", sets)
+    res = solve(inst).to_dict()
     for topo, fleet, pools in [(res["topology"], res["fleet"], res["pools"])] + [
             (b["topology"], b, None) for b in res["baselines"].values() if b is not None]:
-        fresh = evaluate(inst, base, parse_topology(topo))
+        fresh = evaluate(inst, parse_topology(topo)).to_dict()
         assert fresh["fleet"] == pytest.approx({k: v for k, v in fleet.items() if k in fresh["fleet"]}, rel=1e-12)
         if pools is not None:
             assert fresh["pools"] == pools
 
 
 def test_pyomo_and_highspy_interfaces_give_the_same_plan():
-    a = solve_instance(*load_instance(INST / "heterogeneous.yaml", ["solver.interface=pyomo"]))
-    b = solve_instance(*load_instance(INST / "heterogeneous.yaml"))
+    a = solve(load_instance(INST / "heterogeneous.yaml", ["solver.interface=pyomo"])).to_dict()
+    b = solve(load_instance(INST / "heterogeneous.yaml")).to_dict()
     assert a["topology"] == b["topology"] and a["solver"]["objective"] == pytest.approx(b["solver"]["objective"])
 
 
 def test_k1_is_the_best_homogeneous_fleet():
-    inst, base = load_instance(INST / "heterogeneous.yaml", ["pools.max_pools=1"])
-    res = solve_instance(inst, base)
+    inst = load_instance(INST / "heterogeneous.yaml", ["pools.max_pools=1"])
+    res = solve(inst).to_dict()
     assert len(res["pools"]) == 1
     assert res["fleet"]["tokens_per_joule"] == pytest.approx(res["baselines"]["homogeneous"]["tokens_per_joule"])
 
 
 def test_paper_instance_beats_both_baselines():
-    inst, base = load_instance(INST / "paper-azure-h100.yaml")
-    res = solve_instance(inst, base)
+    inst = load_instance(INST / "paper-azure-h100.yaml")
+    res = solve(inst).to_dict()
     assert res["solver"]["status"] == "optimal" and res["solver"]["gap"] <= 1e-6
     f, b = res["fleet"], res["baselines"]
     assert f["tokens_per_joule"] >= b["two_pool_paper"]["tokens_per_joule"]
@@ -216,37 +234,37 @@ def test_paper_instance_beats_both_baselines():
 
 
 def test_min_cost_objective_minimises_cost():
-    inst, base = load_instance(INST / "heterogeneous.yaml", ["objective=min_cost"])
-    res = solve_instance(inst, base)
+    inst = load_instance(INST / "heterogeneous.yaml", ["objective=min_cost"])
+    res = solve(inst).to_dict()
     assert res["fleet"]["cost_per_hour"] <= res["baselines"]["homogeneous"]["cost_per_hour"] + 1e-9
 
 
 def test_consistent_compression_credits_the_same_tokens_on_every_plan():
     """With consistent accounting every request's output is credited once, whatever the
     plan, so max tokens/J is min energy (no Dinkelbach): checked on plans evaluated afresh."""
-    from fleetopt.fleet import parse_topology
+    from fleetopt.topology import parse_topology
 
     sets = ["pools.compress.gamma=2", "pools.compress.accounting=consistent"]
-    inst, base = load_instance(INST / "azure-conv-h100.yaml", sets)
-    res = solve_instance(inst, base)
+    inst = load_instance(INST / "azure-conv-h100.yaml", sets)
+    res = solve(inst).to_dict()
     assert res["solver"]["dinkelbach_iterations"] == 0
-    tok = {evaluate(inst, base, parse_topology(t))["fleet"]["tokens_per_s"]
+    tok = {evaluate(inst, parse_topology(t)).to_dict()["fleet"]["tokens_per_s"]
            for t in ("16384:h100x8", "2048:h100x8,16384:h100x8", "1024:b200x4,4096:h100x8,16384:b200x4")}
     assert max(tok) == pytest.approx(min(tok), rel=1e-9)
     assert res["fleet"]["tokens_per_s"] == pytest.approx(min(tok), rel=1e-9)
 
 
-def enumerate_paper_plans(inst, base, gpus):
+def enumerate_paper_plans(inst, gpus):
     """Every plan of <= 2 pools over the candidate boundaries x every GPU per pool, each
     evaluated afresh; the best tokens per joule (IT power, every GPU charged)."""
-    dr = build_workload(inst, base)
+    dr = Problem.from_instance(inst)
     inner, top = [1024, 2048, 4096, 8192, 16384], 65536
     best = (0.0, None)
     for r in range(2):
         for cut in itertools.combinations(inner, r):
             for pick in itertools.product(gpus, repeat=r + 1):
                 topo = [PoolChoice(u, g, 8) for u, g in zip([*cut, top], pick)]
-                f = evaluate(inst, base, topo, workload=dr)["fleet"]
+                f = evaluate(dr, topo).to_dict()["fleet"]
                 if f["tokens_per_joule"] > best[0]:
                     best = (f["tokens_per_joule"], ",".join(p.spec() for p in topo))
     return best
@@ -262,9 +280,9 @@ def test_paper_mode_maximises_the_tokens_per_joule_it_reports(name, gpus, issue_
     of an enumeration through `evaluate`."""
     sets = ["pools.boundaries=[1024,2048,4096,8192,16384,65536]", "pools.max_pools=2",
             "gpus=[" + ",".join(f"{{id: {g}, tp: [8]}}" for g in gpus) + "]"]
-    inst, base = load_instance(INST / f"{name}.yaml", sets)
-    best, topo = enumerate_paper_plans(inst, base, gpus)
-    res = solve_instance(inst, base)
+    inst = load_instance(INST / f"{name}.yaml", sets)
+    best, topo = enumerate_paper_plans(inst, gpus)
+    res = solve(inst).to_dict()
     assert best >= issue_tpj - 5e-5
     assert res["fleet"]["tokens_per_joule"] == pytest.approx(best, rel=1e-9), (res["topology"], topo)
     assert res["solver"]["status"] == "optimal" and res["solver"]["dinkelbach_iterations"] >= 1
@@ -298,15 +316,15 @@ def test_a_tiny_power_shortfall_is_shown_in_watts(capsys):
     power is found by enumerating every plan (<= 3 pools x 2 configs) through `evaluate`."""
     import re
 
-    inst, base = load_instance(INST / "paper-azure-h100.yaml", PAPER_SMALL)
-    dr = build_workload(inst, base)
+    inst = load_instance(INST / "paper-azure-h100.yaml", PAPER_SMALL)
+    dr = Problem.from_instance(inst)
     need_kw = math.inf
     inner = [1024, 2048, 4096, 8192, 16384]
     for r in range(3):
         for cut in itertools.combinations(inner, r):
             for pick in itertools.product(["h100-sxm", "b200"], repeat=r + 1):
                 topo = [PoolChoice(u, g, 8) for u, g in zip([*cut, 65536], pick)]
-                need_kw = min(need_kw, evaluate(inst, base, topo, workload=dr)["fleet"]["provisioned_facility_kw"])
+                need_kw = min(need_kw, evaluate(dr, topo).to_dict()["fleet"]["provisioned_facility_kw"])
     cap_mw = round(need_kw * 0.999 / 1e3, 6)
     code = main(["solve", str(INST / "paper-azure-h100.yaml"), *[a for s in PAPER_SMALL for a in ("--set", s)],
                  "--set", "objective=min_cost", "--set", f"power.facility_cap_mw={cap_mw}"])
@@ -322,15 +340,15 @@ def test_a_tiny_power_shortfall_is_shown_in_watts(capsys):
 
 
 def test_max_throughput_fills_the_cap():
-    inst, base = load_instance(INST / "datacenter-20mw.yaml", ["objective=max_throughput",
+    inst = load_instance(INST / "datacenter-20mw.yaml", ["objective=max_throughput",
                                                                "power.facility_cap_mw=5"])
-    res = solve_instance(inst, base)
+    res = solve(inst).to_dict()
     t = res["throughput"]
     assert t["relative_gap"] <= 1e-3 and res["fleet"]["facility_power_kw"] <= 5000
-    over, b2 = load_instance(INST / "datacenter-20mw.yaml", ["power.facility_cap_mw=5",
+    over = load_instance(INST / "datacenter-20mw.yaml", ["power.facility_cap_mw=5",
                                                             f"workload.arrival_rate={t['arrival_rate'] * 1.002}"])
     with pytest.raises(InfeasibleError):
-        solve_instance(over, b2)
+        solve(over).to_dict()
 
 
 def test_max_throughput_needs_a_cap(capsys):
@@ -353,7 +371,7 @@ def test_golden_lp_has_every_constraint_family(tmp_path):
     """A two-node-pair toy model written as LP, compared with tests/golden/fleet_tiny.lp."""
     data = FleetModelData(3, np.array([0, 0, 1, 0]), np.array([1, 2, 2, 2]), ["a", "b", "a", "a"],
                           np.array([8, 8, 8, 16]), 2, {"a": 16}, np.array([5.0, 9.0, 4.0, 7.0]), 10.0)
-    m = build(data, np.array([3.0, 8.0, 4.0, 6.0]))
+    m = fleet.build(data, np.array([3.0, 8.0, 4.0, 6.0]))
     path = tmp_path / "tiny.lp"
     write_lp(m, str(path))
     text = path.read_text()
@@ -397,7 +415,7 @@ def test_time_limit_with_a_known_plan_returns_it_with_its_gap(capsys):
 
 
 class _FakeClock:
-    """time.perf_counter for fleetopt.milp, advanced by hand."""
+    """time.perf_counter for fleetopt.solver.milp, advanced by hand."""
 
     def __init__(self):
         self.now = 100.0
@@ -407,24 +425,23 @@ class _FakeClock:
 
 
 def _timed_stages(monkeypatch, spend: float):
-    """Every MILP stage sees the deadline through solve_direct; a stand-in solves for real
+    """Every MILP stage sees the deadline through solve_matrix; a stand-in solves for real
     (no limit), records the seconds it was given and advances the clock by ``spend``
     (reporting a time-out, with its plan, when that is more than it was given)."""
-    import fleetopt.milp as milp_mod
-    import formulations.fleet as F
+    import fleetopt.solver.milp as milp_mod
 
-    clock, given, real = _FakeClock(), [], F.solve_direct
+    clock, given, real = _FakeClock(), [], milp_mod.solve_matrix
     monkeypatch.setattr(milp_mod, "time", clock)
 
-    def stage(data, w, sense, time_limit_s, *args, deadline=None, **kw):
+    def stage(rows, n_vars, w, sense, time_limit_s, *args, deadline=None, **kw):
         left = min(time_limit_s, deadline - clock.now)
         given.append(left)
-        r = real(data, w, sense, 60.0, *args, **kw)
+        r = real(rows, n_vars, w, sense, 60.0, *args, **kw)
         clock.now += spend
         if spend > left:
             r.status = "time_limit"
         return r
-    monkeypatch.setattr(F, "solve_direct", stage)
+    monkeypatch.setattr(milp_mod, "solve_matrix", stage)
     return given
 
 
@@ -432,14 +449,14 @@ def test_the_time_limit_is_shared_by_the_stages(monkeypatch):
     """solver.time_limit_s = 1 s: the optimum stage is given 1 s, spends 0.4 s, and the
     tie-break is given the 0.6 s left."""
     given = _timed_stages(monkeypatch, 0.4)
-    res = solve_instance(*load_instance(INST / "heterogeneous.yaml", ["solver.time_limit_s=1"]))
+    res = solve(load_instance(INST / "heterogeneous.yaml", ["solver.time_limit_s=1"])).to_dict()
     assert given == pytest.approx([1.0, 0.6])
     assert res["solver"]["status"] == "optimal" and res["solver"]["notes"] == []
 
 
 def test_the_tie_break_is_skipped_with_a_note_when_no_time_is_left(monkeypatch):
     given = _timed_stages(monkeypatch, 1.5)
-    res = solve_instance(*load_instance(INST / "heterogeneous.yaml", ["solver.time_limit_s=1"]))
+    res = solve(load_instance(INST / "heterogeneous.yaml", ["solver.time_limit_s=1"])).to_dict()
     assert given == pytest.approx([1.0])                               # one stage only
     assert res["solver"]["status"] == "time_limit" and res["solver"]["gap"] is not None
     assert any("tie-break skipped" in n for n in res["solver"]["notes"])
@@ -449,23 +466,20 @@ def test_ties_go_to_the_simplest_plan():
     """The tie-break returns the fewest pools among plans within the proven gap: on the
     heterogeneous instance, every plan with fewer pools than the one returned is worse than
     the optimum by more than the gap (checked by solving with max_pools limited)."""
-    inst, base = load_instance(INST / "heterogeneous.yaml")
-    res = solve_instance(inst, base)
+    inst = load_instance(INST / "heterogeneous.yaml")
+    res = solve(inst).to_dict()
     gap = res["solver"]["gap"]
     assert gap <= 1e-6
     best = res["fleet"]["it_power_kw"]
     for k in range(1, len(res["pools"])):
-        fewer = solve_instance(replace(inst, pools=replace(inst.pools, max_pools=k)), base)
+        fewer = solve(replace(inst, pools=replace(inst.pools, max_pools=k))).to_dict()
         assert fewer["fleet"]["it_power_kw"] > best * (1 + gap) + 1e-9
 
 
 def _columns(workers: int):
-    from fleetopt.catalog import load_catalog
     from fleetopt.columns import generate
 
-    inst, base = load_instance(INST / "heterogeneous.yaml")
-    dist, rate = build_workload(inst, base)
-    return generate(inst, dist, rate, load_catalog(), workers=workers)
+    return generate(Problem.from_instance(load_instance(INST / "heterogeneous.yaml")), workers=workers)
 
 
 def _same_columns(a, b):
@@ -486,14 +500,14 @@ def test_a_failing_worker_leaves_its_configs_to_the_parent(monkeypatch):
     parent sizes the configs it had taken, and the columns are complete and equal."""
     import fleetopt.columns as C
 
-    parent, real = os.getpid(), C._shape_job
+    parent, real = os.getpid(), C.pool_shapes
 
-    def flaky(c):
+    def flaky(*a, **kw):
         if os.getpid() != parent:
             raise RuntimeError("worker lost")
-        return real(c)
+        return real(*a, **kw)
     serial = _columns(1)
-    monkeypatch.setattr(C, "_shape_job", flaky)
+    monkeypatch.setattr(C, "pool_shapes", flaky)
     _same_columns(serial, _columns(3))
 
 
@@ -521,7 +535,7 @@ def enumerate_mixed_plans(inst: Instance, dist_rate, inner: list[int], top: int)
             for pick in itertools.product(options, repeat=len(uppers)):
                 topo = [PoolChoice(u, g, tp, share=sh) for u, members in zip(uppers, pick) for (g, tp), sh in members]
                 try:
-                    res = evaluate(inst, Path("."), topo, workload=dist_rate)
+                    res = evaluate(dist_rate, topo).to_dict()
                 except InfeasibleError:
                     continue
                 if not within_stock(inst, res):
@@ -539,20 +553,20 @@ def test_mixed_pools_equal_enumeration_through_evaluate(seed, K, stock, stock_h2
     comes from the whole-column stage, elimination is Lagrangian)."""
     inst = tiny_instance(seed, K, None, stock, stock_h200)
     inst = replace(inst, pools=replace(inst.pools, boundaries=[2048, 16384], split_grid=2))
-    dr = build_workload(inst, Path("."))
+    dr = Problem.from_instance(inst)
     best_kw, topo = enumerate_mixed_plans(inst, dr, [2048], 16384)
     if math.isinf(best_kw):
         with pytest.raises(InfeasibleError):
-            solve_instance(inst, Path("."))
+            solve(inst).to_dict()
         return
-    res = solve_instance(inst, Path("."))
+    res = solve(inst).to_dict()
     assert res["solver"]["status"] == "optimal"
     assert res["fleet"]["it_power_kw"] == pytest.approx(best_kw, rel=1e-6)
     if (K, stock) == (1, 92):                         # this case's optimum is a mixed range
         assert any(p.share < 1 for p in topo) and "@" in res["topology"]
     # and what solve reports for its (possibly mixed) plan is what evaluate gives for it
-    from fleetopt.fleet import parse_topology
-    fresh = evaluate(inst, Path("."), parse_topology(res["topology"]), workload=dr)
+    from fleetopt.topology import parse_topology
+    fresh = evaluate(dr, parse_topology(res["topology"])).to_dict()
     assert fresh["pools"] == res["pools"]
 
 
@@ -573,18 +587,18 @@ def test_a_quarter_grid_equals_enumeration_under_binding_stock(seed, stock, stoc
     the solve equals the best of every cover in quarters, each sized by `evaluate`."""
     inst = tiny_instance(seed, 1, None, stock, stock_h200)
     inst = replace(inst, pools=replace(inst.pools, boundaries=[16384], split_grid=4))
-    dr = build_workload(inst, Path("."))
+    dr = Problem.from_instance(inst)
     best = math.inf
     for cover in quarter_covers([("h100-sxm", 4), ("h100-sxm", 8), ("h200", 8)]):
         topo = [PoolChoice(16384, g, tp, share=k / 4) for k, (g, tp) in cover]
         try:
-            res = evaluate(inst, Path("."), topo, workload=dr)
+            res = evaluate(dr, topo).to_dict()
         except InfeasibleError:
             continue
         if within_stock(inst, res):
             best = min(best, res["fleet"]["it_power_kw"])
     assert math.isfinite(best)
-    res = solve_instance(inst, Path("."))
+    res = solve(inst).to_dict()
     assert res["solver"]["status"] == "optimal"
     assert res["fleet"]["it_power_kw"] == pytest.approx(best, rel=1e-6)
 
@@ -594,7 +608,7 @@ def test_a_stock_limit_makes_the_mixed_plan_strictly_better():
     must fall back to H200; a mixed range keeps as many H100s as it may and uses less
     energy, and a finer grid (which contains the coarser one) is never worse."""
     inst = tiny_instance(13, 1, None, 92)
-    plans = {m: solve_instance(replace(inst, pools=replace(inst.pools, split_grid=m)), Path(".")) for m in (1, 2, 4)}
+    plans = {m: solve(replace(inst, pools=replace(inst.pools, split_grid=m))).to_dict() for m in (1, 2, 4)}
     kw = {m: r["fleet"]["it_power_kw"] for m, r in plans.items()}
     assert "@" not in plans[1]["topology"] and "@" in plans[4]["topology"]
     assert kw[4] <= kw[2] * (1 + 1e-9) and kw[2] < kw[1]
@@ -633,11 +647,11 @@ def test_consistent_compression_honours_the_success_rate(success):
     """The short pool's rate: 1000 x (F(4096) + success x (F(1.9 x 4096) - F(4096))), F the
     paper's Azure CDF interpolated between its knots by hand (0.89821, and 0.97580 +
     (0.999965 - 0.97580) x 1638.4 / 2048 at 7782.4 tokens)."""
-    from fleetopt.fleet import parse_topology
+    from fleetopt.topology import parse_topology
 
-    inst, base = load_instance(INST / "paper-azure-h100.yaml", ["pools.compress.gamma=1.9",
+    inst = load_instance(INST / "paper-azure-h100.yaml", ["pools.compress.gamma=1.9",
                                                                 f"pools.compress.success={success}"])
-    res = evaluate(inst, base, parse_topology("4096:h100x8,65536:h100x8"))
+    res = evaluate(inst, parse_topology("4096:h100x8,65536:h100x8")).to_dict()
     f_b, f_gb = 0.89821, 0.97580 + (0.999965 - 0.97580) * 1638.4 / 2048
     assert res["pools"][0]["arrival_rate"] == pytest.approx(1000 * (f_b + success * (f_gb - f_b)), rel=2e-4)
 
@@ -688,13 +702,13 @@ def test_mixed_milp_equals_enumeration_on_random_columns(case):
     for plan in mixed_plans(n_nodes, cols, K):
         if within_limits(cols, plan, stock, cap):
             best = min(best, sum(cols[n]["w"] for n in plan))
-    direct = solve_direct(data, w, "min", 30, 0.0, 1, 0)
-    res = solve(build(data, w), 30, 0.0, 1, 0)
-    assert direct.status == res.status and direct.objective == res.objective
+    by_matrix = direct(data, w)
+    res = via_pyomo(data, w)
+    assert by_matrix.status == res.status and by_matrix.objective == res.objective
     if math.isinf(best):
-        assert direct.status == "infeasible"
+        assert by_matrix.status == "infeasible"
     else:
-        assert direct.status == "optimal" and direct.objective == pytest.approx(best)
+        assert by_matrix.status == "optimal" and by_matrix.objective == pytest.approx(best)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -705,7 +719,7 @@ def test_bound_elimination_keeps_every_plan_within_the_limit(case, limit, mu):
     column of any such plan that also meets stock and cap is."""
     from types import SimpleNamespace
 
-    from fleetopt.bounds import can_reach
+    from fleetopt.solver.bounds import can_reach
 
     n_nodes, cols, _, stock, cap = case
     view = SimpleNamespace(bounds=list(range(1, n_nodes)), arc_i=np.array([c["i"] for c in cols]),
@@ -727,7 +741,8 @@ def test_bound_elimination_keeps_every_plan_within_the_limit(case, limit, mu):
 
 def staged_columns(n_nodes, cols, stock, tokens):
     """Random columns as a ``Columns`` (grid 2; types a and b, b's stock on its config)."""
-    from fleetopt.columns import Columns, Config
+    from fleetopt.columns import Columns
+    from fleetopt.problem import Config
 
     cfgs = [Config(t, 1, "paged", stock.get(t), None) for t in ("a", "b")]
     arr = lambda key, dt=float: np.array([c[key] for c in cols], dt)
@@ -748,7 +763,7 @@ def test_staged_solve_equals_enumeration_on_random_columns(case, ratio, toks):
     elimination, the MILP, the tie-break; Dinkelbach when tokens differ) against every plan:
     least energy when every plan credits the same tokens (T_c = f_c (j_c - i_c)), the best
     tokens per joule otherwise."""
-    from fleetopt.milp import StagedSolve
+    from fleetopt.solver.milp import StagedSolve
 
     n_nodes, cols, K, stock, cap = case
     if ratio:
@@ -756,7 +771,7 @@ def test_staged_solve_equals_enumeration_on_random_columns(case, ratio, toks):
     else:
         tokens = [c["k"] / 2 * (c["j"] - c["i"]) for c in cols]
     cc = staged_columns(n_nodes, cols, stock, tokens)
-    res, iters = StagedSolve(staged_instance(K, cap), cc).run()
+    res, iters = StagedSolve(Problem.from_instance(staged_instance(K, cap)), cc).run()
     best, best_plan = (-math.inf if ratio else math.inf), None
     for plan in mixed_plans(n_nodes, cols, K):
         if within_limits(cols, plan, stock, cap):
@@ -782,11 +797,11 @@ def test_dinkelbach_iterations_share_the_time_limit(monkeypatch):
     are given what is left of the 1 s; when a stage outlasts it the plan so far is returned,
     marked time_limit, with a note."""
     sets = ["pools.boundaries=[1024,2048,4096,8192,16384,65536]", "pools.max_pools=2", "solver.time_limit_s=1"]
-    inst, base = load_instance(INST / "paper-azure-h100.yaml", sets)
-    full = solve_instance(inst, base)
+    inst = load_instance(INST / "paper-azure-h100.yaml", sets)
+    full = solve(inst).to_dict()
     assert full["solver"]["dinkelbach_iterations"] >= 2          # least energy, then >= 2 ratio stages
     given = _timed_stages(monkeypatch, 0.4)
-    res = solve_instance(inst, base)
+    res = solve(inst).to_dict()
     assert given == pytest.approx([1.0, 0.6, 0.2])          # least energy, two ratio stages (the last cut)
     assert res["solver"]["status"] == "time_limit"
     assert any("Dinkelbach stopped" in n for n in res["solver"]["notes"])

@@ -13,9 +13,8 @@ import pytest
 
 from fleetopt import InfeasibleError
 from fleetopt.cli import main
-from fleetopt.instance import load_instance
-from fleetopt.solve import solve_instance
-from fleetopt.sweep import expand, load_spec, run_sweep
+from fleetopt import load_instance, solve
+from fleetopt.sweeps import expand, load_spec, run_sweep
 
 INST = Path(__file__).resolve().parents[1] / "instances"
 BASE = INST / "azure-chat-longctx-mix.yaml"
@@ -64,12 +63,12 @@ def test_reused_columns_give_the_same_plan_as_a_fresh_solve(tmp_path):
     df = rows(out)
     assert (df["status"] == "optimal").sum() >= 3
     for _, r in df.iterrows():
-        inst, base = load_instance(BASE, json.loads(r["overrides"]))
+        inst = load_instance(BASE, json.loads(r["overrides"]))
         if r["status"] == "infeasible":
             with pytest.raises(InfeasibleError):
-                solve_instance(inst, base)
+                solve(inst).to_dict()
             continue
-        fresh = solve_instance(inst, base)
+        fresh = solve(inst).to_dict()
         assert r["topology"] == fresh["topology"]
         assert r["tokens_per_joule"] == pytest.approx(fresh["fleet"]["tokens_per_joule"], rel=1e-12)
 

@@ -12,9 +12,7 @@ sweep driver (its start-up budget, README "Solving").
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import click
@@ -22,7 +20,9 @@ import click
 from fleetopt.catalog import Catalog, load_catalog
 from fleetopt.calibration_files import load_calibration
 from fleetopt.errors import FleetoptError
-from fleetopt.instance import Instance, load_instance
+from fleetopt import lazy
+from fleetopt.loading import load_instance
+from fleetopt.problem import Problem
 from fleetopt.render import render, to_json
 
 COMMANDS: dict[str, str] = {
@@ -56,8 +56,7 @@ class Group(click.Group):
         target = COMMANDS.get(cmd_name)
         if target is None:
             return None
-        module, attr = target.split(":")
-        command = getattr(importlib.import_module(module), attr)
+        command = lazy.load(target)
         if not isinstance(command, click.Command):
             raise TypeError(f"{target} is not a click command")
         return command
@@ -98,11 +97,12 @@ def catalog_of(ctx: click.Context) -> Catalog:
     return load_catalog(catalog_files(ctx))
 
 
-def load(ctx: click.Context, instance: str, overrides: Sequence[str]) -> tuple[Instance, Path]:
-    """The instance with its ``--set`` overrides, validated and checked against the
-    catalog (unknown model or GPU, a TP that does not divide the heads: exit 2, never
-    'infeasible')."""
-    return load_instance(instance, overrides, catalog=catalog_of(ctx))
+def load(ctx: click.Context, instance: str, overrides: Sequence[str]) -> Problem:
+    """The instance (``-`` reads stdin) with its ``--set`` overrides, validated, checked
+    against the catalog (unknown model or GPU, a TP that does not divide the heads: exit 2,
+    never 'infeasible') and compiled."""
+    cat = catalog_of(ctx)
+    return Problem.from_instance(load_instance(instance, overrides, catalog=cat), cat)
 
 
 def ints(text: str, name: str) -> list[int]:

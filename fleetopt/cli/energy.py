@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import click
 
+from typing import Any
+
 from fleetopt.atomic import check_set_target, write_atomic, write_set
 from fleetopt.catalog import Catalog
 from fleetopt.cli.app import catalog_of, emit, format_opt, ints, load, set_opt
-from fleetopt.cli.simulate import _plan_topology
 from fleetopt.energy_map import energy_map, matrix_text, write_heatmap
 from fleetopt.energy_scale import energy_report, solve_for_peak
 from fleetopt.errors import FleetoptError
-from fleetopt.fleet import parse_topology
+from fleetopt.plan import read_topology
 from fleetopt.profiles import make_profile
 from fleetopt.render import table, to_json
+from fleetopt.topology import parse_topology
 
 
 SUMMARY = [("queries_per_day", "queries/day"), ("peak_queries_per_s", "queries/s (busiest hour)"),
@@ -36,7 +37,8 @@ SUMMARY = [("queries_per_day", "queries/day"), ("peak_queries_per_s", "queries/s
            ("tco2_per_day", "t CO2/day"), ("tco2_per_year", "t CO2/year"), ("gco2_per_query", "g CO2/query")]
 
 
-def _energy_tables(res: dict) -> str:
+def _energy_tables(res: dict[str, Any]) -> str:
+    """The day's figures, the pools at the busiest hour, and the hours when profiled."""
     rows = [{"figure": k, "value": res[k], "unit": u} for k, u in SUMMARY if k in res]
     pools = [{k: p[k] for k in ("lo_tokens", "hi_tokens", "gpu", "tp", "instances", "utilization", "batch",
                                 "power_per_gpu_w", "mwh_per_day")} for p in res["pools"]]
@@ -47,12 +49,13 @@ def _energy_tables(res: dict) -> str:
     return "\n".join(text)
 
 
-def _flat(res: dict) -> dict:
+def _flat(res: dict[str, Any]) -> dict[str, Any]:
+    """The scalar figures of a report (its CSV row)."""
     return {k: v for k, v in res.items() if not isinstance(v, (list, dict)) and v is not None}
 
 
 @click.command()
-@click.argument("instance", type=click.Path(dir_okay=False))
+@click.argument("instance", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--plan", "plan_path", default=None, help="plan.json from fleetopt solve --out (default: solve first).")
 @click.option("--topology", default=None, help="Pools as UPPER_TOKENS:GPU[xTP][:ADMISSION],... ascending.")
 @click.option("--queries-per-day", type=float, default=None,
@@ -62,7 +65,9 @@ def _flat(res: dict) -> dict:
 @set_opt
 @format_opt
 @click.pass_context
-def energy(ctx, instance, plan_path, topology, queries_per_day, usd_per_mwh, gco2_per_kwh, overrides, fmt):
+def energy(ctx: click.Context, instance: str, plan_path: str | None, topology: str | None,
+           queries_per_day: float | None, usd_per_mwh: float | None, gco2_per_kwh: float | None,
+           overrides: tuple[str, ...], fmt: str) -> None:
     """Energy per query (IT and facility), MWh/day and GWh/year of a plan for a query volume."""
     if plan_path is not None and topology is not None:
         raise FleetoptError("energy: give at most one of --plan or --topology")
@@ -75,15 +80,15 @@ def energy(ctx, instance, plan_path, topology, queries_per_day, usd_per_mwh, gco
     if queries_per_day is not None and queries_per_day <= 0:
         raise FleetoptError(f"--queries-per-day: must be > 0, got {queries_per_day:g}")
     cat = catalog_of(ctx)
-    inst, base = load(ctx, instance, overrides)
+    problem = load(ctx, instance, overrides)
     if plan_path:
-        topo = _plan_topology(plan_path)
-        _check_plan_model(plan_path, inst.model, cat)
+        topo, planned = read_topology(plan_path)
+        _check_plan_model(plan_path, planned.get("model"), problem.instance.model, cat)
     elif topology:
         topo = parse_topology(topology)
     else:
-        topo = solve_for_peak(inst, base, cat, queries_per_day, workers=min(2, os.cpu_count() or 1))
-    res = energy_report(inst, base, topo, cat, queries_per_day, usd_per_mwh, gco2_per_kwh)
+        topo = solve_for_peak(problem, queries_per_day, workers=min(2, os.cpu_count() or 1))
+    res = energy_report(problem, topo, queries_per_day, usd_per_mwh, gco2_per_kwh)
     if fmt == "json":
         emit(res, "json")
     elif fmt == "csv":
@@ -92,15 +97,13 @@ def energy(ctx, instance, plan_path, topology, queries_per_day, usd_per_mwh, gco
         click.echo(_energy_tables(res))
 
 
-def _check_plan_model(plan_path: str, model: str, cat) -> None:
+def _check_plan_model(plan_path: str, planned: str | None, model: str, cat: Catalog) -> None:
     """A plan solved for another model would be sized here on the instance's model: refuse."""
-    with open(plan_path) as f:
-        planned = json.load(f).get("model")
     if planned and cat.model(planned).id != cat.model(model).id:
         raise FleetoptError(f"--plan: '{plan_path}' was solved for {planned}, the instance serves {model}")
 
 
-def _write_map(out_dir: str, rows: list[dict], title: str, force: bool) -> list[str]:
+def _write_map(out_dir: str, rows: list[dict[str, Any]], title: str, force: bool) -> list[str]:
     """energy_map.png and energy_map.json in ``out_dir``, as one set
     (``fleetopt.files.write_set``); existing files are replaced only with --force."""
     names = ["energy_map.png", "energy_map.json"]
@@ -124,7 +127,8 @@ def _write_map(out_dir: str, rows: list[dict], title: str, force: bool) -> list[
               help="Folder for energy_map.png (heatmap) and energy_map.json, written atomically.")
 @click.option("--force", is_flag=True, help="Replace existing files in --out.")
 @click.pass_context
-def energy_map_cmd(ctx, model, gpu, tp, inputs, outputs, batch, tpot_ms, fmt, out_dir, force):
+def energy_map_cmd(ctx: click.Context, model: str, gpu: str, tp: int, inputs: str, outputs: str, batch: int | None,
+                   tpot_ms: float | None, fmt: str, out_dir: str | None, force: bool) -> None:
     """J per output token, J per token and Wh per query over input x output lengths."""
     if batch is not None and tpot_ms is not None:
         raise FleetoptError("--batch and --tpot-ms: give at most one")

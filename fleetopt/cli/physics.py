@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from fleetopt.catalog import gpu_table, model_table
@@ -9,7 +11,10 @@ from fleetopt.cli.app import catalog_of, emit, format_opt, ints, mode_opt
 from fleetopt.errors import FleetoptError
 from fleetopt.law import estimate as estimate_point
 from fleetopt.law import law_rows
-from fleetopt.profiles import Profile, profile_with_knobs
+from fleetopt.profiles import profile_with_knobs
+
+if TYPE_CHECKING:
+    from fleetopt.profiles.base import Profile
 
 
 def _profile(ctx: click.Context, mode: str, model: str, gpu: str, tp: int, power_cap_w: float | None = None,

@@ -7,14 +7,14 @@ import sys
 
 import click
 
-from fleetopt.cli.app import catalog_of, emit, format_opt, load, set_opt
+from fleetopt.cli.app import emit, format_opt, load, set_opt
 from fleetopt.errors import FleetoptError
-from fleetopt.refine import refine as run
+from fleetopt.refinement import refine as run
 from fleetopt.render import table
 
 
 @click.command()
-@click.argument("instance", type=click.Path(dir_okay=False))
+@click.argument("instance", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--trials", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop after this many seconds.")
@@ -28,12 +28,14 @@ from fleetopt.render import table
 @set_opt
 @format_opt
 @click.pass_context
-def refine(ctx, instance, trials, timeout_s, storage, study_name, seed, pareto, verify, overrides, fmt):
+def refine(ctx: click.Context, instance: str, trials: int, timeout_s: float | None, storage: str | None,
+           study_name: str | None, seed: int, pareto: str | None, verify: bool, overrides: tuple[str, ...],
+           fmt: str) -> None:
     """Optuna refinement of the non-convex knobs, seeded by the MILP plan."""
     if timeout_s is not None and not math.isfinite(timeout_s):
         raise FleetoptError(f"--timeout: must be a finite number of seconds, got {timeout_s}")
-    inst, base = load(ctx, instance, overrides)
-    res = run(inst, base, trials, timeout_s, storage, study_name, seed, pareto, catalog_of(ctx),
+    problem = load(ctx, instance, overrides)
+    res = run(problem, trials, timeout_s, storage, study_name, seed, pareto,
               progress=(fmt == "table" and sys.stderr.isatty()), verify=verify)
     if fmt == "json":
         emit(res, "json")

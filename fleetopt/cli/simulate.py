@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 import click
 
-from fleetopt.cli.app import catalog_of, format_opt, load, set_opt, show
+from fleetopt.cli.app import format_opt, load, set_opt, show
 from fleetopt.errors import FleetoptError
-from fleetopt.fleet import PoolChoice, parse_topology
+from fleetopt.plan import read_topology
 from fleetopt.render import table
-from fleetopt.simulate.run import repair as rep
-from fleetopt.simulate.run import simulate as sim
+from fleetopt.simulator.run import repair as rep
+from fleetopt.simulator.run import simulate as sim
+from fleetopt.topology import parse_topology
 
 
-def _sim_tables(res: dict) -> str:
+def _sim_tables(res: dict[str, Any]) -> str:
+    """The simulated pools, the fleet simulated against analytical, and the run's line."""
     cols = ["lo_tokens", "hi_tokens", "gpu", "tp", "instances", "requests", "utilization", "ttft_p50_ms",
             "ttft_p99_ms", "analytical_ttft_p99_ms", "tpot_p99_ms", "slo_attainment", "tokens_per_joule",
             "preemptions"]
@@ -35,24 +37,8 @@ def _sim_tables(res: dict) -> str:
     return table(rows, "pools (simulated)") + "\n\n" + table(side, "fleet: simulated against analytical") + tail
 
 
-def _plan_topology(plan_path: str):
-    try:
-        with open(plan_path) as f:
-            plan = json.load(f)
-        topology = plan["topology"]
-    except FileNotFoundError:
-        raise FleetoptError(f"--plan: no such file '{plan_path}'") from None
-    except OSError as e:
-        raise FleetoptError(f"--plan: cannot read '{plan_path}' ({e.strerror})") from None
-    except (ValueError, KeyError, TypeError):
-        raise FleetoptError(f"--plan: '{plan_path}' is not a plan.json written by fleetopt solve --out") from None
-    if not isinstance(topology, str):
-        raise FleetoptError(f"--plan: '{plan_path}' is not a plan.json written by fleetopt solve --out")
-    return parse_topology(topology)
-
-
 @click.command()
-@click.argument("instance", type=click.Path(dir_okay=False))
+@click.argument("instance", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--plan", "plan_path", default=None, help="plan.json from fleetopt solve --out.")
 @click.option("--topology", default=None, help="Pools as UPPER_TOKENS:GPU[xTP][:ADMISSION],... ascending.")
 @click.option("--requests", type=click.IntRange(min=100, max=100_000_000), default=100_000, show_default=True)
@@ -69,18 +55,19 @@ def _plan_topology(plan_path: str):
 @set_opt
 @format_opt
 @click.pass_context
-def simulate(ctx, instance, plan_path, topology, requests, seed, repair, arrivals, trace_out, force,
-             prefill_batch_tokens, overrides, fmt):
+def simulate(ctx: click.Context, instance: str, plan_path: str | None, topology: str | None, requests: int,
+             seed: int, repair: bool, arrivals: str, trace_out: str | None, force: bool,
+             prefill_batch_tokens: int | None, overrides: tuple[str, ...], fmt: str) -> None:
     """Request-level simulation of a fleet, beside its analytical prediction."""
     if (plan_path is None) == (topology is None):
         raise FleetoptError("simulate: give exactly one of --plan or --topology")
-    inst, base = load(ctx, instance, overrides)
-    topo = _plan_topology(plan_path) if plan_path else parse_topology(topology)
+    problem = load(ctx, instance, overrides)
+    topo = read_topology(plan_path)[0] if plan_path else parse_topology(topology or "")
     if repair:
         if trace_out or arrivals != "poisson":
             raise FleetoptError("--repair: simulates Poisson arrivals without --trace-out")
-        res = rep(inst, base, topo, requests, seed, catalog_of(ctx))
+        res = rep(problem, topo, requests, seed)
     else:
-        res = sim(inst, base, topo, requests, seed, catalog_of(ctx), arrivals=arrivals, trace_out=trace_out, force=force,
+        res = sim(problem, topo, requests, seed, arrivals=arrivals, trace_out=trace_out, force=force,
                   prefill_batch_tokens=prefill_batch_tokens)
     show(res, fmt, _sim_tables)

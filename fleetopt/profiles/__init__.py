@@ -16,66 +16,63 @@ read without asking which mode they are in:
   its own.
 
 ``physical`` (default, ``fleetopt.profiles.physical``), ``paper`` and ``paper-computed``
-(``fleetopt.profiles.paper``) are registered; a new mode is a module and one entry here.
+(``fleetopt.profiles.paper``) are registered by the ``module:function`` of their builder,
+imported when a mode is first used; a new mode is a module and one entry here.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from fleetopt.catalog import Catalog, Gpu, Model, load_catalog
 from fleetopt.errors import FleetoptError
-from fleetopt.physics import kv as kvm
-from fleetopt.physics.calibration import active_calibration
-from fleetopt.profiles.base import Admission, OperatingPoint, Profile
-from fleetopt.profiles.paper import paper_profile
-from fleetopt.profiles.physical import PhysicalProfile, check_fits
+from fleetopt import lazy
+from fleetopt.profiles.point import Admission, OperatingPoint
 
-__all__ = ["MODES", "Admission", "Mode", "OperatingPoint", "Profile", "make_profile", "mode_of",
+if TYPE_CHECKING:
+    from fleetopt.profiles.base import Profile
+
+    Builder = Callable[[Model, Gpu, int, dict[str, Any]], Profile]
+    """(model, gpu, tp, knobs) -> Profile."""
+
+__all__ = ["MODES", "Admission", "Mode", "OperatingPoint", "make_profile", "mode_of",
            "profile_with_knobs"]
 
-Builder = Callable[[Model, Gpu, int, dict[str, Any]], Profile]
-"""(model, gpu, tp, knobs) -> Profile."""
-
-
-def _physical(model: Model, gpu: Gpu, tp: int, knobs: dict[str, Any]) -> Profile:
-    """A ``PhysicalProfile`` once the model fits (``check_fits``), on the active calibration
-    unless ``knobs`` names one (``cal``)."""
-    check_fits(model, gpu, tp, knobs.get("gpu_memory_utilization", kvm.DEFAULT_GPU_MEMORY_UTILIZATION),
-               knobs.get("dp", 1))
-    knobs = {"cal": active_calibration(), **knobs}
-    return PhysicalProfile(model, gpu, tp, **knobs)
-
-
-def _paper(model: Model, gpu: Gpu, tp: int, knobs: dict[str, Any]) -> Profile:
-    """The published ManualProfile where the paper has one, else its ComputedProfile; the
-    published model has no serving knobs (``knobs`` is ignored)."""
-    return paper_profile(model, gpu, tp)
-
-
-def _paper_computed(model: Model, gpu: Gpu, tp: int, knobs: dict[str, Any]) -> Profile:
-    """The published ComputedProfile everywhere (Table 2)."""
-    return paper_profile(model, gpu, tp, computed=True)
-
-
-@dataclass(frozen=True)
-class Mode:
+class Mode(msgspec.Struct, frozen=True, kw_only=True):
     """One mode: its profile builder and what it changes outside its profiles (module
     docstring)."""
 
     name: str
-    build: Builder
+    builder: str
+    """``module:function`` of its ``Builder`` (imported on first use, ``fleetopt.lazy``)."""
     knobs: bool
     """Serving settings exist (the instance's ``serving`` applies; refine searches them)."""
     admission: Admission | None
     """The mode's only admission policy, or None for the instance's choice."""
-    sub_cdf_routing: bool
-    """CDF workloads are routed by the published simulator's sub-CDF construction."""
+    sub_cdf_router: str | None
+    """``module:class`` of the router of CDF workloads by the published simulator's
+    sub-CDF construction (None: routed by key)."""
     splits_phases: bool
     """Prefill and decode can be sized apart (split prefill/decode pools)."""
+
+    @property
+    def sub_cdf_routing(self) -> bool:
+        """Whether CDF workloads are routed by the published sub-CDF construction."""
+        return self.sub_cdf_router is not None
+
+    def builder_function(self) -> Builder:
+        """The mode's builder, its module imported now (a problem loads it before sizing
+        forks workers, so they do not each import it)."""
+        builder: Builder = lazy.load(self.builder)
+        return builder
+
+    def build(self, model: Model, gpu: Gpu, tp: int, knobs: dict[str, Any]) -> Profile:
+        """The mode's profile of ``tp`` x ``gpu`` serving ``model`` with serving ``knobs``."""
+        return self.builder_function()(model, gpu, tp, knobs)
 
     def admissions(self, wanted: Sequence[str]) -> list[str]:
         """The admission policies candidate pools take: the instance's (deduplicated, in
@@ -96,12 +93,15 @@ class Mode:
         return self.build(m, g, tp, knobs if self.knobs else {})
 
 
+_SUB_CDF = "fleetopt.profiles.paper:SubCdfRouting"
+
 MODES: dict[str, Mode] = {
-    "physical": Mode("physical", _physical, knobs=True, admission=None, sub_cdf_routing=False,
-                     splits_phases=True),
-    "paper": Mode("paper", _paper, knobs=False, admission="reserve", sub_cdf_routing=True, splits_phases=False),
-    "paper-computed": Mode("paper-computed", _paper_computed, knobs=False, admission="reserve",
-                           sub_cdf_routing=True, splits_phases=False),
+    "physical": Mode(name="physical", builder="fleetopt.profiles.physical:build", knobs=True, admission=None,
+                     sub_cdf_router=None, splits_phases=True),
+    "paper": Mode(name="paper", builder="fleetopt.profiles.paper:build", knobs=False, admission="reserve",
+                  sub_cdf_router=_SUB_CDF, splits_phases=False),
+    "paper-computed": Mode(name="paper-computed", builder="fleetopt.profiles.paper:build_computed", knobs=False,
+                           admission="reserve", sub_cdf_router=_SUB_CDF, splits_phases=False),
 }
 
 

@@ -18,16 +18,18 @@ Their flaws are reproduced deliberately; ``physical`` mode repairs them (README)
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from fleetopt.catalog import DTYPE_BYTES, Gpu, Model
 from fleetopt.errors import FleetoptError
 from fleetopt.physics.energy import energy_per_token_j
-from fleetopt.profiles.base import Admission, Num, OperatingPoint
+from fleetopt.profiles.point import Admission, Num, OperatingPoint
 from fleetopt.traffic import PoolTraffic
 from fleetopt.workload import from_cdf
 
@@ -303,6 +305,19 @@ def paper_profile(model: Model, gpu: Gpu, tp: int, computed: bool = False) -> Ma
     return prof
 
 
+def build(model: Model, gpu: Gpu, tp: int, knobs: dict[str, Any]) -> ManualProfile | ComputedProfile:
+    """The registry's builder of mode ``paper``: ``paper_profile`` (the published model has
+    no serving knobs; ``knobs`` is ignored)."""
+    return paper_profile(model, gpu, tp)
+
+
+def build_computed(model: Model, gpu: Gpu, tp: int, knobs: dict[str, Any]) -> ComputedProfile:
+    """The registry's builder of mode ``paper-computed``: the ComputedProfile everywhere (Table 2)."""
+    prof = paper_profile(model, gpu, tp, computed=True)
+    assert isinstance(prof, ComputedProfile)
+    return prof
+
+
 # ---- the published simulator's routing: each pool samples its own sub-CDF -------------
 
 Knots = Sequence[tuple[float, float]]
@@ -374,3 +389,27 @@ def paper_pool_traffic(knots: Knots, input_share: float, lo_split: float, hi_spl
     tot = d.inp + d.out
     f = np.where(tot > window, window / tot, 1.0)
     return PoolTraffic(d.inp * f, d.out * f, d.w * share, d.out.copy()), window
+
+
+@dataclass(frozen=True)
+class SubCdfRouting:
+    """The published simulator's routing of a CDF workload: the pool of keys (lo, hi]
+    samples its own sub-CDF (``paper_pool_traffic``); with compress-and-route (the paper's
+    accounting) a pool of window B takes keys up to gamma x B."""
+
+    knots: Knots
+    input_share: float
+    samples: int | None
+    seed: int
+    gamma: float = 1.0
+
+    def pool(self, lo: float, hi: float, next_hi: float | None) -> tuple[PoolTraffic, int]:
+        """(traffic, window) of the pool of keys (lo, hi] (``next_hi`` None: the last pool)."""
+        lo_split = int(self.gamma * lo) if lo > 0 else 0.0
+        hi_split = math.inf if next_hi is None else int(self.gamma * hi)
+        return paper_pool_traffic(self.knots, self.input_share, lo_split, hi_split, int(hi), self.samples, self.seed)
+
+    def longer_than(self, window: float) -> tuple[float, float]:
+        """(share of requests, longest key) beyond ``window``, read off the CDF."""
+        top = float(self.knots[-1][0])
+        return (max(0.0, 1.0 - cdf_at(self.knots, window)) if top > window else 0.0), top

@@ -18,11 +18,11 @@ import numpy as np
 from fleetopt.catalog import Gpu, Model
 from fleetopt.errors import FleetoptError
 from fleetopt.physics import kv as kvm
-from fleetopt.physics.calibration import DEFAULT, Calibration, active_label
+from fleetopt.physics.calibration import DEFAULT, Calibration, active_calibration, active_label
 from fleetopt.physics.energy import energy_per_token_j
 from fleetopt.physics.power import StepEnergy, gpu_power_dfreq_w, gpu_power_w, step_energy
 from fleetopt.physics.roofline import StepBreakdown, StepParts, prefill_ms, step_parts
-from fleetopt.profiles.base import Admission, Num, OperatingPoint
+from fleetopt.profiles.point import Admission, Num, OperatingPoint
 
 
 @dataclass(frozen=True)
@@ -224,3 +224,10 @@ def check_fits(model: Model, gpu: Gpu, tp: int, gmu: float = kvm.DEFAULT_GPU_MEM
             f"{model.id} does not fit on {tp * dp} x {gpu.id}: weights {w / 2**30:.1f} GiB per GPU leave "
             f"{max(budget, 0) / 2**30:.2f} GiB of KV cache of {gmu:.2f} x {gpu.hbm_bytes / 2**30:.0f} GiB")
 
+
+def build(model: Model, gpu: Gpu, tp: int, knobs: dict[str, Any]) -> PhysicalProfile:
+    """A ``PhysicalProfile`` once the model fits (``check_fits``), on the active calibration
+    unless ``knobs`` names one (``cal``); the registry's builder of mode ``physical``."""
+    check_fits(model, gpu, tp, knobs.get("gpu_memory_utilization", kvm.DEFAULT_GPU_MEMORY_UTILIZATION),
+               knobs.get("dp", 1))
+    return PhysicalProfile(model, gpu, tp, **{"cal": active_calibration(), **knobs})

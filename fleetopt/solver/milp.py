@@ -12,7 +12,7 @@ same tokens):
 1. an upper bound U from a feasible plan: the best one-pool plan, and with mixed pools
    (``pools.split_grid`` = m) the optimum over the coarser grids first (whole columns,
    then shares k/m on the divisors of m), whose plan is also HiGHS's first incumbent;
-2. exact elimination (``fleetopt.bounds.can_reach``): the columns whose path lower bound,
+2. exact elimination (``fleetopt.solver.bounds.can_reach``): the columns whose path lower bound,
    plain and Lagrangian (multipliers mu >= 0 on the stock and power rows, the duals of
    the LP relaxation over the surviving columns), exceeds U are in no plan better than
    the known one and are dropped;
@@ -21,47 +21,47 @@ same tokens):
    then fewest GPUs (elimination again, against z* (1 + mip_gap)).
 
 For max tokens per joule when plans credit different tokens (compress-and-route, paper
-mode's sub-CDFs; ``fleetopt.bounds.tokens_vary``), Dinkelbach's method on the ratio
-T(x) / E(x) = sum T_c x_c / sum E_c x_c:
-
-    q_0 = T(x_0) / E(x_0)  (x_0 the least-energy plan),
-    F(q_k) = max_x T(x) - q_k E(x),  x_{k+1} its maximiser,  q_{k+1} = T(x_{k+1}) / E(x_{k+1}),
-
-stopping when F(q_k) <= 1e-9 T(x_k).  Bound: every plan has T(x) - q E(x) <= F_ub (the
-dual bound of the last stage), so T(x) / E(x) <= q + max(F_ub, 0) / E_lb with E_lb the
-least-energy stage's lower bound.  Tie-break: among plans with T(x) / E(x) >= q (1 -
-mip_gap), i.e. sum (q (1 - mip_gap) E_c - T_c) x_c <= 0, fewest pools, then GPUs.
+mode's sub-CDFs; ``fleetopt.solver.bounds.tokens_vary``), Dinkelbach's method on the ratio
+(``fleetopt.solver.dinkelbach``).  The formulation is ``formulations.get("fleet")``, or
+``fleet_mixed`` when columns take shares of their arcs.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import numpy as np
 
-from fleetopt.bounds import can_reach, lagrangian_weights, one_pool_plan, path_bounds, tokens_vary
+import formulations
 from fleetopt.columns import Columns
-from fleetopt.instance import Instance
-from formulations.fleet import FleetModelData, SolveResult
-
-DINKELBACH_MAX = 50
+from fleetopt.problem import Problem
+from fleetopt.solver.dinkelbach import dinkelbach
+from fleetopt.solver.bounds import can_reach, lagrangian_weights, one_pool_plan, path_bounds, tokens_vary
+from formulations.fleet import FleetModelData, lagrange_multipliers
+from formulations.highs import SolveResult, solve_matrix, solve_pyomo
 
 Multipliers = tuple[dict[str, float], float]
 """Lagrangian multipliers: ({GPU type: mu_g}, mu_P)."""
 
 
-def model_data(inst: Instance, cols: Columns) -> FleetModelData:
+def model_data(problem: Problem, cols: Columns) -> FleetModelData:
     """The formulation's data for the columns: stock per GPU type (the least inventory
     named for it), the cap in W, shares when mixed pools are on."""
     stock: dict[str, int] = {}
     for cf in cols.configs:
         if cf.max_gpus is not None:
             stock[cf.gpu] = min(stock.get(cf.gpu, cf.max_gpus), cf.max_gpus)
-    cap = inst.power.facility_cap_mw * 1e6 if inst.power.facility_cap_mw is not None else None
     return FleetModelData(len(cols.bounds) + 1, cols.arc_i, cols.arc_j, [cols.configs[c].gpu for c in cols.cfg],
-                          cols.gpus, inst.pools.max_pools, stock, cols.provisioned_w, cap,
+                          cols.gpus, problem.pools.max_pools, stock, cols.provisioned_w, problem.power.cap_w,
                           frac=cols.frac if cols.share_k is not None else None)
+
+
+def formulation(data: FleetModelData) -> Any:
+    """The registered formulation of ``data``: ``fleet_mixed`` when some column takes a
+    share of its arc, else ``fleet``."""
+    return formulations.get("fleet_mixed" if data.mixed else "fleet")
 
 
 def simplest_weights(cols: Columns) -> np.ndarray:
@@ -74,16 +74,20 @@ def simplest_weights(cols: Columns) -> np.ndarray:
 class StagedSolve:
     """The MILP stages over ``cols`` for the instance's objective, sharing one deadline."""
 
-    def __init__(self, inst: Instance, cols: Columns, verbose: bool = False) -> None:
-        self.inst, self.cols, self.verbose = inst, cols, verbose
-        self.s = inst.solver
+    def __init__(self, problem: Problem, cols: Columns, verbose: bool = False) -> None:
+        self.problem, self.cols, self.verbose = problem, cols, verbose
+        self.s = problem.solver
         self.t0 = time.perf_counter()
         self.deadline = self.t0 + self.s.time_limit_s
         self.notes: list[str] = []
-        d = model_data(inst, cols)
+        d = model_data(problem, cols)
         self.stock, self.cap = d.stock, d.cap_w
         self.every = np.arange(len(cols))
         self.iterations = 0
+        self.nodes = 0
+        """Branch-and-bound nodes over every MILP solved."""
+        self.root_bound: float | None = None
+        """The root node's dual bound of the optimum stage's MILP."""
         self.last_size = (0, 0)
         """(variables, rows) of the last MILP solved."""
 
@@ -99,24 +103,26 @@ class StagedSolve:
         per column of ``cols``), an optional budget row (w_b over all columns, limit) and a
         start plan; stops at the deadline; the chosen columns come back as indices into
         ``cols``."""
-        from formulations.fleet import build, solve, solve_direct
-
         s = self.s
-        d = model_data(self.inst, self.cols.take(keep))
+        d = model_data(self.problem, self.cols.take(keep))
         if budget is not None:
             d.budget = (budget[0][keep], budget[1])
+        form = formulation(d)
         if s.interface == "pyomo":
             left = self.left()
             if left <= 0:
                 return SolveResult("time_limit", [], None, None, None, 0.0, d.n_vars(), 0)
-            r = solve(build(d, w[keep], sense), left, s.mip_gap, s.threads, s.seed, self.verbose, s.presolve)
+            r = solve_pyomo(form.build(d, w[keep], sense), left, s.mip_gap, s.threads, s.seed, self.verbose,
+                            s.presolve)
         else:
             pos = {int(c): k for k, c in enumerate(keep)}
-            r = solve_direct(d, w[keep], sense, s.time_limit_s, s.mip_gap, s.threads, s.seed, self.verbose,
-                             s.presolve, None if start is None else [pos[c] for c in start if c in pos],
-                             deadline=self.deadline)
+            first = [] if start is None else [pos[c] for c in start if c in pos]
+            r = solve_matrix(form.constraint_rows(d), d.n_vars(), w[keep], sense, s.time_limit_s, s.mip_gap,
+                             s.threads, s.seed, self.verbose, s.presolve,
+                             form.start_values(d, first) if first else None, deadline=self.deadline)
         r.chosen = [int(keep[c]) for c in r.chosen]
         self.last_size = (r.variables, r.constraints)
+        self.nodes += r.nodes or 0
         return r
 
     # --- least weight: bound, elimination, MILP, tie-break ----------------------------
@@ -126,8 +132,6 @@ class StagedSolve:
         """The columns of ``pool`` that can lie on a plan of weight <= limit (plain path
         bound, then the Lagrangian one with multipliers from the LP relaxation over the
         survivors, or ``lag_mu`` when given); returns (kept indices, the multipliers)."""
-        from formulations.fleet import lp_relaxation
-
         if not math.isfinite(limit):
             return pool, lag_mu
         sub = self.cols.take(pool)
@@ -135,7 +139,8 @@ class StagedSolve:
         if self.stock or self.cap is not None:
             if lag_mu is None and keep.any():
                 kk = np.flatnonzero(keep)
-                lp = lp_relaxation(model_data(self.inst, sub.take(kk)), w[pool][kk], self.s.threads)
+                d = model_data(self.problem, sub.take(kk))
+                lp = lagrange_multipliers(d, formulation(d).constraint_rows(d), w[pool][kk], self.s.threads)
                 lag_mu = (lp.mu_stock, lp.mu_power)
             if lag_mu is not None:
                 keep &= can_reach(sub, w[pool], limit, lagrangian_weights(sub, w[pool], self.stock, self.cap, *lag_mu))
@@ -173,6 +178,8 @@ class StagedSolve:
         if self.left() <= 0 and not plan:
             return SolveResult("time_limit", [], None, None, None, 0.0, 0, 0), mu
         r = self.milp(keep, w, start=plan or None) if self.left() > 0 else None
+        if r is not None:
+            self.root_bound = r.root_bound
         if (r is None or not r.chosen) and plan:          # the deadline came first: the known plan
             lb = float(path_bounds(self.cols, w).min())
             size = (r.variables, r.constraints) if r is not None else self.last_size
@@ -210,10 +217,10 @@ class StagedSolve:
     def run(self) -> tuple[SolveResult, int]:
         """The plan for the instance's objective; (result, Dinkelbach iterations).  The
         result's ``seconds`` is the wall time of all stages, its notes what was cut short."""
-        inst, cols = self.inst, self.cols
+        problem, cols = self.problem, self.cols
         tol = max(self.s.mip_gap, 1e-9)
-        ratio = inst.objective == "max_tokens_per_joule" and tokens_vary(cols, inst.pools.max_pools)
-        w = cols.cost_h if inst.objective == "min_cost" else cols.energy_w
+        ratio = problem.objective == "max_tokens_per_joule" and tokens_vary(cols, problem.pools.max_pools)
+        w = cols.cost_h if problem.objective == "min_cost" else cols.energy_w
         res, mu = self.minimise(w)
         if res.chosen and not ratio:
             if res.status == "optimal":
@@ -225,47 +232,8 @@ class StagedSolve:
             else:
                 self.notes.append("tie-break skipped: the optimum stage ended at the time limit")
         elif res.chosen:
-            res = self.dinkelbach(res, tol)
+            res = dinkelbach(self, res, tol)
         res.seconds = time.perf_counter() - self.t0
         res.notes = self.notes
+        res.nodes, res.root_bound = self.nodes, self.root_bound
         return res, self.iterations
-
-    def dinkelbach(self, first: SolveResult, tol: float) -> SolveResult:
-        """max T(x) / E(x) from the least-energy plan ``first`` (module docstring)."""
-        cols = self.cols
-        T, E = cols.tokens_s, cols.energy_w
-        e_lb = first.bound if first.bound is not None and first.bound > 0 else float(E[first.chosen].sum())
-        res, status, size = first, first.status, (first.variables, first.constraints)
-        bound, converged = math.inf, False
-        while self.iterations < DINKELBACH_MAX:
-            q = float(T[res.chosen].sum() / E[res.chosen].sum())
-            if self.left() <= 0:
-                status = "time_limit"
-                break
-            self.iterations += 1
-            nxt = self.milp(self.every, T - q * E, "max", start=res.chosen)
-            size = self.last_size
-            if not nxt.chosen:
-                status = "time_limit" if nxt.status == "time_limit" else status
-                break
-            if nxt.bound is not None:          # every plan: T - q E <= F_ub, so T / E <= q + F_ub+ / E_lb
-                bound = min(bound, q + max(nxt.bound, 0.0) / e_lb)
-            if nxt.status != "optimal":
-                status = "time_limit"
-            if float((T - q * E)[nxt.chosen].sum()) <= 1e-9 * float(T[res.chosen].sum()):
-                converged = True                                 # q is optimal (within the stage's gap)
-                break
-            res = nxt
-        if not converged and status == "optimal":                # DINKELBACH_MAX reached
-            status = "time_limit"
-        if status == "optimal":
-            q = float(T[res.chosen].sum() / E[res.chosen].sum())
-            res = self.tie_break(res, q * (1 - tol) * E - T, 0.0, self.every)
-        else:
-            self.notes.append(f"Dinkelbach stopped before proving the ratio (time limit or {DINKELBACH_MAX} "
-                              f"iterations): the ratio is the best found")
-        out = SolveResult(status, res.chosen, None, None, None, 0.0, *size)
-        out.objective = float(T[out.chosen].sum() / E[out.chosen].sum())
-        out.bound = max(bound, out.objective)
-        out.gap = (out.bound - out.objective) / out.objective if math.isfinite(out.bound) else None
-        return out

@@ -15,7 +15,7 @@ decode instances.
   one transfer after another (a FIFO per prefill instance), taking T_kv(p) of
   ``fleetopt.disagg`` and 8 B(p) pJ/bit of energy.
 * **decode**: a request arrives at the decode pool when its KV has arrived and joins the
-  shortest queue there; the decode pool is ``fleetopt.simulate.core.simulate_pool`` with no
+  shortest queue there; the decode pool is ``fleetopt.simulator.core.simulate_pool`` with no
   prefill (pure decode steps from the same physics tables), so admission, paged KV and
   preemption behave as in an aggregated pool.
 * **figures**: TTFT = first token on the decode instance - arrival (prefill wait + prefill +
@@ -32,16 +32,19 @@ import heapq
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from fleetopt.simulate.core import PoolSpec, PoolStats, simulate_pool
-
-if TYPE_CHECKING:
-    from fleetopt.catalog import Catalog
-    from fleetopt.fleet import PoolChoice
-    from fleetopt.instance import Instance
+from fleetopt.disagg import batch_prefill_ms, kv_link
+from fleetopt.disagg.links import (kv_transfer_bytes, kv_transfer_energy_j, kv_transfer_ms, model_kv_bytes_per_token,
+                                   transfer_lanes)
+from fleetopt.disagg.prefill import prefill_busy_power_w, prefill_service_ms
+from fleetopt.problem import Problem
+from fleetopt.simulator.core import PoolSpec, PoolStats, simulate_pool
+from fleetopt.simulator.tables import step_tables
+from fleetopt.topology import PoolChoice
 
 
 @dataclass
@@ -153,7 +156,7 @@ def _table_fn(xs: np.ndarray, ys: np.ndarray) -> Callable[[float], float]:
     return f
 
 
-def simulate_split(inst: Instance, cat: Catalog, choice: PoolChoice, arrivals_ms: np.ndarray, inp: np.ndarray,
+def simulate_split(problem: Problem, choice: PoolChoice, arrivals_ms: np.ndarray, inp: np.ndarray,
                    out: np.ndarray, window: float, rows: tuple[dict, dict], warm_ms: float, host_w_per_gpu: float,
                    record: Callable[[int, float, float, int], None] | None = None,
                    prefill_batch_tokens: float | None = None) -> tuple[dict, PoolStats]:
@@ -161,16 +164,12 @@ def simulate_split(inst: Instance, cat: Catalog, choice: PoolChoice, arrivals_ms
     the link and the decode pool sized in ``rows`` (the analytical prefill and decode rows).
     Returns the range's simulated figures and a ``PoolStats`` whose energy and tokens are the
     three phases' on the arrivals' window (for the fleet's totals)."""
-    from fleetopt.disagg import (batch_prefill_ms, kv_link, kv_transfer_bytes, kv_transfer_energy_j, kv_transfer_ms,
-                                 model_kv_bytes_per_token, prefill_busy_power_w, prefill_service_ms, transfer_lanes)
-    from fleetopt.fleet import make_pool_profile
-    from fleetopt.simulate.run import _tables
-
     pre_row, dec_row = rows
-    pp = make_pool_profile(inst, choice.prefill_gpu, choice.prefill_tp, cat, choice.prefill_serving)
-    dp = make_pool_profile(inst, choice.gpu, choice.tp, cat, choice.serving)
+    assert choice.prefill_gpu is not None and choice.prefill_tp is not None
+    pp = problem.profile(choice.prefill_gpu, choice.prefill_tp, choice.prefill_serving)
+    dp = problem.profile(choice.gpu, choice.tp, choice.serving)
     gp, gd = (int(p.gpus_per_instance) for p in (pp, dp))
-    link = kv_link(inst.pools.kv_link)
+    link = kv_link(problem.pools.kv_link)
     n = len(arrivals_ms)
     warm = int(np.searchsorted(arrivals_ms, warm_ms))
     # prefill: exact times per distinct prompt; batches from a table over total tokens
@@ -203,10 +202,10 @@ def simulate_split(inst: Instance, cat: Catalog, choice: PoolChoice, arrivals_ms
     adm = dec_row["admission"]
     cap = float(dp.kv_capacity_tokens()) if adm == "paged" else math.inf
     idle_d = gd * (dp.idle_power_w() + host_w_per_gpu)
-    spec = PoolSpec(n_d, slots, cap, adm, _tables(dp, slots, window, 0.0, 0.0, host_w_per_gpu), idle_d)
+    spec = PoolSpec(n_d, slots, cap, adm, step_tables(dp, slots, window, 0.0, 0.0, host_w_per_gpu), idle_d)
     warm_d = int(np.searchsorted(darr, arrivals_ms[warm] if warm < n else arrivals_ms[-1]))
     st_d = simulate_pool(spec, darr.tolist(), inp[order].tolist(), out[order].tolist(), [0.0] * n, warm_d,
-                         inst.slo.ttft_p99_ms, inst.slo.tpot_p99_ms, rec)
+                         problem.slo.ttft_p99_ms, problem.slo.tpot_p99_ms, rec)
     # per-request figures of the measured requests
     meas = np.arange(n) >= warm
     ttft = first - arrivals_ms
@@ -216,8 +215,8 @@ def simulate_split(inst: Instance, cat: Catalog, choice: PoolChoice, arrivals_ms
         h.buf.extend(v[meas].tolist())
     st.measured = int(meas.sum())
     st.completed = int(np.isfinite(fin).sum())
-    tp_slo = inst.slo.tpot_p99_ms
-    st.met_both = int((meas & (ttft <= inst.slo.ttft_p99_ms) & ((tpot <= tp_slo) if tp_slo else True)).sum())
+    tp_slo = problem.slo.tpot_p99_ms
+    st.met_both = int((meas & (ttft <= problem.slo.ttft_p99_ms) & ((tpot <= tp_slo) if tp_slo else True)).sum())
     st.preemptions = st_d.preemptions
     scale = pr.window_ms / st_d.window_ms if st_d.window_ms > 0 else 0.0
     st.energy_j = pr.energy_j + pr.transfer_energy_j + st_d.energy_j * scale

@@ -1,0 +1,192 @@
+"""The phases of a split pool as sized figures (``PhaseSizing``, ``PhaseColumns``), and the
+decode phase: sequences arrive with their prompt's KV built and hold a slot for O pure
+decode steps,
+
+    S_d = O x step(slots),   slots = min(KV concurrency, the largest batch meeting TPOT)
+
+n_d the least count whose P99 slot wait is 0 (Erlang-C <= 1 %), raised to the utilisation
+cap, so the decode pool adds nothing to the P99 TTFT.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fleetopt.batching import bisect_int, tpot_batch_cap
+from fleetopt.queueing import wait_quantile_mgc
+from fleetopt.sizing import PoolSizing, Slo
+from fleetopt.traffic import TrafficBatch
+
+if TYPE_CHECKING:
+    from fleetopt.profiles.base import Profile
+    from numpy.typing import ArrayLike
+
+PREFILL, DECODE = "prefill", "decode"
+
+
+def phase_gpus(profile: Profile) -> int:
+    """GPUs of one instance of the phase."""
+    return int(profile.gpus_per_instance)
+
+
+class PhaseSizing(PoolSizing):
+    """One phase of a split pool as a plan reports it (figures as ``PoolSizing``; for the
+    prefill phase ``ttft_p99_ms`` is the range's P99 TTFT, transfer included, and its power
+    includes the link's)."""
+
+    def __init__(self, *a, phase: str, kv_transfer_ms: float = 0.0, kv_transfer_w: float = 0.0, **kw):
+        super().__init__(*a, **kw)
+        self.phase, self.kv_transfer_ms, self.kv_transfer_w = phase, kv_transfer_ms, kv_transfer_w
+
+    def as_dict(self) -> dict:
+        return {**super().as_dict(), "phase": self.phase, "kv_transfer_ms": self.kv_transfer_ms,
+                "kv_transfer_w": self.kv_transfer_w}
+
+
+@dataclass
+class PhaseColumns:
+    """One phase sized over m length ranges at once (arrays, one entry per range; powers
+    in W, rates per second).  ``error`` holds, per range, why the phase cannot be sized."""
+
+    phase: str
+    lo: np.ndarray
+    hi: np.ndarray
+    arrival_rate: np.ndarray
+    instances: np.ndarray
+    utilization: np.ndarray
+    slots: np.ndarray
+    batch: np.ndarray
+    kv_slots: np.ndarray
+    ttft_p99_ms: np.ndarray
+    tpot_p99_ms: np.ndarray
+    kv_transfer_ms: np.ndarray
+    mean_service_ms: np.ndarray
+    power_per_gpu_w: np.ndarray
+    instance_power_w: np.ndarray
+    peak_instance_power_w: np.ndarray
+    transfer_w: np.ndarray
+    tokens_per_s: np.ndarray
+    binds: np.ndarray
+    """The SLO (TTFT, or the decode slot wait) needs more instances than the utilisation cap."""
+    gpus_per_instance: int
+    usd_per_instance_hour: float
+    error: list
+
+    @property
+    def it_power_w(self) -> np.ndarray:
+        return self.instances * self.instance_power_w + self.transfer_w
+
+    @property
+    def peak_it_power_w(self) -> np.ndarray:
+        return self.instances * self.peak_instance_power_w + self.transfer_w
+
+    def row(self, k: int, gpu: str, tp: int, admission: str, ttft_total_ms: float | None = None) -> PhaseSizing:
+        n = int(self.instances[k])
+        if self.phase == PREFILL:
+            binding = ["ttft" if self.binds[k] else "utilization"]
+        else:
+            binding = ["wait" if self.binds[k] else "utilization"]
+            if self.slots[k] < self.kv_slots[k]:
+                binding.append("tpot")
+        if self.arrival_rate[k] <= 0:
+            binding = []
+        ttft = float(self.ttft_p99_ms[k]) if ttft_total_ms is None else ttft_total_ms
+        return PhaseSizing(float(self.lo[k]), float(self.hi[k]), gpu, tp, admission, n, n * self.gpus_per_instance,
+                           float(self.arrival_rate[k]), float(self.utilization[k]), int(self.slots[k]),
+                           float(self.batch[k]), int(self.kv_slots[k]), ttft, float(self.tpot_p99_ms[k]),
+                           float(self.mean_service_ms[k]), float(self.power_per_gpu_w[k]),
+                           float(self.instance_power_w[k]), float(self.peak_instance_power_w[k]),
+                           float(self.it_power_w[k]), float(self.tokens_per_s[k]), n * self.usd_per_instance_hour,
+                           binding, phase=self.phase, kv_transfer_ms=float(self.kv_transfer_ms[k]),
+                           kv_transfer_w=float(self.transfer_w[k]))
+
+
+def empty_phase(phase: str, m: int, lo: np.ndarray, hi: np.ndarray, lam: np.ndarray, gpus: int, price: float,
+           err: list) -> PhaseColumns:
+    z = np.zeros(m)
+    return PhaseColumns(phase, lo, hi, lam, np.zeros(m, np.int64), z.copy(), np.zeros(m, np.int64), z.copy(),
+                        np.zeros(m, np.int64), z.copy(), z.copy(), z.copy(), z.copy(), z.copy(), z.copy(), z.copy(),
+                        z.copy(), z.copy(), np.zeros(m, bool), gpus, price, err)
+
+
+def least_count(ok: Callable[[np.ndarray, np.ndarray], np.ndarray], n0: np.ndarray) -> np.ndarray:
+    """Per element the least integer n >= n0 with ok(n) true (ok monotone: false then
+    true): double until true, then bisect.  ok takes (n, index array)."""
+    n = n0.astype(float).copy()
+    bad = np.flatnonzero(~ok(n, np.arange(n.size)))
+    if not bad.size:
+        return n
+    hi = n[bad] * 2
+    while True:
+        still = ~ok(hi, bad)
+        if not still.any():
+            break
+        hi = np.where(still, hi * 2, hi)
+    n[bad] = bisect_int(lambda v, i: ~ok(v.astype(float), bad[i]), n[bad], hi) + 1
+    return n
+
+
+def size_decode(profile: Profile, tb: TrafficBatch, total_rate: float, lo: ArrayLike, hi: ArrayLike, window: ArrayLike,
+                slo: Slo, admission: str = "paged",
+                host_w_per_gpu: float = 0.0, usd_per_gpu_hour: float | None = None) -> PhaseColumns:
+    """The decode phase of the m ranges of ``tb`` on one profile (module docstring):
+    sequences arrive with their prompt's KV built and hold a slot for O pure decode steps."""
+    m = tb.m
+    lo, hi, window = (np.asarray(x, float) * np.ones(m) for x in (lo, hi, window))
+    lam_s = total_rate * tb.share
+    gp, price = phase_gpus(profile), profile.usd_per_instance_hour(usd_per_gpu_hour)
+    err: list = [None] * m
+    out = empty_phase(DECODE, m, lo, hi, lam_s, gp, price, err)
+    act = np.flatnonzero(tb.share > 0)
+    if not act.size or total_rate <= 0:
+        return out
+    gname = f"{profile.gpu.id}x{profile.tp}"
+    mean_kv = tb.mean_kv[act]
+    kv_slots = np.asarray(profile.concurrency(window[act], mean_kv, admission), np.int64) * np.ones(act.size, np.int64)
+    zero = np.zeros(act.size)
+    slots, step = tpot_batch_cap(profile, kv_slots, mean_kv, zero, zero, slo.tpot_p99_ms)
+    slots = np.where(kv_slots <= 0, 0, slots)
+    for a, k in enumerate(act):
+        if kv_slots[a] <= 0:
+            err[k] = (f"pool ({lo[k]:.0f}, {hi[k]:.0f}] decode on {gname}: the KV cache cannot hold one "
+                      f"{window[k]:.0f}-token sequence")
+        elif slots[a] == 0:
+            err[k] = (f"pool ({lo[k]:.0f}, {hi[k]:.0f}] decode on {gname}: TPOT SLO unreachable, one sequence "
+                      f"steps in {step[a]:.1f} ms > {slo.tpot_p99_ms:.1f} ms")
+    good = np.array([err[k] is None for k in act])
+    share = tb.share[act]
+    e_out, e_out2 = tb.w_o[act] / share, tb.w_o2[act] / share
+    es = step * e_out                                                  # S_d = O x step
+    cv2 = np.maximum(e_out2 / np.maximum(e_out, 1e-300) ** 2 - 1.0, 0.0)
+    sl = np.maximum(slots, 1).astype(float)
+    lam_ms = lam_s[act] / 1e3
+    load = lam_ms * es
+
+    def no_wait(n, idx=slice(None)):
+        return ~good[idx] | (wait_quantile_mgc(n * sl[idx], lam_ms[idx], es[idx], cv2[idx]) <= 0.0)
+
+    n_util = np.maximum(np.floor(load / sl) + 1, np.ceil(load / (slo.max_utilization * sl) - 1e-12))
+    n = np.where(good, least_count(no_wait, n_util), 0.0)
+    rho = np.where(good, load / (np.maximum(n, 1) * sl), 0.0)
+    batch = rho * sl
+    b1 = np.maximum(batch, 1.0)
+    p_op = np.asarray(profile.operating_point(b1, mean_kv, zero, zero, decode=False).power_per_gpu_w, float)
+    idle = profile.idle_power_w()
+    p_gpu = np.where(batch < 1.0, idle + batch * (p_op - idle), p_op)
+    peak = np.asarray(profile.operating_point(sl, mean_kv, zero, zero, decode=False).power_per_gpu_w, float)
+    g = act[good]
+    for name, val in (("instances", n), ("utilization", rho), ("slots", slots), ("batch", batch),
+                      ("kv_slots", kv_slots), ("ttft_p99_ms", np.zeros(act.size)), ("tpot_p99_ms", step),
+                      ("mean_service_ms", es), ("power_per_gpu_w", p_gpu),
+                      ("instance_power_w", gp * (p_gpu + host_w_per_gpu)),
+                      ("peak_instance_power_w", gp * (peak + host_w_per_gpu)),
+                      ("tokens_per_s", lam_s[act] * tb.credit_mean[act]), ("binds", n > n_util)):
+        arr = getattr(out, name)
+        arr[g] = np.asarray(val)[good].astype(arr.dtype)
+    return out
