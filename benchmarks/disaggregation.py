@@ -32,12 +32,11 @@ WORKLOADS = [("chat", "azure-conv-h100"), ("code", "azure-code"), ("long-documen
 
 
 def _solve(name: str, sets: list[str]):
-    from fleetopt.instance import load_instance
-    from fleetopt.solver import solve_instance
+    import fleetopt
 
-    inst, base = load_instance(ROOT / "instances" / f"{name}.yaml", sets)
+    inst = fleetopt.load_instance(ROOT / "instances" / f"{name}.yaml", sets)
     t0 = time.perf_counter()
-    r = solve_instance(inst, base)
+    r = fleetopt.solve(inst).to_dict()
     return r, time.perf_counter() - t0
 
 
@@ -70,7 +69,7 @@ def _md(rows: list[dict]) -> str:
 
 
 def workloads() -> list[dict]:
-    import fleetopt.disagg as dg
+    import fleetopt.disagg.prefill as dg
 
     rows = []
     caps = "pools.phase_power_caps=[1.0, 0.8, 0.6]"
@@ -119,18 +118,20 @@ CAP_MW = 0.5
 def _capped_baseline_rate(name: str, sets: list[str]) -> tuple[float, str, dict]:
     """Largest rate (to 0.1 %) at which one aggregated H100x8 pool, capped at 1, 0.7 or 0.5 x
     TDP (the best), fits the facility power (``evaluate``, as max_throughput bisects)."""
+    import fleetopt
     from fleetopt.errors import InfeasibleError
-    from fleetopt.fleet import evaluate, parse_topology
-    from fleetopt.instance import load_instance
+    from fleetopt.evaluation import evaluate
+    from fleetopt.problem import Problem
+    from fleetopt.topology import parse_topology
 
-    inst, base = load_instance(ROOT / "instances" / f"{name}.yaml", sets)
+    problem = Problem.from_instance(fleetopt.load_instance(ROOT / "instances" / f"{name}.yaml", sets))
     best = (0.0, "", {})
     for cap in (700, 490, 350):
         topo = parse_topology("16384:h100x8:paged" + (f":cap{cap}" if cap < 700 else ""))
 
         def fits(rate: float):
             try:
-                r = evaluate(inst, base, topo, workload=(_dist(inst, base), rate))
+                r = evaluate(problem, topo, rate=rate).to_dict()
             except InfeasibleError:
                 return None
             return r if r["fleet"]["within_power_cap"] else None
@@ -144,12 +145,6 @@ def _capped_baseline_rate(name: str, sets: list[str]) -> tuple[float, str, dict]
         if lo > best[0]:
             best = (lo, topo[0].spec(), fits(lo) or {})
     return best
-
-
-def _dist(inst, base):
-    from fleetopt.fleet import build_workload
-
-    return build_workload(inst, base)[0]
 
 
 def splitwise() -> list[dict]:
@@ -205,20 +200,22 @@ def distserve() -> list[dict]:
 
 
 def simulated(plans: list[dict]) -> list[dict]:
-    from fleetopt.fleet import parse_topology
-    from fleetopt.instance import load_instance
+    import fleetopt
+    from fleetopt.problem import Problem
     from fleetopt.simulator.run import simulate
+    from fleetopt.topology import parse_topology
 
     rows = []
     for r in plans:
         plan = r["_plan"]
         if "pd(" not in plan["topology"]:
             continue
-        inst, base = load_instance(ROOT / "instances" / f"{r['instance']}.yaml", ["pools.disaggregation=allow"])
+        inst = fleetopt.load_instance(ROOT / "instances" / f"{r['instance']}.yaml", ["pools.disaggregation=allow"])
+        problem = Problem.from_instance(inst)
         e_s = max(p["mean_service_ms"] for p in plan["pools"] if p["instances"])
         n = int(min(1_000_000, max(100_000, 20 * e_s / 1e3 * plan["fleet"]["arrival_rate"])))
         for batch in (None, 8192):
-            s = simulate(inst, base, parse_topology(plan["topology"]), n, seed=1, prefill_batch_tokens=batch)
+            s = simulate(problem, parse_topology(plan["topology"]), n, seed=1, prefill_batch_tokens=batch)
             for p in s["pools"]:
                 if p["phase"] != "split":
                     continue
@@ -241,7 +238,7 @@ def _prefill_model_ratio() -> tuple[float, float]:
     """Range of prefill_ms / the step model's prefill, Llama-3.1-70B on H100 x 8, 1K-8K prompts."""
     import numpy as np
 
-    from fleetopt.disagg import prefill_service_ms
+    from fleetopt.disagg.prefill import prefill_service_ms
     from fleetopt.profiles import make_profile
 
     prof = make_profile("physical", "llama-3.1-70b", "h100", 8)

@@ -39,7 +39,7 @@ def _data(model: str, tp: int, scale: float = 1.0, long_share: float | None = No
     scaled, or a mixture of chat and chat x 15 at ``long_share``; ``sets`` override slo/power."""
     import copy
 
-    from fleetopt.instance import load_instance_data, validate_instance
+    from fleetopt.loading import load_instance_data, remember_source, validate_instance
 
     d = copy.deepcopy(load_instance_data(INSTANCE))
     d["model"], d["gpus"] = model, [{"id": "h100-sxm", "tp": [tp]}]
@@ -52,25 +52,30 @@ def _data(model: str, tp: int, scale: float = 1.0, long_share: float | None = No
     for path, v in sets.items():
         sect, key = path.split("__")
         d[sect][key] = v
-    return validate_instance(d, str(INSTANCE)), INSTANCE.parent
+    return remember_source(validate_instance(d, str(INSTANCE)), str(INSTANCE), INSTANCE.parent)
 
 
-def _window(inst, base) -> int:
-    from fleetopt.fleet import build_workload
+def _dist(inst):
+    from fleetopt.problem import Problem
 
-    dist, _ = build_workload(inst, base)
-    return int(2 ** math.ceil(math.log2(dist.max_key)))
+    return Problem.from_instance(inst).dist
+
+
+def _window(inst) -> int:
+    return int(2 ** math.ceil(math.log2(_dist(inst).max_key)))
 
 
 def _report(model: str, tp: int, scale: float = 1.0, long_share: float | None = None, solve: bool = False,
             catalog=None, **sets) -> dict:
     from fleetopt.energy_scale import energy_report, solve_for_peak
-    from fleetopt.fleet import parse_topology
+    from fleetopt.problem import Problem
+    from fleetopt.topology import parse_topology
 
-    inst, base = _data(model, tp, scale, long_share, **sets)
-    topo = (solve_for_peak(inst, base, catalog, QUERIES_PER_DAY) if solve
-            else parse_topology(f"{_window(inst, base)}:h100-sxmx{tp}"))
-    return energy_report(inst, base, topo, catalog, QUERIES_PER_DAY, keep_queries=True)
+    inst = _data(model, tp, scale, long_share, **sets)
+    problem = Problem.from_instance(inst, catalog)
+    topo = (solve_for_peak(problem, QUERIES_PER_DAY) if solve
+            else parse_topology(f"{_window(inst)}:h100-sxmx{tp}"))
+    return energy_report(problem, topo, QUERIES_PER_DAY, keep_queries=True)
 
 
 def _fp8_kv_catalog(model: str):
@@ -93,11 +98,10 @@ def paper_method(model: str, tp: int, scale: float = 1.0) -> dict:
     (no fleet: no queueing, no mix of lengths in one batch)."""
     from fleetopt.energy_map import energy_map
     from fleetopt.energy_scale import weighted_quantiles
-    from fleetopt.fleet import build_workload
     from fleetopt.profiles import make_profile
 
-    inst, base = _data(model, tp, scale)
-    dist, _ = build_workload(inst, base)
+    inst = _data(model, tp, scale)
+    dist = _dist(inst)
     prof = make_profile("physical", model, "h100-sxm", tp)
     outs = [round(o) for o in dist.out]
     inp = round(dist.mean_input)
@@ -114,9 +118,7 @@ def paper_method(model: str, tp: int, scale: float = 1.0) -> dict:
 def _held(model: str, tp: int, scale: float) -> float:
     """Tokens a sequence holds in KV on average over the fleet's mix: E[O (I + O/2)] / E[O]
     (time-weighted; = I + the mean output for exponential outputs)."""
-    from fleetopt.fleet import build_workload
-
-    d, _ = build_workload(*_data(model, tp, scale))
+    d = _dist(_data(model, tp, scale))
     return float(d.w @ (d.out * (d.inp + d.out / 2)) / (d.w @ d.out))
 
 

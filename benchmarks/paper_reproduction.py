@@ -7,17 +7,21 @@ Writes benchmarks/results/paper_reproduction.md.
 """
 
 from __future__ import annotations
+from pathlib import Path
 
+import yaml
 
 from fleetopt.catalog import load_catalog
-from fleetopt.profiles.paper import computed_profile
 from fleetopt.law import law_rows
+from fleetopt.profiles import make_profile
+from fleetopt.profiles.paper import computed_profile
 from fleetopt.render import table
 
 from _results import RESULTS
-from fleetopt.profiles import make_profile
 
-PUBLISHED_T1 = {"h100": [35.00, 17.62, 8.97, 4.69, 2.58, 1.50, 0.88], "b200": [61.44, 30.79, 15.49, 7.87, 4.09, 2.24, 1.30]}
+PUB = yaml.safe_load((Path(__file__).resolve().parent / "published_tables.yaml").read_text())
+PUBLISHED_T1 = {g: [row[2] for row in PUB["table1"][g].values()] for g in ("h100", "b200")}
+T2 = PUB["table2"]
 
 
 def main() -> None:
@@ -34,10 +38,13 @@ def main() -> None:
     n = p.concurrency(8192)
     op = p.operating_point(n, 4096)
     out += [table([{"n_max": n, "W_ms": p.w_ms, "iter_ms": op.step_ms, "tok_s": op.decode_tokens_per_s,
-                    "P_w": op.power_per_gpu_w, "tok_per_w": op.tok_per_w_paper, "published": 7.41}],
+                    "P_w": op.power_per_gpu_w, "tok_per_w": op.tok_per_w_paper,
+                    "published": T2["llama-3.1-70b-h100"]["tok_per_w"]}],
                   "Table 2, Llama-3.1-70B H100 (ComputedProfile)"), ""]
-    q = computed_profile(cat.model("qwen3-235b-a22b"), cat.gpu("h100"), 8, params=22e9, w_power_ms=45.71, head_dim=64)
-    qop = q.operating_point(24, 4096)
+    tq = T2["qwen3-235b-a22b-h100"]
+    q = computed_profile(cat.model("qwen3-235b-a22b"), cat.gpu("h100"), 8, params=tq["params"],
+                         w_power_ms=tq["w_power_ms"], head_dim=tq["head_dim"])
+    qop = q.operating_point(tq["batch"], 4096)
     phys = make_profile("physical", "qwen3-235b-a22b", "h100", 8)
     pn, pop = phys.saturation(8192, 512, "reserve")
     dop = phys.operating_point(pn, 4096)

@@ -11,35 +11,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fleetopt.fleet import evaluate, parse_topology
-from fleetopt.instance import load_instance
+import yaml
+
+import fleetopt
 from fleetopt.render import table
 
 from _results import publish
 
-INST = Path(__file__).resolve().parents[1] / "instances"
-ROWS = [  # instance, topology, compress gamma, published instances, kW, tok/W
-    ("paper-azure-h100", "65536:h100x8", None, 141, 58.3, 5.58),
-    ("paper-azure-h100", "4096:h100x8,65536:h100x8", None, 68, 32.0, 9.16),
-    ("paper-azure-h100", "4096:h100x8,65536:h100x8", 2.0, 40, 23.1, 14.08),
-    ("paper-azure-b200", "65536:b200x8", None, 47, 33.4, 9.74),
-    ("paper-azure-b200", "4096:b200x8,65536:b200x8", None, 25, 19.1, 15.39),
-    ("paper-azure-b200", "4096:b200x8,65536:b200x8", 2.0, 17, 13.7, 23.71),
-    ("paper-lmsys-h100", "65536:h100x8", None, 69, 28.5, 4.77),
-    ("paper-lmsys-h100", "1536:h100x8,65536:h100x8", None, 38, 16.4, 7.91),
-    ("paper-lmsys-h100", "1536:h100x8,65536:h100x8", 2.0, 29, 12.9, 10.30),
-]
+HERE = Path(__file__).resolve().parent
+INST = HERE.parent / "instances"
+ROWS = yaml.safe_load((HERE / "published_tables.yaml").read_text())["table3"]
 
 
 def row(name, topo, gamma, extra=()):
     sets = [f"pools.compress.gamma={gamma}", "pools.compress.accounting=paper"] if gamma else []
-    inst, base = load_instance(INST / f"{name}.yaml", sets + list(extra))
-    return evaluate(inst, base, parse_topology(topo))["fleet"]
+    inst = fleetopt.load_instance(INST / f"{name}.yaml", sets + list(extra))
+    return fleetopt.evaluate(inst, topo).fleet
 
 
 def main() -> None:
     out = []
-    for name, topo, gamma, n, kw, tpw in ROWS:
+    for r in ROWS:
+        name, topo, gamma, n, kw, tpw = (r[k] for k in ("instance", "topology", "compress_gamma", "instances", "kw",
+                                                         "tok_per_w"))
         f = row(name, topo, gamma)
         q = row(name, topo, gamma, ["workload.distribution.samples=null"])
         out.append({"instance": name, "topology": topo + (f" gamma {gamma:g}" if gamma else ""),

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fleetopt.fleet import evaluate, parse_topology
-from fleetopt.instance import load_instance
+import fleetopt
 from fleetopt.render import table
 
 from _results import publish
@@ -23,8 +22,8 @@ CASES = [("reserve", "16384:h100x8", ()), ("reserve", "4096:h100x8,16384:h100x8"
 def main() -> None:
     rows = []
     for adm, topo, sets in CASES:
-        inst, base = load_instance(INST, list(sets))
-        r = evaluate(inst, base, parse_topology(topo), adm)
+        inst = fleetopt.load_instance(INST, list(sets))
+        r = fleetopt.evaluate(inst, topo, adm).to_dict()
         rows.append({"admission": adm, "topology": topo, "overrides": " ".join(sets) or "-",
                      "instances": r["fleet"]["instances"], "tokens_per_joule": r["fleet"]["tokens_per_joule"],
                      "pools": "; ".join(f"{p['instances']} inst {p['slots']} slots util {p['utilization']:.2f} "

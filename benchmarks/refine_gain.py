@@ -15,15 +15,16 @@ TRIALS = 100
 
 
 def rows() -> list[dict]:
-    from fleetopt.instance import load_instance
+    import fleetopt
+    from fleetopt.problem import Problem
     from fleetopt.refinement import refine
 
     out = []
     for path in sorted((ROOT / "instances").glob("*.yaml")):
-        inst, base = load_instance(path)
+        inst = fleetopt.load_instance(path)
         with tempfile.TemporaryDirectory() as d:
             t0 = time.perf_counter()
-            r = refine(inst, base, trials=TRIALS, storage=str(Path(d) / "s.journal"), seed=0)
+            r = refine(Problem.from_instance(inst), trials=TRIALS, storage=str(Path(d) / "s.journal"), seed=0)
             secs = time.perf_counter() - t0
         knobs = r["best"]["knobs"]
         caps = [round(v, 2) for k, v in knobs.items() if k.startswith("pcap")]

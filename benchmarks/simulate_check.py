@@ -23,17 +23,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def speed_rows() -> list[dict]:
-    from fleetopt.fleet import parse_topology
-    from fleetopt.instance import load_instance
+    import fleetopt
+    from fleetopt.problem import Problem
     from fleetopt.simulator.run import simulate
+    from fleetopt.topology import parse_topology
 
     rows = []
     for name, topo in (("paper-azure-h100", "4096:h100x8,65536:h100x8"), ("azure-conv-h100", "16384:h100x8"),
                        ("datacenter-20mw", "2048:b200x4,16384:b200x4")):
-        inst, base = load_instance(ROOT / "instances" / f"{name}.yaml")
+        problem = Problem.from_instance(fleetopt.load_instance(ROOT / "instances" / f"{name}.yaml"))
         best = None
         for _ in range(3):
-            r = simulate(inst, base, parse_topology(topo), 100_000, seed=1)
+            r = simulate(problem, parse_topology(topo), 100_000, seed=1)
             if best is None or r["sim"]["seconds"] < best["sim"]["seconds"]:
                 best = r
         rows.append({"instance": name, "topology": topo, "instances": best["fleet"]["instances"],
@@ -43,19 +44,20 @@ def speed_rows() -> list[dict]:
 
 
 def check_rows() -> list[dict]:
-    from fleetopt.fleet import parse_topology
-    from fleetopt.instance import load_instance
+    import fleetopt
+    from fleetopt.problem import Problem
     from fleetopt.simulator.run import simulate
-    from fleetopt.solver import solve_instance
+    from fleetopt.topology import parse_topology
 
     rows = []
     for path in sorted((ROOT / "instances").glob("*.yaml")):
-        inst, base = load_instance(path)
-        plan = solve_instance(inst, base)
+        inst = fleetopt.load_instance(path)
+        problem = Problem.from_instance(inst)
+        plan = fleetopt.solve(problem).to_dict()
         t0 = time.perf_counter()
         e_s = max(p["mean_service_ms"] for p in plan["pools"] if p["instances"])   # >= 20 service times
         n = int(min(2_000_000, max(100_000, 20 * e_s / 1e3 * plan["fleet"]["arrival_rate"])))
-        r = simulate(inst, base, parse_topology(plan["topology"]), n, seed=1)
+        r = simulate(problem, parse_topology(plan["topology"]), n, seed=1)
         a, f = r["analytical"], r["fleet"]
         ana = {(p["lo_tokens"], p["hi_tokens"], p["gpu"], p["split"]): p["utilization"] for p in plan["pools"]}
         ratios = [p["utilization"] / ana[(p["lo_tokens"], p["hi_tokens"], p["gpu"], p["split"])]

@@ -90,24 +90,22 @@ def scaling_rows() -> list[dict]:
 def optuna_rows(budget_cap: int = 300) -> list[dict]:
     import optuna
 
+    import fleetopt
     from fleetopt import InfeasibleError
-    from fleetopt.catalog import load_catalog
-    from fleetopt.columns import candidate_boundaries, configs
-    from fleetopt.fleet import PoolChoice, build_workload, evaluate
-    from fleetopt.instance import load_instance
-    from fleetopt.solver import solve_instance
+    from fleetopt.evaluation import evaluate
+    from fleetopt.problem import Problem
+    from fleetopt.topology import PoolChoice
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = []
     for name in ("heterogeneous", "azure-conv-h100", "paper-azure-h100"):
-        inst, base = load_instance(ROOT / "instances" / f"{name}.yaml")
-        cat = load_catalog()
+        inst = fleetopt.load_instance(ROOT / "instances" / f"{name}.yaml")
         t0 = time.perf_counter()
-        milp = solve_instance(inst, base, cat)
+        problem = Problem.from_instance(inst)
+        milp = fleetopt.solve(problem).to_dict()
         t_milp = time.perf_counter() - t0
-        dist, rate = build_workload(inst, base)
-        bounds = candidate_boundaries(inst, dist)
-        cfgs = configs(inst, cat)
+        bounds = list(problem.boundaries)
+        cfgs = list(problem.configs)
         budget = min(budget_cap, milp["search_space"]["columns"])
 
         def objective(trial):
@@ -119,7 +117,7 @@ def optuna_rows(budget_cap: int = 300) -> list[dict]:
                 c = cfgs[trial.suggest_int(f"c{i}", 0, len(cfgs) - 1)]
                 topo.append(PoolChoice(u, c.gpu, c.tp, c.admission))
             try:
-                f = evaluate(inst, base, topo, catalog=cat, workload=(dist, rate))["fleet"]
+                f = evaluate(problem, topo).fleet
             except InfeasibleError:
                 return 0.0
             return f["tokens_per_joule"]
@@ -136,14 +134,13 @@ def optuna_rows(budget_cap: int = 300) -> list[dict]:
 
 def plan_rows() -> list[dict]:
     """The solved plan of every shipped instance against its baselines (same model)."""
-    from fleetopt.instance import load_instance
-    from fleetopt.solver import solve_instance
+    import fleetopt
 
     rows = []
     for path in sorted((ROOT / "instances").glob("*.yaml")):
-        inst, base = load_instance(path)
+        inst = fleetopt.load_instance(path)
         t0 = time.perf_counter()
-        r = solve_instance(inst, base)
+        r = fleetopt.solve(inst).to_dict()
         f, h, two = r["fleet"], r["baselines"]["homogeneous"], r["baselines"]["two_pool_paper"]
         rows.append({"instance": inst.name, "mode": inst.mode, "plan": r["topology"], "instances": f["instances"],
                      "tokens_per_joule": f["tokens_per_joule"], "tok_per_w_paper": f["tok_per_w_paper"],
@@ -159,14 +156,13 @@ def plan_rows() -> list[dict]:
 def mixed_rows() -> list[dict]:
     """Mixed pools on the heterogeneous instance with B200s limited to 50 GPUs (the
     unlimited plan uses 78): split grids 1 (one config per range), 2 and 4."""
-    from fleetopt.instance import load_instance
-    from fleetopt.solver import solve_instance
+    import fleetopt
 
     rows = []
     for m in (1, 2, 4):
-        inst, base = load_instance(INST, ["gpus.3.max_gpus=50", f"pools.split_grid={m}"])
+        inst = fleetopt.load_instance(INST, ["gpus.3.max_gpus=50", f"pools.split_grid={m}"])
         t0 = time.perf_counter()
-        r = solve_instance(inst, base, workers=2)
+        r = fleetopt.solve(inst, workers=2).to_dict()
         s = r["solver"]
         rows.append({"split_grid": m, "plan": r["topology"], "instances": r["fleet"]["instances"],
                      "it_power_kw": r["fleet"]["it_power_kw"], "tokens_per_joule": r["fleet"]["tokens_per_joule"],
@@ -181,19 +177,17 @@ KNEE_STOCK = [f"gpus.{i}.max_gpus=40" for i in (2, 3, 5, 6)]
 def knee_bounds(sets: list[str]) -> tuple[float, float]:
     """(LP relaxation bound, best one-pool plan) of the least-energy MILP over the pruned
     columns, kW: the gap that elimination has to close."""
-    from fleetopt.bounds import one_pool_plan
-    from fleetopt.catalog import load_catalog
+    import fleetopt
     from fleetopt.columns import generate, prune_dominated
-    from fleetopt.fleet import build_workload
-    from fleetopt.instance import load_instance
-    from fleetopt.milp import model_data
-    from formulations.fleet import lp_relaxation
+    from fleetopt.problem import Problem
+    from fleetopt.solver.bounds import one_pool_plan
+    from fleetopt.solver.milp import formulation, model_data
+    from formulations.fleet import lagrange_multipliers
 
-    inst, base = load_instance(INST, sets)
-    dist, rate = build_workload(inst, base)
-    cols = prune_dominated(generate(inst, dist, rate, load_catalog(), workers=2), inst.objective, False)
-    d = model_data(inst, cols)
-    lp = lp_relaxation(d, cols.energy_w)
+    problem = Problem.from_instance(fleetopt.load_instance(INST, sets))
+    cols = prune_dominated(generate(problem, workers=2), problem.objective, False)
+    d = model_data(problem, cols)
+    lp = lagrange_multipliers(d, formulation(d).constraint_rows(d), cols.energy_w)
     return lp.value / 1e3, one_pool_plan(cols, cols.energy_w, d.stock, d.cap_w)[0] / 1e3
 
 

@@ -35,6 +35,13 @@ def _packaged_calibration():
     use_calibration(DEFAULT, "packaged", "packaged")
 
 
+def published():
+    """The paper's published tables (``benchmarks/published_tables.yaml``)."""
+    import yaml
+
+    return yaml.safe_load((REPO / "benchmarks" / "published_tables.yaml").read_text())
+
+
 def workload_of(inst):
     """(length distribution, arrival rate) of an instance, as its problem compiles them."""
     from fleetopt.problem import Problem

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import workload_of
+from conftest import published, workload_of
 
 from fleetopt import FleetoptError, InfeasibleError, evaluate, load_instance
 from fleetopt.cli import main
@@ -26,17 +26,8 @@ def ev(name, topo, sets=()):
 PAPER = ["pools.compress.gamma=2", "pools.compress.accounting=paper"]
 
 
-TABLE3 = [  # instance, topology, overrides, published instances, published tok/W
-    ("paper-azure-h100", "65536:h100x8", (), 141, 5.58),
-    ("paper-azure-b200", "65536:b200x8", (), 47, 9.74),
-    ("paper-lmsys-h100", "65536:h100x8", (), 69, 4.77),
-    ("paper-azure-h100", "4096:h100x8,65536:h100x8", (), 68, 9.16),
-    ("paper-azure-b200", "4096:b200x8,65536:b200x8", (), 25, 15.39),
-    ("paper-lmsys-h100", "1536:h100x8,65536:h100x8", (), 38, 7.91),
-    ("paper-azure-h100", "4096:h100x8,65536:h100x8", PAPER, 40, 14.08),
-    ("paper-azure-b200", "4096:b200x8,65536:b200x8", PAPER, 17, 23.71),
-    ("paper-lmsys-h100", "1536:h100x8,65536:h100x8", PAPER, 29, 10.30),
-]
+TABLE3 = [(r["instance"], r["topology"], tuple(PAPER) if r["compress_gamma"] else (), r["instances"], r["tok_per_w"])
+          for r in published()["table3"]]      # instance, topology, overrides, published instances, tok/W
 
 
 @pytest.mark.parametrize("name,topo,sets,n,tpw", TABLE3)
