@@ -254,10 +254,10 @@ def sensitivity() -> list[dict]:
 
 
 def main() -> None:
-    from _results import RESULTS, publish
-
     from fleetopt.atomic import write_atomic
     from fleetopt.render import table, to_json
+
+    from _results import RESULTS, publish
 
     rows, b1, rows15, b15 = per_query()
     day = daily()

@@ -17,12 +17,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measured import REFERENCE_ENGINE, available, load_all
-
 from fleetopt.catalog import load_catalog
 from fleetopt.fit import cross_validate, fit, summarize
 from fleetopt.measurements import METRICS, predict, validate
 from fleetopt.physics.calibration import BOUNDS, DEFAULT, REASONS
+
+from _measured import REFERENCE_ENGINE, available, load_all
 
 SHORT = {"power_w_per_gpu": "power/GPU", "itl_ms": "ITL", "throughput_tok_s": "throughput",
          "energy_per_output_token_j": "J/out tok", "prefill_ms": "prefill"}

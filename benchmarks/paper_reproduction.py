@@ -7,6 +7,7 @@ Writes benchmarks/results/paper_reproduction.md.
 """
 
 from __future__ import annotations
+
 from pathlib import Path
 
 import yaml

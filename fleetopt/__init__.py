@@ -17,14 +17,26 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from fleetopt.errors import (FleetoptError, FleetoptWarning, InfeasibleError, Interrupted, NoPlanInTimeError,
-                             PlanCheckError)
+from fleetopt.errors import (
+    FleetoptError,
+    FleetoptWarning,
+    InfeasibleError,
+    Interrupted,
+    NoPlanInTimeError,
+    PlanCheckError,
+)
 from fleetopt.version import __version__
 
 if TYPE_CHECKING:
-    from fleetopt.api import evaluate, load_instance, refine, simulate, solve, sweep
-    from fleetopt.plan import Plan, check_plan
-    from fleetopt.problem import Problem
+    from fleetopt.api import evaluate as evaluate
+    from fleetopt.api import load_instance as load_instance
+    from fleetopt.api import refine as refine
+    from fleetopt.api import simulate as simulate
+    from fleetopt.api import solve as solve
+    from fleetopt.api import sweep as sweep
+    from fleetopt.plan import Plan as Plan
+    from fleetopt.plan import check_plan as check_plan
+    from fleetopt.problem import Problem as Problem
 
 _LAZY = {"load_instance": "fleetopt.api", "solve": "fleetopt.api", "evaluate": "fleetopt.api",
          "simulate": "fleetopt.api", "refine": "fleetopt.api", "sweep": "fleetopt.api",

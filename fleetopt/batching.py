@@ -8,9 +8,8 @@ the largest batch whose step time is within the TPOT target (``tpot_batch_cap``,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -52,27 +51,27 @@ def search_rising(f: IndexFn, target: float, lo: np.ndarray, hi: np.ndarray, f_l
         act = np.flatnonzero(hi - lo > 1)
         if not act.size:
             return lo, f_lo
-        l, h = lo[act], hi[act]
+        lo_a, hi_a = lo[act], hi[act]
         if interp:
             frac = (target - f_lo[act]) / np.maximum(f_hi[act] - f_lo[act], 1e-300)
-            g = np.clip(l + np.floor(frac * (h - l)).astype(np.int64), l + 1, h - 1)
-            pair = np.flatnonzero(g + 1 < h)              # g + 1 = h is known already
+            g = np.clip(lo_a + np.floor(frac * (hi_a - lo_a)).astype(np.int64), lo_a + 1, hi_a - 1)
+            pair = np.flatnonzero(g + 1 < hi_a)              # g + 1 = hi_a is known already
             v = f(np.concatenate([g, g[pair] + 1]), np.concatenate([act, act[pair]]))
             v_g, v_g1 = v[:act.size], np.full(act.size, np.inf)
             v_g1[pair] = v[act.size:]
             ok_g, ok_g1 = v_g <= target, v_g1 <= target
             # new bracket: (g+1, h) if both fit, (g, g+1) if only g fits, (l, g) if neither
-            new_l = np.where(ok_g1, g + 1, np.where(ok_g, g, l))
-            new_h = np.where(ok_g1, h, np.where(ok_g, g + 1, g))
+            new_l = np.where(ok_g1, g + 1, np.where(ok_g, g, lo_a))
+            new_h = np.where(ok_g1, hi_a, np.where(ok_g, g + 1, g))
             lo[act], hi[act] = new_l, new_h
             f_lo[act] = np.where(ok_g1, v_g1, np.where(ok_g, v_g, f_lo[act]))
             f_hi[act] = np.where(ok_g1, f_hi[act], np.where(ok_g, np.where(np.isinf(v_g1), f_hi[act], v_g1), v_g))
         else:
-            mid = (l + h) // 2
+            mid = (lo_a + hi_a) // 2
             v = f(mid, act)
             ok = v <= target
-            lo[act], f_lo[act] = np.where(ok, mid, l), np.where(ok, v, f_lo[act])
-            hi[act], f_hi[act] = np.where(ok, h, mid), np.where(ok, f_hi[act], v)
+            lo[act], f_lo[act] = np.where(ok, mid, lo_a), np.where(ok, v, f_lo[act])
+            hi[act], f_hi[act] = np.where(ok, hi_a, mid), np.where(ok, f_hi[act], v)
         interp = not interp
 
 

@@ -17,11 +17,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleetopt.errors import FleetoptError
+from fleetopt.atomic import write_atomic
 from fleetopt.catalog import Catalog
+from fleetopt.errors import FleetoptError
 from fleetopt.fit import FitResult, cross_validate, fit, gpu_family, summarize
 from fleetopt.measurements import METRICS, predict, validate
-from fleetopt.atomic import write_atomic
 from fleetopt.physics.calibration import Calibration, active_calibration
 
 #: Fewer rows than this cannot pin the coefficients the data identify.

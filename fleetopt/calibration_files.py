@@ -11,8 +11,7 @@ from pathlib import Path
 
 from fleetopt.errors import FleetoptError
 from fleetopt.files import read_yaml_mapping
-from fleetopt.physics.calibration import (DEFAULT, Calibration, active_source, calibration_from_mapping,
-                                          use_calibration)
+from fleetopt.physics.calibration import DEFAULT, Calibration, active_source, calibration_from_mapping, use_calibration
 
 
 def load_calibration(path: str | os.PathLike, source: str = "cli") -> Calibration:

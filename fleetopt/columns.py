@@ -40,8 +40,8 @@ from fleetopt.sizing import PoolColumns, PoolShape, PoolSizing, pool_shapes, siz
 from fleetopt.traffic import TrafficBatch
 
 if TYPE_CHECKING:
-    from fleetopt.profiles.base import Profile
     from fleetopt.instance import Compress
+    from fleetopt.profiles.base import Profile
 
 
 @dataclass

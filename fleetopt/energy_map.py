@@ -18,11 +18,10 @@ cell is the one with the fewest J per output token; the region is every cell wit
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import math
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -75,19 +74,19 @@ def energy_map(profile: Profile, inputs: Sequence[int] = DEFAULT_INPUTS, outputs
         raise FleetoptError(f"--batch: must be > 0, got {batch}")
     if tpot_ms is not None and not tpot_ms > 0:
         raise FleetoptError(f"--tpot-ms: must be > 0, got {tpot_ms:g}")
-    I, O = (a.ravel().astype(float) for a in np.meshgrid(ins, outs, indexing="ij"))
-    held = I + O / 2.0                                  # time-average tokens a sequence holds
-    cap = np.asarray(profile.concurrency(I + O, held, "paged"), np.int64) * np.ones(I.size, np.int64)
-    cap = np.where(I + O > profile.kv_capacity_tokens(), 0, cap)      # one whole sequence must fit
+    grid_in, grid_out = (a.ravel().astype(float) for a in np.meshgrid(ins, outs, indexing="ij"))
+    held = grid_in + grid_out / 2.0                                  # time-average tokens a sequence holds
+    cap = np.asarray(profile.concurrency(grid_in + grid_out, held, "paged"), np.int64) * np.ones(grid_in.size, np.int64)
+    cap = np.where(grid_in + grid_out > profile.kv_capacity_tokens(), 0, cap)      # one whole sequence must fit
     reason = np.where(cap <= 0, "kv", "")
     if batch is not None:
-        b = np.full(I.size, int(batch), np.int64)
+        b = np.full(grid_in.size, int(batch), np.int64)
         reason = np.where((b > cap) & (reason == ""), "kv", reason)
     elif tpot_ms is not None:
         ok = cap > 0
-        b = np.zeros(I.size, np.int64)
+        b = np.zeros(grid_in.size, np.int64)
         if ok.any():
-            slots, _ = tpot_batch_cap(profile, cap[ok], held[ok], I[ok] / O[ok], I[ok] / 2.0, tpot_ms)
+            slots, _ = tpot_batch_cap(profile, cap[ok], held[ok], grid_in[ok] / grid_out[ok], grid_in[ok] / 2.0, tpot_ms)
             b[ok] = slots
         reason = np.where((b <= 0) & (reason == ""), "tpot", reason)
     else:
@@ -97,8 +96,8 @@ def energy_map(profile: Profile, inputs: Sequence[int] = DEFAULT_INPUTS, outputs
         raise FleetoptError("energy-map: no cell of the grid fits (KV cache or TPOT); try shorter lengths or "
                             "a smaller --batch")
     rows = []
-    j_out = np.full(I.size, np.nan)
-    pts = [profile.steady_state(float(bb), float(i), float(o)) for bb, i, o in zip(b[fit], I[fit], O[fit])]
+    j_out = np.full(grid_in.size, np.nan)
+    pts = [profile.steady_state(float(bb), float(i), float(o)) for bb, i, o in zip(b[fit], grid_in[fit], grid_out[fit])]
     ops = {"step_ms": np.array([float(op.step_ms) for op in pts]),
            "instance_power_w": np.array([float(op.instance_power_w) for op in pts]),
            "output_tokens_per_s": np.array([float(op.decode_tokens_per_s) for op in pts])}
@@ -106,13 +105,13 @@ def energy_map(profile: Profile, inputs: Sequence[int] = DEFAULT_INPUTS, outputs
     best = float(np.nanmin(j_out))
     pos = np.cumsum(fit) - 1
     why = {"kv": "KV cache cannot hold the batch", "tpot": "TPOT unreachable at batch 1"}
-    for k in range(I.size):
-        row = {"input_tokens": int(I[k]), "output_tokens": int(O[k]), "fits": bool(fit[k]),
+    for k in range(grid_in.size):
+        row = {"input_tokens": int(grid_in[k]), "output_tokens": int(grid_out[k]), "fits": bool(fit[k]),
                "batch": int(b[k]) if fit[k] else 0, "kv_batch_cap": int(cap[k])}
         if fit[k]:
             j = float(j_out[k])
-            row.update({"j_per_output_token": j, "j_per_token": j_per_token(j, I[k], O[k]),
-                        "wh_per_query": wh_per_query_of_cell(j, O[k]),
+            row.update({"j_per_output_token": j, "j_per_token": j_per_token(j, grid_in[k], grid_out[k]),
+                        "wh_per_query": wh_per_query_of_cell(j, grid_out[k]),
                         "output_tokens_per_joule": 1.0 / j, "relative_efficiency": best / j,
                         "step_ms": float(ops["step_ms"][pos[k]]),
                         "instance_power_w": float(ops["instance_power_w"][pos[k]]),

@@ -8,7 +8,7 @@ baselines are evaluations, and a solved plan is re-read through it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fleetopt import lazy
 from fleetopt.physics.energy import tokens_per_joule

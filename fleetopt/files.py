@@ -5,9 +5,6 @@ Writing lives in ``fleetopt.atomic`` (files and sets of files that survive a kil
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 

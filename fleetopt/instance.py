@@ -13,11 +13,18 @@ Relative file paths inside an instance resolve against the instance's folder.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
-from fleetopt.errors import FleetoptError
-from fleetopt.records import (Annotated, Fraction, Meta, NonNeg, Pos, PosInt, Record, between, convert, field,
-                             int_between)
+from fleetopt.records import (
+    Annotated,
+    Fraction,
+    Meta,
+    NonNeg,
+    Pos,
+    PosInt,
+    Record,
+    field,
+)
 
 SCHEMA_VERSION = 1
 PROB_TOL = 1e-3
@@ -116,7 +123,7 @@ class CdfWorkload(_Dist, tag="cdf", kw_only=True):
     path: str | None = None
     """CSV with columns total_tokens_le, cumulative_fraction (instead of knots)."""
     input_share: Fraction = 0.8
-    samples: int_between(ge=100, le=1_000_000) | None = None
+    samples: Annotated[int, Meta(ge=100, le=1_000_000)] | None = None
     """Paper mode only: size each pool from this many Monte-Carlo draws of its sub-CDF, as
     the published simulator does (3000); unset = exact quadrature (the default)."""
     seed: int = 42
@@ -135,7 +142,7 @@ class HistogramWorkload(_Dist, tag="histogram", kw_only=True):
     """CSV with columns input_bin_lo, input_bin_hi, output_bin_lo, output_bin_hi, fraction."""
     dataset: str | None = None
     """Row filter on a 'dataset' column of the CSV."""
-    points_per_dim: int_between(ge=1, le=32) = 4
+    points_per_dim: Annotated[int, Meta(ge=1, le=32)] = 4
 
     def __post_init__(self):
         _one_source(self, "cells")
@@ -159,9 +166,9 @@ class LognormalWorkload(_Dist, tag="lognormal", kw_only=True):
 
 
 class MixtureComponent(Record, kw_only=True):
-    weight: between(ge=0, le=1)
+    weight: Annotated[float, Meta(ge=0, le=1)]
     """Share of the requests (the weights sum to 1; 0 switches a component off)."""
-    workload: Union[CdfWorkload, HistogramWorkload, TraceWorkload, LognormalWorkload]
+    workload: CdfWorkload | HistogramWorkload | TraceWorkload | LognormalWorkload
     output_scale: Pos = 1.0
     """This component's output lengths x this factor (a long-query share: e.g. 15 for
     test-time scaling), applied before ``workload.output_scale``."""
@@ -194,8 +201,8 @@ class LoadProfile(Record, kw_only=True):
 class Workload(Record, kw_only=True):
     """The request stream: a length distribution, an arrival rate and the routing key."""
 
-    distribution: Union[CdfWorkload, HistogramWorkload, TraceWorkload, LognormalWorkload, MixtureWorkload]
-    arrival_rate: Union[Pos, Literal["trace"]] = 100.0
+    distribution: CdfWorkload | HistogramWorkload | TraceWorkload | LognormalWorkload | MixtureWorkload
+    arrival_rate: Pos | Literal["trace"] = 100.0
     """Requests per second, or 'trace' for a trace's own mean rate (the peak hour's rate
     when ``load_profile`` is given)."""
     routing_key: Literal["total", "input", "input_plus_max_output"] = "total"
@@ -211,12 +218,12 @@ class SloTargets(Record, kw_only=True):
 
     ttft_p99_ms: Pos = 500.0
     tpot_p99_ms: Pos | None = None
-    max_utilization: between(gt=0, le=1) = 0.85
+    max_utilization: Annotated[float, Meta(gt=0, le=1)] = 0.85
 
 
 class Power(Record, kw_only=True):
     facility_cap_mw: Pos | None = None
-    pue: between(ge=1.0) = 1.0
+    pue: Annotated[float, Meta(ge=1.0)] = 1.0
     host_w_per_node: NonNeg = 0.0
     """Host (CPU, NIC, fans) power per 8-GPU node, charged pro rata to GPUs."""
     provisioning: Literal["peak", "tdp", "expected"] = "peak"
@@ -227,17 +234,17 @@ class Compress(Record, kw_only=True):
     """Compress-and-route: requests up to gamma x B go to the pool of window B, their prompt
     compressed to fit, with a success probability (failures stay in the longer pool)."""
 
-    gamma: between(ge=1.0) = 2.0
-    success: between(ge=0, le=1) = 1.0
+    gamma: Annotated[float, Meta(ge=1.0)] = 2.0
+    success: Annotated[float, Meta(ge=0, le=1)] = 1.0
     accounting: Literal["paper", "consistent"] = "consistent"
     """paper: served at the compressed length (80/20), outputs credited uncompressed;
     consistent: prompt compressed to B - output, outputs served and credited as they are."""
 
 
 class Pools(Record, kw_only=True):
-    max_pools: int_between(ge=1, le=8) = 3
-    boundaries: Union[Literal["auto"], list[int]] = "auto"
-    auto_count: int_between(ge=1, le=256) = 32
+    max_pools: Annotated[int, Meta(ge=1, le=8)] = 3
+    boundaries: Literal["auto"] | list[int] = "auto"
+    auto_count: Annotated[int, Meta(ge=1, le=256)] = 32
     """Candidate boundaries taken from the distribution's quantiles when 'auto'."""
     admission: Annotated[list[Literal["reserve", "paged"]], Meta(min_length=1)] = field(
         default_factory=lambda: ["paged"])
@@ -246,11 +253,11 @@ class Pools(Record, kw_only=True):
     paper_boundary: PosInt | None = None
     """The paper's fixed two-pool split for this workload (baseline)."""
     compress: Compress | None = None
-    split_grid: int_between(ge=1, le=8) = 1
+    split_grid: Annotated[int, Meta(ge=1, le=8)] = 1
     """Mixed pools: with m > 1 a length range may be shared by several GPU/TP configs, each
     taking k/m of its requests (k = 1..m, dispatched at random), each sized on its own; the
     MILP is exact over that grid of splits.  1 = one config per pool."""
-    disaggregation: Union[Literal["off", "allow", "only"], bool] = "off"
+    disaggregation: Literal["off", "allow", "only"] | bool = "off"
     """Disaggregated prefill/decode serving (``fleetopt.disagg``): ``off`` plans aggregated
     pools only; ``allow`` lets the MILP choose, per length range, an aggregated pool or a
     split one (prefill instances, KV transfer, decode instances, each phase on its own GPU
@@ -259,7 +266,7 @@ class Pools(Record, kw_only=True):
     kv_link: str = "infiniband-ndr"
     """Link carrying the KV cache from prefill to decode instances, by id in
     ``fleetopt/catalog/links.yaml`` (``infiniband-ndr``, ``roce-400g``, ``nvlink``)."""
-    phase_power_caps: Annotated[list[between(ge=0.3, le=1.0)], Meta(min_length=1)] = field(
+    phase_power_caps: Annotated[list[Annotated[float, Meta(ge=0.3, le=1.0)]], Meta(min_length=1)] = field(
         default_factory=lambda: [1.0])
     """DVFS caps the disaggregation-aware solve may use, as fractions of TDP (1 = the
     instance's ``serving.power_cap_w`` or TDP): each phase of a split pool picks its own,
@@ -282,9 +289,9 @@ class Pools(Record, kw_only=True):
 
 
 class Serving(Record, kw_only=True):
-    gpu_memory_utilization: between(gt=0, le=1) = 0.9
-    max_num_seqs: int_between(ge=1) = 1024
-    chunk_tokens: int_between(ge=16) = 8192
+    gpu_memory_utilization: Annotated[float, Meta(gt=0, le=1)] = 0.9
+    max_num_seqs: Annotated[int, Meta(ge=1)] = 1024
+    chunk_tokens: Annotated[int, Meta(ge=16)] = 8192
     power_cap_w: Pos | None = None
 
 
@@ -292,8 +299,8 @@ class Solver(Record, kw_only=True):
     time_limit_s: Pos = 60.0
     """Limit of the whole solve's MILP stages together (bounds, optimum, tie-break, Dinkelbach)."""
     mip_gap: NonNeg = 1e-6
-    threads: int_between(ge=1) = 1
-    seed: int_between(ge=0) = 0
+    threads: Annotated[int, Meta(ge=1)] = 1
+    seed: Annotated[int, Meta(ge=0)] = 0
     presolve: bool = False
     """HiGHS presolve.  Off by default: on this path-structured model its probing costs 3-10x
     the whole branch and bound (measured on the heterogeneous instance: 0.15 s against

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fleetopt.errors import FleetoptError
 from fleetopt.catalog import Catalog
+from fleetopt.errors import FleetoptError
 from fleetopt.physics.calibration import Calibration, Engine
 from fleetopt.physics.kv import DEFAULT_MAX_BATCHED_TOKENS
 from fleetopt.profiles.physical import PhysicalProfile

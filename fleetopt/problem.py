@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from fleetopt import lazy
 from fleetopt.catalog import Catalog, Model, load_catalog
 from fleetopt.errors import FleetoptError
 from fleetopt.instance import CdfWorkload, Compress, Instance, Pools, Serving, Solver
 from fleetopt.loading import revalidate, source_of
 from fleetopt.physics.calibration import Calibration, active_calibration, active_label
-from fleetopt import lazy
 from fleetopt.profiles import Mode, mode_of
 from fleetopt.records import replace
 from fleetopt.routing import Router

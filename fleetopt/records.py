@@ -21,13 +21,12 @@ import math
 import re
 import types
 import typing
-from typing import Any, Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import msgspec
 from msgspec import Meta, field  # noqa: F401  (re-exported for the record modules)
 
 from fleetopt.errors import FleetoptError
-
 
 
 def replace(obj: Any, **changes: Any) -> Any:
@@ -46,15 +45,6 @@ NonNeg = Annotated[float, Meta(ge=0)]
 PosInt = Annotated[int, Meta(gt=0)]
 NonNegInt = Annotated[int, Meta(ge=0)]
 Fraction = Annotated[float, Meta(gt=0, lt=1)]
-
-
-def between(**bounds) -> Any:
-    """A float with the given bounds (``gt``, ``ge``, ``lt``, ``le``)."""
-    return Annotated[float, Meta(**bounds)]
-
-
-def int_between(**bounds) -> Any:
-    return Annotated[int, Meta(**bounds)]
 
 
 class Record(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -67,7 +67,7 @@ class TrafficBatch:
         return len(self.share)
 
     @classmethod
-    def of(cls, traffics: list[PoolTraffic]) -> "TrafficBatch":
+    def of(cls, traffics: list[PoolTraffic]) -> TrafficBatch:
         m = len(traffics)
         seg = np.repeat(np.arange(m), [len(t.w) for t in traffics])
         inp, out, w, cred = (np.concatenate([getattr(t, f) for t in traffics]).astype(float)

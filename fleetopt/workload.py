@@ -20,7 +20,6 @@ knows the output length in advance), ``input`` (what a router sees), or
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,7 +53,7 @@ class LengthDist:
     key: np.ndarray
 
     @classmethod
-    def build(cls, inp, out, w, routing_key: str = "total", max_output_tokens: int | None = None) -> "LengthDist":
+    def build(cls, inp, out, w, routing_key: str = "total", max_output_tokens: int | None = None) -> LengthDist:
         inp = np.maximum(np.asarray(inp, float), 1.0)
         out = np.maximum(np.asarray(out, float), 1.0)
         w = np.asarray(w, float)
@@ -130,8 +129,10 @@ def from_cells(cells, per_dim: int = 4, routing_key: str = "total", max_output_t
     for c in cells:
         ilo, ihi, olo, ohi, f = (float(x) for x in c)
         gi, go = _grid(ilo, ihi, per_dim), _grid(olo, ohi, per_dim)
-        I, O = np.meshgrid(gi, go, indexing="ij")
-        inp.append(I.ravel()); out.append(O.ravel()); w.append(np.full(I.size, f / I.size))
+        grid_in, grid_out = np.meshgrid(gi, go, indexing="ij")
+        inp.append(grid_in.ravel())
+        out.append(grid_out.ravel())
+        w.append(np.full(grid_in.size, f / grid_in.size))
     return LengthDist.build(np.concatenate(inp), np.concatenate(out), np.concatenate(w), routing_key, max_output_tokens)
 
 
@@ -145,8 +146,8 @@ def from_lognormal(input_median: float, input_sigma: float, output_median: float
     gi, go = input_median * np.exp(input_sigma * z), output_median * np.exp(output_sigma * z)
     if max_tokens:
         gi = np.minimum(gi, max_tokens)
-    I, O = np.meshgrid(gi, go, indexing="ij")
-    return LengthDist.build(I.ravel(), O.ravel(), np.full(I.size, 1.0 / I.size), routing_key, max_output_tokens)
+    grid_in, grid_out = np.meshgrid(gi, go, indexing="ij")
+    return LengthDist.build(grid_in.ravel(), grid_out.ravel(), np.full(grid_in.size, 1.0 / grid_in.size), routing_key, max_output_tokens)
 
 
 def histogram_cells(inp: np.ndarray, out: np.ndarray, in_edges, out_edges) -> list[list[float]]:

@@ -12,16 +12,25 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
-from typing import Union
+from collections.abc import Sequence
 
 import numpy as np
 
 from fleetopt.errors import FleetoptError
-from fleetopt.instance import (CdfWorkload, HistogramWorkload, LognormalWorkload, MixtureWorkload, TraceWorkload,
-                               Workload, cells_problem, knots_problem)
+from fleetopt.instance import (
+    CdfWorkload,
+    HistogramWorkload,
+    LognormalWorkload,
+    MixtureWorkload,
+    TraceWorkload,
+    Workload,
+    cells_problem,
+    knots_problem,
+)
 from fleetopt.workload import LengthDist, from_cdf, from_cells, from_lognormal, scale_output
 
-Distribution = Union[CdfWorkload, HistogramWorkload, TraceWorkload, LognormalWorkload, MixtureWorkload]
+Component = CdfWorkload | HistogramWorkload | TraceWorkload | LognormalWorkload
+"""One length distribution (a mixture's components are these)."""
 
 
 def resolve_path(base: Path, p: str) -> Path:
@@ -47,22 +56,26 @@ def _checked(problem: tuple[int | None, int | None, str] | None, lines: list[int
         raise FleetoptError(f"{field}: '{name}'{where}: {msg}")
 
 
-def _component(d: Distribution, base: Path, key: str, max_out: int | None,
+def _component(d: Component, base: Path, key: str, max_out: int | None,
                field: str = "workload.distribution") -> tuple[LengthDist, float | None]:
     """(LengthDist, trace rate or None) for one distribution spec (``field`` names it in
     errors; a CSV's bad row is named by its line)."""
-    if d.type == "cdf":
+    if isinstance(d, CdfWorkload):
+        knots: Sequence[Sequence[float]]
         if d.knots is not None:
             knots = d.knots
         else:
+            assert d.path is not None                  # one of knots or path (the record's check)
             path = _existing(base, d.path, f"{field}.path")
             lines, knots = read_numeric_csv(path, ["total_tokens_le", "cumulative_fraction"], f"{field}.path")
             _checked(knots_problem(knots), lines, f"{field}.path", path.name)
         return from_cdf(knots, d.input_share, routing_key=key), None
-    if d.type == "histogram":
+    if isinstance(d, HistogramWorkload):
+        cells: Sequence[Sequence[float]]
         if d.cells is not None:
             cells = d.cells
         else:
+            assert d.path is not None
             path = _existing(base, d.path, f"{field}.path")
             cols = ["input_bin_lo", "input_bin_hi", "output_bin_lo", "output_bin_hi", "fraction"]
             lines, cells = read_numeric_csv(path, cols, f"{field}.path",
@@ -71,15 +84,13 @@ def _component(d: Distribution, base: Path, key: str, max_out: int | None,
                 raise FleetoptError(f"{field}.dataset: no rows for '{d.dataset}' in {path.name}")
             _checked(cells_problem(cells), lines, f"{field}.path", path.name)
         return from_cells(cells, d.points_per_dim, key, max_out), None
-    if d.type == "trace":
+    if isinstance(d, TraceWorkload):
         inp, out, t = read_trace(resolve_path(base, d.path), d.input_column, d.output_column, d.time_column,
                                  f"{field}.path")
         rate = trace_rate(t) if t is not None else None
         return LengthDist.build(inp, out, np.ones_like(inp), key, max_out), rate
-    if d.type == "lognormal":
-        return from_lognormal(d.input_median, d.input_sigma, d.output_median, d.output_sigma, routing_key=key,
-                              max_tokens=d.max_tokens, max_output_tokens=max_out), None
-    raise FleetoptError(f"{field}.type: unknown '{d.type}'")
+    return from_lognormal(d.input_median, d.input_sigma, d.output_median, d.output_sigma, routing_key=key,
+                          max_tokens=d.max_tokens, max_output_tokens=max_out), None
 
 
 def load_workload(wl: Workload, base: Path) -> tuple[LengthDist, float]:
@@ -89,8 +100,8 @@ def load_workload(wl: Workload, base: Path) -> tuple[LengthDist, float]:
     ``arrival_rate: trace`` takes the trace's own mean rate."""
     d = wl.distribution
     key, max_out = wl.routing_key, wl.max_output_tokens
-    rate = None
-    if d.type == "mixture":
+    rate: float | None = None
+    if isinstance(d, MixtureWorkload):
         parts = [(c.weight, scale_output(_component(c.workload, base, key, max_out,
                                                     f"workload.distribution.components.{name}.workload")[0],
                                          c.output_scale, key, max_out))

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from formulations.fleet import (FleetModelData, PathArc, add_budget, add_flow, add_pools, add_power, add_stock)
+from formulations.fleet import FleetModelData, PathArc, add_budget, add_flow, add_pools, add_power, add_stock
 from formulations.highs import Row, build_model
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from fleetopt import FleetoptError
 from fleetopt.catalog import load_catalog
+
 from conftest import need_shared_data
 
 NEW_GPUS = ["a100-sxm-40gb", "gh200", "h200-nvl", "mi325x", "mi355x", "b300"]

@@ -12,22 +12,28 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fleetopt.errors import InfeasibleError
+from fleetopt import evaluate, load_instance, solve
 from fleetopt.catalog import load_catalog
 from fleetopt.cli import main
 from fleetopt.disagg.links import kv_link, kv_transfer_bytes, kv_transfer_energy_j, kv_transfer_ms, transfer_lanes
-from fleetopt.disagg.prefill import (prefill_busy_power_w, prefill_chunks, prefill_service_ms, ttft_exceed,
-                                     ttft_quantile, wait_tail)
-from fleetopt import evaluate, load_instance, solve
+from fleetopt.disagg.prefill import (
+    prefill_busy_power_w,
+    prefill_chunks,
+    prefill_service_ms,
+    ttft_exceed,
+    ttft_quantile,
+    wait_tail,
+)
+from fleetopt.errors import InfeasibleError
 from fleetopt.loading import validate_instance
 from fleetopt.problem import Problem
-from fleetopt.topology import PoolChoice, parse_topology
 from fleetopt.profiles import make_profile
 from fleetopt.queueing import erlang_c, wait_quantile_mgc
 from fleetopt.simulator.disagg import simulate_prefill
 from fleetopt.simulator.run import simulate
+from fleetopt.topology import PoolChoice, parse_topology
 from formulations import get as get_formulation
-from formulations.fleet_disagg import DisaggModelData, Kind, build, constraint_rows, start_values
+from formulations.fleet_disagg import DisaggModelData, Kind, build, constraint_rows
 from formulations.highs import solve_matrix, solve_pyomo, write_lp
 
 INST = Path(__file__).resolve().parents[1] / "instances"
@@ -291,7 +297,6 @@ def test_solve_equals_enumeration_with_both_kinds_of_pool(mode, stock):
 
 
 def test_allow_on_a_shipped_instance_is_at_least_as_good_as_aggregated():
-    from fleetopt import load_instance
 
     inst = load_instance(INST / "azure-conv-h100.yaml", ["pools.disaggregation=allow"])
     res = solve(inst).to_dict()
@@ -367,7 +372,6 @@ def test_batching_fills_the_token_budget_and_is_never_slower():
 def test_simulated_split_pools_agree_with_their_sizing(name, topo):
     """Within the tolerances the aggregated pools meet: P99 TTFT within 10 %, TPOT under
     the SLO, tokens per joule within 8 %; energy conserved across the phases."""
-    from fleetopt import load_instance
 
     inst = load_instance(INST / f"{name}.yaml")
     r = simulate(Problem.from_instance(inst), parse_topology(topo), 60_000, seed=2)
@@ -439,7 +443,6 @@ def test_refine_keeps_a_split_plan_split(tmp_path):
 def test_ties_go_to_the_aggregated_plan():
     """min_cost with as many GPUs either way: the plan stays aggregated (a split range counts
     two pools, and of equal plans the aggregated one wins)."""
-    from fleetopt import load_instance
 
     sets = ["model=llama-3.1-70b", "gpus=[{id: a100, tp: [4, 8]}]", "objective=min_cost", "slo.ttft_p99_ms=2500",
             "slo.tpot_p99_ms=100", "workload.arrival_rate=50"]

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import workload_of
-
+from fleetopt import evaluate, load_instance
 from fleetopt.cli import main
 from fleetopt.energy_scale import energy_report
-from fleetopt import evaluate, load_instance
 from fleetopt.problem import Problem
 from fleetopt.topology import parse_topology
+
+from conftest import workload_of
 
 SMALL = """\
 schema_version: 1

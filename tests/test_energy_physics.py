@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import need_shared_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,6 +33,7 @@ from fleetopt.physics.calibration import (
 from fleetopt.physics.power import gpu_power_w, step_energy
 from fleetopt.profiles import make_profile
 
+from conftest import need_shared_data
 
 
 def test_power_formula_by_hand(cat):
@@ -227,10 +227,10 @@ def test_calibrate_round_trip_on_shared_h100_runs(cat, tmp_path):
 
     from conftest import REPO
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from _measured import mlenergy
-
     from fleetopt.calibrate import calibrate
     from fleetopt.fit import summarize
+
+    from _measured import mlenergy
 
     df = mlenergy(cat)
     df = df[(df.task == "lm-arena-chat") & (df.dp == 1)].assign(engine="default")
@@ -265,12 +265,12 @@ def test_instance_calibration_field(cat, tmp_path):
     next instance without the field is back on the packaged calibration."""
     import yaml
 
-    from conftest import REPO
+    from fleetopt import evaluate, load_instance
     from fleetopt.calibrate import calibration_yaml
-    from fleetopt import evaluate
-    from fleetopt.topology import parse_topology
-    from fleetopt import load_instance
     from fleetopt.physics.calibration import active_label
+    from fleetopt.topology import parse_topology
+
+    from conftest import REPO
 
     (tmp_path / "cal.yaml").write_text(calibration_yaml(DEFAULT.with_(static_scale=1.0), "test"))
     src = REPO / "instances" / "azure-conv-h100.yaml"
@@ -292,9 +292,10 @@ def test_instance_calibration_field(cat, tmp_path):
 
 def test_calibration_changes_evaluate_and_solve(cat, tmp_path):
     """--calibration reaches every command: evaluate's and solve's figures move with it."""
-    from conftest import REPO
     from fleetopt.calibrate import calibration_yaml
     from fleetopt.cli import main
+
+    from conftest import REPO
 
     f = tmp_path / "cal.yaml"
     f.write_text(calibration_yaml(DEFAULT.with_(mem_energy_scale=2.0), "test"))

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import published, workload_of
-
 from fleetopt import FleetoptError, InfeasibleError, evaluate, load_instance
 from fleetopt.cli import main
 from fleetopt.routing import Router
 from fleetopt.topology import parse_topology
+
+from conftest import published, workload_of
 
 INST = Path(__file__).resolve().parents[1] / "instances"
 

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetopt import FleetoptError
-from fleetopt import load_instance
+from fleetopt import FleetoptError, load_instance
 from fleetopt.loading import apply_set, load_instance_data, validate_instance
 
 INSTANCES = Path(__file__).resolve().parents[1] / "instances"

@@ -1,11 +1,12 @@
 """Paper mode reproduces the published tables (../shared/reference/one-over-w-model.md)."""
 
 import pytest
-from conftest import published
 
 from fleetopt.law import law_rows
 from fleetopt.profiles import make_profile
 from fleetopt.profiles.paper import computed_profile
+
+from conftest import published
 
 PUB = published()
 TABLE1 = PUB["table1"]

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetopt.cli import main
 from fleetopt import load_instance
+from fleetopt.cli import main
 from fleetopt.problem import Problem
 from fleetopt.refinement import refine
 

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fleetopt import load_instance
 from fleetopt.catalog import load_catalog
 from fleetopt.cli import main
-from fleetopt import load_instance
+from fleetopt.problem import Problem
 from fleetopt.profiles import make_profile
 from fleetopt.queueing import erlang_c
 from fleetopt.simulator.core import LogHist, PoolSpec, simulate_pool
-from fleetopt.problem import Problem
 from fleetopt.simulator.run import simulate
 from fleetopt.simulator.tables import step_tables
 from fleetopt.topology import parse_topology

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetopt.profiles import make_profile
 from fleetopt.batching import search_rising, tpot_batch_cap
+from fleetopt.profiles import make_profile
 
 
 @settings(max_examples=200, deadline=None)

@@ -11,8 +11,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import workload_of
-
 from fleetopt import InfeasibleError, evaluate, load_instance, solve
 from fleetopt.cli import main
 from fleetopt.instance import Instance

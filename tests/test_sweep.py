@@ -11,9 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fleetopt import InfeasibleError
+from fleetopt import InfeasibleError, load_instance, solve
 from fleetopt.cli import main
-from fleetopt import load_instance, solve
 from fleetopt.sweeps import expand, load_spec, run_sweep
 
 INST = Path(__file__).resolve().parents[1] / "instances"

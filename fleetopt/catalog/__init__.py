@@ -15,9 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from fleetopt.records import Frozen, NonNeg, NonNegInt, Pos, PosInt, Record, convert
-
 from fleetopt.errors import FleetoptError
+from fleetopt.records import Frozen, NonNeg, NonNegInt, Pos, PosInt, Record, convert
 
 #: Bytes per stored element for each dtype name; mxfp4 is 4-bit values plus one 8-bit scale
 #: per 32 (OCP Microscaling spec v1.0), i.e. 4.25 bits.

@@ -17,10 +17,10 @@ from typing import Any
 
 import click
 
-from fleetopt.catalog import Catalog, load_catalog
-from fleetopt.calibration_files import load_calibration
-from fleetopt.errors import FleetoptError
 from fleetopt import lazy
+from fleetopt.calibration_files import load_calibration
+from fleetopt.catalog import Catalog, load_catalog
+from fleetopt.errors import FleetoptError
 from fleetopt.loading import load_instance
 from fleetopt.problem import Problem
 from fleetopt.render import render, to_json

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import click
-
-from typing import Any
 
 from fleetopt.atomic import check_set_target, write_atomic, write_set
 from fleetopt.catalog import Catalog
@@ -19,7 +18,6 @@ from fleetopt.plan import read_topology
 from fleetopt.profiles import make_profile
 from fleetopt.render import table, to_json
 from fleetopt.topology import parse_topology
-
 
 SUMMARY = [("queries_per_day", "queries/day"), ("peak_queries_per_s", "queries/s (busiest hour)"),
            ("mean_output_tokens", "tokens"), ("instances_peak", "instances"), ("gpus_peak", "GPUs"),

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import click
 
+from fleetopt import lazy
 from fleetopt.cli.app import emit, format_opt, load, set_opt
 from fleetopt.errors import FleetoptError
 from fleetopt.evaluation import evaluate as evaluate_fleet
-from fleetopt import lazy
 from fleetopt.plan import Plan, check_out_folder
 from fleetopt.solver import solve as solve_fleet
 from fleetopt.topology import parse_topology
-
 
 VERIFY = "fleetopt.simulator.run:verify"
 """The simulation behind ``solve --verify``; loaded only when asked for."""

@@ -7,8 +7,8 @@ import sys
 import click
 
 from fleetopt.cli.app import catalog_files, emit
-from fleetopt.sweeps.report import report
 from fleetopt.sweeps import run_sweep
+from fleetopt.sweeps.report import report
 
 
 @click.command()

@@ -57,8 +57,8 @@ from fleetopt.topology import PoolChoice
 from fleetopt.traffic import PoolTraffic, TrafficBatch
 
 if TYPE_CHECKING:
-    from fleetopt.profiles.base import Profile
     from fleetopt.problem import Problem
+    from fleetopt.profiles.base import Profile
 
 __all__ = ["DECODE", "PREFILL", "KvLink", "PhaseColumns", "PhaseSizing", "batch_prefill_ms", "check_disaggregation",
            "kv_link", "phase_serving", "size_decode", "size_prefill", "size_split_choice"]

@@ -9,11 +9,10 @@ time and energy: pure functions of bytes, lanes and the link's figures
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,8 +22,9 @@ from fleetopt.files import parse_yaml
 from fleetopt.physics.kv import kv_bytes_per_token
 
 if TYPE_CHECKING:
-    from fleetopt.profiles.base import Profile
     from numpy.typing import ArrayLike
+
+    from fleetopt.profiles.base import Profile
 
 
 @dataclass(frozen=True)

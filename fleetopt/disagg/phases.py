@@ -10,11 +10,9 @@ cap, so the decode pool adds nothing to the P99 TTFT.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,8 +22,9 @@ from fleetopt.sizing import PoolSizing, Slo
 from fleetopt.traffic import TrafficBatch
 
 if TYPE_CHECKING:
-    from fleetopt.profiles.base import Profile
     from numpy.typing import ArrayLike
+
+    from fleetopt.profiles.base import Profile
 
 PREFILL, DECODE = "prefill", "decode"
 

@@ -10,23 +10,28 @@ with the waiting time's exponential tail P(W > t) = C exp(-decay t) (Kimura's, a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import dataclasses
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fleetopt.disagg.links import (KvLink, kv_transfer_bytes, kv_transfer_energy_j, kv_transfer_ms,
-                                   model_kv_bytes_per_token)
+from fleetopt.disagg.links import (
+    KvLink,
+    kv_transfer_bytes,
+    kv_transfer_energy_j,
+    kv_transfer_ms,
+    model_kv_bytes_per_token,
+)
 from fleetopt.disagg.phases import PREFILL, PhaseColumns, empty_phase, least_count, phase_gpus
 from fleetopt.queueing import log_erlang_c
 from fleetopt.sizing import Slo
 from fleetopt.traffic import TrafficBatch
 
 if TYPE_CHECKING:
-    from fleetopt.profiles.base import Profile
     from numpy.typing import ArrayLike
+
+    from fleetopt.profiles.base import Profile
 
 
 PREFILL_TIME_MODEL = "steps"

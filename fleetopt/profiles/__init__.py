@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from fleetopt import lazy
 from fleetopt.catalog import Catalog, Gpu, Model, load_catalog
 from fleetopt.errors import FleetoptError
-from fleetopt import lazy
 from fleetopt.profiles.point import Admission, OperatingPoint
 
 if TYPE_CHECKING:

@@ -18,11 +18,11 @@ and returns the same shape.  Units are in the names: ``_ms`` milliseconds, ``_w`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 from fleetopt.catalog import Gpu, Model
 from fleetopt.profiles.point import Admission, Num, OperatingPoint
+
 
 class Profile(Protocol):
     """One serving instance under one mode (module docstring).

@@ -49,8 +49,7 @@ from fleetopt.problem import Problem
 from fleetopt.procs import stop_on_signals
 from fleetopt.refinement.journal import storage_for, write_failure
 from fleetopt.refinement.search import PARETO, Search
-from fleetopt.refinement.study import (OWNER_ATTR, RUN_ATTR, fail_dead_trials, open_study, owner_record,
-                                   problem_hash)
+from fleetopt.refinement.study import OWNER_ATTR, RUN_ATTR, fail_dead_trials, open_study, owner_record, problem_hash
 from fleetopt.simulator.run import misses, simulate
 from fleetopt.solver import solve
 

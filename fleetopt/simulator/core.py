@@ -68,7 +68,7 @@ class LogHist:
         if len(self.buf) >= self.BUFFER:
             self._fold()
 
-    def merge(self, other: "LogHist") -> None:
+    def merge(self, other: LogHist) -> None:
         self._fold()
         other._fold()
         self.bins += other.bins

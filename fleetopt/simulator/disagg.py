@@ -31,15 +31,19 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from dataclasses import dataclass
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
 from fleetopt.disagg import batch_prefill_ms, kv_link
-from fleetopt.disagg.links import (kv_transfer_bytes, kv_transfer_energy_j, kv_transfer_ms, model_kv_bytes_per_token,
-                                   transfer_lanes)
+from fleetopt.disagg.links import (
+    kv_transfer_bytes,
+    kv_transfer_energy_j,
+    kv_transfer_ms,
+    model_kv_bytes_per_token,
+    transfer_lanes,
+)
 from fleetopt.disagg.prefill import prefill_busy_power_w, prefill_service_ms
 from fleetopt.problem import Problem
 from fleetopt.simulator.core import PoolSpec, PoolStats, simulate_pool

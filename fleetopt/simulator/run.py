@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from fleetopt import lazy
 from fleetopt.atomic import os_error
 from fleetopt.errors import FleetoptError
 from fleetopt.evaluation import evaluate
-from fleetopt import lazy
 from fleetopt.plan import Plan
 from fleetopt.problem import Problem
 from fleetopt.simulator.core import LogHist, PoolSpec, PoolStats, simulate_pool

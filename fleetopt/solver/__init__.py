@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import time
 
+from fleetopt import lazy
 from fleetopt.columns import generate
 from fleetopt.errors import FleetoptError
-from fleetopt import lazy
 from fleetopt.plan import Plan
 from fleetopt.problem import Problem
 from fleetopt.solver.finish import finish

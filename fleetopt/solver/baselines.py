@@ -9,7 +9,7 @@ read back from the columns when the traffic is the same), so baselines and plans
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 

@@ -29,7 +29,6 @@ from formulations.fleet_disagg import DisaggModelData, Kind
 from formulations.highs import SolveResult, solve_matrix, solve_pyomo
 
 
-
 def model_data(problem: Problem, agg: Columns | None, split: SplitColumns) -> DisaggModelData:
     """``DisaggModelData`` of the aggregated and phase columns."""
     stock: dict[str, int] = {}

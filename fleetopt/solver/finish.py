@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import time
 
+from fleetopt import lazy
 from fleetopt.columns import Columns, prune_dominated
 from fleetopt.errors import InfeasibleError, NoPlanInTimeError
 from fleetopt.evaluation import evaluate
-from fleetopt import lazy
 from fleetopt.plan import Plan, check_plan
 from fleetopt.problem import Problem
 from fleetopt.solver.baselines import baseline, chosen_topology, column_reader, gains
 from fleetopt.solver.diagnose import diagnose, no_plan_in_time
 from fleetopt.solver.milp import StagedSolve
 from fleetopt.solver.stats import solver_stats
-
 
 SPLIT_FINISH = "fleetopt.solver.disagg:finish_disagg"
 """``finish`` over aggregated and split pools; loaded with ``pools.disaggregation`` on."""

@@ -37,8 +37,8 @@ import numpy as np
 import formulations
 from fleetopt.columns import Columns
 from fleetopt.problem import Problem
-from fleetopt.solver.dinkelbach import dinkelbach
 from fleetopt.solver.bounds import can_reach, lagrangian_weights, one_pool_plan, path_bounds, tokens_vary
+from fleetopt.solver.dinkelbach import dinkelbach
 from formulations.fleet import FleetModelData, lagrange_multipliers
 from formulations.highs import SolveResult, solve_matrix, solve_pyomo
 

@@ -23,7 +23,7 @@ import hashlib
 import itertools
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from fleetopt.errors import FleetoptError
 from fleetopt.files import read_yaml_mapping
 from fleetopt.instance import Instance
 from fleetopt.loading import apply_set, check_instance, load_instance_data, validate_instance
-from fleetopt.records import Meta, Record, convert, field, int_between, to_builtins
+from fleetopt.records import Meta, Record, convert, field, to_builtins
 from fleetopt.workload_files import resolve_path
 
 RHS_PATHS = ("power.facility_cap_mw",)   # and gpus.N.max_gpus: fields the columns do not depend on
@@ -41,12 +41,12 @@ RHS_PATHS = ("power.facility_cap_mw",)   # and gpus.N.max_gpus: fields the colum
 class AxisValue(Record, kw_only=True):
     """A grid value that sets several fields: ``{value: label, set: {path: value, ...}}``."""
 
-    value: Union[float, int, str, bool, None]
+    value: float | int | str | bool | None
     set: dict[str, Any]
 
 
 class RandomSpec(Record, kw_only=True):
-    samples: int_between(gt=0, le=1_000_000)
+    samples: Annotated[int, Meta(gt=0, le=1_000_000)]
     seed: int = 0
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     choices: dict[str, list[Any]] = field(default_factory=dict)

@@ -31,7 +31,6 @@ from fleetopt.solver import finish, solve
 from fleetopt.sweeps.spec import column_key
 from fleetopt.workload_files import load_workload
 
-
 _CACHE: dict[str, Any] = {}       # column key -> (dist, rate, raw columns): cases differing in RHS only
 _SHAPES: dict[str, Any] = {}      # rate-independent key -> generate()'s cache (routed traffic, pool shapes)
 
