@@ -129,7 +129,7 @@ def _capped_baseline_rate(name: str, sets: list[str]) -> tuple[float, str, dict]
     for cap in (700, 490, 350):
         topo = parse_topology("16384:h100x8:paged" + (f":cap{cap}" if cap < 700 else ""))
 
-        def fits(rate: float):
+        def fits(rate: float, topo=topo):
             try:
                 r = evaluate(problem, topo, rate=rate).to_dict()
             except InfeasibleError:

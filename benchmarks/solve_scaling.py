@@ -108,7 +108,7 @@ def optuna_rows(budget_cap: int = 300) -> list[dict]:
         cfgs = list(problem.configs)
         budget = min(budget_cap, milp["search_space"]["columns"])
 
-        def objective(trial):
+        def objective(trial, inst=inst, bounds=bounds, cfgs=cfgs, problem=problem):
             k = trial.suggest_int("pools", 1, inst.pools.max_pools)
             cuts = sorted({trial.suggest_categorical(f"b{i}", bounds[:-1]) for i in range(k - 1)})
             uppers = cuts + [bounds[-1]]

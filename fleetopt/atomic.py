@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from fleetopt.errors import FleetoptError
@@ -40,7 +40,7 @@ def os_error(exc: OSError, what: str, path: str | os.PathLike) -> FleetoptError:
     return FleetoptError(f"{what}: cannot write '{path}' ({why})")
 
 
-def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
+def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder, fsync and
     ``os.replace``: a reader never sees a half-written file and an interrupt or a full disk
     leaves the old one intact (and no temporary behind; one left by a kill is removed by
@@ -193,15 +193,16 @@ def check_set_target(folder: str | os.PathLike, names: list[str], what: str, for
     return clash
 
 
-def write_set(folder: str | os.PathLike, files: dict[str, Callable[[Path], None]], what: str,
+def write_set(folder: str | os.PathLike[str], files: Mapping[str, Callable[[Path], None]], what: str,
               force: bool = False, owned: bool = False) -> None:
     """Write a set of files into ``folder`` as one unit: each ``files[name](path)`` writes
     one file into a fresh hidden sibling folder, which then replaces ``folder`` by an atomic
     exchange (Linux renameat2), so a reader - or a kill at any moment - sees the whole old
     set or the whole new one, never a mix.  ``folder`` may be new, empty or hold an earlier
     set (replaced only with ``force``); files fleetopt did not write are never touched: a
-    folder holding any is refused (unless ``owned``: a folder only fleetopt writes).  A full or read-only disk is one line (FleetoptError,
-    naming ``what``) and leaves nothing behind; temporaries of killed writers are removed."""
+    folder holding any is refused (unless ``owned``: a folder only fleetopt writes).  A full
+    or read-only disk is one line (FleetoptError, naming ``what``) and leaves nothing behind;
+    temporaries of killed writers are removed."""
     import shutil
 
     d = Path(folder)
@@ -260,7 +261,8 @@ class FolderLock:
     folder with no lock file yet there is nothing to protect and no lock is taken."""
 
     def __init__(self, folder: Path, what: str):
-        self.path, self.what, self.fd = Path(folder) / ".lock", what, None
+        self.path, self.what = Path(folder) / ".lock", what
+        self.fd: int | None = None
 
     def __enter__(self) -> FolderLock:
         import errno
@@ -275,17 +277,18 @@ class FolderLock:
                 self.fd = os.open(self.path, os.O_RDONLY)
             except OSError:
                 return self
+        fd = self.fd
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(self.fd)
+            os.close(fd)
             self.fd = None
             raise FleetoptError(f"{self.what}: another fleetopt process is writing to '{self.path.parent}'; "
                                 f"wait for it or stop it") from None
-        _HELD.add(self.fd)
+        _HELD.add(fd)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.fd is not None:
             _HELD.discard(self.fd)
             os.close(self.fd)                   # closing releases the flock

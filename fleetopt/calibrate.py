@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from fleetopt.atomic import write_atomic
 from fleetopt.catalog import Catalog
@@ -23,6 +24,9 @@ from fleetopt.errors import FleetoptError
 from fleetopt.fit import FitResult, cross_validate, fit, gpu_family, summarize
 from fleetopt.measurements import METRICS, predict, validate
 from fleetopt.physics.calibration import Calibration, active_calibration
+
+if TYPE_CHECKING:
+    from pandas import DataFrame
 
 #: Fewer rows than this cannot pin the coefficients the data identify.
 MIN_ROWS = 8
@@ -45,7 +49,7 @@ class CalibrateReport:
     logo: list[dict]
     rows: int
 
-    def rows_table(self) -> list[dict]:
+    def rows_table(self) -> list[dict[str, Any]]:
         """One row per metric: MAPE before (the calibration in use) and after the fit."""
         out = []
         for m in METRICS:
@@ -56,7 +60,7 @@ class CalibrateReport:
         return out
 
 
-def read_measurements(path: str | os.PathLike, catalog: Catalog):
+def read_measurements(path: str | os.PathLike[str], catalog: Catalog) -> DataFrame:
     """Read and validate a measurement CSV (schema in ``fleetopt.measurements``)."""
     import pandas as pd
 
@@ -73,7 +77,7 @@ def read_measurements(path: str | os.PathLike, catalog: Catalog):
     return df
 
 
-def calibrate(df, catalog: Catalog, start: Calibration | None = None, max_nfev: int = 100,
+def calibrate(df: DataFrame, catalog: Catalog, start: Calibration | None = None, max_nfev: int = 100,
               cross_validate_gpus: bool = True) -> CalibrateReport:
     """Fit ``df`` starting from ``start`` (default: the active calibration); residuals before
     and after, and leave-one-GPU-out when the table holds several GPU chips."""
@@ -86,7 +90,7 @@ def calibrate(df, catalog: Catalog, start: Calibration | None = None, max_nfev: 
     return CalibrateReport(res, before, after, logo, len(df))
 
 
-def write_calibration(cal: Calibration, path: str | os.PathLike, fitted_on: str, force: bool = False) -> None:
+def write_calibration(cal: Calibration, path: str | os.PathLike[str], fitted_on: str, force: bool = False) -> None:
     """Write a calibration file atomically; an existing file is replaced only with ``force``."""
     p = Path(path)
     if p.exists() and not force:

@@ -14,7 +14,7 @@ from fleetopt.files import read_yaml_mapping
 from fleetopt.physics.calibration import DEFAULT, Calibration, active_source, calibration_from_mapping, use_calibration
 
 
-def load_calibration(path: str | os.PathLike, source: str = "cli") -> Calibration:
+def load_calibration(path: str | os.PathLike[str], source: str = "cli") -> Calibration:
     """Read a calibration file and make it active (``source``: who asked, ``cli`` or
     ``instance``); one-line ``FleetoptError`` on any mistake."""
     data = read_yaml_mapping(path, "calibration file")

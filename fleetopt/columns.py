@@ -185,7 +185,7 @@ def generate(problem: Problem, rate: float | None = None, bounds: Sequence[int] 
             cache[skeys[c]] = (prof, sh)
             if pcs:
                 done[c] = pcs
-    for c, cf in enumerate(cfgs):
+    for c in range(len(cfgs)):
         skey = skeys[c]
         if skey not in cache:
             cache[skey] = shape(c)
@@ -199,16 +199,18 @@ def generate(problem: Problem, rate: float | None = None, bounds: Sequence[int] 
             ok = np.array([e is None for e in pc.error])
             if k == grid:
                 for a in np.flatnonzero(~ok):
-                    errors[(int(ai[a]), int(aj[a]), c)] = pc.error[a]
+                    errors[(int(ai[a]), int(aj[a]), c)] = str(pc.error[a])
             n = pc.instances.astype(float)
             prov = pw.provisioned_w(n, pc.it_power_w, pc.peak_instance_power_w, n * pc.gpus_per_instance,
                                     prof.gpu.tdp_w)
-            parts.append((np.full(ok.sum(), c), ai[ok], aj[ok], pc.instances[ok], pc.instances[ok] * pc.gpus_per_instance,
+            parts.append((np.full(ok.sum(), c), ai[ok], aj[ok], pc.instances[ok],
+                          pc.instances[ok] * pc.gpus_per_instance,
                           pc.it_power_w[ok], prov[ok], pc.tokens_per_s[ok], n[ok] * pc.usd_per_instance_hour,
                           np.full(ok.sum(), k)))
     if not parts:
-        return Columns(bounds, cfgs, *(np.zeros(0, int) for _ in range(6)), *(np.zeros(0) for _ in range(3)), errors,
-                       sized, arc_row, np.zeros(0, int) if grid > 1 else None, grid)
+        none, empty = np.zeros(0, int), np.zeros(0)
+        return Columns(bounds, cfgs, none, none, none, none, none, empty, empty, empty, empty, errors, sized, arc_row,
+                       none if grid > 1 else None, grid)
     cat = [np.concatenate(x) for x in zip(*parts)]
     cfg_a, i_a, j_a, n_a, g_a, e_a, p_a, t_a, c_a, k_a = cat
     order = np.lexsort((-k_a, cfg_a, j_a, i_a))        # deterministic: by arc, then config, whole first
@@ -231,11 +233,11 @@ def prune_dominated(cols: Columns, objective: str, capped: bool) -> Columns:
         return cols
     gid = {g: k for k, g in enumerate(dict.fromkeys(c.gpu for c in cols.configs))}
     type_of = np.array([gid[c.gpu] if c.max_gpus is not None else -1 for c in cols.configs])
-    crit = [objective_terms(cols, objective)]
+    parts = [objective_terms(cols, objective)]
     if capped:
-        crit.append(cols.provisioned_w[None, :])
-    crit.append(np.where(type_of[cols.cfg] >= 0, cols.gpus, 0)[None, :])   # GPUs count where stock is limited
-    crit = np.concatenate(crit)                                             # (criteria, columns)
+        parts.append(cols.provisioned_w[None, :])
+    parts.append(np.where(type_of[cols.cfg] >= 0, cols.gpus, 0)[None, :])  # GPUs count where stock is limited
+    crit = np.concatenate(parts)                                            # (criteria, columns)
     arc = cols.arc_i * (len(cols.bounds) + 1) + cols.arc_j
     if cols.share_k is not None:                  # only columns of the same share compete
         arc = arc * (cols.grid + 1) + cols.share_k

@@ -21,10 +21,11 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fleetopt.batching import tpot_batch_cap
 from fleetopt.errors import FleetoptError
 
 if TYPE_CHECKING:
@@ -61,12 +62,10 @@ def _check_lengths(vals: Sequence[int], flag: str) -> list[int]:
 
 
 def energy_map(profile: Profile, inputs: Sequence[int] = DEFAULT_INPUTS, outputs: Sequence[int] = DEFAULT_OUTPUTS,
-               batch: int | None = None, tpot_ms: float | None = None, region: float = REGION) -> list[dict]:
+               batch: int | None = None, tpot_ms: float | None = None, region: float = REGION) -> list[dict[str, Any]]:
     """One row per (input, output) cell, inputs outer: J/output token = instance W / output
     tokens/s at the cell's steady state (module docstring).  Rows of cells that do not fit
     carry ``fits: False``, the reason, and NaN figures."""
-    from fleetopt.batching import tpot_batch_cap
-
     ins, outs = _check_lengths(inputs, "--inputs"), _check_lengths(outputs, "--outputs")
     if batch is not None and tpot_ms is not None:
         raise FleetoptError("--batch and --tpot-ms: give at most one")
@@ -86,7 +85,8 @@ def energy_map(profile: Profile, inputs: Sequence[int] = DEFAULT_INPUTS, outputs
         ok = cap > 0
         b = np.zeros(grid_in.size, np.int64)
         if ok.any():
-            slots, _ = tpot_batch_cap(profile, cap[ok], held[ok], grid_in[ok] / grid_out[ok], grid_in[ok] / 2.0, tpot_ms)
+            slots, _ = tpot_batch_cap(profile, cap[ok], held[ok], grid_in[ok] / grid_out[ok], grid_in[ok] / 2.0,
+                                      tpot_ms)
             b[ok] = slots
         reason = np.where((b <= 0) & (reason == ""), "tpot", reason)
     else:
@@ -95,9 +95,12 @@ def energy_map(profile: Profile, inputs: Sequence[int] = DEFAULT_INPUTS, outputs
     if not fit.any():
         raise FleetoptError("energy-map: no cell of the grid fits (KV cache or TPOT); try shorter lengths or "
                             "a smaller --batch")
-    rows = []
+    rows: list[dict[str, Any]] = []
     j_out = np.full(grid_in.size, np.nan)
-    pts = [profile.steady_state(float(bb), float(i), float(o)) for bb, i, o in zip(b[fit], grid_in[fit], grid_out[fit])]
+    steady = getattr(profile, "steady_state", None)      # the physical modes model the closed loop
+    if steady is None:
+        raise FleetoptError(f"energy-map: the {profile.mode} profile has no closed-loop steady state")
+    pts = [steady(float(bb), float(i), float(o)) for bb, i, o in zip(b[fit], grid_in[fit], grid_out[fit])]
     ops = {"step_ms": np.array([float(op.step_ms) for op in pts]),
            "instance_power_w": np.array([float(op.instance_power_w) for op in pts]),
            "output_tokens_per_s": np.array([float(op.decode_tokens_per_s) for op in pts])}
@@ -106,7 +109,7 @@ def energy_map(profile: Profile, inputs: Sequence[int] = DEFAULT_INPUTS, outputs
     pos = np.cumsum(fit) - 1
     why = {"kv": "KV cache cannot hold the batch", "tpot": "TPOT unreachable at batch 1"}
     for k in range(grid_in.size):
-        row = {"input_tokens": int(grid_in[k]), "output_tokens": int(grid_out[k]), "fits": bool(fit[k]),
+        row: dict[str, Any] = {"input_tokens": int(grid_in[k]), "output_tokens": int(grid_out[k]), "fits": bool(fit[k]),
                "batch": int(b[k]) if fit[k] else 0, "kv_batch_cap": int(cap[k])}
         if fit[k]:
             j = float(j_out[k])
@@ -129,19 +132,19 @@ def energy_map(profile: Profile, inputs: Sequence[int] = DEFAULT_INPUTS, outputs
     return rows
 
 
-def peak_row(rows: list[dict]) -> dict:
+def peak_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The most efficient cell (fewest J per output token)."""
     return next(r for r in rows if r["peak"])
 
 
-def matrix_text(rows: list[dict], title: str) -> str:
+def matrix_text(rows: list[dict[str, Any]], title: str) -> str:
     """J per output token as an input (rows) x output (columns) table; '*' marks the peak,
     '+' the cells within the efficient region, '-' cells that do not fit."""
     ins = sorted({r["input_tokens"] for r in rows})
     outs = sorted({r["output_tokens"] for r in rows})
     cell = {(r["input_tokens"], r["output_tokens"]): r for r in rows}
 
-    def fmt(r):
+    def fmt(r: dict[str, Any]) -> str:
         if not r["fits"]:
             return "-"
         j = r["j_per_output_token"]
@@ -160,7 +163,7 @@ def matrix_text(rows: list[dict], title: str) -> str:
     return "\n".join(lines)
 
 
-def write_heatmap(rows: list[dict], path: str | os.PathLike, title: str) -> None:
+def write_heatmap(rows: list[dict[str, Any]], path: str | os.PathLike, title: str) -> None:
     """A PNG heatmap of J per output token (log colour scale), the peak starred and the
     efficient region outlined, written atomically (temporary file, then rename)."""
     from pathlib import Path

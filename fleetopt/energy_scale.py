@@ -117,6 +117,7 @@ class Hour:
 
     @property
     def it_w(self) -> float:
+        """IT power, W: GPUs + hosts + idle instances."""
         return self.gpu_w + self.host_w + self.idle_w
 
 

@@ -14,17 +14,19 @@ from fleetopt import lazy
 from fleetopt.physics.energy import tokens_per_joule
 from fleetopt.plan import Plan
 from fleetopt.problem import Problem
+from fleetopt.profiles.point import as_admission
 from fleetopt.sizing import PoolSizing, pool_rows, size_pool
 from fleetopt.topology import PoolChoice
 from fleetopt.units import J_PER_WH, W_PER_KW
 
 if TYPE_CHECKING:
     from fleetopt.profiles.base import Profile
+    from fleetopt.profiles.point import Admission
 
 SPLIT_POOL = "fleetopt.disagg:size_split_choice"
 """Sizes a split (prefill/decode) pool; loaded when a topology has one (``fleetopt.lazy``)."""
 
-SizedReader = Callable[[float, int, str, int, str, float], "tuple[PoolSizing, Profile] | None"]
+SizedReader = Callable[[float, int, str, int, "Admission", float], "tuple[PoolSizing, Profile] | None"]
 """``sized(lo, upper, gpu, tp, admission, share)``: a pool already sized by this same code
 on the same traffic (``fleetopt solve`` reads its columns), or None to size it here."""
 
@@ -61,7 +63,7 @@ def evaluate(problem: Problem, topology: Sequence[PoolChoice], admission: str | 
     rate = problem.rate if rate is None else rate
     problem.check_windows([p.upper for p in topology])
     mode, pw = problem.mode, problem.power
-    adm = mode.admission_for(admission or problem.pools.admission[0])
+    adm = mode.admission_for(as_admission(admission) if admission else problem.pools.admission[0])
     pools: list[PoolSizing] = []
     prov_w = 0.0
     for choice, (lo, traffic, window) in zip(topology, problem.router.route_members(topology)):

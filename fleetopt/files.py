@@ -5,14 +5,16 @@ Writing lives in ``fleetopt.atomic`` (files and sets of files that survive a kil
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from fleetopt.errors import FleetoptError
 
 
 @lru_cache(maxsize=1)
-def _loader():
+def _loader() -> Any:
     """libyaml's safe loader when PyYAML was built with it (10x faster), else the
     pure-Python one, refusing duplicate keys."""
     import yaml
@@ -20,9 +22,10 @@ def _loader():
     base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
     class Loader(base):  # type: ignore[misc, valid-type]
-        def construct_mapping(self, node, deep=False):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            """The mapping of ``node``; a key given twice raises with both lines."""
             if isinstance(node, yaml.MappingNode):
-                seen: dict = {}
+                seen: dict[Any, Any] = {}
                 for key_node, _ in node.value:
                     if key_node.tag == "tag:yaml.org,2002:merge":
                         continue
@@ -39,7 +42,7 @@ def _loader():
     return Loader
 
 
-def parse_yaml(text: str):
+def parse_yaml(text: str) -> Any:
     """YAML text -> data, safely, refusing a key given twice in one mapping.  Raises
     ``yaml.YAMLError``."""
     import yaml
@@ -47,7 +50,7 @@ def parse_yaml(text: str):
     return yaml.load(text, Loader=_loader())
 
 
-def read_yaml_mapping(path: str | Path, what: str) -> dict:
+def read_yaml_mapping(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
     """``yaml.safe_load`` a file that must hold a mapping; ``what`` names it in errors
     (e.g. "instance file", "catalog file")."""
     import yaml

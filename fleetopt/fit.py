@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +29,10 @@ from fleetopt.physics.calibration import (
     Calibration,
     Engine,
 )
+
+if TYPE_CHECKING:
+    from pandas import DataFrame
+
 
 #: Global coefficients the fit may move (each only when the data can identify it).
 GLOBAL = ("eta_bw", "eta_flops", "eta_prefill", "static_scale",
@@ -48,7 +53,7 @@ class FitResult:
     rows_used: int = 0
 
 
-def _identifiable(df, name: str) -> bool:
+def _identifiable(df: DataFrame, name: str) -> bool:
     """Whether the rows carry information on coefficient ``name``."""
     power = df.power_w_per_gpu.notna() | df.energy_per_output_token_j.notna()
     default_engine = df.engine.isin(["default", ""])
@@ -67,7 +72,7 @@ def _identifiable(df, name: str) -> bool:
     return True
 
 
-def _weights(df, metric: str, used: np.ndarray) -> np.ndarray:
+def _weights(df: DataFrame, metric: str, used: np.ndarray) -> np.ndarray:
     """Each (source, metric) group carries equal total weight: 1 / sqrt(rows in the group)."""
     w = np.zeros(len(df))
     for _, idx in df[used].groupby("source").indices.items():
@@ -76,7 +81,7 @@ def _weights(df, metric: str, used: np.ndarray) -> np.ndarray:
     return w
 
 
-def fit(df, catalog: Catalog, start: Calibration = DEFAULT, names: tuple[str, ...] | None = None,
+def fit(df: DataFrame, catalog: Catalog, start: Calibration = DEFAULT, names: tuple[str, ...] | None = None,
         fixed_engines: dict[str, Engine] | None = None, fixed_prompts: dict[str, float] | None = None,
         max_nfev: int = 200) -> FitResult:
     """Least-squares fit of ``names`` (default: every identifiable global coefficient), the
@@ -105,7 +110,8 @@ def fit(df, catalog: Catalog, start: Calibration = DEFAULT, names: tuple[str, ..
         hi.append(math.log(PROMPT_BOUNDS[1]))
     x0 = np.clip(np.asarray(x0, float), np.asarray(lo) + 1e-9, np.asarray(hi) - 1e-9)
 
-    def unpack(x):
+    def unpack(x: np.ndarray) -> tuple[Calibration, dict[str, Engine], dict[str, float]]:
+        """The parameter vector as (calibration, engines by label, prompt tokens by task)."""
         k = len(names)
         cal = start.with_(**dict(zip(names, map(float, x[:k]))))
         engines = dict(fixed_engines)
@@ -121,10 +127,11 @@ def fit(df, catalog: Catalog, start: Calibration = DEFAULT, names: tuple[str, ..
     used_rows = first.kv_fits.to_numpy()
     weights = {m: _weights(df, m, used_rows & df[m].notna().to_numpy()) for m in METRICS}
 
-    def residuals(x):
+    def residuals(x: np.ndarray) -> np.ndarray:
+        """Weighted log residuals log(pred / meas) of every metric on the rows used."""
         cal, engines, prompts = unpack(x)
         p = predict(df, cal, catalog, engines, prompts)
-        parts = []
+        parts: list[np.ndarray] = []
         for m in METRICS:
             meas = df[m].to_numpy(float)
             sel = used_rows & np.isfinite(meas)
@@ -153,7 +160,7 @@ def model_family(model_id: str) -> str:
     return parts[0] if parts[0] != "gpt" else "gpt-oss"
 
 
-def summarize(df, pred) -> dict[str, float]:
+def summarize(df: DataFrame, pred: DataFrame) -> dict[str, float]:
     """MAPE per metric (%) over rows whose batch fits the KV cache, and the row counts."""
     ok = pred.kv_fits.to_numpy()
     out: dict[str, float] = {}
@@ -166,8 +173,8 @@ def summarize(df, pred) -> dict[str, float]:
     return out
 
 
-def cross_validate(df, catalog: Catalog, by: str = "gpu", full: FitResult | None = None,
-                   start: Calibration = DEFAULT, max_nfev: int = 200) -> list[dict]:
+def cross_validate(df: DataFrame, catalog: Catalog, by: str = "gpu", full: FitResult | None = None,
+                   start: Calibration = DEFAULT, max_nfev: int = 200) -> list[dict[str, Any]]:
     """Hold out each GPU chip (``by="gpu"``) or model family (``by="model"``) in turn, refit on
     the rest and predict the held-out rows.  Nuisances that only the held-out rows identify
     (an engine or task seen nowhere else) are taken from ``full``, the fit on every row, and

@@ -13,6 +13,7 @@ Relative file paths inside an instance resolve against the instance's folder.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from fleetopt.records import (
@@ -35,7 +36,7 @@ def _g(x: float) -> str:
     return f"{x:g}"
 
 
-def knots_problem(knots) -> tuple[int | None, int | None, str] | None:
+def knots_problem(knots: Sequence[Sequence[float]]) -> tuple[int | None, int | None, str] | None:
     """Why CDF knots ``[[tokens, cumulative_fraction], ...]`` are not a CDF, as (knot index
     or None for the whole list, 0 tokens / 1 fraction / None, message), or None when they
     are: tokens positive and increasing, fractions in [0, 1], non-decreasing, the last 1."""
@@ -57,7 +58,7 @@ def knots_problem(knots) -> tuple[int | None, int | None, str] | None:
     return None
 
 
-def cells_problem(cells) -> tuple[int | None, int | None, str] | None:
+def cells_problem(cells: Sequence[Sequence[float]]) -> tuple[int | None, int | None, str] | None:
     """Why histogram cells ``[[in_lo, in_hi, out_lo, out_hi, fraction], ...]`` are not a
     length distribution, as (cell index or None for the whole list, field index or None,
     message), or None: bins 0 <= lo < hi, fractions in [0, 1] summing to 1 within PROB_TOL."""
@@ -83,7 +84,7 @@ def cells_problem(cells) -> tuple[int | None, int | None, str] | None:
     return None
 
 
-def _raise_at(field_name: str, problem) -> None:
+def _raise_at(field_name: str, problem: tuple[int | None, int | None, str] | None) -> None:
     """Raise a post-init ValueError naming ``field_name.index.field`` (``fleetopt.records``)."""
     if problem is not None:
         i, j, msg = problem
@@ -103,7 +104,7 @@ class GpuOption(Record, kw_only=True):
     """Price override; default from the catalog."""
 
 
-def _one_source(rec, inline: str) -> None:
+def _one_source(rec: Any, inline: str) -> None:
     """A distribution given either inline (field ``inline``) or by ``path``, not both."""
     if (getattr(rec, inline) is None) == (rec.path is None):
         raise ValueError(f"give exactly one of '{inline}' or 'path'")
@@ -114,10 +115,14 @@ class _Dist(Record, tag_field="type", kw_only=True):
 
     @property
     def type(self) -> str:
-        return self.__struct_config__.tag
+        """The distribution's kind: ``cdf``, ``histogram``, ``lognormal``, ``mixture``, ``trace``."""
+        return str(self.__struct_config__.tag)
 
 
 class CdfWorkload(_Dist, tag="cdf", kw_only=True):
+    """Total tokens by CDF knots (piecewise uniform between them), split into input and
+    output by a fixed input share: the published workload construction."""
+
     knots: list[tuple[float, float]] | None = None
     """[[total_tokens_le, cumulative_fraction], ...]"""
     path: str | None = None
@@ -129,13 +134,16 @@ class CdfWorkload(_Dist, tag="cdf", kw_only=True):
     seed: int = 42
     """Seed of those draws (the published simulator uses 42)."""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _one_source(self, "knots")
         if self.knots is not None:
             _raise_at("knots", knots_problem(self.knots))
 
 
 class HistogramWorkload(_Dist, tag="histogram", kw_only=True):
+    """A joint (input, output) histogram: each cell a rectangle of lengths and the fraction
+    of requests in it (each cell becomes points_per_dim^2 midpoints)."""
+
     cells: list[tuple[float, float, float, float, float]] | None = None
     """[[in_lo, in_hi, out_lo, out_hi, fraction], ...]"""
     path: str | None = None
@@ -143,29 +151,40 @@ class HistogramWorkload(_Dist, tag="histogram", kw_only=True):
     dataset: str | None = None
     """Row filter on a 'dataset' column of the CSV."""
     points_per_dim: Annotated[int, Meta(ge=1, le=32)] = 4
+    """Midpoints per cell and dimension."""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _one_source(self, "cells")
         if self.cells is not None:
             _raise_at("cells", cells_problem(self.cells))
 
 
 class TraceWorkload(_Dist, tag="trace", kw_only=True):
+    """A request trace (CSV, one request a row): every request a point of equal weight."""
+
     path: str
+    """The CSV file, relative to the instance's folder."""
     input_column: str = "ContextTokens"
     output_column: str = "GeneratedTokens"
     time_column: str | None = "TIMESTAMP"
+    """Arrival times (for ``arrival_rate: trace`` and trace-driven simulation); None: no times."""
 
 
 class LognormalWorkload(_Dist, tag="lognormal", kw_only=True):
+    """Independent lognormal input and output lengths (medians in tokens, sigmas of the
+    logs), on a quantile grid."""
+
     input_median: Pos
     input_sigma: NonNeg
     output_median: Pos
     output_sigma: NonNeg
     max_tokens: Pos | None = None
+    """Inputs capped at this length (None: uncapped)."""
 
 
 class MixtureComponent(Record, kw_only=True):
+    """One workload of a mixture and its share of the requests."""
+
     weight: Annotated[float, Meta(ge=0, le=1)]
     """Share of the requests (the weights sum to 1; 0 switches a component off)."""
     workload: CdfWorkload | HistogramWorkload | TraceWorkload | LognormalWorkload
@@ -175,9 +194,11 @@ class MixtureComponent(Record, kw_only=True):
 
 
 class MixtureWorkload(_Dist, tag="mixture", kw_only=True):
+    """Several workloads blended by weight (e.g. chat and long reasoning queries)."""
+
     components: Annotated[dict[str, MixtureComponent], Meta(min_length=1)]
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         total = sum(c.weight for c in self.components.values())
         if abs(total - 1.0) > PROB_TOL:
             raise ValueError(f"@components: the weights must sum to 1 (within {PROB_TOL:g}), got {total:.6g}")
@@ -193,7 +214,7 @@ class LoadProfile(Record, kw_only=True):
     """Instances an hour does not need: kept on at idle power (GPUs' idle W + host share),
     or switched off (0 W)."""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if max(self.hourly_weights) <= 0:
             raise ValueError("at least one hourly weight must be > 0")
 
@@ -222,8 +243,12 @@ class SloTargets(Record, kw_only=True):
 
 
 class Power(Record, kw_only=True):
+    """The site: facility power cap, PUE, host power and the basis the cap is checked on."""
+
     facility_cap_mw: Pos | None = None
+    """Facility power cap, MW (None: no cap)."""
     pue: Annotated[float, Meta(ge=1.0)] = 1.0
+    """Power usage effectiveness: facility power = IT power x PUE."""
     host_w_per_node: NonNeg = 0.0
     """Host (CPU, NIC, fans) power per 8-GPU node, charged pro rata to GPUs."""
     provisioning: Literal["peak", "tdp", "expected"] = "peak"
@@ -242,8 +267,13 @@ class Compress(Record, kw_only=True):
 
 
 class Pools(Record, kw_only=True):
+    """The candidate pools: how many ranges, where they may be cut, admission policies,
+    mixed pools, compress-and-route and disaggregation."""
+
     max_pools: Annotated[int, Meta(ge=1, le=8)] = 3
+    """At most this many length ranges (K)."""
     boundaries: Literal["auto"] | list[int] = "auto"
+    """Candidate range boundaries, tokens ascending, or 'auto' (quantiles of the routing key)."""
     auto_count: Annotated[int, Meta(ge=1, le=256)] = 32
     """Candidate boundaries taken from the distribution's quantiles when 'auto'."""
     admission: Annotated[list[Literal["reserve", "paged"]], Meta(min_length=1)] = field(
@@ -272,7 +302,7 @@ class Pools(Record, kw_only=True):
     instance's ``serving.power_cap_w`` or TDP): each phase of a split pool picks its own,
     and aggregated pools are offered the same caps (``pools.disaggregation`` allow/only)."""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if isinstance(self.disaggregation, bool):      # YAML's bare off/on
             self.disaggregation = "allow" if self.disaggregation else "off"
         if self.boundaries != "auto":
@@ -289,13 +319,21 @@ class Pools(Record, kw_only=True):
 
 
 class Serving(Record, kw_only=True):
+    """The serving engine's settings every instance runs with (vLLM's names)."""
+
     gpu_memory_utilization: Annotated[float, Meta(gt=0, le=1)] = 0.9
+    """Share of HBM the engine may use (weights, KV cache, activations)."""
     max_num_seqs: Annotated[int, Meta(ge=1)] = 1024
+    """Sequences an instance runs at most."""
     chunk_tokens: Annotated[int, Meta(ge=16)] = 8192
+    """Prefill chunk, tokens per step (vLLM's max_num_batched_tokens)."""
     power_cap_w: Pos | None = None
+    """Per-GPU DVFS power cap, W (None: the GPU's TDP)."""
 
 
 class Solver(Record, kw_only=True):
+    """The MILP solver's settings (HiGHS)."""
+
     time_limit_s: Pos = 60.0
     """Limit of the whole solve's MILP stages together (bounds, optimum, tie-break, Dinkelbach)."""
     mip_gap: NonNeg = 1e-6

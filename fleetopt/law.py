@@ -3,19 +3,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from fleetopt.errors import FleetoptError
 from fleetopt.physics.energy import wh_from_j
 
 if TYPE_CHECKING:
     from fleetopt.profiles.base import Profile
+    from fleetopt.profiles.point import Admission
 
 DEFAULT_CONTEXTS = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
 
 
-def law_rows(profile: Profile, contexts=DEFAULT_CONTEXTS, output_tokens: int = 512,
-             admission: str = "reserve") -> list[dict]:
+def law_rows(profile: Profile, contexts: Sequence[int] = DEFAULT_CONTEXTS, output_tokens: int = 512,
+             admission: Admission = "reserve") -> list[dict[str, Any]]:
     """One row per context window at saturation: ``n_max`` the sequences served (KV-limited and
     capped by max_num_seqs), ``kv_concurrency`` the KV cache's limit alone (vLLM's logged
     "maximum concurrency").  Physical mode: n_max sequences each of

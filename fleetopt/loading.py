@@ -55,7 +55,8 @@ def set_value(data: dict[str, Any], path: str, value: Any) -> None:
             try:
                 node = node[int(k)]
             except (ValueError, IndexError):
-                raise FleetoptError(f"--set {path}: '{k}' is not an index of {'.'.join(keys[:i]) or 'the list'}") from None
+                raise FleetoptError(f"--set {path}: '{k}' is not an index of "
+                                    f"{'.'.join(keys[:i]) or 'the list'}") from None
             continue
         if not isinstance(node, dict):
             raise FleetoptError(f"--set {path}: '{'.'.join(keys[:i])}' is not a mapping")
@@ -119,7 +120,8 @@ def validate_instance(data: Any, source: str = "") -> Instance:
     if isinstance(data, dict):
         v = data.get("schema_version", SCHEMA_VERSION)
         if v != SCHEMA_VERSION:
-            raise FleetoptError(f"{prefix}schema_version: this fleetopt reads schema_version {SCHEMA_VERSION}, got {v!r}")
+            raise FleetoptError(f"{prefix}schema_version: this fleetopt reads schema_version {SCHEMA_VERSION}, "
+                                f"got {v!r}")
         if isinstance(data.get("gpus"), list):
             data = {**data, "gpus": [{"id": g} if isinstance(g, str) else g for g in data["gpus"]]}
     inst: Instance = convert(data, Instance, source)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -39,6 +40,10 @@ from fleetopt.errors import FleetoptError
 from fleetopt.physics.calibration import Calibration, Engine
 from fleetopt.physics.kv import DEFAULT_MAX_BATCHED_TOKENS
 from fleetopt.profiles.physical import PhysicalProfile
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+    from pandas import DataFrame
 
 REQUIRED = ("gpu", "model", "tp", "batch", "output_tokens")
 OPTIONAL = ("dp", "prompt_tokens", "scenario", "engine", "task", "source")
@@ -60,7 +65,7 @@ class Group:
     """Row positions in the table."""
 
 
-def validate(df, catalog: Catalog):
+def validate(df: DataFrame, catalog: Catalog) -> DataFrame:
     """Check a measurement table; return it with defaults filled, or raise a one-line
     ``FleetoptError`` naming the row (1-based, as in the file after its header) and column."""
     import pandas as pd
@@ -93,7 +98,8 @@ def validate(df, catalog: Catalog):
         bad = ~(df[col] > 0) | ~np.isfinite(df[col])
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise FleetoptError(f"measurements: row {i + 1}, column '{col}': must be a positive number, got {df[col].iloc[i]}")
+            raise FleetoptError(f"measurements: row {i + 1}, column '{col}': must be a positive number, "
+                                f"got {df[col].iloc[i]}")
     for col in ("prompt_tokens",) + tuple(m for m in METRICS if m in df.columns):
         bad = df[col].notna() & ~(df[col] > 0)
         if bad.any():
@@ -127,17 +133,18 @@ def validate(df, catalog: Catalog):
     return df.reset_index(drop=True)
 
 
-def groups(df) -> list[Group]:
+def groups(df: DataFrame) -> list[Group]:
     """Rows grouped by everything a profile is built from."""
     keys = ["gpu", "model", "tp", "dp", "scenario", "engine"]
     out = []
-    for k, idx in df.groupby(keys, sort=True).indices.items():
-        out.append(Group(*k, index=np.asarray(idx)))
+    for (gpu, model, tp, dp, scenario, engine), idx in df.groupby(keys, sort=True).indices.items():
+        out.append(Group(gpu, model, tp, dp, scenario, engine, index=np.asarray(idx)))
     return out
 
 
-def predict(df, cal: Calibration, catalog: Catalog, engines: dict[str, Engine] | None = None,
-            prompt_by_task: dict[str, float] | None = None, chunk_tokens: int = DEFAULT_MAX_BATCHED_TOKENS):
+def predict(df: DataFrame, cal: Calibration, catalog: Catalog, engines: dict[str, Engine] | None = None,
+            prompt_by_task: dict[str, float] | None = None,
+            chunk_tokens: int = DEFAULT_MAX_BATCHED_TOKENS) -> DataFrame:
     """Predicted metrics for every row (a DataFrame with ``<metric>_pred`` columns and
     ``kv_fits``: whether the batch's KV fits the instance's cache, for batch scenarios).
 
@@ -202,8 +209,8 @@ def predict(df, cal: Calibration, catalog: Catalog, engines: dict[str, Engine] |
     return res
 
 
-def mape_pct(pred, meas) -> float:
+def mape_pct(pred: ArrayLike, meas: ArrayLike) -> float:
     """Mean absolute percentage error over rows where both are finite: mean |pred/meas - 1| x 100."""
-    pred, meas = np.asarray(pred, float), np.asarray(meas, float)
-    ok = np.isfinite(pred) & np.isfinite(meas) & (meas > 0)
-    return float(np.mean(np.abs(pred[ok] / meas[ok] - 1.0)) * 100) if ok.any() else math.nan
+    p, m = np.asarray(pred, float), np.asarray(meas, float)
+    ok = np.isfinite(p) & np.isfinite(m) & (m > 0)
+    return float(np.mean(np.abs(p[ok] / m[ok] - 1.0)) * 100) if ok.any() else math.nan

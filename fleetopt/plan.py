@@ -15,6 +15,7 @@ and the fleet totals as sums of the pools.  Every solve runs it.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -168,8 +169,8 @@ class Plan(msgspec.Struct, frozen=True, eq=False):
         ``force``; a folder holding other files is refused."""
         texts = {"plan.json": self.to_json() + "\n", "pools.csv": to_csv(list(self.pool_rows)),
                  "plan.md": self.to_markdown()}
-        atomic.write_set(folder, {n: (lambda path, t=texts[n]: atomic.write_atomic(path, t)) for n in OUT_FILES},
-                         "--out", force)
+        writers = {n: functools.partial(atomic.write_atomic, data=texts[n]) for n in OUT_FILES}
+        atomic.write_set(folder, writers, "--out", force)
         return [Path(folder) / n for n in OUT_FILES]
 
 

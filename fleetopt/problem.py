@@ -30,6 +30,7 @@ from fleetopt.instance import CdfWorkload, Compress, Instance, Pools, Serving, S
 from fleetopt.loading import revalidate, source_of
 from fleetopt.physics.calibration import Calibration, active_calibration, active_label
 from fleetopt.profiles import Mode, mode_of
+from fleetopt.profiles.point import Admission
 from fleetopt.records import replace
 from fleetopt.routing import Router
 from fleetopt.sizing import Slo
@@ -83,9 +84,12 @@ class Config(msgspec.Struct, frozen=True):
 
     gpu: str
     tp: int
-    admission: str
+    admission: Admission
     max_gpus: int | None
     price: float | None
+    cap: float = 1.0
+    """Each GPU capped at this fraction of its TDP (below 1 only for the disaggregation-aware
+    solve's capped aggregated columns; 1 keeps the instance's serving settings)."""
 
 
 def candidate_boundaries(pools: Pools, dist: LengthDist, context: int = 0) -> list[int]:

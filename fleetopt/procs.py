@@ -62,7 +62,7 @@ def stop_on_signals(on_stop: Callable[[int], None]) -> Iterator[None]:
         return
     seen: list[int] = []
 
-    def handler(signum, frame):
+    def handler(signum: int, frame: object) -> None:
         if seen:
             raise KeyboardInterrupt
         seen.append(signum)

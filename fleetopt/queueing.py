@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from fleetopt.units import Num
+
 _LGAMMA = np.frompyfunc(math.lgamma, 1, 1)
 WINDOW_SD = 10.0
 MAX_TERMS = 2_000_000
@@ -23,14 +25,14 @@ def _lgamma(x: np.ndarray) -> np.ndarray:
     return _LGAMMA(x).astype(float) if x.size else np.zeros(0)
 
 
-def log_erlang_c(c, a):
+def log_erlang_c(c: Num, a: Num) -> Num:
     """log P(wait > 0) for M/M/c with offered load a = lambda/mu erlangs; 0 when a >= c.
 
     C = [a^c/c! * c/(c-a)] / [sum_{k<c} a^k/k! + a^c/c! * c/(c-a)]."""
     scalar = np.ndim(c) == 0 and np.ndim(a) == 0
     c_arr, a_arr = (np.array(x, dtype=float, ndmin=1) for x in np.broadcast_arrays(c, a))
     c_arr, a_arr = c_arr.ravel(), a_arr.ravel()
-    out = np.zeros(c_arr.shape)
+    out: np.ndarray = np.zeros(c_arr.shape)
     out[a_arr <= 0] = -math.inf
     ok = np.flatnonzero((a_arr > 0) & (a_arr < c_arr))
     if ok.size:
@@ -63,15 +65,16 @@ def _log_erlang_c_window(cc: np.ndarray, aa: np.ndarray, k0: np.ndarray, k1: np.
     m = np.maximum.reduceat(logs, starts)
     log_sum = m + np.log(np.add.reduceat(np.exp(logs - m[seg]), starts))
     log_last = cc * la - _lgamma(cc + 1.0) + np.log(cc / (cc - aa))
-    return log_last - np.logaddexp(log_sum, log_last)
+    out: np.ndarray = log_last - np.logaddexp(log_sum, log_last)
+    return out
 
 
-def erlang_c(c, a):
+def erlang_c(c: Num, a: Num) -> Num:
     """P(wait > 0) for M/M/c."""
     return np.exp(log_erlang_c(c, a)) if np.ndim(c) or np.ndim(a) else math.exp(log_erlang_c(c, a))
 
 
-def wait_quantile_mgc(c, lam, mean_s, cv2, q: float = 0.99):
+def wait_quantile_mgc(c: Num, lam: Num, mean_s: Num, cv2: Num, q: float = 0.99) -> Num:
     """q-quantile of the M/G/c waiting time (Kimura's approximation, as the 1/W paper):
     t_q = ln(C / (1 - q)) (1 + cv^2) / (2 (c mu - lambda)), 0 when C <= 1 - q; inf if unstable.
     Units follow mean_s (lam is per the same unit).  Scalars or arrays."""

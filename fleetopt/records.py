@@ -21,12 +21,15 @@ import math
 import re
 import types
 import typing
-from typing import Annotated, Any, Literal, Union
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 import msgspec
 from msgspec import Meta, field  # noqa: F401  (re-exported for the record modules)
 
 from fleetopt.errors import FleetoptError
+
+R = TypeVar("R")
 
 
 def replace(obj: Any, **changes: Any) -> Any:
@@ -80,7 +83,7 @@ def _lookup(data: Any, parts: list[str]) -> tuple[bool, Any]:
     return True, node
 
 
-def _members(tp) -> list:
+def _members(tp: Any) -> list[Any]:
     """The member types of ``tp``: Annotated unwrapped, Optional and Union flattened."""
     while typing.get_origin(tp) is Annotated:
         tp = typing.get_args(tp)[0]
@@ -89,11 +92,12 @@ def _members(tp) -> list:
     return [tp]
 
 
-def _is_record(t) -> bool:
+def _is_record(t: Any) -> bool:
+    """Whether ``t`` is a record class (a msgspec Struct)."""
     return isinstance(t, type) and issubclass(t, msgspec.Struct)
 
 
-def _child(tp, key: str, node: Any):
+def _child(tp: Any, key: str, node: Any) -> Any:
     """The declared type of ``tp[key]``; ``node`` (the data at tp) picks a tagged record."""
     for t in _members(tp):
         origin = typing.get_origin(t)
@@ -111,7 +115,8 @@ def _child(tp, key: str, node: Any):
     return None
 
 
-def _kind(t) -> str:
+def _kind(t: Any) -> str:
+    """What a value of type ``t`` must be, in the words of the one-line messages."""
     if typing.get_origin(t) is Literal:
         return ", ".join(repr(a) for a in typing.get_args(t))
     t = typing.get_origin(t) or t
@@ -166,6 +171,7 @@ def _find_key(root: type, data: Any, parts: list[str]) -> list[str]:
 def one_line(exc: msgspec.ValidationError, root: type, data: Any, prefix: str = "") -> str:
     """msgspec's message as ``prefix + path: what was wrong, got <value>``."""
     m = _AT.match(str(exc))
+    assert m is not None, "the pattern matches every message"
     msg, raw = m.group("msg"), m.group("path") or ""
     parts = _parts(raw)
     if "..." in parts:
@@ -203,6 +209,7 @@ def non_finite(data: Any, path: tuple[str, ...] = ()) -> tuple[str, float] | Non
     (dotted path, value), or None."""
     if isinstance(data, float):
         return None if math.isfinite(data) else (".".join(path), data)
+    items: Iterable[tuple[Any, Any]]
     if isinstance(data, dict):
         items = data.items()
     elif isinstance(data, (list, tuple)):
@@ -217,7 +224,7 @@ def non_finite(data: Any, path: tuple[str, ...] = ()) -> tuple[str, float] | Non
     return None
 
 
-def convert(data: Any, cls: type, source: str = ""):
+def convert(data: Any, cls: type[R], source: str = "") -> R:
     """Validate plain data (from YAML) into ``cls``; a bad field raises ``FleetoptError``
     with one line naming it.  Lax where YAML is: "1e6" reads as a number.  Every number
     must be finite (``.inf`` and ``.nan`` are refused with their path)."""

@@ -25,6 +25,7 @@ def _clean(v: Any) -> Any:
 
 
 def to_json(obj: Any) -> str:
+    """``obj`` as indented JSON (numpy numbers as Python ones, NaN and inf as null)."""
     return json.dumps(_clean(obj), indent=2)
 
 
@@ -68,7 +69,8 @@ def power_text(w: float, sig: int = 4, decimals: int | None = None, unit: tuple[
     return f"{v:.{decimals}f} {name}"
 
 
-def to_csv(rows: Iterable[dict]) -> str:
+def to_csv(rows: Iterable[dict[str, Any]]) -> str:
+    """Rows as CSV, the first row's keys the header."""
     rows = list(rows)
     buf = io.StringIO()
     if rows:
@@ -79,7 +81,8 @@ def to_csv(rows: Iterable[dict]) -> str:
     return buf.getvalue()
 
 
-def render(rows: list[dict], fmt: str, title: str | None = None) -> str:
+def render(rows: list[dict[str, Any]], fmt: str, title: str | None = None) -> str:
+    """Rows as ``table`` (aligned text under ``title``), ``json`` or ``csv``."""
     if fmt == "json":
         return to_json(rows)
     if fmt == "csv":

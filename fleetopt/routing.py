@@ -52,7 +52,7 @@ def pool_traffic(dist: LengthDist, lo: float, hi: float, next_hi: float | None,
             if compress.accounting == "consistent":
                 gone &= out < lo
             w = np.where(gone, w * (1 - compress.success), w)
-        if not last:            # the next pool's requests this pool serves compressed
+        if next_hi is not None:     # the next pool's requests this pool serves compressed
             s2 = dist.slice(hi, next_hi)
             i, o, k2 = dist.inp[s2], dist.out[s2], dist.key[s2]
             sel = k2 <= compress.gamma * hi

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,13 @@ from fleetopt.batching import bisect_int, tpot_batch_cap
 from fleetopt.errors import InfeasibleError
 from fleetopt.queueing import wait_quantile_mgc
 from fleetopt.traffic import PoolTraffic, TrafficBatch
+from fleetopt.units import Num
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from fleetopt.profiles.base import Profile
+    from fleetopt.profiles.point import Admission
 
 MAX_POOL_INSTANCES = 1_000_000
 """The most instances one pool may need (8 million GPUs at TP 8): beyond it the pool is
@@ -36,6 +43,9 @@ infeasible with a message, so no search runs without bound (e.g. on a vast arriv
 
 @dataclass(frozen=True)
 class Slo:
+    """The service-level objectives a pool is sized for: P99 time to first token, P99 time
+    per output token (None: no TPOT target) and the utilisation cap."""
+
     ttft_p99_ms: float = 500.0
     tpot_p99_ms: float | None = None
     max_utilization: float = 0.85
@@ -72,9 +82,11 @@ class PoolSizing:
 
     @property
     def tokens_per_joule(self) -> float:
+        """Output tokens per joule of IT energy: tokens_per_s / it_power_w (0 for an idle pool)."""
         return self.tokens_per_s / self.it_power_w if self.it_power_w > 0 else 0.0
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
+        """The pool's row of a plan's pool table (power in kW, cost per hour)."""
         return {"lo_tokens": self.lo_tokens, "hi_tokens": self.hi_tokens, "gpu": self.gpu, "tp": self.tp,
                 "admission": self.admission, "split": self.split, "instances": self.instances, "gpus": self.gpus,
                 "arrival_rate": self.arrival_rate, "utilization": self.utilization, "batch": self.batch,
@@ -120,13 +132,17 @@ class PoolColumns:
     ttft_binds: np.ndarray
     gpus_per_instance: int
     usd_per_instance_hour: float
-    error: list
+    error: list[str | None]
 
     @property
     def it_power_w(self) -> np.ndarray:
-        return self.instances * self.instance_power_w
+        """IT power of each pool, W: instances x instance_power_w."""
+        out: np.ndarray = self.instances * self.instance_power_w
+        return out
 
     def row(self, k: int, gpu: str, tp: int, admission: str) -> PoolSizing:
+        """Pool ``k`` as a ``PoolSizing`` (binding: ttft or utilization, plus tpot when the
+        TPOT cap lowered the slots)."""
         n = int(self.instances[k])
         binding = ["ttft" if self.ttft_binds[k] else "utilization"]
         if self.slots[k] < self.kv_slots[k]:
@@ -164,26 +180,27 @@ class PoolShape:
     pf_ctx: np.ndarray
     peak_gpu_w: np.ndarray
     good: np.ndarray
-    err: list
+    err: list[str | None]
     gpus_per: int
     price: float
 
 
-def pool_shapes(profile, tb: TrafficBatch, lo, hi, window, slo: Slo, admission: str = "reserve",
+def pool_shapes(profile: Profile, tb: TrafficBatch, lo: Num, hi: Num, window: Num, slo: Slo,
+                admission: Admission = "reserve",
                 usd_per_gpu_hour: float | None = None) -> PoolShape:
     """The rate-independent half of ``size_pools``."""
     m = tb.m
     lo, hi, window = (np.asarray(x, float) * np.ones(m) for x in (lo, hi, window))
     gpus_per = profile.gpus_per_instance
     price = profile.usd_per_instance_hour(usd_per_gpu_hour)
-    err: list = [None] * m
+    err: list[str | None] = [None] * m
     act = np.flatnonzero(tb.share > 0)
     e = np.zeros(0)
     if not act.size:
         return PoolShape(m, lo, hi, window, act, e, e, e, e, e, e, e, e, e, e, np.zeros(0, bool), err, gpus_per, price)
     gname = f"{profile.gpu.id}x{profile.tp}"
 
-    def fail(mask, msg):
+    def fail(mask: np.ndarray, msg: Callable[[int], str]) -> None:
         for k in act[mask]:
             if err[k] is None:
                 err[k] = f"pool ({lo[k]:.0f}, {hi[k]:.0f}] on {gname}: " + msg(np.searchsorted(act, k))
@@ -235,7 +252,7 @@ def pool_shapes(profile, tb: TrafficBatch, lo, hi, window, slo: Slo, admission: 
                      peak * np.ones(act.size), good, err, gpus_per, price)
 
 
-def size_shapes(profile, sh: PoolShape, tb: TrafficBatch, total_rate: float, slo: Slo,
+def size_shapes(profile: Profile, sh: PoolShape, tb: TrafficBatch, total_rate: float, slo: Slo,
                 host_w_per_gpu: float = 0.0) -> PoolColumns:
     """The rate-dependent half of ``size_pools``: instance counts (TTFT and utilisation),
     utilisation, mean batch and power at the given arrival rate."""
@@ -253,15 +270,17 @@ def size_shapes(profile, sh: PoolShape, tb: TrafficBatch, total_rate: float, slo
     lam_ms = lam_s[act] / 1e3
     load = lam_ms * es                                                    # busy slots (erlangs)
 
-    def ttft(n, idx=slice(None)):
-        return wait_quantile_mgc(n * sl[idx], lam_ms[idx], es[idx], cv2[idx]) + pre_q[idx]
+    def ttft(n: np.ndarray, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """P99 TTFT of the pools ``idx`` at ``n`` instances: P99 wait + prefill, ms."""
+        out: np.ndarray = wait_quantile_mgc(n * sl[idx], lam_ms[idx], es[idx], cv2[idx]) + pre_q[idx]
+        return out
 
     n_lo = np.floor(load / sl) + 1                                        # least stable count
     n_util = np.ceil(load / (slo.max_utilization * sl) - 1e-12)
     n = np.maximum(n_lo, n_util)
     good = good.copy()
 
-    def too_many(mask, why: str) -> None:
+    def too_many(mask: np.ndarray, why: str) -> None:
         """Pools that would need more than MAX_POOL_INSTANCES: errors, not endless searches."""
         for a in np.flatnonzero(mask & good):
             k = act[a]
@@ -309,8 +328,8 @@ def size_shapes(profile, sh: PoolShape, tb: TrafficBatch, total_rate: float, slo
     return cols
 
 
-def size_pools(profile, tb: TrafficBatch, total_rate: float, lo, hi, window, slo: Slo,
-               admission: str = "reserve", host_w_per_gpu: float = 0.0,
+def size_pools(profile: Profile, tb: TrafficBatch, total_rate: float, lo: Num, hi: Num, window: Num, slo: Slo,
+               admission: Admission = "reserve", host_w_per_gpu: float = 0.0,
                usd_per_gpu_hour: float | None = None) -> PoolColumns:
     """Size the m pools of ``tb`` on one profile at once (``pool_shapes`` then
     ``size_shapes``).  Pools with no traffic get 0 instances.  See the module docstring."""
@@ -318,8 +337,8 @@ def size_pools(profile, tb: TrafficBatch, total_rate: float, lo, hi, window, slo
     return size_shapes(profile, sh, tb, total_rate, slo, host_w_per_gpu)
 
 
-def size_pool(profile, traffic: PoolTraffic, total_rate: float, lo: float, hi: float, window: int,
-              slo: Slo, admission: str = "reserve", host_w_per_gpu: float = 0.0,
+def size_pool(profile: Profile, traffic: PoolTraffic, total_rate: float, lo: float, hi: float, window: int,
+              slo: Slo, admission: Admission = "reserve", host_w_per_gpu: float = 0.0,
               usd_per_gpu_hour: float | None = None) -> PoolSizing:
     """Size one pool (``size_pools`` with one row); raises InfeasibleError naming the SLO
     that no instance count can meet."""

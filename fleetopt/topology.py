@@ -11,9 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from fleetopt.errors import FleetoptError
+
+if TYPE_CHECKING:
+    from fleetopt.profiles.point import Admission
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,7 @@ class PoolChoice:
     upper: int
     gpu: str
     tp: int
-    admission: str | None = None
+    admission: Admission | None = None
     """None: the instance's (or the command's) admission policy."""
     serving: dict[str, Any] | None = field(default=None, compare=False)
     """Per-pool serving overrides (gpu_memory_utilization, max_num_seqs, chunk_tokens,
@@ -99,8 +102,8 @@ def parse_topology(spec: str) -> list[PoolChoice]:
         if sp:
             caps = [{"power_cap_w": float(c)} if c else None for c in (sp.group(5), sp.group(9))]
             pools.append(PoolChoice(int(float(sp.group(1)) * (1024 if sp.group(2) else 1)), sp.group(6),
-                                    int(sp.group(7) or 1), sp.group(8), caps[1], prefill_gpu=sp.group(3),
-                                    prefill_tp=int(sp.group(4) or 1), prefill_serving=caps[0]))
+                                    int(sp.group(7) or 1), cast("Admission | None", sp.group(8)), caps[1],
+                                    prefill_gpu=sp.group(3), prefill_tp=int(sp.group(4) or 1), prefill_serving=caps[0]))
             continue
         if ":pd(" in part:
             raise FleetoptError(f"topology pool {i + 1} '{part}': expected UPPER_TOKENS:pd(PREFILL_GPU[xTP][:capW]/"
@@ -114,7 +117,7 @@ def parse_topology(spec: str) -> list[PoolChoice]:
         share = float(m.group(7)) if m.group(7) else 1.0
         if not 0 < share <= 1:
             raise FleetoptError(f"topology pool {i + 1} '{part}': share must be in (0, 1], got {share:g}")
-        pools.append(PoolChoice(upper, m.group(3), int(m.group(4) or 1), m.group(5),
+        pools.append(PoolChoice(upper, m.group(3), int(m.group(4) or 1), cast("Admission | None", m.group(5)),
                                 {"power_cap_w": float(m.group(6))} if m.group(6) else None, share=share))
     if not pools:
         raise FleetoptError("topology: no pools given")

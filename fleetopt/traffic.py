@@ -25,6 +25,7 @@ class PoolTraffic:
 
     @property
     def share(self) -> float:
+        """The pool's share of all requests: sum of its points' weights."""
         return float(self.w.sum())
 
 
@@ -64,10 +65,12 @@ class TrafficBatch:
 
     @property
     def m(self) -> int:
+        """Pools in the batch."""
         return len(self.share)
 
     @classmethod
     def of(cls, traffics: list[PoolTraffic]) -> TrafficBatch:
+        """The batch of these pools' traffics (statistics per pool, points concatenated)."""
         m = len(traffics)
         seg = np.repeat(np.arange(m), [len(t.w) for t in traffics])
         inp, out, w, cred = (np.concatenate([getattr(t, f) for t in traffics]).astype(float)
@@ -89,4 +92,5 @@ class TrafficBatch:
         np.minimum.at(first, p_seg[reached], np.flatnonzero(reached))
         return cls(seg, inp, out, w, cred, share, e_in, e_out, mean_kv, uniq[p_inv[first]],
                    np.bincount(seg, w * cred, m) / safe, uniq, inv, p_seg, p_inv, p_w,
-                   np.bincount(pinv, w * out, len(pairs)), np.bincount(seg, w * out, m), np.bincount(seg, w * out**2, m))
+                   np.bincount(pinv, w * out, len(pairs)), np.bincount(seg, w * out, m),
+                   np.bincount(seg, w * out**2, m))

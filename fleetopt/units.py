@@ -6,6 +6,12 @@ Energy: J per token, Wh per query.
 
 from __future__ import annotations
 
+from typing import Any
+
+Num = Any
+"""A float or a numpy array of floats: the physics and queueing formulas broadcast, and a
+scalar argument gives a Python float back."""
+
 GPUS_PER_NODE = 8
 """GPUs per server node: ``power.host_w_per_node`` (CPUs, NICs, fans) is charged pro rata,
 host_w_per_node / 8 per GPU."""

@@ -20,16 +20,22 @@ knows the output length in advance), ``input`` (what a router sees), or
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fleetopt.errors import FleetoptError
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
 ROUTING_KEYS = ("total", "input", "input_plus_max_output")
 
 
-def routing_keys(inp: np.ndarray, out: np.ndarray, routing_key: str, max_output_tokens: int | None = None):
+def routing_keys(inp: np.ndarray, out: np.ndarray, routing_key: str,
+                 max_output_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(key, output) per request under the routing key; with ``input_plus_max_output`` the
     output is capped at the budget the key assumes."""
     if routing_key == "total":
@@ -53,33 +59,40 @@ class LengthDist:
     key: np.ndarray
 
     @classmethod
-    def build(cls, inp, out, w, routing_key: str = "total", max_output_tokens: int | None = None) -> LengthDist:
-        inp = np.maximum(np.asarray(inp, float), 1.0)
-        out = np.maximum(np.asarray(out, float), 1.0)
-        w = np.asarray(w, float)
-        if w.sum() <= 0:
+    def build(cls, inp: ArrayLike, out: ArrayLike, w: ArrayLike, routing_key: str = "total",
+              max_output_tokens: int | None = None) -> LengthDist:
+        """Points (input, output, weight) with lengths below 1 raised to 1, zero weights
+        dropped, weights normalised to sum 1 and the routing key computed."""
+        i_a = np.maximum(np.asarray(inp, float), 1.0)
+        o_a = np.maximum(np.asarray(out, float), 1.0)
+        w_a = np.asarray(w, float)
+        if w_a.sum() <= 0:
             raise FleetoptError("workload: the distribution has no mass")
-        key, out = routing_keys(inp, out, routing_key, max_output_tokens)
-        order = np.lexsort((out, inp, key))
-        keep = w[order] > 0
+        key, o_a = routing_keys(i_a, o_a, routing_key, max_output_tokens)
+        order = np.lexsort((o_a, i_a, key))
+        keep = w_a[order] > 0
         o = order[keep]
-        return cls(inp[o], out[o], w[o] / w[o].sum(), key[o])
+        return cls(i_a[o], o_a[o], w_a[o] / w_a[o].sum(), key[o])
 
     @property
     def mean_input(self) -> float:
+        """E[input tokens] = sum_i w_i in_i."""
         return float(self.w @ self.inp)
 
     @property
     def mean_output(self) -> float:
+        """E[output tokens] = sum_i w_i out_i."""
         return float(self.w @ self.out)
 
     @property
     def max_key(self) -> float:
+        """The longest routing key."""
         return float(self.key[-1])
 
     def quantile_key(self, q: float) -> float:
+        """The least routing key whose cumulative weight reaches ``q``."""
         c = np.cumsum(self.w)
-        return float(self.key[min(np.searchsorted(c, q), len(c) - 1)])
+        return float(self.key[min(int(np.searchsorted(c, q)), len(c) - 1)])
 
     def slice(self, lo: float, hi: float) -> slice:
         """Index range of points with lo < key <= hi (keys are sorted)."""
@@ -103,7 +116,7 @@ def _grid(lo: float, hi: float, m: int) -> np.ndarray:
     return lo + (np.arange(m) + 0.5) * (hi - lo) / m
 
 
-def from_cdf(knots: list[tuple[float, float]], input_share: float = 0.8, per_bin: int = 64,
+def from_cdf(knots: Sequence[Sequence[float]], input_share: float = 0.8, per_bin: int = 64,
              routing_key: str = "total") -> LengthDist:
     """Total tokens piecewise uniform between CDF knots (starting from 0), split by a fixed
     input share: the paper's workload construction (note section 3)."""
@@ -122,7 +135,8 @@ def from_cdf(knots: list[tuple[float, float]], input_share: float = 0.8, per_bin
     return LengthDist.build(inp, total - inp, np.concatenate(w), routing_key)
 
 
-def from_cells(cells, per_dim: int = 4, routing_key: str = "total", max_output_tokens=None) -> LengthDist:
+def from_cells(cells: Sequence[Sequence[float]], per_dim: int = 4, routing_key: str = "total",
+               max_output_tokens: int | None = None) -> LengthDist:
     """Joint histogram cells [in_lo, in_hi, out_lo, out_hi, fraction] -> per_dim^2 points
     per cell on a midpoint grid."""
     inp, out, w = [], [], []
@@ -138,7 +152,7 @@ def from_cells(cells, per_dim: int = 4, routing_key: str = "total", max_output_t
 
 def from_lognormal(input_median: float, input_sigma: float, output_median: float, output_sigma: float,
                    points: int = 48, routing_key: str = "total", max_tokens: float | None = None,
-                   max_output_tokens=None) -> LengthDist:
+                   max_output_tokens: int | None = None) -> LengthDist:
     """Independent lognormal input and output lengths on a quantile grid (points^2 points)."""
     from statistics import NormalDist
 
@@ -147,13 +161,16 @@ def from_lognormal(input_median: float, input_sigma: float, output_median: float
     if max_tokens:
         gi = np.minimum(gi, max_tokens)
     grid_in, grid_out = np.meshgrid(gi, go, indexing="ij")
-    return LengthDist.build(grid_in.ravel(), grid_out.ravel(), np.full(grid_in.size, 1.0 / grid_in.size), routing_key, max_output_tokens)
+    return LengthDist.build(grid_in.ravel(), grid_out.ravel(), np.full(grid_in.size, 1.0 / grid_in.size), routing_key,
+                            max_output_tokens)
 
 
-def histogram_cells(inp: np.ndarray, out: np.ndarray, in_edges, out_edges) -> list[list[float]]:
+def histogram_cells(inp: np.ndarray, out: np.ndarray, in_edges: np.ndarray, out_edges: np.ndarray) -> list[list[float]]:
     """Joint histogram of a trace as [in_lo, in_hi, out_lo, out_hi, fraction] cells (non-empty
     only): the compact form instances carry instead of raw traces."""
+    in_edges, out_edges = np.asarray(in_edges, float), np.asarray(out_edges, float)
     h, _, _ = np.histogram2d(inp, out, bins=[in_edges, out_edges])
     h = h / h.sum()
-    return [[float(in_edges[i]), float(in_edges[i + 1]), float(out_edges[j]), float(out_edges[j + 1]), round(float(h[i, j]), 6)]
+    return [[float(in_edges[i]), float(in_edges[i + 1]), float(out_edges[j]), float(out_edges[j + 1]),
+             round(float(h[i, j]), 6)]
             for i in range(len(in_edges) - 1) for j in range(len(out_edges) - 1) if h[i, j] > 0]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import csv
 import math
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -93,6 +93,14 @@ def _component(d: Component, base: Path, key: str, max_out: int | None,
                           max_tokens=d.max_tokens, max_output_tokens=max_out), None
 
 
+def data_files(wl: Workload) -> list[str]:
+    """The files the workload reads (its CDF, histogram or trace ``path``, a mixture's
+    components' ones), as the instance names them."""
+    d = wl.distribution
+    comps = [c.workload for c in d.components.values()] if isinstance(d, MixtureWorkload) else [d]
+    return [p for c in comps if (p := getattr(c, "path", None))]
+
+
 def load_workload(wl: Workload, base: Path) -> tuple[LengthDist, float]:
     """The workload's length distribution and arrival rate (req/s), its files read relative
     to ``base``: a mixture blends its components' distributions by weight (each scaled by
@@ -139,13 +147,13 @@ def read_numeric_csv(path: Path, columns: list[str], field: str, where: tuple[st
                 if c not in header:
                     raise FleetoptError(f"{field}: '{name}' has no column {c!r}")
             idx = [header.index(c) for c in columns]
-            w = header.index(where[0]) if where else None
+            w, want = (header.index(where[0]), where[1]) if where else (None, None)
             lines, rows = [], []
             for row in reader:
                 line = reader.line_num
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue
-                if w is not None and (row[w].strip() if w < len(row) else None) != where[1]:
+                if w is not None and (row[w].strip() if w < len(row) else None) != want:
                     continue
                 vals = []
                 for c, i in zip(columns, idx):

@@ -172,11 +172,13 @@ def add_width(data: DisaggModelData, ix: _Index) -> list[Row]:
     """sum_{p on a, w_p >= t} u_p <= sum_{d on a, h_d >= t} v_d for every split arc a and
     every width t on it above the least (which every decode column has)."""
     rows = []
+    pre_w, dec_w = data.pre.width, data.dec.width
+    assert pre_w is not None and dec_w is not None, "phase columns carry their widths"
     for a in ix.y_of:
         ps, ds = ix.pre_on[a], ix.dec_on[a]
-        for t in sorted({int(data.pre.width[p]) for p in ps})[1:]:
-            lhs = [ix.u + p for p in ps if data.pre.width[p] >= t]
-            rhs = [ix.v + d for d in ds if data.dec.width[d] >= t]
+        for t in sorted({int(pre_w[p]) for p in ps})[1:]:
+            lhs = [ix.u + p for p in ps if pre_w[p] >= t]
+            rhs = [ix.v + d for d in ds if dec_w[d] >= t]
             rows.append(Row("width", (*a, t), lhs + rhs, [1.0] * len(lhs) + [-1.0] * len(rhs), -math.inf, 0.0))
     return rows
 

@@ -222,7 +222,8 @@ def build_model(name: str, rows: Sequence[Row], variables: Sequence[tuple[str, i
             setattr(m, fam, pc.Constraint(expr=expr(frows[0])))
         else:
             by_key = {r.key: r for r in frows}
-            setattr(m, fam, pc.Constraint(list(by_key), rule=lambda _m, *k, d=by_key: expr(d[k[0] if len(k) == 1 else k])))
+            rule = lambda _m, *k, d=by_key: expr(d[k[0] if len(k) == 1 else k])
+            setattr(m, fam, pc.Constraint(list(by_key), rule=rule))
     m.obj = pc.Objective(expr=sum(float(weights[c]) * var_of[c] for c in range(len(weights))),
                          sense=pc.minimize if sense == "min" else pc.maximize)
     m._columns = var_of[:len(weights)]

@@ -200,10 +200,10 @@ def test_reported_plan_and_baselines_equal_a_fresh_evaluate(name, sets):
 
     inst = load_instance(INST / f"{name}.yaml", sets)
     res = solve(inst).to_dict()
-    for topo, fleet, pools in [(res["topology"], res["fleet"], res["pools"])] + [
+    for topo, totals, pools in [(res["topology"], res["fleet"], res["pools"])] + [
             (b["topology"], b, None) for b in res["baselines"].values() if b is not None]:
         fresh = evaluate(inst, parse_topology(topo)).to_dict()
-        assert fresh["fleet"] == pytest.approx({k: v for k, v in fleet.items() if k in fresh["fleet"]}, rel=1e-12)
+        assert fresh["fleet"] == pytest.approx({k: v for k, v in totals.items() if k in fresh["fleet"]}, rel=1e-12)
         if pools is not None:
             assert fresh["pools"] == pools
 

@@ -13,10 +13,13 @@ import os
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from fleetopt.errors import FleetoptError
+from fleetopt.files import read_yaml_mapping
 from fleetopt.records import Frozen, NonNeg, NonNegInt, Pos, PosInt, Record, convert
+
+R = TypeVar("R")
 
 #: Bytes per stored element for each dtype name; mxfp4 is 4-bit values plus one 8-bit scale
 #: per 32 (OCP Microscaling spec v1.0), i.e. 4.25 bits.
@@ -29,7 +32,7 @@ Dtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "mxfp4", "int4"]
 Vendor = Literal["nvidia", "amd", "other"]
 
 
-class Gpu(Frozen, kw_only=True):
+class Gpu(Frozen, frozen=True, kw_only=True):
     """One accelerator type.  Units in field names; see gpus.yaml for the sources.
 
     The energy fields (``mem_pj_per_bit``, ``link_pj_per_bit``) and ``memory_type``,
@@ -71,7 +74,7 @@ class Gpu(Frozen, kw_only=True):
     """logic process node of the compute die, nm-class (TSMC N7 = 7, 4N/4NP = 4); 0 = not
     stated.  Documentation only: no formula reads it"""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.idle_w >= self.tdp_w:
             raise ValueError(f"idle_w ({self.idle_w}) must be below tdp_w ({self.tdp_w})")
 
@@ -83,7 +86,7 @@ class Gpu(Frozen, kw_only=True):
         return self.bf16_flops
 
 
-class Model(Frozen, kw_only=True):
+class Model(Frozen, frozen=True, kw_only=True):
     """A transformer's architecture, enough for memory, bytes and FLOPs per token."""
 
     id: str
@@ -116,7 +119,7 @@ class Model(Frozen, kw_only=True):
     ``max_position_embeddings`` (vLLM's default ``max_model_len``) or the model card's stated
     context.  0 = not stated (a user entry); every packaged model states it"""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.heads % self.kv_heads:
             raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
         if self.experts and not (0 < self.top_k <= self.experts and self.expert_intermediate > 0):
@@ -128,10 +131,12 @@ class Model(Frozen, kw_only=True):
 
     @property
     def is_moe(self) -> bool:
+        """Whether the model routes tokens to experts (mixture of experts)."""
         return self.experts > 0
 
     @property
     def moe_layers(self) -> int:
+        """Layers with routed experts: layers - first_dense_layers (0 for a dense model)."""
         return self.layers - self.first_dense_layers if self.is_moe else 0
 
     @property
@@ -142,6 +147,8 @@ class Model(Frozen, kw_only=True):
     # --- parameter counts (from the architecture; tests compare with published totals) ---
     @property
     def attn_params_per_layer(self) -> int:
+        """Attention parameters of one layer: Q, K, V and O projections, h x heads x d +
+        2 h x kv_heads x d + heads x d x h (GQA); MLA's low-rank Q and KV projections."""
         h, d = self.hidden, self.head_dim
         if self.attention == "mla":
             rope = self.qk_rope_head_dim
@@ -158,10 +165,12 @@ class Model(Frozen, kw_only=True):
 
     @property
     def dense_ffn_params(self) -> int:
+        """Parameters of one dense (SwiGLU) FFN: 3 x hidden x intermediate."""
         return 3 * self.hidden * self.intermediate
 
     @property
     def embedding_params(self) -> int:
+        """Input embedding and output head: vocab x hidden, once when tied."""
         return self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
 
     @property
@@ -174,6 +183,7 @@ class Model(Frozen, kw_only=True):
 
     @property
     def total_params(self) -> int:
+        """Every parameter: non-expert + moe_layers x experts x expert_params."""
         return self.non_expert_params + self.moe_layers * self.experts * self.expert_params
 
     @property
@@ -210,30 +220,33 @@ class Catalog:
         self._model_alias = {_norm(a): m.id for m in models for a in (m.id, *m.aliases)}
 
     def gpu(self, ident: str) -> Gpu:
+        """The GPU of id or alias ``ident`` (case and punctuation ignored); unknown: one line."""
         key = self._gpu_alias.get(_norm(str(ident)))
         if key is None:
             raise FleetoptError(f"unknown GPU '{ident}'; known: {', '.join(sorted(self.gpus))}")
         return self.gpus[key]
 
     def model(self, ident: str) -> Model:
+        """The model of id or alias ``ident`` (case and punctuation ignored); unknown: one line."""
         key = self._model_alias.get(_norm(str(ident)))
         if key is None:
             raise FleetoptError(f"unknown model '{ident}'; known: {', '.join(sorted(self.models))}")
         return self.models[key]
 
 
-def _read_yaml(path: Path) -> dict:
-    from fleetopt.files import read_yaml_mapping
-
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """A catalog file's mapping."""
     return read_yaml_mapping(path, "catalog file")
 
 
-def _validate(kind: str, cls: type, entry: dict, i: int, src: str):
+def _validate(kind: str, cls: type[R], entry: Any, i: int, src: str) -> R:
+    """Entry ``i`` of a catalog file's ``kind`` list validated into ``cls``."""
     ident = entry.get("id", "?") if isinstance(entry, dict) else "?"
     return convert(entry, cls, f"{src}: {kind}.{i} ({ident})")
 
 
-def _merge(base: dict[str, dict], entries: list, kind: str, src: str) -> None:
+def _merge(base: dict[str, dict[str, Any]], entries: list[Any], kind: str, src: str) -> None:
+    """Entries over ``base`` by normalised id (a user catalog overrides the packaged one)."""
     for i, e in enumerate(entries):
         if not isinstance(e, dict) or "id" not in e:
             raise FleetoptError(f"{src}: {kind}.{i}: each entry needs an 'id'")

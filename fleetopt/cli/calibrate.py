@@ -23,7 +23,7 @@ from fleetopt.physics.calibration import active_label
               help="Least-squares evaluations (more: slower, closer fit).")
 @format_opt
 @click.pass_context
-def calibrate(ctx, measurements, out_path, force, nfev, fmt):
+def calibrate(ctx: click.Context, measurements: str, out_path: str | None, force: bool, nfev: int, fmt: str) -> None:
     """Fit the physical model's coefficients to your own measurements (CSV schema in the README)."""
     cat = catalog_of(ctx)
     df = read_measurements(measurements, cat)
@@ -39,7 +39,8 @@ def calibrate(ctx, measurements, out_path, force, nfev, fmt):
     if fmt == "json":
         emit(res, "json")
         return
-    emit(rep.rows_table(), fmt, f"{measurements}: {rep.rows} rows, residuals before ({active_label()}) and after the fit")
+    emit(rep.rows_table(), fmt,
+         f"{measurements}: {rep.rows} rows, residuals before ({active_label()}) and after the fit")
     if fmt == "table":
         if rep.logo:
             click.echo("\nleave one GPU out (MAPE %):")

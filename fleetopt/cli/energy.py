@@ -118,7 +118,8 @@ def _write_map(out_dir: str, rows: list[dict[str, Any]], title: str, force: bool
               help="Input lengths, comma-separated tokens.")
 @click.option("--outputs", default=",".join(str(2**k) for k in range(4, 14)), show_default=True,
               help="Output lengths, comma-separated tokens.")
-@click.option("--batch", type=int, default=None, help="Sequences per instance (default: as many as the KV cache holds).")
+@click.option("--batch", type=int, default=None,
+              help="Sequences per instance (default: as many as the KV cache holds).")
 @click.option("--tpot-ms", type=float, default=None, help="Largest batch whose step meets this TPOT, ms.")
 @format_opt
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,

@@ -12,6 +12,7 @@ from fleetopt.errors import FleetoptError
 from fleetopt.law import estimate as estimate_point
 from fleetopt.law import law_rows
 from fleetopt.profiles import profile_with_knobs
+from fleetopt.profiles.point import as_admission
 
 if TYPE_CHECKING:
     from fleetopt.profiles.base import Profile
@@ -43,7 +44,7 @@ def law(ctx: click.Context, model: str, gpu: str, tp: int, contexts: str, output
     if output_tokens <= 0:
         raise FleetoptError(f"output-tokens must be > 0, got {output_tokens}")
     prof = _profile(ctx, mode, model, gpu, tp, power_cap_w, gmu)
-    rows = law_rows(prof, ints(contexts, "contexts"), output_tokens, admission)
+    rows = law_rows(prof, ints(contexts, "contexts"), output_tokens, as_admission(admission))
     emit(rows, fmt, f"{prof.model.id} on {tp} x {prof.gpu.id}, mode {mode}, admission {admission}")
 
 

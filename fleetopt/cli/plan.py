@@ -72,7 +72,8 @@ def _check_out(out_dir: str, force: bool) -> bool:
 @click.option("--repair", is_flag=True, help="With --verify: add instances to failing pools until the SLOs hold.")
 @click.option("--requests", type=click.IntRange(min=100, max=100_000_000), default=100_000, show_default=True,
               help="Requests simulated by --verify.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the --verify simulation.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the --verify simulation.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes sizing the candidate pools (default: up to 2, the cores there are).")
 @click.pass_context

@@ -21,7 +21,8 @@ from fleetopt.sweeps.report import report
 @click.option("--force", is_flag=True, help="Take over an --out folder holding another spec's results.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.pass_context
-def sweep(ctx, spec, out_dir, workers, scheduler, retry_failed, force, fmt):
+def sweep(ctx: click.Context, spec: str, out_dir: str, workers: int, scheduler: str | None, retry_failed: bool,
+          force: bool, fmt: str) -> None:
     """Solve every case of a sweep spec; resumable (finished cases are skipped)."""
     res = run_sweep(spec, out_dir, workers, scheduler, retry_failed, progress=(fmt == "table" and sys.stderr.isatty()),
                     force=force, catalog_files=catalog_files(ctx))
@@ -32,7 +33,8 @@ def sweep(ctx, spec, out_dir, workers, scheduler, retry_failed, force, fmt):
     click.echo(f"{res['spec']}: {res['cases']} cases, {res['done']} run now ({res['failed']} failed, "
                f"{res['infeasible']} infeasible), {res['skipped']} already done; {res['seconds']:.1f} s{rate}; "
                f"results in {res['out']}/cases"
-               + (f"; removed {res['removed_stale']} rows of cases no longer in the spec" if res["removed_stale"] else ""))
+               + (f"; removed {res['removed_stale']} rows of cases no longer in the spec"
+                  if res["removed_stale"] else ""))
     for e in res["errors"]:
         click.echo(f"  failed {e}", err=True)
 
@@ -40,7 +42,7 @@ def sweep(ctx, spec, out_dir, workers, scheduler, retry_failed, force, fmt):
 @click.command("sweep-report")
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def sweep_report(out_dir, fmt):
+def sweep_report(out_dir: str, fmt: str) -> None:
     """Pivot tables and PNG plots of a sweep's results (written under OUT/report)."""
     res = report(out_dir)
     if fmt == "json":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
     from fleetopt.profiles.base import Profile
+    from fleetopt.profiles.point import Admission
 
 PREFILL, DECODE = "prefill", "decode"
 
@@ -39,11 +40,13 @@ class PhaseSizing(PoolSizing):
     prefill phase ``ttft_p99_ms`` is the range's P99 TTFT, transfer included, and its power
     includes the link's)."""
 
-    def __init__(self, *a, phase: str, kv_transfer_ms: float = 0.0, kv_transfer_w: float = 0.0, **kw):
+    def __init__(self, *a: Any, phase: str, kv_transfer_ms: float = 0.0, kv_transfer_w: float = 0.0,
+                 **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.phase, self.kv_transfer_ms, self.kv_transfer_w = phase, kv_transfer_ms, kv_transfer_w
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
+        """The row of a plan's pool table, with the phase and the KV transfer figures."""
         return {**super().as_dict(), "phase": self.phase, "kv_transfer_ms": self.kv_transfer_ms,
                 "kv_transfer_w": self.kv_transfer_w}
 
@@ -79,13 +82,19 @@ class PhaseColumns:
 
     @property
     def it_power_w(self) -> np.ndarray:
-        return self.instances * self.instance_power_w + self.transfer_w
+        """IT power of each pool, transfer included, W: n x P_instance + P_transfer."""
+        out: np.ndarray = self.instances * self.instance_power_w + self.transfer_w
+        return out
 
     @property
     def peak_it_power_w(self) -> np.ndarray:
-        return self.instances * self.peak_instance_power_w + self.transfer_w
+        """IT power of each pool at its peak batch, transfer included, W."""
+        out: np.ndarray = self.instances * self.peak_instance_power_w + self.transfer_w
+        return out
 
     def row(self, k: int, gpu: str, tp: int, admission: str, ttft_total_ms: float | None = None) -> PhaseSizing:
+        """Pool ``k`` as a ``PhaseSizing`` row (``admission`` ``-`` for a prefill pool; the
+        TTFT of both phases and the transfer when ``ttft_total_ms`` is given)."""
         n = int(self.instances[k])
         if self.phase == PREFILL:
             binding = ["ttft" if self.binds[k] else "utilization"]
@@ -107,7 +116,8 @@ class PhaseColumns:
 
 
 def empty_phase(phase: str, m: int, lo: np.ndarray, hi: np.ndarray, lam: np.ndarray, gpus: int, price: float,
-           err: list) -> PhaseColumns:
+           err: list[str | None]) -> PhaseColumns:
+    """Phase columns of m pools none of which is sized (every figure 0, ``err`` the reasons)."""
     z = np.zeros(m)
     return PhaseColumns(phase, lo, hi, lam, np.zeros(m, np.int64), z.copy(), np.zeros(m, np.int64), z.copy(),
                         np.zeros(m, np.int64), z.copy(), z.copy(), z.copy(), z.copy(), z.copy(), z.copy(), z.copy(),
@@ -132,7 +142,7 @@ def least_count(ok: Callable[[np.ndarray, np.ndarray], np.ndarray], n0: np.ndarr
 
 
 def size_decode(profile: Profile, tb: TrafficBatch, total_rate: float, lo: ArrayLike, hi: ArrayLike, window: ArrayLike,
-                slo: Slo, admission: str = "paged",
+                slo: Slo, admission: Admission = "paged",
                 host_w_per_gpu: float = 0.0, usd_per_gpu_hour: float | None = None) -> PhaseColumns:
     """The decode phase of the m ranges of ``tb`` on one profile (module docstring):
     sequences arrive with their prompt's KV built and hold a slot for O pure decode steps."""
@@ -167,7 +177,8 @@ def size_decode(profile: Profile, tb: TrafficBatch, total_rate: float, lo: Array
     lam_ms = lam_s[act] / 1e3
     load = lam_ms * es
 
-    def no_wait(n, idx=slice(None)):
+    def no_wait(n: np.ndarray, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """Whether the decode pools ``idx`` at ``n`` instances have no P99 slot wait."""
         return ~good[idx] | (wait_quantile_mgc(n * sl[idx], lam_ms[idx], es[idx], cv2[idx]) <= 0.0)
 
     n_util = np.maximum(np.floor(load / sl) + 1, np.ceil(load / (slo.max_utilization * sl) - 1e-12))

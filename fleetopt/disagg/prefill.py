@@ -10,7 +10,6 @@ with the waiting time's exponential tail P(W > t) = C exp(-decay t) (Kimura's, a
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import TYPE_CHECKING
 
@@ -67,7 +66,7 @@ def prefill_service_ms(profile: Profile, prompt_tokens: ArrayLike) -> np.ndarray
     p = np.asarray(prompt_tokens, float)
     ms, _ = prefill_chunks(profile, p)
     if PREFILL_TIME_MODEL == "prefill_ms":
-        free = dataclasses.replace(profile, power_cap_w=None) if getattr(profile, "power_cap_w", None) else profile
+        free = profile.uncapped()
         ms = np.asarray(profile.prefill_ms(p), float) * ms / prefill_chunks(free, p)[0]
     return ms
 
@@ -179,7 +178,9 @@ def size_prefill(profile: Profile, tb: TrafficBatch, total_rate: float, lo: Arra
     n_util = np.maximum(np.floor(load) + 1, np.ceil(load / slo.max_utilization - 1e-12))
     cur = n_util.copy()
 
-    def meets(v, i):
+    def meets(v: np.ndarray, i: np.ndarray) -> np.ndarray:
+        """Whether pools ``i`` at ``v`` instances (the others at their current counts) meet
+        the P99 TTFT."""
         nn = cur.copy()
         nn[i] = v
         lc, dec = wait_tail(nn, lam_ms, es, cv2)

@@ -120,7 +120,8 @@ REASONS: dict[str, str] = {
     "alltoall_us": "expert-parallel dispatch/combine latency within a node",
     "static_scale": "idle figures are taken at rest; with an engine attached and clocks at boost a GPU draws up to ~2x",
     "mem_energy_scale": "the seed's ~20 pJ/bit for a byte moved to the SMs against 3-4 pJ/bit in the HBM device",
-    "flop_energy_scale": "(TDP - idle) / peak FLOP/s is the energy per FLOP at which a GPU at peak rate meets TDP; dense GEMMs throttle there, so up to ~1.5x",
+    "flop_energy_scale": ("(TDP - idle) / peak FLOP/s is the energy per FLOP at which a GPU at peak rate meets "
+                          "TDP; dense GEMMs throttle there, so up to ~1.5x"),
     "dvfs_exponent": "dynamic energy per op ~ V^2 with V roughly tracking f",
     "step_fixed_ms": "scheduler and input preparation per step (vLLM V1 overlaps much of it)",
     "layer_us": "small kernels per layer: a few us under CUDA graphs, tens of us eager",
@@ -155,31 +156,40 @@ def as_plain(cal: Calibration) -> dict[str, Any]:
     return asdict(cal)
 
 
-#: The calibration in use by this process: ``(Calibration, label)``; the packaged one unless
-#: ``use_calibration`` (the CLI's ``--calibration``, ``$FLEETOPT_CALIBRATION``) says otherwise.
-_ACTIVE: list[Any] = [DEFAULT, "packaged", "packaged"]
+@dataclass
+class _Active:
+    """The calibration in use by this process, where it came from and who chose it."""
+
+    cal: Calibration
+    label: str
+    source: str
+
+
+#: The packaged calibration unless ``use_calibration`` (the CLI's ``--calibration``,
+#: ``$FLEETOPT_CALIBRATION``, an instance's ``calibration``) says otherwise.
+_ACTIVE = _Active(DEFAULT, "packaged", "packaged")
 
 
 def active_calibration() -> Calibration:
     """The calibration profiles use when none is passed to them."""
-    return _ACTIVE[0]
+    return _ACTIVE.cal
 
 
 def active_label() -> str:
     """Where the active calibration came from: ``packaged`` or a file path."""
-    return str(_ACTIVE[1])
+    return _ACTIVE.label
 
 
 def active_source() -> str:
     """Who chose the active calibration: ``packaged``, ``cli`` (``--calibration``, the
     environment) or ``instance`` (an instance's ``calibration`` field)."""
-    return str(_ACTIVE[2])
+    return _ACTIVE.source
 
 
 def use_calibration(cal: Calibration, label: str, source: str = "cli") -> None:
     """Make ``cal`` the calibration of every profile built from now on in this process."""
     check_bounds(cal)
-    _ACTIVE[0], _ACTIVE[1], _ACTIVE[2] = cal, label, source
+    _ACTIVE.cal, _ACTIVE.label, _ACTIVE.source = cal, label, source
 
 
 def calibration_from_mapping(data: Any, where: str) -> Calibration:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from fleetopt.catalog import DTYPE_BYTES, Gpu, Model
+from fleetopt.units import Num
 
 #: vLLM's paged-attention block size, tokens (vLLM default ``--block-size 16``).
 BLOCK_TOKENS = 16
@@ -71,25 +72,25 @@ def kv_capacity_tokens(model: Model, gpu: Gpu, tp: int,
     return dp * max(0, int(budget // per_block)) * BLOCK_TOKENS
 
 
-def _scalar_or_array(x, kind=int):
+def _scalar_or_array(x: Num, kind: type = int) -> Num:
     """A 0-d result as a Python scalar, arrays unchanged (these functions take both)."""
     x = np.asarray(x)
     return kind(x) if x.ndim == 0 else x
 
 
-def blocks_for_tokens(tokens):
+def blocks_for_tokens(tokens: Num) -> Num:
     """Paged blocks a sequence of ``tokens`` occupies (scalar or array)."""
     return _scalar_or_array(np.maximum(1, np.ceil(np.asarray(tokens, float) / BLOCK_TOKENS)).astype(np.int64))
 
 
-def concurrency_reserve(kv_tokens: int, window_tokens, max_num_seqs: int | None = None):
+def concurrency_reserve(kv_tokens: int, window_tokens: Num, max_num_seqs: int | None = None) -> Num:
     """Sequences when each reserves its whole window: kv_tokens // window (vLLM's "maximum
     concurrency for max_model_len tokens per request"; the 1/W paper's n_max).  Scalar or array."""
     n = kv_tokens // (np.asarray(blocks_for_tokens(window_tokens)) * BLOCK_TOKENS)
     return _scalar_or_array(np.minimum(n, max_num_seqs) if max_num_seqs else n)
 
 
-def concurrency_paged(kv_tokens: int, mean_held_tokens, max_num_seqs: int = DEFAULT_MAX_NUM_SEQS):
+def concurrency_paged(kv_tokens: int, mean_held_tokens: Num, max_num_seqs: int = DEFAULT_MAX_NUM_SEQS) -> Num:
     """Sequences admitted by the tokens actually held (vLLM paged KV): pool blocks / mean
     blocks per sequence (mean tokens / block size + half a block of rounding), capped by
     max_num_seqs.  Scalar or array."""

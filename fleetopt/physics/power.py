@@ -18,6 +18,7 @@ import numpy as np
 
 from fleetopt.catalog import Gpu
 from fleetopt.physics.calibration import DEFAULT, Calibration
+from fleetopt.units import Num
 
 
 def static_power_w(gpu: Gpu, cal: Calibration = DEFAULT) -> float:
@@ -46,22 +47,24 @@ def flop_energy_j(gpu: Gpu, peak_flops: float, cal: Calibration = DEFAULT) -> fl
 class StepEnergy:
     """Energy of one step per GPU, split by how it scales with the clock (J; scalars or arrays)."""
 
-    fixed_j: float
+    fixed_j: Num
     """Memory and link energy: independent of the SM clock."""
-    comp_j: float
+    comp_j: Num
     """Compute energy at full clock: scales as f^x."""
 
 
-def step_energy(gpu: Gpu, weight_dtype_flops: float, bytes_per_gpu, lin_flops, attn_flops, link_bytes,
+def step_energy(gpu: Gpu, weight_dtype_flops: float, bytes_per_gpu: Num, lin_flops: Num, attn_flops: Num,
+                link_bytes: Num,
                 cal: Calibration = DEFAULT) -> StepEnergy:
     """E_mem + E_link and E_comp of a step: bytes x J/byte, link bytes x J/byte, linear FLOPs
     at the weights' dtype energy plus attention FLOPs at the bf16 energy."""
     fixed = bytes_per_gpu * mem_energy_j_per_byte(gpu, cal) + link_bytes * link_energy_j_per_byte(gpu)
-    comp = lin_flops * flop_energy_j(gpu, weight_dtype_flops, cal) + attn_flops * flop_energy_j(gpu, gpu.bf16_flops, cal)
+    comp = (lin_flops * flop_energy_j(gpu, weight_dtype_flops, cal)
+            + attn_flops * flop_energy_j(gpu, gpu.bf16_flops, cal))
     return StepEnergy(fixed, comp)
 
 
-def gpu_power_w(gpu: Gpu, energy: StepEnergy, step_ms, cal: Calibration = DEFAULT, freq_scale=1.0):
+def gpu_power_w(gpu: Gpu, energy: StepEnergy, step_ms: Num, cal: Calibration = DEFAULT, freq_scale: Num = 1.0) -> Num:
     """P = P_static + (E_fixed + E_comp f^x) / S, W (scalar or array; 0-length steps draw P_static).
     Not clipped: callers apply TDP or a cap through DVFS."""
     s = np.asarray(step_ms, float) * 1e-3
@@ -71,8 +74,8 @@ def gpu_power_w(gpu: Gpu, energy: StepEnergy, step_ms, cal: Calibration = DEFAUL
     return float(p) if np.ndim(p) == 0 else p
 
 
-def gpu_power_dfreq_w(gpu: Gpu, energy: StepEnergy, step_ms, dstep_df, cal: Calibration = DEFAULT,
-                      freq_scale=1.0):
+def gpu_power_dfreq_w(gpu: Gpu, energy: StepEnergy, step_ms: Num, dstep_df: Num, cal: Calibration = DEFAULT,
+                      freq_scale: Num = 1.0) -> Num:
     """dP/df (W per unit clock scale): with D(f) = E_fixed + E_comp f^x and S(f) the step,
     dP/df = (x E_comp f^(x-1) S - D S') / S^2 (quotient rule; S' = dstep_df, ms per unit f)."""
     f, x = np.asarray(freq_scale, float), cal.dvfs_exponent

@@ -16,9 +16,10 @@ import numpy as np
 from fleetopt.catalog import DTYPE_BYTES, Gpu, Model
 from fleetopt.physics.calibration import DEFAULT, Calibration
 from fleetopt.physics.kv import kv_bytes_per_token_per_gpu
+from fleetopt.units import Num
 
 
-def experts_touched(experts: int, top_k: int, tokens: float) -> float:
+def experts_touched(experts: int, top_k: int, tokens: Num) -> Num:
     """Expected distinct experts a layer touches when ``tokens`` tokens each pick top_k of E
     uniformly: E (1 - (1 - k/E)^tokens).  Source: occupancy of k-of-E draws per token."""
     if experts == 0:
@@ -26,7 +27,7 @@ def experts_touched(experts: int, top_k: int, tokens: float) -> float:
     return experts * (1.0 - (1.0 - top_k / experts) ** np.maximum(tokens, 0.0))
 
 
-def weight_bytes_streamed_per_gpu(model: Model, tp: int, tokens: float, dp: int = 1) -> float:
+def weight_bytes_streamed_per_gpu(model: Model, tp: int, tokens: Num, dp: int = 1) -> Num:
     """Weight bytes one GPU reads in a step that processes ``tokens`` tokens (all ranks):
     the non-expert weights (sharded over TP, replicated over DP) plus the experts the step
     touches (MoE), sharded over TP x DP (expert parallel)."""
@@ -44,7 +45,7 @@ def attention_flops_per_pair(model: Model) -> float:
     return model.layers * 4 * model.heads * model.head_dim
 
 
-def soft_roof_ms(a_ms: float, b_ms: float, p: float) -> float:
+def soft_roof_ms(a_ms: Num, b_ms: Num, p: float) -> Num:
     """Smooth max of two non-negative times, (a^p + b^p)^(1/p): kernels near the ridge point
     are slower than the hard roofline because memory and math do not overlap perfectly.
     Computed directly: for times in ms and p of a few, the powers stay far from overflow."""
@@ -60,30 +61,30 @@ def soft_roof_ms(a_ms: float, b_ms: float, p: float) -> float:
 class StepBreakdown:
     """One forward step of an instance (times in ms, per GPU; bytes and FLOPs per GPU)."""
 
-    step_ms: float
-    linear_ms: float
-    attention_ms: float
-    comm_ms: float
-    overhead_ms: float
-    bytes_per_gpu: float
-    flops_per_gpu: float
-    compute_ms: float
+    step_ms: Num
+    linear_ms: Num
+    attention_ms: Num
+    comm_ms: Num
+    overhead_ms: Num
+    bytes_per_gpu: Num
+    flops_per_gpu: Num
+    compute_ms: Num
     """Tensor-core busy time at the calibrated efficiency (stretched by DVFS), ms."""
-    memory_ms: float
+    memory_ms: Num
     """Memory busy time (weights and KV streamed at the calibrated bandwidth), ms."""
 
     @property
-    def u_comp(self) -> float:
+    def u_comp(self) -> Num:
         """Fraction of the step the tensor cores are busy (scalar or array)."""
         return _busy_fraction(self.compute_ms, self.step_ms)
 
     @property
-    def u_mem(self) -> float:
+    def u_mem(self) -> Num:
         """Fraction of the step the memory system is streaming (scalar or array)."""
         return _busy_fraction(self.memory_ms, self.step_ms)
 
 
-def _busy_fraction(busy_ms, step_ms):
+def _busy_fraction(busy_ms: Num, step_ms: Num) -> Num:
     """min(1, busy / step), 0 for an empty step; scalar or array."""
     if np.ndim(step_ms) == 0 and np.ndim(busy_ms) == 0:
         return min(1.0, busy_ms / step_ms) if step_ms > 0 else 0.0
@@ -97,23 +98,23 @@ class StepParts:
     """The clock-independent pieces of a step (ms at full clock, per GPU; scalars or arrays):
     a DVFS search evaluates ``at(f)`` many times without recomputing bytes and FLOPs."""
 
-    lin_mem_ms: float
-    lin_cmp_ms: float
-    att_mem_ms: float
-    att_cmp_ms: float
-    comm_ms: float
-    overhead_ms: float
-    bytes_per_gpu: float
-    flops_per_gpu: float
+    lin_mem_ms: Num
+    lin_cmp_ms: Num
+    att_mem_ms: Num
+    att_cmp_ms: Num
+    comm_ms: Num
+    overhead_ms: Num
+    bytes_per_gpu: Num
+    flops_per_gpu: Num
     roof_p: float
-    lin_flops_per_gpu: float = 0.0
+    lin_flops_per_gpu: Num = 0.0
     """Linear-layer FLOPs per GPU (at the weights' dtype rate)."""
-    attn_flops_per_gpu: float = 0.0
+    attn_flops_per_gpu: Num = 0.0
     """Attention FLOPs per GPU (bf16 rate)."""
-    link_bytes_per_gpu: float = 0.0
+    link_bytes_per_gpu: Num = 0.0
     """Bytes each GPU sends over the scale-up link (all-reduce, all-to-all)."""
 
-    def at(self, freq_scale=1.0) -> StepBreakdown:
+    def at(self, freq_scale: Num = 1.0) -> StepBreakdown:
         """The step at clock scale f: compute times stretch by 1/f, memory, links and
         host overheads do not (DVFS lowers the SM clock only)."""
         lin_c, att_c = self.lin_cmp_ms / freq_scale, self.att_cmp_ms / freq_scale
@@ -123,10 +124,11 @@ class StepParts:
         return StepBreakdown(step, linear_ms, attention_ms, self.comm_ms, self.overhead_ms, self.bytes_per_gpu,
                              self.flops_per_gpu, lin_c + att_c, self.lin_mem_ms + self.att_mem_ms)
 
-    def dstep_df(self, br: StepBreakdown, freq_scale=1.0):
+    def dstep_df(self, br: StepBreakdown, freq_scale: Num = 1.0) -> Num:
         """d step_ms / d f at ``br`` (= ``self.at(freq_scale)``): each soft roof
         R = (m^p + (c/f)^p)^(1/p) has dR/df = -(c/f)^p R^(1-p) / f (chain rule)."""
-        p, out = self.roof_p, 0.0
+        p = self.roof_p
+        out: Num = 0.0
         for c, r in ((self.lin_cmp_ms, br.linear_ms), (self.att_cmp_ms, br.attention_ms)):
             r = np.asarray(r, float)
             safe = np.where(r > 0, r, 1.0)
@@ -140,8 +142,8 @@ class StepParts:
         return out
 
 
-def step_parts(model: Model, gpu: Gpu, tp: int, batch: float, mean_kv_tokens: float,
-               prefill_tokens: float = 0.0, prefill_ctx_tokens: float = 0.0,
+def step_parts(model: Model, gpu: Gpu, tp: int, batch: Num, mean_kv_tokens: Num,
+               prefill_tokens: Num = 0.0, prefill_ctx_tokens: Num = 0.0,
                cal: Calibration = DEFAULT, eta_flops: float | None = None, dp: int = 1) -> StepParts:
     """The pieces of ``step_breakdown`` that do not depend on the clock (arguments as there)."""
     eng = cal.engine
@@ -154,9 +156,10 @@ def step_parts(model: Model, gpu: Gpu, tp: int, batch: float, mean_kv_tokens: fl
     w_bytes = weight_bytes_streamed_per_gpu(model, tp, tokens, dp) * (np.asarray(tokens) > 0)
     kv_bytes = batch_r * mean_kv_tokens * kv_bytes_per_token_per_gpu(model, tp)
     lin_flops = 2.0 * model.active_params * tokens_r / tp            # 2 FLOPs per MAC
-    attn_flops = attention_flops_per_pair(model) * (batch_r * mean_kv_tokens + prefill_tokens / dp * prefill_ctx_tokens) / tp
-    comm_ms: float | np.ndarray = 0.0
-    link_bytes: float | np.ndarray = 0.0
+    pairs = batch_r * mean_kv_tokens + prefill_tokens / dp * prefill_ctx_tokens    # (query, cached token) pairs
+    attn_flops = attention_flops_per_pair(model) * pairs / tp
+    comm_ms: Num = 0.0
+    link_bytes: Num = 0.0
     if tp > 1:   # ring all-reduce of bf16 activations, twice per layer: each GPU sends 2 (tp-1)/tp of the tensor
         ar_bytes = 2.0 * (tp - 1) / tp * tokens * model.hidden * 2.0
         comm_ms = 2 * model.layers * (eng.allreduce_us * 1e-3 + ar_bytes / (gpu.link_gb_s * 1e9) * 1e3)
@@ -166,14 +169,15 @@ def step_parts(model: Model, gpu: Gpu, tp: int, batch: float, mean_kv_tokens: fl
         comm_ms = comm_ms + 2 * model.moe_layers * (eng.alltoall_us * 1e-3 + a2a_bytes / (gpu.link_gb_s * 1e9) * 1e3)
         link_bytes = link_bytes + 2 * model.moe_layers * a2a_bytes
     overhead_ms = eng.step_fixed_ms + model.layers * eng.layer_us * 1e-3 + batch_r * eng.seq_us * 1e-3
-    return StepParts(w_bytes / bw * 1e3, lin_flops / flops_lin * 1e3, kv_bytes / bw * 1e3, attn_flops / flops_attn * 1e3,
+    return StepParts(w_bytes / bw * 1e3, lin_flops / flops_lin * 1e3, kv_bytes / bw * 1e3,
+                     attn_flops / flops_attn * 1e3,
                      comm_ms, overhead_ms, w_bytes + kv_bytes, lin_flops + attn_flops, cal.roof_p,
                      lin_flops, attn_flops, link_bytes)
 
 
-def step_breakdown(model: Model, gpu: Gpu, tp: int, batch: float, mean_kv_tokens: float,
-                   prefill_tokens: float = 0.0, prefill_ctx_tokens: float = 0.0,
-                   cal: Calibration = DEFAULT, freq_scale: float = 1.0,
+def step_breakdown(model: Model, gpu: Gpu, tp: int, batch: Num, mean_kv_tokens: Num,
+                   prefill_tokens: Num = 0.0, prefill_ctx_tokens: Num = 0.0,
+                   cal: Calibration = DEFAULT, freq_scale: Num = 1.0,
                    eta_flops: float | None = None, dp: int = 1) -> StepBreakdown:
     """A step decoding ``batch`` sequences of mean cached length ``mean_kv_tokens`` while
     prefilling ``prefill_tokens`` prompt tokens whose mean attended context is
@@ -185,15 +189,15 @@ def step_breakdown(model: Model, gpu: Gpu, tp: int, batch: float, mean_kv_tokens
                       eta_flops, dp).at(freq_scale)
 
 
-def decode_step_ms(model: Model, gpu: Gpu, tp: int, batch: float, mean_kv_tokens: float,
-                   cal: Calibration = DEFAULT) -> float:
+def decode_step_ms(model: Model, gpu: Gpu, tp: int, batch: Num, mean_kv_tokens: Num,
+                   cal: Calibration = DEFAULT) -> Num:
     """Time of one pure decode step (no prefill mixed in), ms."""
     return step_breakdown(model, gpu, tp, batch, mean_kv_tokens, cal=cal).step_ms
 
 
-def prefill_ms(model: Model, gpu: Gpu, tp: int, prompt_tokens: float, chunk_tokens: int = 8192,
-               cal: Calibration = DEFAULT, decode_batch: float = 0.0, decode_kv_tokens: float = 0.0,
-               freq_scale: float = 1.0) -> float:
+def prefill_ms(model: Model, gpu: Gpu, tp: int, prompt_tokens: Num, chunk_tokens: int = 8192,
+               cal: Calibration = DEFAULT, decode_batch: Num = 0.0, decode_kv_tokens: Num = 0.0,
+               freq_scale: Num = 1.0) -> Num:
     """Time to prefill one prompt in chunks of ``chunk_tokens`` (linear FLOPs per token,
     attention FLOPs growing with the context already cached: the quadratic term), optionally
     sharing each step with a running decode batch.  ms."""

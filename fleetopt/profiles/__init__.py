@@ -74,12 +74,12 @@ class Mode(msgspec.Struct, frozen=True, kw_only=True):
         """The mode's profile of ``tp`` x ``gpu`` serving ``model`` with serving ``knobs``."""
         return self.builder_function()(model, gpu, tp, knobs)
 
-    def admissions(self, wanted: Sequence[str]) -> list[str]:
+    def admissions(self, wanted: Sequence[Admission]) -> list[Admission]:
         """The admission policies candidate pools take: the instance's (deduplicated, in
         order) or the mode's only one."""
         return [self.admission] if self.admission else list(dict.fromkeys(wanted))
 
-    def admission_for(self, wanted: str) -> str:
+    def admission_for(self, wanted: Admission) -> Admission:
         """The admission policy a pool that asks for ``wanted`` gets."""
         return self.admission or wanted
 
@@ -136,7 +136,8 @@ def profile_with_knobs(mode: str, model: str, gpu: str, tp: int, catalog: Catalo
             raise FleetoptError(f"dp must be >= 1, got {dp}")
         m = catalog.model(model)
         if not m.is_moe:
-            raise FleetoptError(f"dp: data-parallel attention with expert parallelism needs an MoE model; {m.id} is dense")
+            raise FleetoptError(f"dp: data-parallel attention with expert parallelism needs an MoE model; "
+                                f"{m.id} is dense")
         kw["dp"] = dp
     if spec.knobs:
         if power_cap_w is not None:
@@ -144,7 +145,8 @@ def profile_with_knobs(mode: str, model: str, gpu: str, tp: int, catalog: Catalo
                 raise FleetoptError(f"power-cap-w must be a finite number > 0, got {power_cap_w}")
             idle = catalog.gpu(gpu).idle_w
             if power_cap_w < idle:
-                raise FleetoptError(f"power-cap-w must be at least the GPU's idle power ({idle:g} W), got {power_cap_w:g}")
+                raise FleetoptError(f"power-cap-w must be at least the GPU's idle power ({idle:g} W), "
+                                    f"got {power_cap_w:g}")
             kw["power_cap_w"] = power_cap_w
         if gpu_memory_utilization is not None:
             if not 0 < gpu_memory_utilization <= 1:

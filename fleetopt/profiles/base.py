@@ -34,10 +34,25 @@ class Profile(Protocol):
     prefill plus ``out`` steps of the pool's batch; False: the published model, whose steps
     hold no prefill and whose service time per request is ``service_ms``)."""
 
-    model: Model
-    gpu: Gpu
-    tp: int
-    mode: str
+    @property
+    def model(self) -> Model:
+        """The served model (catalog record)."""
+        ...
+
+    @property
+    def gpu(self) -> Gpu:
+        """The GPU type (catalog record)."""
+        ...
+
+    @property
+    def tp(self) -> int:
+        """Tensor-parallel degree."""
+        ...
+
+    @property
+    def mode(self) -> str:
+        """The registry's name of the profile's mode (a label: nothing branches on it)."""
+        ...
 
     @property
     def dp(self) -> int:
@@ -89,6 +104,10 @@ class Profile(Protocol):
 
     def idle_power_w(self) -> float:
         """Per-GPU power of an instance with nothing to do, W."""
+        ...
+
+    def uncapped(self) -> Profile:
+        """The same instance without a DVFS power cap (itself when it has none)."""
         ...
 
     def usd_per_instance_hour(self, usd_per_gpu_hour: float | None = None) -> float:

@@ -46,6 +46,10 @@ class _PaperPoints:
         """No data-parallel attention in the published model."""
         return 1
 
+    def uncapped(self) -> _PaperPoints:
+        """The published profiles have no power cap."""
+        return self
+
     @property
     def gpus_per_instance(self) -> int:
         """GPUs of one instance: tp."""
@@ -360,7 +364,8 @@ def paper_mc_lengths(sub: Knots, window: int, input_share: float, samples: int, 
     rng = random.Random(seed)
     inp, out = np.empty(samples), np.empty(samples)
     for i in range(samples):
-        u, prev, length = rng.random(), 0, window
+        u, length = rng.random(), window
+        prev: float = 0
         for t, f in sub:
             if u <= f:
                 lo, hi = int(prev) + 1, min(window, int(t))

@@ -10,7 +10,7 @@ first checks that the model fits (``check_fits``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -159,7 +159,7 @@ class PhysicalProfile:
                                min(self.gpu.tdp_w, self.power_cap_w or self.gpu.tdp_w))
         else:
             dec_ms = dec_p = np.nan * np.ones(np.shape(br.step_ms))
-        tok_s = np.where(np.asarray(batch) > 0, batch / br.step_ms * 1e3, 0.0)
+        tok_s: Num = np.where(np.asarray(batch) > 0, batch / br.step_ms * 1e3, 0.0)
         tok_s = float(tok_s) if np.ndim(tok_s) == 0 else tok_s
         return OperatingPoint(batch, br.step_ms, dec_ms, prefill_tokens_per_step, tok_s, p,
                               self.gpus_per_instance * p, self.gpus_per_instance, f, um, uc, _scalar(dec_p))
@@ -175,7 +175,8 @@ class PhysicalProfile:
         """The law's operating point: n_max sequences each of total length = window
         (prompt = window - output), their prompts prefilled in the same steps."""
         if output_tokens >= window_tokens:
-            raise FleetoptError(f"output-tokens ({output_tokens}) must be below every context window (got {window_tokens})")
+            raise FleetoptError(f"output-tokens ({output_tokens}) must be below every context window "
+                                f"(got {window_tokens})")
         prompt = window_tokens - output_tokens
         n = self.concurrency(window_tokens, prompt + output_tokens / 2.0, admission)
         return n, (self.steady_state(n, prompt, output_tokens) if n > 0 else None)
@@ -202,6 +203,10 @@ class PhysicalProfile:
     def idle_power_w(self) -> float:
         """The catalog's idle power of a GPU holding the model, W."""
         return self.gpu.idle_w
+
+    def uncapped(self) -> PhysicalProfile:
+        """The same instance at the GPU's TDP (no ``power_cap_w``)."""
+        return replace(self, power_cap_w=None) if self.power_cap_w else self
 
 
 def _scalar(x: Num) -> Num:

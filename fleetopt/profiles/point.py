@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal, cast
 
+from fleetopt.errors import FleetoptError
 from fleetopt.physics.energy import tokens_per_joule
+from fleetopt.units import Num as Num
 
 Admission = Literal["reserve", "paged"]
 """``reserve``: a sequence holds its whole context window from admission (vLLM's
 "maximum concurrency"); ``paged``: it holds only the tokens it has (paged KV blocks)."""
 
-Num = Any
-"""A float or a numpy array of floats (the profile methods broadcast)."""
 
 
 @dataclass(frozen=True)
@@ -56,3 +56,10 @@ class OperatingPoint:
     def tok_per_w_paper(self) -> Num:
         """The paper's convention: instance tok/s over ONE GPU's W (flaw 1: tp x too high)."""
         return tokens_per_joule(self.decode_tokens_per_s, self.power_per_gpu_w)
+
+
+def as_admission(value: str) -> Admission:
+    """``value`` as an admission policy (the CLI's and the API's strings checked once)."""
+    if value in ("reserve", "paged"):
+        return cast("Admission", value)
+    raise FleetoptError(f"admission: must be 'reserve' or 'paged', got {value!r}")

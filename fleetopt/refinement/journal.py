@@ -30,7 +30,7 @@ def _journal_classes() -> Any:
         holder dies, so never stale (Optuna's symlink lock can be, and then spins).  Has
         the ``acquire``/``release`` of Optuna's journal locks."""
 
-        def __init__(self, path: str):
+        def __init__(self, path: str) -> None:
             self.path = path
             self.fd: int | None = None
 
@@ -52,9 +52,10 @@ def _journal_classes() -> Any:
     class SafeJournal(JournalFileBackend):
         """Optuna's journal file, with the guarantees listed in the module docstring."""
 
-        def __init__(self, path: str):
+        def __init__(self, path: str) -> None:
             self._check(path)                   # before anything is created
-            super().__init__(path, lock_obj=FlockLock(path + ".flock"))
+            lock: Any = FlockLock(path + ".flock")     # duck-typed: Optuna's lock base class is private
+            super().__init__(path, lock_obj=lock)
             self.repaired = 0
             self.write_error: OSError | None = None
             self._lock.acquire()
@@ -98,7 +99,8 @@ def _journal_classes() -> Any:
             os.truncate(self._file_path, end)
             return size - end
 
-        def append_logs(self, logs) -> None:
+        def append_logs(self, logs: list[dict[str, Any]]) -> None:
+            """Append records as one write under the lock (a record is never half written)."""
             text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
             self._lock.acquire()
             try:

@@ -29,10 +29,12 @@ from fleetopt.evaluation import evaluate
 from fleetopt.plan import Plan
 from fleetopt.problem import Problem
 from fleetopt.records import replace
+from fleetopt.refinement.study import Direction
 from fleetopt.topology import PoolChoice, groups, parse_topology
 
 CHUNKS = [512, 1024, 2048, 4096, 8192, 16384]
-PARETO = {"ttft": ("ttft_p99_ms", "minimize"), "cost": ("cost_per_hour", "minimize")}
+PARETO: dict[str, tuple[str, Direction]] = {"ttft": ("ttft_p99_ms", "minimize"), "cost": ("cost_per_hour", "minimize")}
+"""The second objective of a Pareto study: the fleet figure and its direction."""
 
 
 class Search:
@@ -48,7 +50,7 @@ class Search:
         self.cands = list(problem.boundaries)
         self.gpus = {catalog.gpu(g.id).id: sorted(set(g.tp)) for g in inst.gpus}
         self.limits = {catalog.gpu(g.id).id: g.max_gpus for g in inst.gpus if g.max_gpus is not None}
-        self.physical = problem.mode.knobs             # serving knobs to search
+        self.knobs = problem.mode.knobs                # serving knobs to search
         self.adms = problem.mode.admissions(problem.pools.admission)
 
     def _range(self, k: int) -> tuple[int, int]:
@@ -63,11 +65,11 @@ class Search:
     def seed_params(self) -> dict[str, Any]:
         """The MILP plan as a parameter set (evaluates to exactly the MILP's figures)."""
         s = self.problem.serving
-        p = {f"b{g}": up for g, up in enumerate(self.uppers[:-1])}
+        p: dict[str, Any] = {f"b{g}": up for g, up in enumerate(self.uppers[:-1])}
         for k, pc in enumerate(self.topo):
             p[f"gpu{k}"] = pc.gpu
             p[f"tp{k}_{pc.gpu}"] = pc.tp
-            if self.physical:
+            if self.knobs:
                 p[f"adm{k}"] = pc.admission or self.adms[0]
                 p[f"seqs{k}"] = s.max_num_seqs
                 tdp = self.cat.gpu(pc.gpu).tdp_w
@@ -77,7 +79,7 @@ class Search:
                 p[f"pgpu{k}"], p[f"ptp{k}_{g}"] = g, pc.prefill_tp
                 tdp = self.cat.gpu(g).tdp_w
                 p[f"ppcap{k}"] = min(1.0, ((pc.prefill_serving or {}).get("power_cap_w") or s.power_cap_w or tdp) / tdp)
-        if self.physical:
+        if self.knobs:
             p["gmu"], p["chunk"] = s.gpu_memory_utilization, s.chunk_tokens
         if self.problem.pools.compress is not None:
             p["gamma"] = self.problem.pools.compress.gamma
@@ -95,7 +97,7 @@ class Search:
         if any(b <= a for a, b in zip(uppers, uppers[1:])):
             raise _prune("boundaries out of order")
         gmu = chunk = None
-        if self.physical:
+        if self.knobs:
             gmu = trial.suggest_float("gmu", min(0.80, s.gpu_memory_utilization), max(0.95, s.gpu_memory_utilization))
             chunk = trial.suggest_categorical("chunk", sorted(set(CHUNKS) | {s.chunk_tokens}))
         topo = []
@@ -104,7 +106,7 @@ class Search:
             g = trial.suggest_categorical(f"gpu{k}", list(self.gpus))
             tp = trial.suggest_categorical(f"tp{k}_{g}", self.gpus[g])
             serving, adm = None, None
-            if self.physical:
+            if self.knobs:
                 adm = trial.suggest_categorical(f"adm{k}", self.adms)
                 tdp = self.cat.gpu(g).tdp_w
                 frac = trial.suggest_float(f"pcap{k}", 0.5, 1.0)
@@ -149,9 +151,9 @@ class Search:
             return main, f[PARETO[self.pareto][0]]
         return float(main)
 
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Direction]:
         """The study's directions: maximise tokens per joule (minimise cost), then the Pareto figure."""
-        d = ["minimize" if self.problem.objective == "min_cost" else "maximize"]
+        d: list[Direction] = ["minimize" if self.problem.objective == "min_cost" else "maximize"]
         if self.pareto:
             d.append(PARETO[self.pareto][1])
         return d

@@ -14,11 +14,15 @@ import hashlib
 import json
 import os
 import socket
-from typing import Any
+from typing import Any, Literal
 
 from fleetopt.errors import FleetoptError
 from fleetopt.problem import Problem
 from fleetopt.records import to_builtins
+from fleetopt.workload_files import data_files
+
+Direction = Literal["minimize", "maximize"]
+"""An objective's direction, as Optuna names it."""
 
 OWNER_ATTR = "fleetopt_owner"
 RUN_ATTR = "fleetopt_run:"
@@ -37,14 +41,11 @@ def problem_hash(problem: Problem) -> str:
     d.pop("name", None)
     d.pop("description", None)
     h = hashlib.sha256(json.dumps(d, sort_keys=True).encode())
-    dist = inst.workload.distribution
-    comps = [c.workload for c in dist.components.values()] if dist.type == "mixture" else [dist]
-    for c in comps:
-        if getattr(c, "path", None):
-            try:
-                h.update(problem.path(c.path).read_bytes())
-            except OSError:
-                pass
+    for path in data_files(inst.workload):
+        try:
+            h.update(problem.path(path).read_bytes())
+        except OSError:
+            pass
     entries = [catalog.model(inst.model)] + [catalog.gpu(g.id) for g in inst.gpus]
     h.update(json.dumps([to_builtins(e) for e in entries], sort_keys=True).encode())
     return h.hexdigest()
@@ -104,7 +105,7 @@ def fail_dead_trials(study: Any) -> int:
     return n
 
 
-def open_study(name: str, storage: Any, directions: list[str], sampler: Any, problem: str, named: bool) -> Any:
+def open_study(name: str, storage: Any, directions: list[Direction], sampler: Any, problem: str, named: bool) -> Any:
     """Create or resume the study; a resumed one must hold the same problem (``problem``,
     a ``problem_hash``): a study named by the user that holds another is refused."""
     import optuna  # heavy: Optuna

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +45,7 @@ class LogHist:
     LO, HI, STEP = 1e-3, 1e8, 1.005
     BUFFER = 65536
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.nb = int(math.log(self.HI / self.LO) / math.log(self.STEP)) + 2
         self.bins = np.zeros(self.nb, np.int64)
         self.zeros = 0
@@ -65,10 +67,12 @@ class LogHist:
         self.bins += np.bincount(np.clip(i, 0, self.nb - 1), minlength=self.nb)
 
     def maybe_fold(self) -> None:
+        """Fold the buffered samples into the bins once the buffer is full."""
         if len(self.buf) >= self.BUFFER:
             self._fold()
 
     def merge(self, other: LogHist) -> None:
+        """Add ``other``'s samples to this histogram."""
         self._fold()
         other._fold()
         self.bins += other.bins
@@ -77,6 +81,7 @@ class LogHist:
         self.total += other.total
 
     def quantile(self, q: float) -> float:
+        """The q-quantile, read at its bin's geometric middle (NaN when empty)."""
         self._fold()
         if self.n == 0:
             return float("nan")
@@ -89,10 +94,12 @@ class LogHist:
 
     @property
     def mean(self) -> float:
+        """The exact mean of the samples (NaN when empty)."""
         self._fold()
         return self.total / self.n if self.n else float("nan")
 
     def frac_zero(self) -> float:
+        """The share of samples equal to 0 (e.g. requests that did not wait)."""
         self._fold()
         return self.zeros / self.n if self.n else float("nan")
 
@@ -107,7 +114,7 @@ class PoolSpec:
     kv_capacity_tokens: float
     """KV tokens an instance holds (paged admission); math.inf for reserve."""
     admission: str
-    step_and_power: callable
+    step_and_power: Callable[[int, float], tuple[float, float]]
     """step_and_power(batch, mean_held_kv_tokens) -> (step ms, W per busy instance)."""
     idle_w: float
     """Power of an instance with nothing to run, W."""
@@ -115,6 +122,10 @@ class PoolSpec:
 
 @dataclass
 class PoolStats:
+    """What one pool's run measured: latency histograms (ms) over the measured requests,
+    how many met both SLOs, completions, preemptions, energy (J), output tokens, busy slot
+    time and the measurement window (ms)."""
+
     ttft: LogHist = field(default_factory=LogHist)
     tpot: LogHist = field(default_factory=LogHist)
     e2e: LogHist = field(default_factory=LogHist)
@@ -134,8 +145,10 @@ MAX_EVENTS_PER_REQUEST = 1000
 a few more): past it the simulation stops with an error instead of running forever."""
 
 
-def simulate_pool(spec: PoolSpec, arrivals_ms, inp, out, prefill_ms, warm: int, ttft_slo_ms: float,
-                  tpot_slo_ms: float | None, record=None, service_ms=None) -> PoolStats:
+def simulate_pool(spec: PoolSpec, arrivals_ms: Sequence[float], inp: Sequence[float], out: Sequence[float],
+                  prefill_ms: Sequence[float], warm: int, ttft_slo_ms: float, tpot_slo_ms: float | None,
+                  record: Callable[[int, float, float, int], None] | None = None,
+                  service_ms: Sequence[float] | None = None) -> PoolStats:
     """Run one pool over the given requests (arrival times ascending, ms; lengths; prefill
     ms per request).  Requests with index < warm are warm-up.  ``record(rid, first_token_ms,
     finish_ms, instance)``, when given, is called as each request finishes (--trace-out).
@@ -149,7 +162,7 @@ def simulate_pool(spec: PoolSpec, arrivals_ms, inp, out, prefill_ms, warm: int, 
     fixed = service_ms is not None
     if fixed and spec.admission == "paged":
         raise ValueError("fixed service times are simulated with reserve admission only")
-    svc = [float(x) for x in service_ms] if fixed else None
+    svc = [float(x) for x in service_ms] if service_ms is not None else []
     t_warm = arrivals_ms[warm] if warm < n_req else arrivals_ms[-1]
     t_end = arrivals_ms[-1]
     st.window_ms = max(t_end - t_warm, 0.0)
@@ -163,12 +176,12 @@ def simulate_pool(spec: PoolSpec, arrivals_ms, inp, out, prefill_ms, warm: int, 
     STEP = [1.0] * N
     POW = [idle_w] * N
     VER = [0] * N
-    running = [[] for _ in range(N)]   # heap of (finish_V, order, rid)
-    stack = [[] for _ in range(N)]     # admission order (for LIFO eviction), lazy
-    alive = {}                          # rid -> (instance, V0, held0, finish_V, order)
-    queues = [[] for _ in range(N)]    # FIFO per instance: list used as deque via index
+    running: list[list[tuple[float, int, int]]] = [[] for _ in range(N)]   # heap of (finish_V, order, rid)
+    stack: list[list[int]] = [[] for _ in range(N)]     # admission order (for LIFO eviction), lazy
+    alive: dict[int, tuple[int, float, float, float, int]] = {}   # rid -> (instance, V0, held0, finish_V, order)
+    queues: list[list[int]] = [[] for _ in range(N)]    # FIFO per instance: list used as deque via index
     qhead = [0] * N
-    load = [0] * N if N <= 32 else np.zeros(N, np.int64)   # running + queued, for join-shortest-queue
+    load: Any = [0] * N if N <= 32 else np.zeros(N, np.int64)   # running + queued, for join-shortest-queue
     argmin = (lambda: min(range(N), key=load.__getitem__)) if N <= 32 else (lambda: int(load.argmin()))
     blocked = [False] * N               # after a preemption: admit nothing until a sequence finishes
     # per-request state (lists, indexed by rid): remaining prompt/out after preemption
@@ -178,7 +191,7 @@ def simulate_pool(spec: PoolSpec, arrivals_ms, inp, out, prefill_ms, warm: int, 
     first_tok = [-1.0] * n_req
     admit_t = [-1.0] * n_req
     order_ctr = 0
-    events = []                         # (time, kind, instance, version); kind 0 = completion/overflow
+    events: list[tuple[float, int, int, int]] = []   # (time, kind, instance, version); kind 0 = completion/overflow
     inf = math.inf
     heappush, heappop = heapq.heappush, heapq.heappop
     add_ttft, add_tpot, add_e2e = st.ttft.add, st.tpot.add, st.e2e.add

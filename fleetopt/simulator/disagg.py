@@ -80,7 +80,7 @@ def simulate_prefill(instances: int, arrivals_ms: np.ndarray, prompts: np.ndarra
     N = instances
     t_warm = float(arrivals_ms[warm]) if warm < n else float(arrivals_ms[-1])
     t_end = float(arrivals_ms[-1])
-    queues = [deque() for _ in range(N)]
+    queues: list[deque[int]] = [deque() for _ in range(N)]
     queued_ms = np.zeros(N)                  # prefill time of each instance's queued prompts
     busy_until = np.zeros(N)
     busy = [False] * N

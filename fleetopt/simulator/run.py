@@ -194,8 +194,9 @@ def _simulate(problem: Problem, topology: Sequence[PoolChoice], requests: int, s
         f = _figures([st], pue)
         util = st.busy_slot_ms / (n_inst * max(sized["slots"], 1) * st.window_ms) if st.window_ms and n_inst else 0.0
         pools_out.append({"lo_tokens": sized["lo_tokens"], "hi_tokens": sized["hi_tokens"], "gpu": sized["gpu"],
-                          "tp": sized["tp"], "split": choice.share, "instances": int(n_inst), "requests": n, **f, "utilization": util,
-                          "analytical_ttft_p99_ms": sized["ttft_p99_ms"], "analytical_tpot_p99_ms": sized["tpot_p99_ms"],
+                          "tp": sized["tp"], "split": choice.share, "instances": int(n_inst), "requests": n, **f,
+                          "utilization": util, "analytical_ttft_p99_ms": sized["ttft_p99_ms"],
+                          "analytical_tpot_p99_ms": sized["tpot_p99_ms"],
                           "analytical_instances": sized["instances"]})
     if split:                                          # one key set for tables and CSV
         keys = list(dict.fromkeys(k for p in pools_out for k in p))
@@ -214,10 +215,11 @@ def _simulate(problem: Problem, topology: Sequence[PoolChoice], requests: int, s
     return {"instance": problem.name, "topology": topology_spec(topology), "pools": pools_out,
             "fleet": fleet, "analytical": analytical, "deviation": deviation,
             "sim": {"requests": total, "seconds": secs, "requests_per_second": total / secs if secs else None,
-                    "seed": seed, "arrivals": arrivals, "warmup_ms": warm_ms, **({"warning": warning} if warning else {})}}
+                    "seed": seed, "arrivals": arrivals, "warmup_ms": warm_ms,
+                    **({"warning": warning} if warning else {})}}
 
 
-def _rows_per_choice(topology: list[PoolChoice], rows: list[dict]) -> list[list[dict]]:
+def _rows_per_choice(topology: Sequence[PoolChoice], rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """The analytical rows of each topology entry: one, or two (prefill, decode) for a split pool."""
     out, k = [], 0
     for c in topology:

@@ -34,8 +34,9 @@ def step_tables(profile: Profile, slots: int, window: float, pf_per_seq: float, 
     bb, kk = np.broadcast_arrays(b, kv)
     op = profile.operating_point(bb.ravel(), kk.ravel(), bb.ravel() * pf_per_seq, np.full(bb.size, pf_ctx))
     gpus = profile.gpus_per_instance
-    step = np.asarray(op.step_ms, float).reshape(bb.shape).tolist()
-    powr = (gpus * (np.asarray(op.power_per_gpu_w, float) + host_w_per_gpu)).reshape(bb.shape).tolist()
+    step: list[list[float]] = np.asarray(op.step_ms, float).reshape(bb.shape).tolist()
+    powr_w = gpus * (np.asarray(op.power_per_gpu_w, float) + host_w_per_gpu)
+    powr: list[list[float]] = np.asarray(powr_w, float).reshape(bb.shape).tolist()
     l0, k = math.log(16.0), (KV_GRID - 1) / (math.log(max(window, 32.0)) - math.log(16.0))
     top = KV_GRID - 1
     log = math.log

@@ -109,9 +109,10 @@ class TraceWriter:
             except OSError:
                 pass
             self.f = None
-        if getattr(self, "tmp", None) is not None:
+        tmp = getattr(self, "tmp", None)
+        if tmp is not None:
             try:
-                Path(self.tmp).unlink(missing_ok=True)
+                Path(tmp).unlink(missing_ok=True)
             except OSError:                 # a read-only folder: nothing was created there
                 pass
 

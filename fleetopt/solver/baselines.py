@@ -22,6 +22,7 @@ from fleetopt.topology import PoolChoice
 
 if TYPE_CHECKING:
     from fleetopt.profiles.base import Profile
+    from fleetopt.profiles.point import Admission
 
 
 def chosen_topology(cols: Columns, chosen: list[int], merge_empty: bool = True) -> list[PoolChoice]:
@@ -55,17 +56,18 @@ def column_reader(problem: Problem, cols: Columns) -> SizedReader | None:
     node[0] = 0
     cfg = {(c.gpu, c.tp, c.admission): k for k, c in enumerate(cols.configs)}
 
-    def read(lo: float, hi: int, gpu: str, tp: int, admission: str, share: float = 1.0
+    def read(lo: float, hi: int, gpu: str, tp: int, admission: Admission, share: float = 1.0
              ) -> tuple[PoolSizing, Profile] | None:
         i, j, c = node.get(int(lo)), node.get(int(hi)), cfg.get((gpu, tp, admission))
         k = round(share * cols.grid)
-        if None in (i, j, c) or abs(k - share * cols.grid) > 1e-9:
+        if i is None or j is None or c is None or abs(k - share * cols.grid) > 1e-9:
             return None
         return cols.pool_sizing(i, j, c, k)
     return read
 
 
-def baseline(problem: Problem, cols: Columns, uppers_idx: list[int], rate: float | None = None) -> dict[str, Any] | None:
+def baseline(problem: Problem, cols: Columns, uppers_idx: list[int],
+             rate: float | None = None) -> dict[str, Any] | None:
     """Best single config on a fixed boundary set (indices into nodes), by the objective,
     evaluated: the brief of its plan (``brief``), None when no config fits."""
     read = column_reader(problem, cols)

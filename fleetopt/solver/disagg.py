@@ -17,10 +17,10 @@ from fleetopt.disagg import check_disaggregation, kv_link, phase_serving
 from fleetopt.errors import FleetoptError, InfeasibleError, NoPlanInTimeError
 from fleetopt.evaluation import evaluate
 from fleetopt.plan import Plan, check_plan
-from fleetopt.problem import Problem
+from fleetopt.problem import Config, Problem
 from fleetopt.solver.baselines import baseline, brief, column_reader, gains
 from fleetopt.solver.diagnose import diagnose, no_plan_in_time
-from fleetopt.solver.disagg_columns import SplitColumns, aggregated_columns, generate_split, prune_phase
+from fleetopt.solver.disagg_columns import PhaseConfig, SplitColumns, aggregated_columns, generate_split, prune_phase
 from fleetopt.solver.milp import StagedSolve
 from fleetopt.solver.stats import solver_stats
 from fleetopt.topology import PoolChoice
@@ -32,7 +32,8 @@ from formulations.highs import SolveResult, solve_matrix, solve_pyomo
 def model_data(problem: Problem, agg: Columns | None, split: SplitColumns) -> DisaggModelData:
     """``DisaggModelData`` of the aggregated and phase columns."""
     stock: dict[str, int] = {}
-    for cf in [*(agg.configs if agg is not None else []), *split.pre_cfgs, *split.dec_cfgs]:
+    cfgs: list[Config | PhaseConfig] = [*(agg.configs if agg is not None else []), *split.pre_cfgs, *split.dec_cfgs]
+    for cf in cfgs:
         if cf.max_gpus is not None:
             stock[cf.gpu] = min(stock.get(cf.gpu, cf.max_gpus), cf.max_gpus)
     k_agg = Kind.empty() if agg is None or not len(agg) else Kind(
@@ -109,21 +110,25 @@ def topology_of(problem: Problem, agg: Columns | None, split: SplitColumns | Non
     na = 0 if agg is None else len(agg)
     npre = 0 if split is None else len(split.pre)
     ranges: dict[int, tuple[int, int, PoolChoice]] = {}       # arc tail -> (head, instances, choice)
-    pre_on: dict[tuple, int] = {}
-    dec_on: dict[tuple, int] = {}
+    pre_on: dict[tuple[int, int], int] = {}
+    dec_on: dict[tuple[int, int], int] = {}
     for c in chosen:
         if c < na:
+            assert agg is not None
             cf = agg.configs[agg.cfg[c]]
             up = agg.bounds[agg.arc_j[c] - 1]
             ranges[int(agg.arc_i[c])] = (int(agg.arc_j[c]), int(agg.instances[c]), PoolChoice(
-                up, cf.gpu, cf.tp, cf.admission, phase_serving(problem.catalog, cf.gpu, getattr(cf, "cap", 1.0))))
+                up, cf.gpu, cf.tp, cf.admission, phase_serving(problem.catalog, cf.gpu, cf.cap)))
         elif c < na + npre:
+            assert split is not None
             k = c - na
             pre_on[(int(split.pre.arc_i[k]), int(split.pre.arc_j[k]))] = k
         else:
+            assert split is not None
             k = c - na - npre
             dec_on[(int(split.dec.arc_i[k]), int(split.dec.arc_j[k]))] = k
     for a, kp in pre_on.items():
+        assert split is not None
         kd = dec_on[a]
         pcf, dcf = split.pre_cfgs[split.pre.cfg[kp]], split.dec_cfgs[split.dec.cfg[kd]]
         choice = PoolChoice(split.bounds[a[1] - 1], dcf.gpu, dcf.tp, dcf.admission,
@@ -207,7 +212,7 @@ def finish_disagg(problem: Problem, raw: Columns, t0: float, verbose: bool = Fal
                                     "decode": f"{p.gpu}x{p.tp}"} for p in split_ranges]},
         solver=solver_stats(problem, res, t0, t_cols, 0, "fleet_disagg"),
         search_space={"boundaries": raw.bounds,
-                      "configs": [f"{c.gpu}x{c.tp}:{c.admission}" + (f"@{c.cap:g}tdp" if getattr(c, "cap", 1.0) < 1 else "")
+                      "configs": [f"{c.gpu}x{c.tp}:{c.admission}" + (f"@{c.cap:g}tdp" if c.cap < 1 else "")
                                   for c in agg_all.configs] if allow else [],
                       "prefill_configs": [c.label() for c in split.pre_cfgs],
                       "decode_configs": [c.label() for c in split.dec_cfgs],

@@ -2,7 +2,7 @@
 
 * aggregated columns are ``fleetopt.columns``' (none with ``only``), and, for every
   fraction f < 1 in ``pools.phase_power_caps``, the same columns with each GPU capped at f x
-  its TDP (``CappedConfig``), so split and aggregated pools are offered the same caps;
+  its TDP (``Config.cap``), so split and aggregated pools are offered the same caps;
 * prefill configs: every GPU option x TP x ``pools.phase_power_caps`` fraction; decode
   configs: the same x admission policy; a phase's cap below 1 sets its ``power_cap_w`` to
   that fraction of TDP, 1 keeps the instance's ``serving`` settings;
@@ -28,6 +28,7 @@ from fleetopt.columns import Columns, arcs, generate
 from fleetopt.disagg import DECODE, PREFILL, PhaseColumns, kv_link, phase_serving, size_decode, size_prefill
 from fleetopt.errors import FleetoptError
 from fleetopt.problem import Config, Problem
+from fleetopt.profiles.point import as_admission
 from fleetopt.traffic import TrafficBatch
 
 if TYPE_CHECKING:
@@ -55,21 +56,16 @@ class PhaseConfig:
 
 def phase_configs(problem: Problem) -> tuple[list[PhaseConfig], list[PhaseConfig]]:
     """(prefill configs, decode configs) of the problem, in a fixed order."""
-    pre, dec = [], []
+    pre: list[PhaseConfig] = []
+    dec: list[PhaseConfig] = []
     caps = sorted(set(problem.pools.phase_power_caps), reverse=True)
     for cf in problem.configs:
         for cap in caps:
             dec.append(PhaseConfig(DECODE, cf.gpu, cf.tp, cf.admission, cap, cf.max_gpus, cf.price))
-    for cf in dict.fromkeys((c.gpu, c.tp, c.max_gpus, c.price) for c in problem.configs):
+    for gpu, tp, max_gpus, price in dict.fromkeys((c.gpu, c.tp, c.max_gpus, c.price) for c in problem.configs):
         for cap in caps:
-            pre.append(PhaseConfig(PREFILL, cf[0], cf[1], "-", cap, cf[2], cf[3]))
+            pre.append(PhaseConfig(PREFILL, gpu, tp, "-", cap, max_gpus, price))
     return pre, dec
-
-
-class CappedConfig(Config, frozen=True):
-    """An aggregated pool's config with every GPU capped at ``cap`` x TDP."""
-
-    cap: float = 1.0
 
 
 def merge_columns(a: Columns, b: Columns) -> Columns:
@@ -77,9 +73,12 @@ def merge_columns(a: Columns, b: Columns) -> Columns:
     appended, ordered by (arc, config) as ``columns.generate`` orders them."""
     off = len(a.configs)
     shift = lambda k: k + off if isinstance(k, int) else (k[0], k[1], k[2] + off)  # noqa: E731
-    names = ("arc_i", "arc_j", "cfg", "instances", "gpus", "energy_w", "provisioned_w", "tokens_s", "cost_h")
-    arrays = (np.concatenate([getattr(a, f), getattr(b, f) + (off if f == "cfg" else 0)]) for f in names)
-    m = Columns(a.bounds, a.configs + b.configs, *arrays,
+
+    def cat(f: str) -> np.ndarray:
+        return np.concatenate([getattr(a, f), getattr(b, f) + (off if f == "cfg" else 0)])
+
+    m = Columns(a.bounds, a.configs + b.configs, cat("arc_i"), cat("arc_j"), cat("cfg"), cat("instances"),
+                cat("gpus"), cat("energy_w"), cat("provisioned_w"), cat("tokens_s"), cat("cost_h"),
                 {**a.errors, **{shift(k): v for k, v in b.errors.items()}},
                 {**a.sized, **{(c + off, k): v for (c, k), v in b.sized.items()}}, a.arc_row)
     return m.take(np.lexsort((m.cfg, m.arc_j, m.arc_i)))
@@ -93,7 +92,7 @@ def aggregated_columns(problem: Problem, rate: float, raw: Columns) -> Columns:
             tdp = problem.catalog.gpu(g).tdp_w
             extra = generate(problem, rate, bounds=raw.bounds, configs=[c for c in problem.configs if c.gpu == g],
                              serving={"power_cap_w": f * tdp})
-            extra = dataclasses.replace(extra, configs=[CappedConfig(c.gpu, c.tp, c.admission, c.max_gpus, c.price, f)
+            extra = dataclasses.replace(extra, configs=[Config(c.gpu, c.tp, c.admission, c.max_gpus, c.price, f)
                                                         for c in extra.configs])
             cols = merge_columns(cols, extra)
     return cols
@@ -190,7 +189,7 @@ def generate_split(problem: Problem, rate: float, bounds: list[int]) -> SplitCol
             continue
         g = int(prof.gpus_per_instance)
         dec_gpus[c] = (cf.gpu, g)
-        pc = size_decode(prof, tb, rate, lo, hi, win, slo, cf.admission, host, cf.price)
+        pc = size_decode(prof, tb, rate, lo, hi, win, slo, as_admission(cf.admission), host, cf.price)
         errors.update({(DECODE, int(ai[k]), int(aj[k]), c): e for k, e in enumerate(pc.error) if e})
         dec_parts.append(_cols_of(DECODE, pc, c, g, ai, aj, prof, problem))
     pre_parts: list[tuple[np.ndarray, ...]] = []
@@ -220,11 +219,11 @@ def prune_phase(cols: PhaseCols, cfgs: list[PhaseConfig], objective: str, capped
     limited = [cf.max_gpus is not None or group_type for cf in cfgs]
     tnames = {g: k for k, g in enumerate(dict.fromkeys(cf.gpu for cf in cfgs))}
     tgroup = np.array([tnames[cf.gpu] if lim else -1 for cf, lim in zip(cfgs, limited)])[cols.cfg]
-    crit = [cols.cost_h if objective == "min_cost" else cols.energy_w]
+    parts = [cols.cost_h if objective == "min_cost" else cols.energy_w]
     if capped:
-        crit.append(cols.provisioned_w)
-    crit.append(np.where(tgroup >= 0, cols.gpus, 0))
-    crit = np.stack(crit, axis=1)
+        parts.append(cols.provisioned_w)
+    parts.append(np.where(tgroup >= 0, cols.gpus, 0))
+    crit = np.stack(parts, axis=1)
     keys = np.stack([cols.arc_i, cols.arc_j, cols.width, tgroup], axis=1)
     keep = np.ones(len(cols), bool)
     _, inv = np.unique(keys, axis=0, return_inverse=True)

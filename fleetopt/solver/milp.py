@@ -189,6 +189,8 @@ class StagedSolve:
             self.notes.append("the time limit came before the MILP found a plan: the plan is the best one known "
                               + ("before it, optimal by the path lower bound" if proven else
                                  "before it, not proven optimal"))
+        if r is None:                                     # no time left and no plan known
+            r = SolveResult("time_limit", [], None, None, None, 0.0, *self.last_size)
         if r.chosen:                                      # the reported objective is the plan's own weight
             true = float(w[r.chosen].sum())
             r.bound = min(r.bound, true) if r.bound is not None else true
@@ -224,11 +226,12 @@ class StagedSolve:
         res, mu = self.minimise(w)
         if res.chosen and not ratio:
             if res.status == "optimal":
-                lim = res.objective * (1 + tol)
+                assert res.objective is not None and res.bound is not None, "a plan has its objective and bound"
+                lim, bound = res.objective * (1 + tol), res.bound
                 keep, _ = self.eliminate(w, self.every, lim, mu)       # only these can be in such a plan
-                res = self.tie_break(res, w, lim, keep)
+                res = self.tie_break(res, w, lim, keep)                # keeps the bound
                 res.objective = float(w[res.chosen].sum())
-                res.gap = abs(res.objective - res.bound) / max(abs(res.objective), 1e-12)
+                res.gap = abs(res.objective - bound) / max(abs(res.objective), 1e-12)
             else:
                 self.notes.append("tie-break skipped: the optimum stage ended at the time limit")
         elif res.chosen:

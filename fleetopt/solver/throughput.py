@@ -61,9 +61,9 @@ def max_throughput(problem: Problem, verbose: bool, t0: float) -> Plan:
             lo = mid
         else:
             hi = mid
-    raw, _ = feasible(lo)
-    assert raw is not None
-    plan = finish(energy.with_rate(rate * lo), raw, t0, verbose)
+    at_lo, _ = feasible(lo)
+    assert at_lo is not None, "the bisection's lower end is feasible"
+    plan = finish(energy.with_rate(rate * lo), at_lo, t0, verbose)
     return plan.replace(objective="max_throughput",
                         throughput={"demand_scale": lo, "arrival_rate": rate * lo, "upper_bound_scale": hi,
                                     "relative_gap": (hi - lo) / lo, "bisection_steps": steps})

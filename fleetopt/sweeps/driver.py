@@ -192,7 +192,8 @@ def _run(spec: SweepSpec, cases: list[dict[str, Any]], out_p: Path, workers: int
     secs = time.perf_counter() - t0
     failed = [r for r in results if r["status"] == "failed"]
     return {"spec": spec.name, "out": str(out_p), "cases": len(cases), "skipped": len(cases) - len(todo),
-            "done": len(results), "failed": len(failed), "infeasible": sum(r["status"] == "infeasible" for r in results),
+            "done": len(results), "failed": len(failed),
+            "infeasible": sum(r["status"] == "infeasible" for r in results),
             "removed_stale": removed,
             "seconds": secs, "cases_per_second": len(results) / secs if secs > 0 and results else None,
             "errors": [f"{r['case_id']}: {r['error']}" for r in failed[:10]]}

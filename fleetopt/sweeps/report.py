@@ -15,16 +15,24 @@ previous report or the whole new one; a full or read-only disk is one line.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from fleetopt.atomic import write_atomic, write_set
 from fleetopt.errors import FleetoptError
+
+if TYPE_CHECKING:
+    from pandas import DataFrame
 
 
 def _g(v: float) -> str:
+    """A figure to 4 significant digits."""
     return f"{v:.4g}"
 
 
-def _load(out: Path):
+def _load(out: Path) -> DataFrame:
+    """The sweep's case results (every Parquet file under ``out/cases``)."""
     import pandas as pd
 
     d = out / "cases"
@@ -37,35 +45,39 @@ def _load(out: Path):
                             f"({(str(e).splitlines() or [type(e).__name__])[0]})") from None
 
 
-def _axes(df) -> list[str]:
+def _axes(df: DataFrame) -> list[str]:
+    """The swept numeric axes (columns ``axis:*`` taking more than one value)."""
     import pandas as pd
 
     axes = [c for c in df.columns if c.startswith("axis:")]
     return [a for a in axes if df[a].nunique() > 1 and pd.api.types.is_numeric_dtype(df[a])]
 
 
-def report(out_dir: str) -> dict:
+def report(out_dir: str) -> dict[str, Any]:
+    """Pivot tables (markdown) and heatmaps (PNG) of a sweep's results, written under
+    ``OUT/report`` as one set; returns the text and the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fleetopt.atomic import write_atomic, write_set
-
     out = Path(out_dir)
     df = _load(out)
     ok = df[df["status"].isin(["optimal", "time_limit"])].copy()
     rd = out / "report"
-    pending: dict = {}                  # file name -> writer(path); written together at the end
+    pending: dict[str, Callable[[Path], None]] = {}     # file name -> writer(path); written together at the end
 
-    def save(fig, name: str) -> None:
-        def write(path: Path, fig=fig) -> None:
+    def save(fig: Any, name: str) -> None:
+        """Queue the figure as ``report/<name>``."""
+
+        def write(path: Path, fig: Any = fig) -> None:
             fig.savefig(path, dpi=110)
             plt.close(fig)
         pending[name] = write
         files.append(str(rd / name))
 
-    files, parts = [], [f"# sweep report: {len(df)} cases, {len(ok)} solved, "
+    files: list[str] = []
+    parts = [f"# sweep report: {len(df)} cases, {len(ok)} solved, "
                         f"{int((df['status'] == 'infeasible').sum())} infeasible, "
                         f"{int((df['status'] == 'failed').sum())} failed\n"]
     axes = _axes(ok)
@@ -77,7 +89,8 @@ def report(out_dir: str) -> dict:
             if metric not in ok or ok[metric].isna().all():
                 continue
             pv = ok.pivot_table(index=y, columns=x, values=metric, aggfunc="mean").sort_index()
-            parts.append(f"\n## {title}: {names[y]} (rows) x {names[x]} (columns)\n\n```\n{pv.to_string(float_format=_g)}\n```\n")
+            parts.append(f"\n## {title}: {names[y]} (rows) x {names[x]} (columns)\n\n"
+                         f"```\n{pv.to_string(float_format=_g)}\n```\n")
             if metric == "gpus":
                 continue
             fig, ax = plt.subplots(figsize=(1.2 + 0.45 * pv.shape[1], 1.2 + 0.4 * pv.shape[0]))

@@ -33,7 +33,7 @@ from fleetopt.files import read_yaml_mapping
 from fleetopt.instance import Instance
 from fleetopt.loading import apply_set, check_instance, load_instance_data, validate_instance
 from fleetopt.records import Meta, Record, convert, field, to_builtins
-from fleetopt.workload_files import resolve_path
+from fleetopt.workload_files import data_files, resolve_path
 
 RHS_PATHS = ("power.facility_cap_mw",)   # and gpus.N.max_gpus: fields the columns do not depend on
 
@@ -46,6 +46,8 @@ class AxisValue(Record, kw_only=True):
 
 
 class RandomSpec(Record, kw_only=True):
+    """Random cases: ``samples`` draws, uniform over ``ranges`` and ``choices`` by path."""
+
     samples: Annotated[int, Meta(gt=0, le=1_000_000)]
     seed: int = 0
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -53,6 +55,9 @@ class RandomSpec(Record, kw_only=True):
 
 
 class SweepSpec(Record, kw_only=True):
+    """A sweep: a base instance with a grid or random cases of ``--set`` paths, or a
+    folder of instances."""
+
     schema_version: Literal[1] = 1
     name: str
     base: str | None = None
@@ -65,7 +70,7 @@ class SweepSpec(Record, kw_only=True):
     cases: Annotated[list[dict[str, Any]], Meta(min_length=1)] | None = None
     random: RandomSpec | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if (self.base is None) == (self.instances is None):
             raise ValueError("give exactly one of 'base' or 'instances'")
         if self.base is not None and sum(x is not None for x in (self.grid, self.cases, self.random)) != 1:
@@ -97,13 +102,11 @@ def _fmt(v: Any) -> str:
 def _file_digest(inst: Instance, base: Path) -> str:
     """A hash of the files the instance reads (a CSV histogram, CDF or trace)."""
     h = hashlib.sha1()
-    dist = inst.workload.distribution
-    for c in ([c.workload for c in dist.components.values()] if dist.type == "mixture" else [dist]):
-        if getattr(c, "path", None):
-            try:
-                h.update(resolve_path(base, c.path).read_bytes())
-            except OSError:
-                pass
+    for path in data_files(inst.workload):
+        try:
+            h.update(resolve_path(base, path).read_bytes())
+        except OSError:
+            pass
     return h.hexdigest()
 
 
@@ -159,6 +162,7 @@ def expand(spec: SweepSpec, spec_dir: Path, catalog: Catalog | None = None,
         for f in files:
             cases.append({"instance": str(f), "labels": {"instance": f.stem}, "overrides": []})
     else:
+        assert spec.base is not None, "the spec names instances or a base (checked on load)"
         base = str((spec_dir / spec.base).resolve())
         if spec.grid is not None:
             axes = list(spec.grid.items())
@@ -174,7 +178,8 @@ def expand(spec: SweepSpec, spec_dir: Path, catalog: Catalog | None = None,
                 cases.append({"instance": base, "labels": labels, "overrides": sets})
         elif spec.cases is not None:
             for c in spec.cases:
-                cases.append({"instance": base, "labels": dict(c), "overrides": [f"{k}={_fmt(v)}" for k, v in c.items()]})
+                cases.append({"instance": base, "labels": dict(c),
+                              "overrides": [f"{k}={_fmt(v)}" for k, v in c.items()]})
         else:
             r = spec.random
             assert r is not None
