@@ -381,7 +381,7 @@ def test_time_limit_with_a_known_plan_returns_it_with_its_gap(capsys):
     """The best one-pool plan is known before any MILP runs: a limit that ends first returns
     it, marked time_limit, with a gap against the path lower bound that brackets the true
     optimum (solved without the limit)."""
-    args = ["solve", str(INST / "azure-conv-h100.yaml"), "--format", "json"]
+    args = ["solve", str(INST / "heterogeneous.yaml"), "--format", "json"]
     assert main(args) == 0
     opt = json.loads(capsys.readouterr().out)
     code = main(args + ["--set", "solver.time_limit_s=1e-9"])
