@@ -157,7 +157,10 @@ def solve(ctx, instance, overrides, fmt, out_dir, force, verbose, verify, repair
     inst, base = _load(ctx, instance, overrides)
     if out_dir:
         force = _check_out(out_dir, force)
-    res = solve_instance(inst, base, _catalog(ctx), verbose=verbose, workers=workers or min(2, os.cpu_count() or 1))
+    from fleetopt.console import activity, stdout_to_stderr
+
+    with (stdout_to_stderr() if verbose else activity("solving")):     # the HiGHS log on stderr, never stdout
+        res = solve_instance(inst, base, _catalog(ctx), verbose=verbose, workers=workers or min(2, os.cpu_count() or 1))
     if verify or repair:
         from fleetopt.simulate.run import misses
         from fleetopt.simulate.run import repair as rep
@@ -285,9 +288,9 @@ def simulate(ctx, instance, plan_path, topology, requests, seed, repair, arrival
 def refine(ctx, instance, trials, timeout_s, storage, study_name, seed, pareto, verify, overrides, fmt):
     """Optuna refinement of the non-convex knobs, seeded by the MILP plan."""
     import math
-    import sys
 
     from fleetopt import FleetoptError
+    from fleetopt.console import progress_enabled
     from fleetopt.output import table
     from fleetopt.refine import refine as run
 
@@ -295,7 +298,7 @@ def refine(ctx, instance, trials, timeout_s, storage, study_name, seed, pareto, 
         raise FleetoptError(f"--timeout: must be a finite number of seconds, got {timeout_s}")
     inst, base = _load(ctx, instance, overrides)
     res = run(inst, base, trials, timeout_s, storage, study_name, seed, pareto, _catalog(ctx),
-              progress=(fmt == "table" and sys.stderr.isatty()), verify=verify)
+              progress=progress_enabled(), verify=verify)
     if fmt == "json":
         _emit(res, "json")
         return
@@ -334,11 +337,10 @@ def refine(ctx, instance, trials, timeout_s, storage, study_name, seed, pareto, 
 @click.pass_context
 def sweep(ctx, spec, out_dir, workers, scheduler, retry_failed, force, fmt):
     """Solve every case of a sweep spec; resumable (finished cases are skipped)."""
-    import sys
-
+    from fleetopt.console import progress_enabled
     from fleetopt.sweep import run_sweep
 
-    res = run_sweep(spec, out_dir, workers, scheduler, retry_failed, progress=(fmt == "table" and sys.stderr.isatty()),
+    res = run_sweep(spec, out_dir, workers, scheduler, retry_failed, progress=progress_enabled(),
                     force=force, catalog_files=tuple(ctx.obj.get("catalog", ())))
     if fmt == "json":
         _emit(res, "json")

@@ -545,7 +545,7 @@ def _run(spec, cases, out_p: Path, workers, scheduler, retry_failed, progress, c
     if progress and todo:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(todo), unit="case", desc=spec.name, dynamic_ncols=True)
+        bar = tqdm(total=len(todo), unit="case", desc=spec.name, dynamic_ncols=True, delay=2.0)   # on stderr
     results: list[dict] = []
 
     def took(rows):
