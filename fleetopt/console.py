@@ -84,7 +84,7 @@ def stdout_to_stderr() -> Iterator[None]:
 class _NullBar:
     """A bar that shows nothing (progress off)."""
 
-    def update(self, n: int | float = 1) -> None:
+    def update(self, n: float = 1) -> None:
         """Count ``n`` more units of work (nothing shown)."""
 
     def set_postfix_str(self, s: str) -> None:
@@ -92,7 +92,7 @@ class _NullBar:
 
 
 @contextmanager
-def bar(total: int | float | None, desc: str, unit: str = "it") -> Iterator[Any]:
+def bar(total: float | None, desc: str, unit: str = "it") -> Iterator[Any]:
     """A progress bar on stderr for ``total`` units of work, shown after ``DELAY_S``
     seconds when progress is on; an object with ``update(n)`` either way."""
     if not _state["progress"]:

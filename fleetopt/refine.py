@@ -590,7 +590,7 @@ def refine(inst: Instance, base: Path, trials: int = 100, timeout_s: float | Non
         from fleetopt.simulate.run import misses, simulate
 
         v = simulate(inst_b, base, topo_b, verify_requests, seed, cat)
-        out["verification"] = {"fleet": v["fleet"], "deviation": v["deviation"], "sim": v["sim"],
+        out["verification"] = {"fleet": v["fleet"], "pools": v["pools"], "deviation": v["deviation"], "sim": v["sim"],
                                "slo_missed": any(p["requests"] and misses(inst, p) for p in v["pools"])}
     if pareto:
         col = PARETO[pareto][0]
