@@ -334,15 +334,16 @@ def refine_history(result: dict, inputs: dict | None = None):
         ax.step(xs, ys, where="post", color=PLAN_COLOUR, linewidth=1.6, label="best so far")
     pruned = [h for h in hist if h.get("state") == "PRUNED"]
     if pruned:
-        lo = min(ys) if ys else 0.0
         reasons: dict[str, list[int]] = {}
         for h in pruned:
             why = (h.get("pruned_because") or "pruned").split(":")[0][:40]
             reasons.setdefault(why, []).append(h["trial"])
         marks = ["x", "+", "1", "v", "^", "s"]
         for k, (why, ts) in enumerate(sorted(reasons.items(), key=lambda kv: -len(kv[1]))[:6]):
-            ax.scatter(ts, [lo] * len(ts), marker=marks[k], color=CAP_COLOUR, s=20,
-                       label=f"pruned: {why} ({len(ts)})")
+            ax.scatter(ts, [0.04 + 0.05 * k] * len(ts), marker=marks[k], color=CAP_COLOUR, s=20,
+                       transform=ax.get_xaxis_transform(), label=f"pruned: {why} ({len(ts)})")   # a strip at the bottom
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo - 0.25 * (hi - lo), hi)
     ax.set_xlabel("trial")
     ax.set_ylabel(_metric_label(names[0]))
     ax.set_title("refinement: optimisation history")
