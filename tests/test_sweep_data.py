@@ -194,3 +194,64 @@ def test_dask_workers_in_another_directory_rows_written_by_the_client(tmp_path, 
     check_schema = declared(spec)
     assert all(pq.read_schema(f).equals(check_schema, check_metadata=False) for f in files)
     assert {x["status"] for x in ds.dataset(files[0].parent).to_table().to_pylist()} == {"optimal"}
+
+
+# ---- sweep-report plots --------------------------------------------------------------------
+
+def _pixels_of(png: Path, colour: str) -> int:
+    import numpy as np
+    from matplotlib.image import imread
+
+    img = (imread(str(png))[:, :, :3] * 255).round().astype(int)
+    rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(img - rgb).sum(axis=2) <= 3).sum())
+
+
+def grid_with_a_single_pool_plan(tmp_path: Path) -> Path:
+    """Rate x cap on azure-conv-h100 with max_pools 1 in one case (a single-pool plan), an
+    infeasible cap, and two GPU types (H100 and B200 plans)."""
+    p = tmp_path / "spec.yaml"
+    p.write_text(f"schema_version: 1\nname: r\nbase: {AZ}\ngrid:\n  workload.arrival_rate: [25, 100, 400]\n"
+                 f"  power.facility_cap_mw: [0.02, 0.5, 2.0]\n  pools.max_pools: [1, 3]\n")
+    return p
+
+
+def test_sweep_report_colours_fixed_across_processes_and_single_pool_plans_shown(tmp_path):
+    import subprocess
+    import sys
+
+    from fleetopt.plan_report.colours import gpu_colour
+    from fleetopt.report import parse_topology
+
+    spec = grid_with_a_single_pool_plan(tmp_path)
+    out = tmp_path / "out"
+    run_sweep(str(spec), str(out))
+    shots = []
+    for seed in ("1", "2"):                                # two processes, two string-hash seeds
+        subprocess.run([sys.executable, "-m", "fleetopt", "sweep-report", str(out), "--format", "json"], check=True,
+                       capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": seed})
+        rep = out / "report"
+        shots.append({p.name: p.read_bytes() for p in rep.glob("*.png")})
+        shutil.copy(rep / "boundaries_workload_arrival_rate.png", tmp_path / f"b{seed}.png")
+    assert shots[0] == shots[1] and "boundaries_workload_arrival_rate.png" in shots[0]
+    t = ds.dataset(out / "cases", format="parquet").to_table().to_pylist()
+    solved = [r for r in t if r["status"] == "optimal"]
+    gpus = {p["gpu"] for r in solved for p in parse_topology(r["topology"])}
+    assert len(gpus) >= 1 and any(r["pools"] == 1 for r in solved)
+    for g in gpus:                                         # each GPU drawn in its fixed colour, in both runs
+        for seed in ("1", "2"):
+            assert _pixels_of(tmp_path / f"b{seed}.png", gpu_colour(g)) > 200, g
+    md = (out / "report" / "report.md").read_text()
+    assert "```" not in md and "| infeasible |" in md and "## against the power cap" in md
+    assert {"heatmap_tokens_per_joule.png", "heatmap_gpus.png", "power_cap.png"} <= set(shots[0])
+
+
+def test_parse_topology_reads_every_kind_of_pool():
+    from fleetopt.report import parse_topology
+
+    assert parse_topology("16384:b200x2:paged") == [{"lo": 0.0, "hi": 16384.0, "gpu": "b200", "share": 1.0}]
+    mixed = parse_topology("4096:h100-sxmx8:paged,16384:b200x2@0.5,16384:gb200x2@0.5")
+    assert [(p["lo"], p["hi"], p["gpu"], p["share"]) for p in mixed] == [
+        (0.0, 4096.0, "h100-sxm", 1.0), (4096.0, 16384.0, "b200", 0.5), (4096.0, 16384.0, "gb200", 0.5)]
+    pd_ = parse_topology("640:pd(b200x4/h100-sxmx8:paged),16384:mi300xx8:reserve:cap600")
+    assert [(p["hi"], p["gpu"]) for p in pd_] == [(640.0, "h100-sxm"), (16384.0, "mi300x")]
