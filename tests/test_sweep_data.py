@@ -80,8 +80,15 @@ def check_one_table(out: Path, schema: pa.Schema, solved: int) -> None:
 def test_failing_and_infeasible_rows_share_the_declared_schema(tmp_path):
     spec = failing_spec(tmp_path)
     out = tmp_path / "out"
-    r = run_sweep(str(spec), str(out))
+    old = os.umask(0o022)
+    try:
+        r = run_sweep(str(spec), str(out))
+    finally:
+        os.umask(old)
     assert r["failed"] == 1 and r["infeasible"] == 1 and r["done"] == 5
+    import stat
+
+    assert {stat.S_IMODE(f.stat().st_mode) for f in out.rglob("*") if f.is_file() and f.name != ".lock"} == {0o644}
     schema = declared(spec)
     assert schema.names[:3] == ["case_id", "instance", "overrides"] and set(METRICS) <= set(schema.names)
     assert json.loads((out / "sweep.json").read_text())["row_schema"][0] == ["case_id", "string"]
