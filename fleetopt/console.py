@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -115,6 +114,8 @@ def activity(desc: str) -> Iterator[None]:
     if not _state["progress"]:
         yield
         return
+    import threading
+
     done = threading.Event()
 
     def show() -> None:

@@ -100,3 +100,41 @@ def test_pareto_metric_names(tmp_path):
     inst, base = load_instance(INST / "azure-conv-h100.yaml")
     r = refine(inst, base, trials=3, storage=str(tmp_path / "s.journal"), seed=0, pareto="ttft")
     assert r["metric_names"] == ["tokens_per_joule", "ttft_p99_ms"]
+
+
+def test_solve_shows_its_elapsed_time_on_a_terminal(monkeypatch, capsys):
+    """A solve has no count to show: an elapsed-time line on stderr (from 2 s on; at once
+    here), nothing on stdout but the JSON."""
+    _force_terminal(monkeypatch)
+    from fleetopt import console
+
+    shown = []
+    real = console.activity
+
+    def spy(desc):
+        shown.append(desc)
+        return real(desc)
+
+    monkeypatch.setattr(console, "activity", spy)
+    assert main(["solve", str(INST / "heterogeneous.yaml"), "--format", "json"]) == 0
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["solver"]["status"] == "optimal"
+    assert shown == ["solving"]
+
+
+def test_activity_line_on_stderr(monkeypatch, capsys):
+    import time
+
+    from fleetopt import console
+
+    _force_terminal(monkeypatch)
+    console.configure()
+    seen = ""
+    with console.activity("solving"):
+        for _ in range(200):                    # until the helper thread has drawn its line
+            seen += capsys.readouterr().err
+            if "solving" in seen:
+                break
+            time.sleep(0.05)
+    assert "solving" in seen and capsys.readouterr().out == ""
+    console.configure(progress=False)
