@@ -143,15 +143,13 @@ def _write_outputs(ctx: click.Context, out_dir: str, res: dict, force: bool, ins
     write_report(res, out_dir, inputs, force)
 
 
-
-
 @cli.command()
 @click.argument("instance", type=click.Path(dir_okay=False))
 @set_opt
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @out_opt
 @force_opt
-@click.option("--verbose", is_flag=True, help="Show the HiGHS log.")
+@click.option("--verbose", is_flag=True, help="Show the HiGHS log (on stderr).")
 @click.option("--verify", is_flag=True, help="Simulate the plan and report both (flagged if an SLO is missed).")
 @click.option("--repair", is_flag=True, help="With --verify: add instances to failing pools until the SLOs hold.")
 @click.option("--requests", type=click.IntRange(min=100, max=100_000_000), default=100_000, show_default=True,

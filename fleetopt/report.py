@@ -138,7 +138,7 @@ def _pivot_md(pv, y: str, x: str, scale: float) -> str:
     return _md_table(header, rows, [False] + [True] * len(pv.columns))
 
 
-def heatmap(plt, pv, status, y: str, x: str, metric: str, note: str = ""):
+def heatmap(plt: Any, pv: Any, status: list[list[str]], y: str, x: str, metric: str, note: str = "") -> Any:
     """A heatmap of ``pv`` (rows: y values, columns: x values) with each value in its cell,
     cells without a plan marked with the reason (``status``: the same shape, text)."""
     import numpy as np
@@ -186,7 +186,7 @@ def _status_grid(df, y: str, x: str, pv) -> list[list[str]]:
     return grid
 
 
-def power_cap_ladder(plt, df, cap: str, others: list[str]):
+def power_cap_ladder(plt: Any, df: Any, cap: str, others: list[str]) -> Any:
     """Traffic served, GPUs and the facility power used as a share of the cap, against the
     cap, on three stacked axes sharing it; one line per value of another axis (up to 8); cases with no plan
     marked at zero served."""
@@ -229,7 +229,7 @@ def power_cap_ladder(plt, df, cap: str, others: list[str]):
     return fig
 
 
-def boundaries_plot(plt, df, axis: str):
+def boundaries_plot(plt: Any, df: Any, axis: str) -> Any:
     """Every solved case's pools along ``axis``: at each axis value one bar per case (side
     by side when other axes vary), each pool a segment from its lower to its upper bound
     (log scale) in its GPU's colour; single-pool plans are one segment."""

@@ -55,10 +55,13 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from fleetopt import FleetoptError, FleetoptWarning, Interrupted
 from fleetopt.schema import Meta, Record, convert, field, int_between, to_builtins
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 RHS_PATHS = ("power.facility_cap_mw",)   # and gpus.N.max_gpus: fields the columns do not depend on
 
@@ -118,7 +121,7 @@ def _fmt(v: Any) -> str:
     return json.dumps(v)
 
 
-def input_files(inst, base: Path) -> list[tuple[str | None, Path]]:
+def input_files(inst: Any, base: Path) -> list[tuple[str | None, Path]]:
     """The files the instance reads (a CSV histogram, CDF or trace): (mixture component
     name, or None for the distribution itself; resolved path)."""
     from fleetopt.fleet import _resolve
@@ -335,7 +338,7 @@ def _cached_columns(inst, base, cat, key: str):
     return dist, rate, raw
 
 
-def solve_case(case: dict, reuse: bool = True, catalog_files: tuple[str, ...] = (), catalog=None) -> dict:
+def solve_case(case: dict, reuse: bool = True, catalog_files: tuple[str, ...] = (), catalog: Any = None) -> dict:
     """Solve one case; returns its row (every column of ``row_schema``; a failed or
     infeasible case has nulls, its ``status`` and its ``error``).  ``reuse=False`` solves
     from scratch (the benchmark's baseline); ``catalog``: the loaded catalog (else read
@@ -430,8 +433,8 @@ objective other than max_throughput."""
 def axis_types(cases: list[dict]) -> dict[str, str]:
     """Each axis's column type over every case of the spec: ``float64`` when all its
     values are numbers (not booleans), else ``string`` (values other than text as JSON)."""
-    axes = cases[0].get("axes") if cases and cases[0].get("axes") else \
-        list(dict.fromkeys(k for c in cases for k in c["labels"]))
+    axes: list[str] = (list(cases[0]["axes"]) if cases and cases[0].get("axes")
+                       else list(dict.fromkeys(k for c in cases for k in c["labels"])))
     out = {}
     for a in axes:
         vals = [c["labels"].get(a) for c in cases if c["labels"].get(a) is not None]
@@ -448,7 +451,7 @@ def _axis_value(v: Any, kind: str) -> Any:
     return v if isinstance(v, str) else json.dumps(v)
 
 
-def row_schema(types: dict[str, str]):
+def row_schema(types: dict[str, str]) -> pa.Schema:
     """The declared Arrow schema of every row of a sweep with these axes (``axis_types``)."""
     import pyarrow as pa
 
@@ -458,12 +461,12 @@ def row_schema(types: dict[str, str]):
                      + [pa.field(n, t[k]) for n, k in ROW_BODY])
 
 
-def schema_text(schema) -> list[list[str]]:
+def schema_text(schema: pa.Schema) -> list[list[str]]:
     """A schema as [[name, type], ...] (recorded in sweep.json)."""
     return [[f.name, str(f.type)] for f in schema]
 
 
-def _write_row(out: Path, row: dict, schema) -> None:
+def _write_row(out: Path, row: dict, schema: pa.Schema) -> None:
     """One Parquet file per case with the declared schema (every column, nulls where a case
     left one empty, so every file of the dataset agrees), written to a hidden temporary name
     (``fleetopt.files.temp_name``) and renamed; nothing is left behind on failure."""
@@ -490,7 +493,7 @@ def _write_row(out: Path, row: dict, schema) -> None:
         raise
 
 
-def conform_rows(cdir: Path, schema) -> tuple[int, int]:
+def conform_rows(cdir: Path, schema: pa.Schema) -> tuple[int, int]:
     """Bring rows written with another schema (an earlier fleetopt, another spec's axes) to
     ``schema``: missing columns added as nulls, types cast, columns in order, each file
     rewritten atomically; a row that cannot be cast is removed, so its case runs again.
@@ -558,7 +561,7 @@ def chunks(cases: list[dict], size: int) -> list[list[dict]]:
 MANIFEST = "sweep.json"
 
 
-def _manifest(spec: SweepSpec, spec_path: str, cases: list[dict], schema) -> str:
+def _manifest(spec: SweepSpec, spec_path: str, cases: list[dict], schema: pa.Schema) -> str:
     from fleetopt.output import to_json
 
     return to_json({"spec": to_builtins(spec), "spec_path": str(Path(spec_path).resolve()),
@@ -755,7 +758,8 @@ def _localise(case: dict, blobs: dict[str, bytes], root: Path) -> dict:
     return {**case, "inst": inst}
 
 
-def solve_chunk(cases: list[dict], blobs: dict[str, bytes], reuse: bool, catalog, calibration) -> list[dict]:
+def solve_chunk(cases: list[dict], blobs: dict[str, bytes], reuse: bool, catalog: Any,
+                calibration: tuple[Any, str, str]) -> list[dict]:
     """A Dask worker's chunk: the rows are returned to the client, which writes them;
     nothing is read from or written to the client's folders.  ``catalog``: the client's
     loaded catalog; ``calibration``: its (Calibration, label, source) in use."""

@@ -18,7 +18,7 @@ BASELINE_COLOUR = "#a6a6a6"
 CAP_COLOUR = "#c0392b"
 
 
-def _plt():
+def _plt() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,7 +71,7 @@ def shares(result: dict) -> list[dict]:
     return out
 
 
-def fleet_composition(result: dict, inputs: dict | None = None):
+def fleet_composition(result: dict, inputs: dict | None = None) -> Any:
     """GPUs per pool stacked by GPU type (prefill hatched in split pools), beside the
     fleet's GPUs by type."""
     plt = _plt()
@@ -119,7 +119,7 @@ def fleet_composition(result: dict, inputs: dict | None = None):
     return fig
 
 
-def pool_boundaries(result: dict, inputs: dict | None = None):
+def pool_boundaries(result: dict, inputs: dict | None = None) -> Any:
     """The routed length distribution (share of requests and of tokens per log-spaced
     bin), the pool boundaries on it, and each pool's share of requests and output tokens."""
     plt = _plt()
@@ -168,7 +168,7 @@ def pool_boundaries(result: dict, inputs: dict | None = None):
     return fig
 
 
-def power(result: dict, inputs: dict | None = None):
+def power(result: dict, inputs: dict | None = None) -> Any:
     """Expected IT power, facility power (IT x PUE) and provisioned facility power (on the
     cap's basis) against the facility power cap, with the headroom."""
     plt = _plt()
@@ -213,7 +213,7 @@ BASELINE_NAMES = {"homogeneous": "homogeneous", "two_pool_paper": "two-pool (pap
                   "aggregated": "best aggregated", "milp": "MILP plan"}
 
 
-def baselines(result: dict, inputs: dict | None = None):
+def baselines(result: dict, inputs: dict | None = None) -> Any:
     """The plan against every baseline: tokens per joule, GPUs, cost and facility power."""
     plt = _plt()
     rows = [("plan", {"topology": result.get("topology"), **result["fleet"]})]
@@ -243,7 +243,7 @@ def baselines(result: dict, inputs: dict | None = None):
     return fig
 
 
-def verification(result: dict, inputs: dict | None = None):
+def verification(result: dict, inputs: dict | None = None) -> Any:
     """Analytical against simulated P99 TTFT and TPOT per pool, with the SLOs."""
     v = result.get("verification")
     if not v or not v.get("pools"):
@@ -280,7 +280,7 @@ def verification(result: dict, inputs: dict | None = None):
     return fig
 
 
-def pareto(result: dict, inputs: dict | None = None):
+def pareto(result: dict, inputs: dict | None = None) -> Any:
     """Refinement with two objectives: every completed trial and the Pareto front."""
     ref = result.get("refine") or {}
     front = ref.get("pareto")
@@ -309,7 +309,7 @@ def _metric_label(k: str) -> str:
             "ttft_p99_ms": "P99 TTFT, ms"}.get(k, k)
 
 
-def refine_history(result: dict, inputs: dict | None = None):
+def refine_history(result: dict, inputs: dict | None = None) -> Any:
     """Refinement: the objective of every trial in order, the best so far, and the pruned
     trials by reason."""
     ref = result.get("refine") or {}

@@ -9,7 +9,6 @@ and the whole instance as validated.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -73,7 +72,3 @@ def plan_inputs(inst: Any, base: Path, *, instance_file: str | None = None, over
         "instance": d,
     }
 
-
-def finite_or_none(v: Any) -> Any:
-    """``v``, or None when it is a float that is not finite (JSON has no inf or NaN)."""
-    return None if isinstance(v, float) and not math.isfinite(v) else v
