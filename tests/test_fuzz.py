@@ -51,6 +51,11 @@ FILES = {
     "plan/plan.json": "{}\n",
     "jr/s.journal": "{\"op_code\": 0}\nnot json\n{\"op_code\": 0}\n",
     "inst_dir/.keep": "",
+    "cal_bounds.yaml": "coefficients: {eta_bw: 3}\n",
+    "cal_name.yaml": "coefficients: {eta_bandwidth: 0.9}\n",
+    "cal_type.yaml": "coefficients: {eta_bw: fast}\n",
+    "cal_none.yaml": "fleetopt_calibration: 1\n",
+    "meas_cols.csv": "gpu,model,tp,batch,output_tokens\nh100,llama-3.1-8b,1,8,100\n",
 }
 
 
@@ -361,6 +366,16 @@ CASES: list[tuple[list[str], str]] = [
     (["energy-map", "--model", "llama-3.1-8b", "--gpu", "h100", "--out", "foreign"],
      "--out: 'foreign' holds files fleetopt did not write"),
     (["calibrate", "nowhere.csv"], "no such measurements file"),
+    (["calibrate", "meas_cols.csv"], "no metric column"),
+    (["--calibration", "cal_bounds.yaml", "catalog", "gpus"], "coefficients.eta_bw: must be within"),
+    (["--calibration", "cal_name.yaml", "catalog", "gpus"], "coefficients.eta_bandwidth: unknown coefficient"),
+    (["--calibration", "cal_type.yaml", "catalog", "gpus"], "coefficients.eta_bw: expected a number"),
+    (["--calibration", "cal_none.yaml", "catalog", "gpus"], "not a calibration file"),
+    (["--calibration", "missing.yaml", "catalog", "gpus"], "no such calibration file"),
+    (["estimate", "--model", "llama-3.1-8b", "--gpu", "h100", "--dp", "2", "--batch", "8", "--prompt-tokens", "100",
+      "--output-tokens", "10"], "dp: data-parallel attention with expert parallelism needs an MoE model"),
+    (["estimate", "--model", "qwen3-235b-a22b", "--gpu", "h100", "--dp", "0", "--batch", "8", "--prompt-tokens",
+      "100", "--output-tokens", "10"], "dp must be >= 1"),
     (["calibrate", "tiny.yaml"], "tiny.yaml: not a readable CSV"),
     # ---- sweep-report ------------------------------------------------------------------
     (["sweep-report", "nothing"], "sweep-report: no results"),
