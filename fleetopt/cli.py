@@ -81,13 +81,19 @@ def _emit(obj, fmt: str, title: str | None = None) -> None:
               envvar="FLEETOPT_CALIBRATION",
               help="Calibration file from 'fleetopt calibrate' (also $FLEETOPT_CALIBRATION); default: packaged.")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress bars and no warnings on stderr (errors are still shown).")
 @click.version_option(package_name="fleetopt")
 @click.pass_context
-def cli(ctx: click.Context, catalog, calibration, debug):
+def cli(ctx: click.Context, catalog, calibration, debug, quiet):
     """Plan LLM serving fleets for tokens per joule: pool boundaries, GPU types, counts."""
+    from fleetopt import console
+
     ctx.ensure_object(dict)
     ctx.obj["catalog"] = catalog
     ctx.obj["debug"] = debug
+    ctx.obj["quiet"] = quiet
+    console.configure(quiet=quiet)
     if calibration:
         from fleetopt.calibration_files import load_calibration
 
@@ -169,7 +175,10 @@ def _register_more() -> None:
 def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
     """``FleetoptWarning`` as one line on stderr; anything else as Python shows it."""
     if isinstance(category, type) and issubclass(category, FleetoptWarning):
-        click.echo(f"fleetopt: warning: {message}", err=True)
+        from fleetopt import console
+
+        if not console.quiet():
+            click.echo(f"fleetopt: warning: {message}", err=True)
     else:
         _default(message, category, filename, lineno, file, line)
 
@@ -181,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     _register_more()
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    from fleetopt import console
+
+    console.configure(quiet=False)                              # the group's -q/--quiet may change it
     with warnings.catch_warnings():
         warnings.simplefilter("default", FleetoptWarning)       # each distinct warning once
         warnings.showwarning = _show_warning

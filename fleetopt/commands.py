@@ -21,6 +21,10 @@ def _load(ctx: click.Context, instance: str, overrides):
 
 set_opt = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
                        help="Override an instance field (repeatable), e.g. --set workload.arrival_rate=500.")
+out_opt = click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+                       help="Folder for the plan report: plan.json, pools.csv, plan.md, plan.html and PNG plots "
+                            "(written as one set).")
+force_opt = click.option("--force", is_flag=True, help="Replace an earlier report in --out.")
 
 
 def _fleet_tables(result: dict) -> str:
@@ -58,14 +62,22 @@ def _show(res: dict, fmt: str, tables) -> bool:
               help="Admission policy (default: the instance's first).")
 @set_opt
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@out_opt
+@force_opt
 @click.pass_context
-def evaluate(ctx, instance, topology, admission, overrides, fmt):
+def evaluate(ctx, instance, topology, admission, overrides, fmt, out_dir, force):
     """Size and score a given fleet: instances per pool, SLOs, power, tokens per joule."""
     from fleetopt.fleet import evaluate as ev
     from fleetopt.fleet import parse_topology
 
     inst, base = _load(ctx, instance, overrides)
-    res = ev(inst, base, parse_topology(topology), admission, _catalog(ctx))
+    if out_dir:
+        force = _check_out(out_dir, force)
+    topo = parse_topology(topology)
+    res = ev(inst, base, topo, admission, _catalog(ctx))
+    if out_dir:
+        res.setdefault("topology", ",".join(p.spec() for p in topo))
+        _write_outputs(ctx, out_dir, res, force, inst, base, instance, overrides)
     _show(res, fmt, _fleet_tables)
 
 
@@ -98,17 +110,15 @@ def _solve_tables(res: dict) -> str:
     return "\n".join(lines)
 
 
-OUT_FILES = ["plan.json", "pools.csv", "plan.md"]
-
-
 def _check_out(out_dir: str, force: bool) -> bool:
-    """Before solving: refuse an --out folder that cannot take the plan (one line), asking
-    on an interactive terminal before replacing an earlier plan.  Returns the force to
-    write with."""
+    """Before solving: refuse an --out folder that cannot take the plan report (one line),
+    asking on an interactive terminal before replacing an earlier report.  Returns the
+    force to write with."""
     import sys
 
     from fleetopt import FleetoptError
     from fleetopt.files import check_set_target
+    from fleetopt.plan_report import OUT_FILES
 
     held = check_set_target(out_dir, OUT_FILES, "--out", force=True)     # the folder's shape only
     if held and not force:
@@ -119,26 +129,27 @@ def _check_out(out_dir: str, force: bool) -> bool:
     return force
 
 
-def _write_outputs(out_dir: str, res: dict, force: bool) -> None:
-    """plan.json, pools.csv and plan.md as one set (``fleetopt.files.write_set``): a kill
-    at any moment leaves the whole old plan or the whole new one; a full or read-only disk
-    is one line and leaves nothing behind."""
-    from fleetopt.files import write_atomic, write_set
-    from fleetopt.output import to_csv, to_json
+def _write_outputs(ctx: click.Context, out_dir: str, res: dict, force: bool, inst, base, instance: str,
+                   overrides) -> None:
+    """The plan report (``fleetopt.plan_report``: plan.json with its inputs, pools.csv,
+    plan.md, plan.html and the plots) as one set: a kill at any moment leaves the whole old
+    report or the whole new one; a full or read-only disk is one line and leaves nothing
+    behind."""
+    from fleetopt.plan_report import write_report
+    from fleetopt.plan_report.inputs import plan_inputs
 
-    texts = {"plan.json": to_json(res) + "\n", "pools.csv": to_csv(res["pools"]),
-             "plan.md": f"# fleetopt plan: {res['instance']}\n\n```\n{_solve_tables(res)}\n```\n"}
-    write_set(out_dir, {n: (lambda path, t=texts[n]: write_atomic(path, t)) for n in OUT_FILES}, "--out", force)
+    inputs = plan_inputs(inst, base, instance_file=instance, overrides=overrides,
+                         catalog_files=ctx.obj.get("catalog", ()))
+    write_report(res, out_dir, inputs, force)
 
 
 @cli.command()
 @click.argument("instance", type=click.Path(dir_okay=False))
 @set_opt
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Folder for plan.json, pools.csv and plan.md (written atomically).")
-@click.option("--force", is_flag=True, help="Replace existing files in --out.")
-@click.option("--verbose", is_flag=True, help="Show the HiGHS log.")
+@out_opt
+@force_opt
+@click.option("--verbose", is_flag=True, help="Show the HiGHS log (on stderr).")
 @click.option("--verify", is_flag=True, help="Simulate the plan and report both (flagged if an SLO is missed).")
 @click.option("--repair", is_flag=True, help="With --verify: add instances to failing pools until the SLOs hold.")
 @click.option("--requests", type=click.IntRange(min=100, max=100_000_000), default=100_000, show_default=True,
@@ -157,7 +168,10 @@ def solve(ctx, instance, overrides, fmt, out_dir, force, verbose, verify, repair
     inst, base = _load(ctx, instance, overrides)
     if out_dir:
         force = _check_out(out_dir, force)
-    res = solve_instance(inst, base, _catalog(ctx), verbose=verbose, workers=workers or min(2, os.cpu_count() or 1))
+    from fleetopt.console import activity, stdout_to_stderr
+
+    with (stdout_to_stderr() if verbose else activity("solving")):     # the HiGHS log on stderr, never stdout
+        res = solve_instance(inst, base, _catalog(ctx), verbose=verbose, workers=workers or min(2, os.cpu_count() or 1))
     if verify or repair:
         from fleetopt.simulate.run import misses
         from fleetopt.simulate.run import repair as rep
@@ -169,7 +183,7 @@ def solve(ctx, instance, overrides, fmt, out_dir, force, verbose, verify, repair
         res["verification"] = {"fleet": v["fleet"], "pools": v["pools"], "deviation": v["deviation"],
                                "sim": v["sim"], "slo_missed": bool(missed), **({"repair": v["repair"]} if repair else {})}
     if out_dir:
-        _write_outputs(out_dir, res, force)
+        _write_outputs(ctx, out_dir, res, force, inst, base, instance, overrides)
     if _show(res, fmt, _solve_tables):
         if "verification" in res:
             v = res["verification"]
@@ -281,21 +295,29 @@ def simulate(ctx, instance, plan_path, topology, requests, seed, repair, arrival
 @click.option("--verify", is_flag=True, help="Simulate the refined plan (50,000 requests) and report it.")
 @set_opt
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@out_opt
+@force_opt
 @click.pass_context
-def refine(ctx, instance, trials, timeout_s, storage, study_name, seed, pareto, verify, overrides, fmt):
+def refine(ctx, instance, trials, timeout_s, storage, study_name, seed, pareto, verify, overrides, fmt, out_dir, force):
     """Optuna refinement of the non-convex knobs, seeded by the MILP plan."""
     import math
-    import sys
 
     from fleetopt import FleetoptError
+    from fleetopt.console import progress_enabled
     from fleetopt.output import table
     from fleetopt.refine import refine as run
 
     if timeout_s is not None and not math.isfinite(timeout_s):
         raise FleetoptError(f"--timeout: must be a finite number of seconds, got {timeout_s}")
     inst, base = _load(ctx, instance, overrides)
+    if out_dir:
+        force = _check_out(out_dir, force)
     res = run(inst, base, trials, timeout_s, storage, study_name, seed, pareto, _catalog(ctx),
-              progress=(fmt == "table" and sys.stderr.isatty()), verify=verify)
+              progress=progress_enabled(), verify=verify)
+    if out_dir:
+        from fleetopt.plan_report import plan_from_refine
+
+        _write_outputs(ctx, out_dir, plan_from_refine(res), force, inst, base, instance, overrides)
     if fmt == "json":
         _emit(res, "json")
         return
@@ -334,11 +356,10 @@ def refine(ctx, instance, trials, timeout_s, storage, study_name, seed, pareto, 
 @click.pass_context
 def sweep(ctx, spec, out_dir, workers, scheduler, retry_failed, force, fmt):
     """Solve every case of a sweep spec; resumable (finished cases are skipped)."""
-    import sys
-
+    from fleetopt.console import progress_enabled
     from fleetopt.sweep import run_sweep
 
-    res = run_sweep(spec, out_dir, workers, scheduler, retry_failed, progress=(fmt == "table" and sys.stderr.isatty()),
+    res = run_sweep(spec, out_dir, workers, scheduler, retry_failed, progress=progress_enabled(),
                     force=force, catalog_files=tuple(ctx.obj.get("catalog", ())))
     if fmt == "json":
         _emit(res, "json")

@@ -36,6 +36,11 @@ What keeps a study sound (``SafeJournal``, ``open_study``):
 * each trial records its host and process; on resume, RUNNING trials of processes that
   are gone are marked FAIL;
 * Ctrl-C or SIGTERM lets the running trial finish, then ends with one line (exit 130).
+
+The study's objectives are named (``study.set_metric_names``: ``tokens_per_joule`` or
+``cost_per_hour``, and the Pareto metric), and a pruned trial records why in its user
+attribute ``pruned_because``; the result's ``history`` lists every trial (state, values,
+prune reason) for the optimisation-history plot of ``refine --out``.
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ OWNER_ATTR = "fleetopt_owner"
 RUN_ATTR = "fleetopt_run:"
 """A study attribute per process that ran trials on it (``RUN_ATTR + _owner()``)."""
 PROBLEM_ATTR = "fleetopt_problem"
+PRUNE_ATTR = "pruned_because"
+"""A pruned trial's user attribute: why (the power cap, an inventory, an SLO, ...)."""
 STALE_UNOWNED_S = 60.0
 """A RUNNING trial without an owner record (killed between its creation and the record)
 is taken as dead after this long."""
@@ -437,11 +444,40 @@ class Search:
             return main, f[PARETO[self.pareto][0]]
         return main
 
+    def metric_names(self) -> list[str]:
+        """The study's objective names (Optuna's plots and dashboard show them)."""
+        names = ["cost_per_hour" if self.inst.objective == "min_cost" else "tokens_per_joule"]
+        if self.pareto:
+            names.append(PARETO[self.pareto][0])
+        return names
+
     def directions(self) -> list[str]:
         d = ["minimize" if self.inst.objective == "min_cost" else "maximize"]
         if self.pareto:
             d.append(PARETO[self.pareto][1])
         return d
+
+
+def history(study) -> list[dict]:
+    """Every trial of the study in order: its state, its objective values (None unless
+    complete) and, for a pruned one, why."""
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        out.append({"trial": t.number, "state": t.state.name, "values": list(t.values) if t.values else None,
+                    "pruned_because": t.user_attrs.get(PRUNE_ATTR), "topology": t.user_attrs.get("topology")})
+    return out
+
+
+def _name_metrics(study, names: list[str]) -> None:
+    """``study.set_metric_names`` (experimental in Optuna, hence its warning silenced);
+    a study that already has them, or an Optuna without it, is left as it is."""
+    if getattr(study, "metric_names", None) == names or not hasattr(study, "set_metric_names"):
+        return
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(names)
 
 
 def _prune(why: str):
@@ -485,14 +521,28 @@ def refine(inst: Instance, base: Path, trials: int = 100, timeout_s: float | Non
         study.enqueue_trial(search.seed_params())
     stop: list[int] = []
 
+    _name_metrics(study, search.metric_names())
+
     def objective(trial):
         trial.set_user_attr(OWNER_ATTR, owner)
-        inst_t, topo = search.suggest(trial)
-        res = search.evaluate(inst_t, topo)
+        try:
+            inst_t, topo = search.suggest(trial)
+            res = search.evaluate(inst_t, topo)
+        except optuna.TrialPruned as e:             # why, for the dashboard and the history plot
+            trial.set_user_attr(PRUNE_ATTR, str(e) or "pruned")
+            raise
         trial.set_user_attr("topology", res["topology"])
         return search.values(res)
 
+    bar = None
+    if progress:                                    # on stderr, from 2 s on
+        from tqdm import tqdm
+
+        bar = tqdm(total=trials, desc="refine", unit="trial", delay=2.0, leave=False, dynamic_ncols=True)
+
     def halt(study_, trial_) -> None:
+        if bar is not None:
+            bar.update(1)
         if stop:
             study_.stop()
 
@@ -500,7 +550,7 @@ def refine(inst: Instance, base: Path, trials: int = 100, timeout_s: float | Non
 
     try:
         with stop_on_signals(lambda signum: stop.append(signum)):
-            study.optimize(objective, n_trials=trials, timeout=timeout_s, show_progress_bar=progress,
+            study.optimize(objective, n_trials=trials, timeout=timeout_s,
                            catch=(FloatingPointError, ZeroDivisionError), callbacks=[halt])
     except Exception as e:     # only a storage that failed to write is turned into one line
         why = _write_failure(store, e)
@@ -508,6 +558,9 @@ def refine(inst: Instance, base: Path, trials: int = 100, timeout_s: float | Non
             raise
         raise FleetoptError(f"--storage: cannot write the study '{name}' ({why}); the trials recorded before "
                             f"are kept") from None
+    finally:
+        if bar is not None:
+            bar.close()
     if stop:
         raise Interrupted(f"study '{name}' keeps {len(study.trials)} trials ({len(study.trials) - before} this run); "
                           f"run the same command again to resume")
@@ -531,12 +584,13 @@ def refine(inst: Instance, base: Path, trials: int = 100, timeout_s: float | Non
            "improvement": improvement,
            "trials": {"count": len(study.trials), "completed": len(done), "pruned": len(pruned),
                       "this_run": len(study.trials) - before},
-           "seconds": time.perf_counter() - t0, "seed": seed}
+           "seconds": time.perf_counter() - t0, "seed": seed,
+           "metric_names": search.metric_names(), "history": history(study)}
     if verify:                       # the refined plan, knobs included, request by request
         from fleetopt.simulate.run import misses, simulate
 
         v = simulate(inst_b, base, topo_b, verify_requests, seed, cat)
-        out["verification"] = {"fleet": v["fleet"], "deviation": v["deviation"], "sim": v["sim"],
+        out["verification"] = {"fleet": v["fleet"], "pools": v["pools"], "deviation": v["deviation"], "sim": v["sim"],
                                "slo_missed": any(p["requests"] and misses(inst, p) for p in v["pools"])}
     if pareto:
         col = PARETO[pareto][0]

@@ -24,6 +24,19 @@ holds half a row or a duplicate; re-running the command skips the finished cases
 removes the rows of cases no longer in the spec.  A case that fails while solving is
 recorded with its error and the sweep goes on (``--retry-failed`` runs those again).
 
+Every row has the same declared Arrow schema (``row_schema``: the case's id and labels, one
+``axis:<name>`` column per axis of the spec, typed over all its values, then ``status``,
+``error`` and the metrics), so pandas, ``pyarrow.dataset``, duckdb and polars read
+``OUT/cases`` as one table; a failed or infeasible case has nulls in its metrics, its
+``status`` and its ``error``.  ``OUT/sweep.json`` records the schema: rows written by
+another fleetopt or another form of the spec are brought to it on resume.
+
+With ``--scheduler`` (Dask), the workers share nothing with the client but the network:
+each chunk travels with the contents of the files its instances read, the client's catalog
+and calibration, and the workers return rows, which the client writes atomically as
+each chunk completes (no shared filesystem; resume and one row per case as with local
+workers).
+
 An output folder belongs to one spec (``OUT/sweep.json`` names it, and is rewritten only
 when it changes, so a finished sweep resumes on a read-only disk); another spec is
 refused unless ``--force``.  One sweep at a time writes a folder (an ``flock`` the kernel
@@ -42,10 +55,13 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from fleetopt import FleetoptError, FleetoptWarning, Interrupted
 from fleetopt.schema import Meta, Record, convert, field, int_between, to_builtins
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 RHS_PATHS = ("power.facility_cap_mw",)   # and gpus.N.max_gpus: fields the columns do not depend on
 
@@ -105,18 +121,29 @@ def _fmt(v: Any) -> str:
     return json.dumps(v)
 
 
-def _file_digest(inst, base: Path) -> str:
-    """A hash of the files the instance reads (a CSV histogram, CDF or trace)."""
+def input_files(inst: Any, base: Path) -> list[tuple[str | None, Path]]:
+    """The files the instance reads (a CSV histogram, CDF or trace): (mixture component
+    name, or None for the distribution itself; resolved path)."""
     from fleetopt.fleet import _resolve
 
-    h = hashlib.sha1()
     dist = inst.workload.distribution
-    for c in ([c.workload for c in dist.components.values()] if dist.type == "mixture" else [dist]):
-        if getattr(c, "path", None):
-            try:
-                h.update(_resolve(base, c.path).read_bytes())
-            except OSError:
-                pass
+    comps = list(dist.components.items()) if dist.type == "mixture" else [(None, dist)]
+    out = []
+    for name, c in comps:
+        wl = c.workload if name is not None else c
+        if getattr(wl, "path", None):
+            out.append((name, _resolve(base, wl.path)))
+    return out
+
+
+def _file_digest(inst, base: Path) -> str:
+    """A hash of the files the instance reads (a CSV histogram, CDF or trace)."""
+    h = hashlib.sha1()
+    for _, path in input_files(inst, base):
+        try:
+            h.update(path.read_bytes())
+        except OSError:
+            pass
     return h.hexdigest()
 
 
@@ -227,6 +254,9 @@ def expand(spec: SweepSpec, spec_dir: Path, catalog=None, source: str = "sweep s
             j = seen[problem]
             raise FleetoptError(f"{where}: the same problem as case {j + 1} ({_label_text(cases[j]['labels'])})")
         seen[problem] = i
+    types = axis_types(cases)
+    for c in cases:
+        c["axis_types"] = types
     return cases
 
 
@@ -308,23 +338,25 @@ def _cached_columns(inst, base, cat, key: str):
     return dist, rate, raw
 
 
-def run_case(case: dict, out_dir: str, reuse: bool = True, catalog_files: tuple[str, ...] = ()) -> dict:
-    """Solve one case and write its row atomically; returns the row.  ``reuse=False`` solves
-    from scratch (the benchmark's baseline)."""
+def solve_case(case: dict, reuse: bool = True, catalog_files: tuple[str, ...] = (), catalog: Any = None) -> dict:
+    """Solve one case; returns its row (every column of ``row_schema``; a failed or
+    infeasible case has nulls, its ``status`` and its ``error``).  ``reuse=False`` solves
+    from scratch (the benchmark's baseline); ``catalog``: the loaded catalog (else read
+    from ``catalog_files``)."""
     from fleetopt.catalog import load_catalog
     from fleetopt.solve import finish_solve
 
     t0 = time.perf_counter()
+    types = case.get("axis_types") or axis_types([case])
     row: dict[str, Any] = {"case_id": case["case_id"], "instance": Path(case["instance"]).stem,
                            "overrides": json.dumps(case["overrides"])}
-    for k in case.get("axes", case["labels"]):      # every axis of the spec, so all rows agree
-        v = case["labels"].get(k)
-        row[f"axis:{k}"] = v if isinstance(v, (int, float, str, bool)) or v is None else json.dumps(v)
+    for k in types:                                 # every axis of the spec, so all rows agree
+        row[f"axis:{k}"] = _axis_value(case["labels"].get(k), types[k])
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always", FleetoptWarning)
         try:
             inst, base = case["inst"], Path(case["base"])
-            cat = load_catalog(tuple(catalog_files))
+            cat = catalog if catalog is not None else load_catalog(tuple(catalog_files))
             if inst.objective == "max_throughput" or not reuse:
                 from fleetopt.solve import solve_instance
 
@@ -347,6 +379,7 @@ def run_case(case: dict, out_dir: str, reuse: bool = True, catalog_files: tuple[
                         "homog_gpus": h["gpus"] if h else None,
                         "two_pool_tokens_per_joule": two["tokens_per_joule"] if two else None,
                         "gain_vs_homog": res["gains"]["vs_homogeneous"]["tokens_per_joule"] if h else None,
+                        "demand_scale": (res.get("throughput") or {}).get("demand_scale"),
                         "gap": res["solver"]["gap"], "solver_seconds": res["solver"]["solve_seconds"]})
         except Exception as e:     # noqa: BLE001  (a failed case is a row, not a stopped sweep)
             from fleetopt import InfeasibleError, NoPlanInTimeError
@@ -357,11 +390,18 @@ def run_case(case: dict, out_dir: str, reuse: bool = True, catalog_files: tuple[
     row["warnings"] = "; ".join(dict.fromkeys(str(w.message) for w in said
                                               if issubclass(w.category, FleetoptWarning))) or None
     row["seconds"] = time.perf_counter() - t0
-    _write_row(Path(out_dir), row)
+    return row
+
+
+def run_case(case: dict, out_dir: str, reuse: bool = True, catalog_files: tuple[str, ...] = ()) -> dict:
+    """Solve one case and write its row atomically; returns the row."""
+    row = solve_case(case, reuse, catalog_files)
+    _write_row(Path(out_dir), row, row_schema(case.get("axis_types") or axis_types([case])))
     return row
 
 
 def run_chunk(cases: list[dict], out_dir: str, reuse: bool = True, catalog_files: tuple[str, ...] = ()) -> list[dict]:
+    """A local worker's chunk: each case solved and its row written (the folder is local)."""
     return [_brief(run_case(c, out_dir, reuse, catalog_files)) for c in cases]
 
 
@@ -369,50 +409,81 @@ def _brief(row: dict) -> dict:
     return {"case_id": row["case_id"], "status": row["status"], "error": row.get("error")}
 
 
-STR_COLS = ("case_id", "instance", "overrides", "status", "error", "topology", "boundaries", "gpu_types",
-            "homog_topology", "warnings")
-INT_COLS = ("pools", "instances_total", "gpus", "homog_gpus")
-FLOAT_COLS = ("it_power_kw", "facility_power_kw", "tokens_per_joule", "tok_per_w_paper", "arrival_rate",
-              "cost_per_hour", "energy_per_query_wh", "homog_tokens_per_joule", "two_pool_tokens_per_joule",
-              "gain_vs_homog", "gap", "solver_seconds", "seconds")
+# ---- the rows' declared schema --------------------------------------------------------
+
+ROW_HEAD: tuple[tuple[str, str], ...] = (("case_id", "string"), ("instance", "string"), ("overrides", "string"))
+ROW_BODY: tuple[tuple[str, str], ...] = (
+    ("status", "string"), ("error", "string"), ("topology", "string"), ("pools", "int64"), ("boundaries", "string"),
+    ("gpu_types", "string"), ("instances_total", "int64"), ("gpus", "int64"), ("it_power_kw", "float64"),
+    ("facility_power_kw", "float64"), ("tokens_per_joule", "float64"), ("tok_per_w_paper", "float64"),
+    ("arrival_rate", "float64"), ("cost_per_hour", "float64"), ("energy_per_query_wh", "float64"),
+    ("homog_topology", "string"), ("homog_tokens_per_joule", "float64"), ("homog_gpus", "int64"),
+    ("two_pool_tokens_per_joule", "float64"), ("gain_vs_homog", "float64"), ("demand_scale", "float64"),
+    ("gap", "float64"), ("solver_seconds", "float64"), ("warnings", "string"), ("seconds", "float64"))
+"""Every row's columns after the axes (``axis:<name>``, between ROW_HEAD and ROW_BODY)."""
+METRICS: tuple[str, ...] = tuple(n for n, _ in ROW_BODY if n not in ("status", "error", "warnings", "seconds"))
+"""The columns a solved case fills; a failed or infeasible one leaves them null."""
+OPTIONAL_METRICS: tuple[str, ...] = ("homog_topology", "homog_tokens_per_joule", "homog_gpus",
+                                     "two_pool_tokens_per_joule", "gain_vs_homog", "demand_scale")
+"""Metrics null on a solved row too when they do not apply: a baseline that does not
+exist (no feasible homogeneous fleet, no ``pools.paper_boundary``), the demand scale of an
+objective other than max_throughput."""
 
 
-def _arrow_type(name: str, value):
+def axis_types(cases: list[dict]) -> dict[str, str]:
+    """Each axis's column type over every case of the spec: ``float64`` when all its
+    values are numbers (not booleans), else ``string`` (values other than text as JSON)."""
+    axes: list[str] = (list(cases[0]["axes"]) if cases and cases[0].get("axes")
+                       else list(dict.fromkeys(k for c in cases for k in c["labels"])))
+    out = {}
+    for a in axes:
+        vals = [c["labels"].get(a) for c in cases if c["labels"].get(a) is not None]
+        num = bool(vals) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
+        out[a] = "float64" if num else "string"
+    return out
+
+
+def _axis_value(v: Any, kind: str) -> Any:
+    if v is None:
+        return None
+    if kind == "float64":
+        return float(v)
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+def row_schema(types: dict[str, str]) -> pa.Schema:
+    """The declared Arrow schema of every row of a sweep with these axes (``axis_types``)."""
     import pyarrow as pa
 
-    if name in STR_COLS:
-        return pa.string()
-    if name in INT_COLS:
-        return pa.int64()
-    if isinstance(value, bool) or (name.startswith("axis:") and not isinstance(value, (int, float))):
-        return pa.string()
-    return pa.float64()
+    t = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64()}
+    return pa.schema([pa.field(n, t[k]) for n, k in ROW_HEAD]
+                     + [pa.field(f"axis:{a}", t[k]) for a, k in types.items()]
+                     + [pa.field(n, t[k]) for n, k in ROW_BODY])
 
 
-def _write_row(out: Path, row: dict) -> None:
-    """One Parquet file per case, with a fixed schema (every column, so every file of the
-    dataset agrees whatever a case left empty), written to a hidden temporary name
+def schema_text(schema: pa.Schema) -> list[list[str]]:
+    """A schema as [[name, type], ...] (recorded in sweep.json)."""
+    return [[f.name, str(f.type)] for f in schema]
+
+
+def _write_row(out: Path, row: dict, schema: pa.Schema) -> None:
+    """One Parquet file per case with the declared schema (every column, nulls where a case
+    left one empty, so every file of the dataset agrees), written to a hidden temporary name
     (``fleetopt.files.temp_name``) and renamed; nothing is left behind on failure."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from fleetopt.files import temp_name
 
+    extra = set(row) - set(schema.names)
+    if extra:
+        raise ValueError(f"row columns not in the declared schema: {sorted(extra)}")
     d = out / "cases"
     d.mkdir(parents=True, exist_ok=True)
-    for c in STR_COLS + INT_COLS + FLOAT_COLS:
-        row.setdefault(c, None)
-    fields, cols = [], []
-    for k, v in row.items():
-        t = _arrow_type(k, v)
-        if t == pa.string() and v is not None and not isinstance(v, str):
-            v = json.dumps(v)
-        fields.append(pa.field(k, t))
-        cols.append(pa.array([v], type=t))
     name = f"{row['case_id']}.parquet"
     tmp = d / temp_name(name)
     try:
-        pq.write_table(pa.Table.from_arrays(cols, schema=pa.schema(fields)), tmp)
+        pq.write_table(pa.Table.from_pylist([row], schema=schema), tmp)
         os.replace(tmp, d / name)
     except BaseException:
         try:
@@ -420,6 +491,45 @@ def _write_row(out: Path, row: dict) -> None:
         except OSError:                     # a read-only folder: nothing was created there
             pass
         raise
+
+
+def conform_rows(cdir: Path, schema: pa.Schema) -> tuple[int, int]:
+    """Bring rows written with another schema (an earlier fleetopt, another spec's axes) to
+    ``schema``: missing columns added as nulls, types cast, columns in order, each file
+    rewritten atomically; a row that cannot be cast is removed, so its case runs again.
+    Returns (rewritten, removed)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fleetopt.files import temp_name
+
+    rewritten = removed = 0
+    for q in sorted(cdir.glob("*.parquet")):
+        try:
+            if pq.read_schema(q).equals(schema, check_metadata=False):
+                continue
+            t = pq.read_table(q)
+            cols = []
+            for f in schema:
+                if f.name in t.column_names:
+                    c = t.column(f.name)
+                    cols.append(c if c.type == f.type else c.cast(f.type))
+                else:
+                    cols.append(pa.nulls(len(t), f.type))
+            fixed = pa.Table.from_arrays(cols, schema=schema)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OSError):
+            q.unlink(missing_ok=True)       # not readable or not castable: the case runs again
+            removed += 1
+            continue
+        tmp = q.parent / temp_name(q.name)
+        try:
+            pq.write_table(fixed, tmp)
+            os.replace(tmp, q)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        rewritten += 1
+    return rewritten, removed
 
 
 # ---- driver side -------------------------------------------------------------------------
@@ -451,10 +561,11 @@ def chunks(cases: list[dict], size: int) -> list[list[dict]]:
 MANIFEST = "sweep.json"
 
 
-def _manifest(spec: SweepSpec, spec_path: str, cases: list[dict]) -> str:
+def _manifest(spec: SweepSpec, spec_path: str, cases: list[dict], schema: pa.Schema) -> str:
     from fleetopt.output import to_json
 
     return to_json({"spec": to_builtins(spec), "spec_path": str(Path(spec_path).resolve()),
+                    "row_schema": schema_text(schema),
                     "cases": [{k: c[k] for k in ("case_id", "labels", "overrides")} for c in cases]}) + "\n"
 
 
@@ -514,8 +625,9 @@ def run_sweep(spec_path: str, out: str, workers: int = 1, scheduler: str | None 
         out_p.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise os_error(e, "--out", out_p) from None
+    schema = row_schema(cases[0]["axis_types"] if cases else {})
     with FolderLock(out_p, "--out"):
-        manifest = _manifest(spec, spec_path, cases)
+        manifest = _manifest(spec, spec_path, cases, schema)
         try:
             current = (out_p / MANIFEST).read_text()
         except (OSError, UnicodeDecodeError):
@@ -524,10 +636,12 @@ def run_sweep(spec_path: str, out: str, workers: int = 1, scheduler: str | None 
         ids = {c["case_id"] for c in cases}
         stale = [q for q in cdir.glob("*.parquet") if q.stem not in ids] if cdir.is_dir() else []
         try:
-            if current != manifest:             # written only when it changes (a finished sweep resumes read-only)
-                write_atomic(out_p / MANIFEST, manifest)
             for q in stale:                     # cases no longer in the spec, or whose instance changed
                 q.unlink()
+            if current != manifest:             # rows of another fleetopt or spec: to the declared schema,
+                if cdir.is_dir():               # then the manifest (written only when it changes, so a
+                    conform_rows(cdir, schema)  # finished sweep resumes read-only)
+                write_atomic(out_p / MANIFEST, manifest)
         except OSError as e:
             raise os_error(e, "--out", out_p) from None
         if cdir.is_dir():
@@ -545,7 +659,7 @@ def _run(spec, cases, out_p: Path, workers, scheduler, retry_failed, progress, c
     if progress and todo:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(todo), unit="case", desc=spec.name, dynamic_ncols=True)
+        bar = tqdm(total=len(todo), unit="case", desc=spec.name, dynamic_ncols=True, delay=2.0)   # on stderr
     results: list[dict] = []
 
     def took(rows):
@@ -600,18 +714,92 @@ def _run(spec, cases, out_p: Path, workers, scheduler, retry_failed, progress, c
             "errors": [f"{r['case_id']}: {r['error']}" for r in failed[:10]]}
 
 
+# ---- Dask: workers share nothing with the client but the network ---------------------------
+
+def portable(chunk: list[dict]) -> tuple[list[dict], dict[str, bytes]]:
+    """A chunk a worker on another machine can solve: each case lists the files its
+    instance reads as (component, content hash, file name), and the contents travel once
+    per chunk (hash -> bytes)."""
+    blobs: dict[str, bytes] = {}
+    out = []
+    for c in chunk:
+        refs = []
+        for name, path in input_files(c["inst"], Path(c["base"])):
+            try:
+                data = path.read_bytes()
+            except OSError as e:
+                raise FleetoptError(f"sweep: cannot read '{path}' to send it to the workers ({e.strerror})") from None
+            digest = hashlib.sha256(data).hexdigest()
+            blobs[digest] = data
+            refs.append((name, digest, path.name))
+        out.append({**c, "input_files": refs})
+    return out, blobs
+
+
+def _localise(case: dict, blobs: dict[str, bytes], root: Path) -> dict:
+    """On a worker: the case's input files written under ``root`` (by content hash, once
+    per worker) and its instance pointed at them."""
+    from fleetopt.files import write_atomic
+    from fleetopt.schema import replace
+
+    inst = case["inst"]
+    for name, digest, fname in case.get("input_files") or ():
+        path = root / digest / fname
+        if not path.is_file():
+            write_atomic(path, blobs[digest])
+        dist = inst.workload.distribution
+        if name is None:
+            dist = replace(dist, path=str(path))
+        else:
+            comp = dist.components[name]
+            comps = {**dist.components, name: replace(comp, workload=replace(comp.workload, path=str(path)))}
+            dist = replace(dist, components=comps)
+        inst = replace(inst, workload=replace(inst.workload, distribution=dist))
+    return {**case, "inst": inst}
+
+
+def solve_chunk(cases: list[dict], blobs: dict[str, bytes], reuse: bool, catalog: Any,
+                calibration: tuple[Any, str, str]) -> list[dict]:
+    """A Dask worker's chunk: the rows are returned to the client, which writes them;
+    nothing is read from or written to the client's folders.  ``catalog``: the client's
+    loaded catalog; ``calibration``: its (Calibration, label, source) in use."""
+    import tempfile
+
+    from fleetopt.physics.calibration import use_calibration
+
+    use_calibration(*calibration)
+    root = Path(tempfile.gettempdir()) / "fleetopt-sweep-inputs"
+    return [solve_case(_localise(c, blobs, root), reuse, catalog=catalog) for c in cases]
+
+
 def _run_dask(scheduler: str, parts, out_p: Path, reuse: bool, catalog_files, took) -> None:
+    """The chunks on a Dask cluster: each worker gets its cases, the files they read, the
+    catalog and the calibration, and returns rows; the client writes each row atomically as
+    its chunk completes (a chunk Dask runs twice after a worker died is written once per
+    completion, to the same name: still one row per case)."""
     from dask.distributed import Client, as_completed
+
+    from fleetopt.catalog import load_catalog
+    from fleetopt.physics.calibration import active_calibration, active_label, active_source
 
     try:
         client = Client(scheduler, timeout="10s")
     except (OSError, TimeoutError, ValueError) as e:
         raise FleetoptError(f"--scheduler: cannot reach '{scheduler}' ({str(e).splitlines()[0]})") from None
+    cat = load_catalog(tuple(catalog_files))
+    cal = (active_calibration(), active_label(), active_source())
+    schema = row_schema(parts[0][0]["axis_types"])
     with client:
-        futs = [client.submit(run_chunk, p, str(out_p.resolve()), reuse, catalog_files, pure=False) for p in parts]
+        futs = []
+        for p in parts:
+            cases, blobs = portable(p)
+            futs.append(client.submit(solve_chunk, cases, blobs, reuse, cat, cal, pure=False))
         try:
             for fut in as_completed(futs):
-                took(fut.result())
+                rows = fut.result()
+                for row in rows:
+                    _write_row(out_p, row, schema)
+                took([_brief(r) for r in rows])
         except BaseException:
             client.cancel(futs)
             raise

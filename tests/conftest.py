@@ -33,3 +33,12 @@ def _packaged_calibration():
     use_calibration(DEFAULT, "packaged", "packaged")
     yield
     use_calibration(DEFAULT, "packaged", "packaged")
+
+
+@pytest.fixture(autouse=True)
+def _no_progress():
+    """Every test ends with progress off (a CLI test on a forced terminal turns it on)."""
+    yield
+    from fleetopt import console
+
+    console.configure(progress=False)

@@ -338,10 +338,10 @@ def test_max_throughput_needs_a_cap(capsys):
     assert "facility_cap_mw" in capsys.readouterr().err
 
 
-def test_out_writes_three_files_and_never_overwrites(tmp_path, capsys):
+def test_out_writes_the_report_and_never_overwrites(tmp_path, capsys):
     out = tmp_path / "plan"
     assert main(["solve", str(INST / "paper-azure-h100.yaml"), "--out", str(out), "--format", "json"]) == 0
-    assert {p.name for p in out.iterdir()} == {"plan.json", "pools.csv", "plan.md"}
+    assert {p.name for p in out.iterdir()} >= {"plan.json", "pools.csv", "plan.md", "plan.html"}
     before = (out / "plan.json").read_text()
     assert json.loads(before)["solver"]["status"] == "optimal"
     assert main(["solve", str(INST / "paper-azure-h100.yaml"), "--out", str(out)]) == 2

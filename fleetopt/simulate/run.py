@@ -211,10 +211,13 @@ def simulate(inst: Instance, base: Path, topology: list[PoolChoice], requests: i
     trace replayed with ``arrivals="trace"``); ``instances`` overrides the analytical
     instance counts per pool (used by --repair); ``prefill_batch_tokens`` lets the prefill
     instances of split pools batch waiting prompts up to that many tokens."""
+    from fleetopt.console import bar
+
     writer = _TraceWriter(trace_out, force)
     try:
-        res = _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, arrivals, writer,
-                        prefill_batch_tokens)
+        with bar(requests, "simulating", "req") as progress:
+            res = _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, arrivals, writer,
+                            prefill_batch_tokens, progress.update)
     except OSError as e:                    # the trace's rows could not be written (a full disk)
         from fleetopt.files import os_error
 
@@ -230,7 +233,7 @@ def simulate(inst: Instance, base: Path, topology: list[PoolChoice], requests: i
 
 
 def _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, arrivals, writer,
-              prefill_batch_tokens=None) -> dict:
+              prefill_batch_tokens=None, tick=None) -> dict:
     from fleetopt.catalog import load_catalog
 
     t0 = time.perf_counter()
@@ -289,6 +292,8 @@ def _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, 
                                          writer.recorder(k, arr, inp, out, int(np.searchsorted(arr, warm_ms))),
                                          prefill_batch_tokens)
                           if n else ({}, PoolStats()))
+            if tick is not None:
+                tick(n)
             stats.append(st)
             f = _figures([st], inst.power.pue)
             pools_out.append({"lo_tokens": sized["lo_tokens"], "hi_tokens": sized["hi_tokens"],
@@ -328,7 +333,7 @@ def _simulate(inst, base, topology, requests, seed, catalog, instances, warmup, 
                 spec.step_and_power = _at_kv(sp_fn, kv)       # power at the pool's mean KV
             st = simulate_pool(spec, arr.tolist(), inp.tolist(), out.tolist(), pre.tolist(), warm,
                                inst.slo.ttft_p99_ms, inst.slo.tpot_p99_ms, writer.recorder(k, arr, inp, out, warm),
-                               service_ms=svc)
+                               service_ms=svc, tick=tick)
         stats.append(st)
         f = _figures([st], inst.power.pue)
         util = st.busy_slot_ms / (n_inst * max(sized["slots"], 1) * st.window_ms) if st.window_ms and n_inst else 0.0
