@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from fleetopt import lazy
 from fleetopt.physics.energy import tokens_per_joule
 from fleetopt.plan import Plan
+from fleetopt.plan_report.inputs import plan_inputs
 from fleetopt.problem import Problem
 from fleetopt.profiles.point import as_admission
 from fleetopt.sizing import PoolSizing, pool_rows, size_pool
@@ -92,7 +93,7 @@ def evaluate(problem: Problem, topology: Sequence[PoolChoice], admission: str | 
         fleet["facility_cap_mw"] = pw.cap_mw
         fleet["within_power_cap"] = prov_w <= pw.cap_w * (1 + 1e-12)
     return Plan("evaluate", problem.name, problem.mode.name, problem.instance.model, tuple(topology), tuple(pools),
-                tuple(pool_rows(pools)), fleet, problem.inputs(rate), admission=adm)
+                tuple(pool_rows(pools)), fleet, plan_inputs(problem), admission=adm)
 
 
 

@@ -10,6 +10,7 @@ instance given as a mapping resolves them against the current folder.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,7 @@ Overrides = Mapping[str, Any] | Sequence[str]
 ``["workload.arrival_rate=300"]`` (values parsed as YAML, as the command line takes them)."""
 
 _SOURCE = "_fleetopt_source"
+_OVERRIDES = "_fleetopt_overrides"
 
 
 def _parse_value(text: str) -> Any:
@@ -189,6 +191,21 @@ def remember_source(inst: Instance, source: str, base: Path) -> Instance:
     return inst
 
 
+def remember_overrides(inst: Instance, overrides: Overrides | None) -> Instance:
+    """Record the overrides ``inst`` was read with (a plan's inputs name them)."""
+    if isinstance(overrides, Mapping):
+        said = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+    else:
+        said = [str(s) for s in overrides or ()]
+    setattr(inst, _OVERRIDES, tuple(said))
+    return inst
+
+
+def overrides_of(inst: Instance) -> list[str]:
+    """The overrides ``inst`` was read with, as ``--set`` takes them (none when unknown)."""
+    return list(getattr(inst, _OVERRIDES, ()))
+
+
 def source_of(inst: Instance) -> tuple[str, Path]:
     """(the file it was read from, or "", the folder its relative paths resolve against:
     the file's, else the current folder)."""
@@ -204,6 +221,7 @@ def revalidate(inst: Instance, catalog: Catalog) -> Instance:
     source, base = source_of(inst)
     fresh = validate_instance(to_builtins(inst), source)
     check_instance(fresh, catalog, source)
+    remember_overrides(fresh, overrides_of(inst))
     return remember_source(fresh, source, base)
 
 
@@ -222,4 +240,5 @@ def load_instance(source: str | os.PathLike[str] | Mapping[str, Any], overrides:
     if catalog is not None:
         check_instance(inst, catalog, name)
     apply_instance_calibration(inst.calibration, base)
+    remember_overrides(inst, overrides)
     return remember_source(inst, name, base)

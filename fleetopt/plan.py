@@ -5,7 +5,8 @@ as dicts), the fleet totals, and for a solved plan the baselines, the gains over
 the solver's statistics (status, objective, bound, gap, B&B nodes, root bound), plus the
 inputs that matter (SLOs, power cap and basis, calibration, fleetopt version).
 ``to_dict`` is the JSON the command line prints (``fleetopt solve --format json``);
-``write`` puts plan.json, pools.csv and plan.md in a folder as one set.
+``write`` puts the plan report in a folder as one set (``fleetopt.plan_report``: plan.json,
+pools.csv, plan.md, plan.html and the plots).
 
 ``check_plan(problem, plan)`` recomputes every constraint of a plan from its pools: every
 length served exactly once (mixed shares summing to 1), at most K ranges, stock per GPU
@@ -15,7 +16,6 @@ and the fleet totals as sums of the pools.  Every solve runs it.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections.abc import Sequence
@@ -26,7 +26,8 @@ import msgspec
 
 from fleetopt import atomic
 from fleetopt.errors import FleetoptError, PlanCheckError
-from fleetopt.render import table, to_csv, to_json
+from fleetopt.plan_report import OUT_FILES, report_markdown, write_report
+from fleetopt.render import table, to_json
 from fleetopt.sizing import PoolSizing
 from fleetopt.topology import PoolChoice, groups, parse_topology, topology_spec
 
@@ -34,9 +35,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from fleetopt.problem import Problem
-
-OUT_FILES = ["plan.json", "pools.csv", "plan.md"]
-"""What ``Plan.write`` puts in its folder."""
 
 REL_TOL = 1e-9
 """Relative tolerance of ``check_plan`` (the solver's own is 1e-9 on feasibility)."""
@@ -120,8 +118,8 @@ class Plan(msgspec.Struct, frozen=True, eq=False):
         return solve_tables(self.to_dict()) if self.kind == "solve" else fleet_tables(self.to_dict())
 
     def to_markdown(self) -> str:
-        """``plan.md``: the tables of ``to_text`` under a title."""
-        return f"# fleetopt plan: {self.instance}\n\n```\n{self.to_text()}\n```\n"
+        """The plan as Markdown tables (``plan.md`` of its report, without the plots)."""
+        return report_markdown(self.to_dict())
 
     def summary_row(self) -> dict[str, Any]:
         """One flat row for a sweep's table: status, topology, ranges, boundaries, GPU types,
@@ -143,6 +141,7 @@ class Plan(msgspec.Struct, frozen=True, eq=False):
                 "homog_gpus": h["gpus"] if h else None,
                 "two_pool_tokens_per_joule": two["tokens_per_joule"] if two else None,
                 "gain_vs_homog": (self.gains or {}).get("vs_homogeneous", {}).get("tokens_per_joule") if h else None,
+                "demand_scale": (self.throughput or {}).get("demand_scale"),
                 "gap": s.get("gap"), "solver_seconds": s.get("solve_seconds")}
 
     def verification_text(self) -> list[str]:
@@ -163,20 +162,19 @@ class Plan(msgspec.Struct, frozen=True, eq=False):
     # ---- files ----------------------------------------------------------------------------
 
     def write(self, folder: str | Path, force: bool = False) -> list[Path]:
-        """plan.json, pools.csv and plan.md as one set (``fleetopt.atomic.write_set``): a kill
-        at any moment leaves the whole old plan or the whole new one; a full or read-only
-        disk is one line and leaves nothing behind.  An earlier plan is replaced only with
-        ``force``; a folder holding other files is refused."""
-        texts = {"plan.json": self.to_json() + "\n", "pools.csv": to_csv(list(self.pool_rows)),
-                 "plan.md": self.to_markdown()}
-        writers = {n: functools.partial(atomic.write_atomic, data=texts[n]) for n in OUT_FILES}
-        atomic.write_set(folder, writers, "--out", force)
-        return [Path(folder) / n for n in OUT_FILES]
+        """The plan report (``fleetopt.plan_report``: plan.json with its inputs, pools.csv,
+        plan.md, plan.html and the plots) as one set: a kill at any moment leaves the whole
+        old report or the whole new one; a full or read-only disk is one line and leaves
+        nothing behind.  An earlier report is replaced only with ``force``; a folder
+        holding other files is refused.  Returns the files written."""
+        result = self.to_dict()
+        result.setdefault("topology", self.spec)        # an evaluated plan's JSON has none; its report does
+        return [Path(p) for p in write_report(result, folder, force=force)]
 
 
 def check_out_folder(folder: str | Path) -> list[str]:
-    """Refuse (one line) a folder a plan cannot be written to; the plan files it holds
-    (those ``Plan.write`` replaces only with ``force``)."""
+    """Refuse (one line) a folder a plan report cannot be written to; the report files it
+    holds (those ``Plan.write`` replaces only with ``force``)."""
     return atomic.check_set_target(folder, OUT_FILES, "--out", force=True)
 
 

@@ -35,7 +35,6 @@ from fleetopt.records import replace
 from fleetopt.routing import Router
 from fleetopt.sizing import Slo
 from fleetopt.units import host_w_per_gpu, mw_to_w
-from fleetopt.version import __version__
 from fleetopt.workload import LengthDist
 from fleetopt.workload_files import load_workload, resolve_path
 
@@ -217,18 +216,6 @@ class Problem(msgspec.Struct, frozen=True, eq=False):
             if ctx and up > ctx:
                 raise FleetoptError(f"topology: the pool up to {up} tokens is longer than {self.instance.model}'s "
                                     f"context window of {ctx} tokens")
-
-    def inputs(self, rate: float | None = None) -> dict[str, Any]:
-        """What a plan was computed from: SLOs, power cap and basis, calibration, mode,
-        objective, arrival rate, fleetopt version (a plan's ``inputs`` block)."""
-        pw = self.power
-        return {"slo": {"ttft_p99_ms": self.slo.ttft_p99_ms, "tpot_p99_ms": self.slo.tpot_p99_ms,
-                        "max_utilization": self.slo.max_utilization},
-                "power": {"facility_cap_mw": pw.cap_mw, "pue": pw.pue, "host_w_per_gpu": pw.host_w_per_gpu,
-                          "provisioning": pw.basis},
-                "mode": self.mode.name, "objective": self.objective,
-                "arrival_rate": self.rate if rate is None else rate, "calibration": self.calibration_label,
-                "fleetopt_version": __version__}
 
     # ---- variants -------------------------------------------------------------------------
 

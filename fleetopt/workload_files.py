@@ -93,12 +93,14 @@ def _component(d: Component, base: Path, key: str, max_out: int | None,
                           max_tokens=d.max_tokens, max_output_tokens=max_out), None
 
 
-def data_files(wl: Workload) -> list[str]:
+def data_files(wl: Workload) -> list[tuple[str | None, str]]:
     """The files the workload reads (its CDF, histogram or trace ``path``, a mixture's
-    components' ones), as the instance names them."""
+    components' ones) as (mixture component name, or None for the distribution itself;
+    the path as the instance names it)."""
     d = wl.distribution
-    comps = [c.workload for c in d.components.values()] if isinstance(d, MixtureWorkload) else [d]
-    return [p for c in comps if (p := getattr(c, "path", None))]
+    comps: list[tuple[str | None, Component]] = (
+        [(name, c.workload) for name, c in d.components.items()] if isinstance(d, MixtureWorkload) else [(None, d)])
+    return [(name, p) for name, c in comps if (p := getattr(c, "path", None))]
 
 
 def load_workload(wl: Workload, base: Path) -> tuple[LengthDist, float]:

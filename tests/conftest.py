@@ -60,3 +60,12 @@ def pytest_sessionfinish(session, exitstatus):
                    and not Path(m.__file__).resolve().is_relative_to(REPO))
     if stray:
         raise RuntimeError(f"modules imported from outside {REPO}: {', '.join(stray)}")
+
+
+@pytest.fixture(autouse=True)
+def _no_progress():
+    """Every test ends with progress off (a CLI test on a forced terminal turns it on)."""
+    yield
+    from fleetopt import console
+
+    console.configure(progress=False)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from fleetopt.errors import FleetoptError
-from fleetopt.files import read_yaml_mapping
+from fleetopt.files import parse_yaml, read_yaml_mapping
 from fleetopt.records import Frozen, NonNeg, NonNegInt, Pos, PosInt, Record, convert
 
 R = TypeVar("R")
@@ -218,6 +218,8 @@ class Catalog:
         self.models = {m.id: m for m in models}
         self._gpu_alias = {_norm(a): g.id for g in gpus for a in (g.id, *g.aliases)}
         self._model_alias = {_norm(a): m.id for m in models for a in (m.id, *m.aliases)}
+        self.files: tuple[str, ...] = ()
+        """The catalog files read besides the packaged ones (``--catalog``, ``$FLEETOPT_CATALOG``)."""
 
     def gpu(self, ident: str) -> Gpu:
         """The GPU of id or alias ``ident`` (case and punctuation ignored); unknown: one line."""
@@ -263,8 +265,6 @@ def _merge(base: dict[str, dict[str, Any]], entries: list[Any], kind: str, src: 
 @lru_cache(maxsize=8)
 def load_catalog(extra_files: tuple[str, ...] = ()) -> Catalog:
     """The packaged catalog plus ``extra_files`` and ``$FLEETOPT_CATALOG`` (later wins)."""
-    from fleetopt.files import parse_yaml
-
     pkg = resources.files("fleetopt.catalog")
     gpus: dict[str, dict] = {}
     models: dict[str, dict] = {}
@@ -273,7 +273,8 @@ def load_catalog(extra_files: tuple[str, ...] = ()) -> Catalog:
         ("models.yaml", parse_yaml(pkg.joinpath("models.yaml").read_text())),
     ]
     env = os.environ.get("FLEETOPT_CATALOG", "")
-    for f in [*(p for p in env.split(os.pathsep) if p), *extra_files]:
+    files = [*(p for p in env.split(os.pathsep) if p), *extra_files]
+    for f in files:
         sources.append((f, _read_yaml(Path(f))))
     for src, data in sources:
         parsed = convert(data, _CatalogFile, src)
@@ -281,7 +282,9 @@ def load_catalog(extra_files: tuple[str, ...] = ()) -> Catalog:
         _merge(models, parsed.models, "models", src)
     g = [_validate("gpus", Gpu, e, i, "catalog") for i, e in enumerate(gpus.values())]
     m = [_validate("models", Model, e, i, "catalog") for i, e in enumerate(models.values())]
-    return Catalog(g, m)
+    cat = Catalog(g, m)
+    cat.files = tuple(str(f) for f in files)
+    return cat
 
 
 def gpu_table(cat: Catalog) -> list[dict]:

@@ -18,6 +18,7 @@ from typing import TextIO
 
 import click
 
+from fleetopt import console
 from fleetopt.cli.app import cli
 from fleetopt.errors import FleetoptError, FleetoptWarning, InfeasibleError, NoPlanInTimeError
 
@@ -31,7 +32,8 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
                   file: TextIO | None = None, line: str | None = None) -> None:
     """``FleetoptWarning`` as one line on stderr; anything else as Python shows it."""
     if isinstance(category, type) and issubclass(category, FleetoptWarning):
-        click.echo(f"fleetopt: warning: {message}", err=True)
+        if not console.quiet():
+            click.echo(f"fleetopt: warning: {message}", err=True)
     else:
         _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
 
@@ -42,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     system would not write or an internal error)."""
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    console.configure(quiet=False)                              # the group's -q/--quiet may change it
     with warnings.catch_warnings():
         warnings.simplefilter("default", FleetoptWarning)       # each distinct warning once
         warnings.showwarning = _show_warning

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from fleetopt import lazy
+from fleetopt import console, lazy
 from fleetopt.calibration_files import load_calibration
 from fleetopt.catalog import Catalog, load_catalog
 from fleetopt.errors import FleetoptError
@@ -69,13 +69,17 @@ class Group(click.Group):
               envvar="FLEETOPT_CALIBRATION",
               help="Calibration file from 'fleetopt calibrate' (also $FLEETOPT_CALIBRATION); default: packaged.")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress bars and no warnings on stderr (errors are still shown).")
 @click.version_option(package_name="fleetopt")
 @click.pass_context
-def cli(ctx: click.Context, catalog: tuple[str, ...], calibration: str | None, debug: bool) -> None:
+def cli(ctx: click.Context, catalog: tuple[str, ...], calibration: str | None, debug: bool, quiet: bool) -> None:
     """Plan LLM serving fleets for tokens per joule: pool boundaries, GPU types, counts."""
     ctx.ensure_object(dict)
     ctx.obj["catalog"] = catalog
     ctx.obj["debug"] = debug
+    ctx.obj["quiet"] = quiet
+    console.configure(quiet=quiet)
     if calibration:
         load_calibration(calibration)
 
@@ -85,6 +89,10 @@ mode_opt = click.option("--mode", type=click.Choice(["physical", "paper", "paper
 set_opt = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
                        help="Override an instance field (repeatable), e.g. --set workload.arrival_rate=500.")
 format_opt = click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+out_opt = click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+                       help="Folder for the plan report: plan.json, pools.csv, plan.md, plan.html and PNG plots "
+                            "(written as one set).")
+force_opt = click.option("--force", is_flag=True, help="Replace an earlier report in --out.")
 
 
 def catalog_files(ctx: click.Context) -> tuple[str, ...]:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from fleetopt import lazy
-from fleetopt.cli.app import emit, format_opt, load, set_opt
+from fleetopt import console, lazy
+from fleetopt.cli.app import emit, force_opt, format_opt, load, out_opt, set_opt
 from fleetopt.errors import FleetoptError
 from fleetopt.evaluation import evaluate as evaluate_fleet
 from fleetopt.plan import Plan, check_out_folder
@@ -39,18 +39,25 @@ def _show(plan: Plan, fmt: str) -> bool:
               help="Admission policy (default: the instance's first).")
 @set_opt
 @format_opt
+@out_opt
+@force_opt
 @click.pass_context
 def evaluate(ctx: click.Context, instance: str, topology: str, admission: str | None, overrides: tuple[str, ...],
-             fmt: str) -> None:
+             fmt: str, out_dir: str | None, force: bool) -> None:
     """Size and score a given fleet: instances per pool, SLOs, power, tokens per joule."""
     problem = load(ctx, instance, overrides)
-    _show(evaluate_fleet(problem, parse_topology(topology), admission), fmt)
+    if out_dir:
+        force = check_out(out_dir, force)
+    plan = evaluate_fleet(problem, parse_topology(topology), admission)
+    if out_dir:
+        plan.write(out_dir, force)
+    _show(plan, fmt)
 
 
-def _check_out(out_dir: str, force: bool) -> bool:
-    """Before solving: refuse an --out folder that cannot take the plan (one line), asking
-    on an interactive terminal before replacing an earlier plan.  Returns the force to
-    write with."""
+def check_out(out_dir: str, force: bool) -> bool:
+    """Before the work: refuse an --out folder that cannot take the plan report (one line),
+    asking on an interactive terminal before replacing an earlier report.  Returns the
+    force to write with."""
     held = check_out_folder(out_dir)
     if held and not force:
         if sys.stdin.isatty() and click.confirm(f"overwrite {', '.join(held)} in {out_dir}?", default=False,
@@ -64,10 +71,9 @@ def _check_out(out_dir: str, force: bool) -> bool:
 @click.argument("instance", type=click.Path(dir_okay=False, allow_dash=True))
 @set_opt
 @format_opt
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Folder for plan.json, pools.csv and plan.md (written atomically).")
-@click.option("--force", is_flag=True, help="Replace existing files in --out.")
-@click.option("--verbose", is_flag=True, help="Show the HiGHS log.")
+@out_opt
+@force_opt
+@click.option("--verbose", is_flag=True, help="Show the HiGHS log (on stderr).")
 @click.option("--verify", is_flag=True, help="Simulate the plan and report both (flagged if an SLO is missed).")
 @click.option("--repair", is_flag=True, help="With --verify: add instances to failing pools until the SLOs hold.")
 @click.option("--requests", type=click.IntRange(min=100, max=100_000_000), default=100_000, show_default=True,
@@ -82,8 +88,10 @@ def solve(ctx: click.Context, instance: str, overrides: tuple[str, ...], fmt: st
     """Optimal pool boundaries, GPU types and counts (MILP, HiGHS), with baselines and gains."""
     problem = load(ctx, instance, overrides)
     if out_dir:
-        force = _check_out(out_dir, force)
-    plan = solve_fleet(problem, workers=workers or min(2, os.cpu_count() or 1), verbose=verbose)
+        force = check_out(out_dir, force)
+    # the HiGHS log on stderr, never stdout
+    with (console.stdout_to_stderr() if verbose else console.activity("solving")):
+        plan = solve_fleet(problem, workers=workers or min(2, os.cpu_count() or 1), verbose=verbose)
     if verify or repair:
         plan = plan.replace(verification=lazy.load(VERIFY)(problem, plan, requests, seed, fix=repair))
     if out_dir:

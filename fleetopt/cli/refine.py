@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
-import sys
 
 import click
 
-from fleetopt.cli.app import emit, format_opt, load, set_opt
+from fleetopt.cli.app import emit, force_opt, format_opt, load, out_opt, set_opt
+from fleetopt.cli.plan import check_out
+from fleetopt.console import progress_enabled
 from fleetopt.errors import FleetoptError
+from fleetopt.plan_report import plan_from_refine, write_report
+from fleetopt.plan_report.inputs import plan_inputs
 from fleetopt.refinement import refine as run
 from fleetopt.render import table
 
@@ -27,16 +30,22 @@ from fleetopt.render import table
 @click.option("--verify", is_flag=True, help="Simulate the refined plan (50,000 requests) and report it.")
 @set_opt
 @format_opt
+@out_opt
+@force_opt
 @click.pass_context
 def refine(ctx: click.Context, instance: str, trials: int, timeout_s: float | None, storage: str | None,
            study_name: str | None, seed: int, pareto: str | None, verify: bool, overrides: tuple[str, ...],
-           fmt: str) -> None:
+           fmt: str, out_dir: str | None, force: bool) -> None:
     """Optuna refinement of the non-convex knobs, seeded by the MILP plan."""
     if timeout_s is not None and not math.isfinite(timeout_s):
         raise FleetoptError(f"--timeout: must be a finite number of seconds, got {timeout_s}")
     problem = load(ctx, instance, overrides)
-    res = run(problem, trials, timeout_s, storage, study_name, seed, pareto,
-              progress=(fmt == "table" and sys.stderr.isatty()), verify=verify)
+    if out_dir:
+        force = check_out(out_dir, force)
+    res = run(problem, trials, timeout_s, storage, study_name, seed, pareto, progress=progress_enabled(),
+              verify=verify)
+    if out_dir:
+        write_report(plan_from_refine(res), out_dir, plan_inputs(problem), force)
     if fmt == "json":
         emit(res, "json")
         return

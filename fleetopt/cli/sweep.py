@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from fleetopt.cli.app import catalog_files, emit
+from fleetopt.console import progress_enabled
 from fleetopt.sweeps import run_sweep
 from fleetopt.sweeps.report import report
 
@@ -24,7 +23,7 @@ from fleetopt.sweeps.report import report
 def sweep(ctx: click.Context, spec: str, out_dir: str, workers: int, scheduler: str | None, retry_failed: bool,
           force: bool, fmt: str) -> None:
     """Solve every case of a sweep spec; resumable (finished cases are skipped)."""
-    res = run_sweep(spec, out_dir, workers, scheduler, retry_failed, progress=(fmt == "table" and sys.stderr.isatty()),
+    res = run_sweep(spec, out_dir, workers, scheduler, retry_failed, progress=progress_enabled(),
                     force=force, catalog_files=catalog_files(ctx))
     if fmt == "json":
         emit(res, "json")

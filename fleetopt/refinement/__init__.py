@@ -36,6 +36,11 @@ What keeps a study sound (``SafeJournal``, ``open_study``):
 * each trial records its host and process; on resume, RUNNING trials of processes that
   are gone are marked FAIL;
 * Ctrl-C or SIGTERM lets the running trial finish, then ends with one line (exit 130).
+
+The study's objectives are named (``study.set_metric_names``: ``tokens_per_joule`` or
+``cost_per_hour``, and the Pareto metric), and a pruned trial records why in its user
+attribute ``pruned_because``; the result's ``history`` lists every trial (state, values,
+prune reason) for the optimisation-history plot of ``refine --out``.
 """
 
 from __future__ import annotations
@@ -49,7 +54,17 @@ from fleetopt.problem import Problem
 from fleetopt.procs import stop_on_signals
 from fleetopt.refinement.journal import storage_for, write_failure
 from fleetopt.refinement.search import PARETO, Search
-from fleetopt.refinement.study import OWNER_ATTR, RUN_ATTR, fail_dead_trials, open_study, owner_record, problem_hash
+from fleetopt.refinement.study import (
+    OWNER_ATTR,
+    PRUNE_ATTR,
+    RUN_ATTR,
+    fail_dead_trials,
+    history,
+    name_metrics,
+    open_study,
+    owner_record,
+    problem_hash,
+)
 from fleetopt.simulator.run import misses, simulate
 from fleetopt.solver import solve
 
@@ -92,23 +107,37 @@ def refine(problem: Problem, trials: int = 100, timeout_s: float | None = None, 
     if not any(t.state.name in ("COMPLETE", "WAITING") for t in study.trials):     # the MILP plan first
         study.enqueue_trial(search.seed_params())
     stop: list[int] = []
+    name_metrics(study, search.metric_names())
 
     def objective(trial: Any) -> float | tuple[float, float]:
-        """One trial: its knobs suggested, evaluated, its topology recorded."""
+        """One trial: its knobs suggested, evaluated, its topology recorded (a pruned one
+        records why, for the dashboard and the history plot)."""
         trial.set_user_attr(OWNER_ATTR, owner)
-        problem_t, topo = search.suggest(trial)
-        plan = search.evaluate(problem_t, topo)
+        try:
+            problem_t, topo = search.suggest(trial)
+            plan = search.evaluate(problem_t, topo)
+        except optuna.TrialPruned as e:
+            trial.set_user_attr(PRUNE_ATTR, str(e) or "pruned")
+            raise
         trial.set_user_attr("topology", plan.spec)
         return search.values(plan)
 
+    bar = None
+    if progress:                                    # on stderr, from 2 s on
+        from tqdm import tqdm  # heavy: progress bars
+
+        bar = tqdm(total=trials, desc="refine", unit="trial", delay=2.0, leave=False, dynamic_ncols=True)
+
     def halt(study_: Any, trial_: Any) -> None:
-        """Stop the study after the running trial when a signal came."""
+        """Count the trial; stop the study after the running trial when a signal came."""
+        if bar is not None:
+            bar.update(1)
         if stop:
             study_.stop()
 
     try:
         with stop_on_signals(lambda signum: stop.append(signum)):
-            study.optimize(objective, n_trials=trials, timeout=timeout_s, show_progress_bar=progress,
+            study.optimize(objective, n_trials=trials, timeout=timeout_s,
                            catch=(FloatingPointError, ZeroDivisionError), callbacks=[halt])
     except Exception as e:     # only a storage that failed to write is turned into one line
         why = write_failure(store, e)
@@ -116,6 +145,9 @@ def refine(problem: Problem, trials: int = 100, timeout_s: float | None = None, 
             raise
         raise FleetoptError(f"--storage: cannot write the study '{name}' ({why}); the trials recorded before "
                             f"are kept") from None
+    finally:
+        if bar is not None:
+            bar.close()
     if stop:
         raise Interrupted(f"study '{name}' keeps {len(study.trials)} trials ({len(study.trials) - before} this run); "
                           f"run the same command again to resume")
@@ -140,10 +172,11 @@ def refine(problem: Problem, trials: int = 100, timeout_s: float | None = None, 
            "improvement": improvement,
            "trials": {"count": len(study.trials), "completed": len(done), "pruned": len(pruned),
                       "this_run": len(study.trials) - before},
-           "seconds": time.perf_counter() - t0, "seed": seed}
+           "seconds": time.perf_counter() - t0, "seed": seed,
+           "metric_names": search.metric_names(), "history": history(study)}
     if verify:                       # the refined plan, knobs included, request by request
         v = simulate(problem_b, topo_b, verify_requests, seed)
-        out["verification"] = {"fleet": v["fleet"], "deviation": v["deviation"], "sim": v["sim"],
+        out["verification"] = {"fleet": v["fleet"], "pools": v["pools"], "deviation": v["deviation"], "sim": v["sim"],
                                "slo_missed": any(p["requests"] and misses(problem.slo, p) for p in v["pools"])}
     if pareto:
         col = PARETO[pareto][0]

@@ -151,6 +151,13 @@ class Search:
             return main, f[PARETO[self.pareto][0]]
         return float(main)
 
+    def metric_names(self) -> list[str]:
+        """The study's objective names (Optuna's plots and dashboard show them)."""
+        names = ["cost_per_hour" if self.problem.objective == "min_cost" else "tokens_per_joule"]
+        if self.pareto:
+            names.append(PARETO[self.pareto][0])
+        return names
+
     def directions(self) -> list[Direction]:
         """The study's directions: maximise tokens per joule (minimise cost), then the Pareto figure."""
         d: list[Direction] = ["minimize" if self.problem.objective == "min_cost" else "maximize"]

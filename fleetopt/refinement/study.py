@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import socket
+import warnings
 from typing import Any, Literal
 
 from fleetopt.errors import FleetoptError
@@ -28,6 +29,8 @@ OWNER_ATTR = "fleetopt_owner"
 RUN_ATTR = "fleetopt_run:"
 """A study attribute per process that ran trials on it (``RUN_ATTR + owner_record()``)."""
 PROBLEM_ATTR = "fleetopt_problem"
+PRUNE_ATTR = "pruned_because"
+"""A pruned trial's user attribute: why (the power cap, an inventory, an SLO, ...)."""
 STALE_UNOWNED_S = 60.0
 """A RUNNING trial without an owner record (killed between its creation and the record)
 is taken as dead after this long."""
@@ -41,7 +44,7 @@ def problem_hash(problem: Problem) -> str:
     d.pop("name", None)
     d.pop("description", None)
     h = hashlib.sha256(json.dumps(d, sort_keys=True).encode())
-    for path in data_files(inst.workload):
+    for _, path in data_files(inst.workload):
         try:
             h.update(problem.path(path).read_bytes())
         except OSError:
@@ -127,3 +130,25 @@ def open_study(name: str, storage: Any, directions: list[Direction], sampler: An
         raise FleetoptError(f"--study: study '{name}' holds {what} (the instance, its --set overrides, its files "
                             f"or the catalog differ); {hint}")
     return study
+
+
+def history(study: Any) -> list[dict[str, Any]]:
+    """Every trial of the study in order: its state, its objective values (None unless
+    complete) and, for a pruned one, why."""
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        out.append({"trial": t.number, "state": t.state.name, "values": list(t.values) if t.values else None,
+                    "pruned_because": t.user_attrs.get(PRUNE_ATTR), "topology": t.user_attrs.get("topology")})
+    return out
+
+
+def name_metrics(study: Any, names: list[str]) -> None:
+    """``study.set_metric_names`` (experimental in Optuna, hence its warning silenced);
+    a study that already has them, or an Optuna without it, is left as it is."""
+    if getattr(study, "metric_names", None) == names or not hasattr(study, "set_metric_names"):
+        return
+    import optuna  # heavy: Optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(names)

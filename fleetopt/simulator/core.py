@@ -148,13 +148,15 @@ a few more): past it the simulation stops with an error instead of running forev
 def simulate_pool(spec: PoolSpec, arrivals_ms: Sequence[float], inp: Sequence[float], out: Sequence[float],
                   prefill_ms: Sequence[float], warm: int, ttft_slo_ms: float, tpot_slo_ms: float | None,
                   record: Callable[[int, float, float, int], None] | None = None,
-                  service_ms: Sequence[float] | None = None) -> PoolStats:
+                  service_ms: Sequence[float] | None = None, tick: Callable[[int], None] | None = None) -> PoolStats:
     """Run one pool over the given requests (arrival times ascending, ms; lengths; prefill
     ms per request).  Requests with index < warm are warm-up.  ``record(rid, first_token_ms,
     finish_ms, instance)``, when given, is called as each request finishes (--trace-out).
     ``service_ms`` (reserve admission only): a fixed time each request holds its slot, from
     admission to its last token, whatever the batch (the published model's M/G/c servers:
-    paper mode); the instance's step function then gives only its power."""
+    paper mode); the instance's step function then gives only its power.  ``tick(n)``,
+    when given, is called with the number of arrivals taken since its last call (every
+    65,536 arrivals and once at the end: a progress bar)."""
     n_req = len(arrivals_ms)
     st = PoolStats()
     if n_req == 0 or spec.instances <= 0:
@@ -352,6 +354,8 @@ def simulate_pool(spec: PoolSpec, arrivals_ms: Sequence[float], inp: Sequence[fl
         if not i & 0xFFFF:
             for h in (st.ttft, st.tpot, st.e2e, st.wait):
                 h.maybe_fold()
+            if tick is not None:
+                tick(0x10000)
         k = argmin()                                   # join the shortest queue (lowest index on ties)
         load[k] += 1
         advance(k, t)
@@ -359,5 +363,7 @@ def simulate_pool(spec: PoolSpec, arrivals_ms: Sequence[float], inp: Sequence[fl
         if B[k] < slots:
             admit(k, t)
             reschedule(k, t)
+    if tick is not None:
+        tick(n_req & 0xFFFF)
     # the tail: busy time after the last arrival is outside the window already
     return st

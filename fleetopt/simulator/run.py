@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from fleetopt import lazy
+from fleetopt import console, lazy
 from fleetopt.atomic import os_error
 from fleetopt.errors import FleetoptError
 from fleetopt.evaluation import evaluate
@@ -79,7 +79,9 @@ def simulate(problem: Problem, topology: Sequence[PoolChoice], requests: int = 1
     instances of split pools batch waiting prompts up to that many tokens."""
     writer = TraceWriter(trace_out, force)
     try:
-        res = _simulate(problem, topology, requests, seed, instances, warmup, arrivals, writer, prefill_batch_tokens)
+        with console.bar(requests, "simulating", "req") as progress:
+            res = _simulate(problem, topology, requests, seed, instances, warmup, arrivals, writer,
+                            prefill_batch_tokens, progress.update)
     except OSError as e:                    # the trace's rows could not be written (a full disk)
         writer.close(False)
         if trace_out is None:
@@ -94,8 +96,9 @@ def simulate(problem: Problem, topology: Sequence[PoolChoice], requests: int = 1
 
 def _simulate(problem: Problem, topology: Sequence[PoolChoice], requests: int, seed: int,
               instances: list[int] | None, warmup: float, arrivals: str, writer: TraceWriter,
-              prefill_batch_tokens: int | None = None) -> dict[str, Any]:
-    """``simulate`` with its trace writer open (module docstring)."""
+              prefill_batch_tokens: int | None = None, tick: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """``simulate`` with its trace writer open (module docstring); ``tick(n)`` counts
+    simulated arrivals (a progress bar)."""
     t0 = time.perf_counter()
     rate = problem.rate
     ana = evaluate(problem, topology).to_dict()
@@ -150,6 +153,8 @@ def _simulate(problem: Problem, topology: Sequence[PoolChoice], requests: int, s
                                          writer.recorder(k, arr, inp, out, int(np.searchsorted(arr, warm_ms))),
                                          prefill_batch_tokens)
                           if n else ({}, PoolStats()))
+            if tick is not None:
+                tick(n)
             stats.append(st)
             f = _figures([st], pue)
             pools_out.append({"lo_tokens": sized["lo_tokens"], "hi_tokens": sized["hi_tokens"],
@@ -189,7 +194,7 @@ def _simulate(problem: Problem, topology: Sequence[PoolChoice], requests: int, s
                 spec.step_and_power = at_kv(sp_fn, kv)       # power at the pool's mean KV
             st = simulate_pool(spec, arr.tolist(), inp.tolist(), out.tolist(), pre.tolist(), warm,
                                slo.ttft_p99_ms, slo.tpot_p99_ms, writer.recorder(k, arr, inp, out, warm),
-                               service_ms=svc)
+                               service_ms=svc, tick=tick)
         stats.append(st)
         f = _figures([st], pue)
         util = st.busy_slot_ms / (n_inst * max(sized["slots"], 1) * st.window_ms) if st.window_ms and n_inst else 0.0

@@ -1,6 +1,7 @@
 """``fleetopt sweep``: many solves from one spec, resumable, local or on a Dask cluster:
-the spec and its cases (``spec``), one case in a worker (``worker``), the driver
-(``driver``) and the report (``report``, ``fleetopt sweep-report``).
+the spec and its cases (``spec``), the rows' declared schema (``rows``), one case in a
+worker (``worker``), the Dask transport (``remote``), the driver (``driver``) and the
+report (``report``, ``fleetopt sweep-report``).
 
 A spec (YAML, validated like instances) names a base instance and how cases vary it:
 
@@ -25,6 +26,9 @@ so a sweep killed at any moment (SIGKILL included) keeps every finished case and
 holds half a row or a duplicate; re-running the command skips the finished cases and
 removes the rows of cases no longer in the spec.  A case that fails while solving is
 recorded with its error and the sweep goes on (``--retry-failed`` runs those again).
+Every row has one declared Arrow schema (``rows``), so pandas, ``pyarrow.dataset``,
+duckdb and polars read ``OUT/cases`` as one table.  With ``--scheduler`` (Dask) the
+workers share nothing with the client but the network (``remote``).
 
 An output folder belongs to one spec (``OUT/sweep.json`` names it, and is rewritten only
 when it changes, so a finished sweep resumes on a read-only disk); another spec is

@@ -16,7 +16,7 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleetopt.atomic import FolderLock, clean_stale, os_error, write_atomic
 from fleetopt.catalog import load_catalog
@@ -24,8 +24,13 @@ from fleetopt.errors import FleetoptError, Interrupted
 from fleetopt.procs import stop_on_signals
 from fleetopt.records import to_builtins
 from fleetopt.render import to_json
+from fleetopt.sweeps.remote import run_dask
+from fleetopt.sweeps.rows import conform_rows, row_schema, schema_text
 from fleetopt.sweeps.spec import SweepSpec, expand, group_key, load_spec
 from fleetopt.sweeps.worker import run_chunk, worker_init
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def finished(out: Path, retry_failed: bool) -> set[str]:
@@ -56,9 +61,11 @@ def chunks(cases: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]
 MANIFEST = "sweep.json"
 
 
-def _manifest(spec: SweepSpec, spec_path: str, cases: list[dict[str, Any]]) -> str:
-    """The text of ``sweep.json``: the spec, its path and its cases' ids, labels, overrides."""
+def _manifest(spec: SweepSpec, spec_path: str, cases: list[dict[str, Any]], schema: pa.Schema) -> str:
+    """The text of ``sweep.json``: the spec, its path, the rows' schema and its cases' ids,
+    labels, overrides."""
     return to_json({"spec": to_builtins(spec), "spec_path": str(Path(spec_path).resolve()),
+                    "row_schema": schema_text(schema),
                     "cases": [{k: c[k] for k in ("case_id", "labels", "overrides")} for c in cases]}) + "\n"
 
 
@@ -114,8 +121,9 @@ def run_sweep(spec_path: str, out: str, workers: int = 1, scheduler: str | None 
         out_p.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise os_error(e, "--out", out_p) from None
+    schema = row_schema(cases[0]["axis_types"] if cases else {})
     with FolderLock(out_p, "--out"):
-        manifest = _manifest(spec, spec_path, cases)
+        manifest = _manifest(spec, spec_path, cases, schema)
         try:
             current = (out_p / MANIFEST).read_text()
         except (OSError, UnicodeDecodeError):
@@ -124,10 +132,12 @@ def run_sweep(spec_path: str, out: str, workers: int = 1, scheduler: str | None 
         ids = {c["case_id"] for c in cases}
         stale = [q for q in cdir.glob("*.parquet") if q.stem not in ids] if cdir.is_dir() else []
         try:
-            if current != manifest:             # written only when it changes (a finished sweep resumes read-only)
-                write_atomic(out_p / MANIFEST, manifest)
             for q in stale:                     # cases no longer in the spec, or whose instance changed
                 q.unlink()
+            if current != manifest:             # rows of another fleetopt or spec: to the declared schema,
+                if cdir.is_dir():               # then the manifest (written only when it changes, so a
+                    conform_rows(cdir, schema)  # finished sweep resumes read-only)
+                write_atomic(out_p / MANIFEST, manifest)
         except OSError as e:
             raise os_error(e, "--out", out_p) from None
         if cdir.is_dir():
@@ -147,7 +157,7 @@ def _run(spec: SweepSpec, cases: list[dict[str, Any]], out_p: Path, workers: int
     if progress and todo:
         from tqdm import tqdm  # heavy: progress bars
 
-        bar = tqdm(total=len(todo), unit="case", desc=spec.name, dynamic_ncols=True)
+        bar = tqdm(total=len(todo), unit="case", desc=spec.name, dynamic_ncols=True, delay=2.0)   # on stderr
     results: list[dict] = []
 
     def took(rows: list[dict[str, Any]]) -> None:
@@ -164,7 +174,7 @@ def _run(spec: SweepSpec, cases: list[dict[str, Any]], out_p: Path, workers: int
             if not parts:
                 pass
             elif scheduler:
-                _run_dask(scheduler, parts, out_p, reuse, catalog_files, took)
+                run_dask(scheduler, parts, out_p, reuse, catalog_files, took)
             elif workers <= 1:
                 for p in parts:
                     took(run_chunk(p, str(out_p), reuse, catalog_files))
@@ -198,22 +208,3 @@ def _run(spec: SweepSpec, cases: list[dict[str, Any]], out_p: Path, workers: int
             "seconds": secs, "cases_per_second": len(results) / secs if secs > 0 and results else None,
             "errors": [f"{r['case_id']}: {r['error']}" for r in failed[:10]]}
 
-
-def _run_dask(scheduler: str, parts: list[list[dict[str, Any]]], out_p: Path, reuse: bool,
-              catalog_files: tuple[str, ...], took: Any) -> None:
-    """The chunks on a Dask cluster (its workers run ``run_chunk``)."""
-    from dask.distributed import Client  # heavy: Dask
-    from dask.distributed import as_completed as dask_completed
-
-    try:
-        client = Client(scheduler, timeout="10s")
-    except (OSError, TimeoutError, ValueError) as e:
-        raise FleetoptError(f"--scheduler: cannot reach '{scheduler}' ({str(e).splitlines()[0]})") from None
-    with client:
-        futs = [client.submit(run_chunk, p, str(out_p.resolve()), reuse, catalog_files, pure=False) for p in parts]
-        try:
-            for fut in dask_completed(futs):
-                took(fut.result())
-        except BaseException:
-            client.cancel(futs)
-            raise

@@ -33,6 +33,7 @@ from fleetopt.files import read_yaml_mapping
 from fleetopt.instance import Instance
 from fleetopt.loading import apply_set, check_instance, load_instance_data, validate_instance
 from fleetopt.records import Meta, Record, convert, field, to_builtins
+from fleetopt.sweeps.rows import axis_types
 from fleetopt.workload_files import data_files, resolve_path
 
 RHS_PATHS = ("power.facility_cap_mw",)   # and gpus.N.max_gpus: fields the columns do not depend on
@@ -102,7 +103,7 @@ def _fmt(v: Any) -> str:
 def _file_digest(inst: Instance, base: Path) -> str:
     """A hash of the files the instance reads (a CSV histogram, CDF or trace)."""
     h = hashlib.sha1()
-    for path in data_files(inst.workload):
+    for _, path in data_files(inst.workload):
         try:
             h.update(resolve_path(base, path).read_bytes())
         except OSError:
@@ -216,6 +217,9 @@ def expand(spec: SweepSpec, spec_dir: Path, catalog: Catalog | None = None,
             j = seen[problem]
             raise FleetoptError(f"{where}: the same problem as case {j + 1} ({_label_text(cases[j]['labels'])})")
         seen[problem] = i
+    types = axis_types(cases)
+    for c in cases:
+        c["axis_types"] = types
     return cases
 
 
