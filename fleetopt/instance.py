@@ -374,7 +374,8 @@ class Instance(Record, kw_only=True, dict=True):
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of the instance format, generated from the records (shipped as
-    ``fleetopt/instance.schema.json``; ``tests/test_instance.py`` checks it is current)."""
+    ``fleetopt/instance.schema.json``; ``tests/test_api.py`` checks it is current)."""
     import msgspec
 
-    return msgspec.json.schema(Instance)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "fleetopt instance",
+            **msgspec.json.schema(Instance)}

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from fleetopt import atomic
+from fleetopt import atomic, lazy
 from fleetopt.errors import FleetoptError, PlanCheckError
-from fleetopt.plan_report import OUT_FILES, report_markdown, write_report
+from fleetopt.plan_report import OUT_FILES
 from fleetopt.render import table, to_json
 from fleetopt.sizing import PoolSizing
 from fleetopt.topology import PoolChoice, groups, parse_topology, topology_spec
@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from fleetopt.problem import Problem
+
+WRITE_REPORT = "fleetopt.plan_report.write:write_report"
+REPORT_MARKDOWN = "fleetopt.plan_report.write:report_markdown"
+"""The plan report's renderers, loaded when a plan is written or shown as Markdown."""
 
 REL_TOL = 1e-9
 """Relative tolerance of ``check_plan`` (the solver's own is 1e-9 on feasibility)."""
@@ -119,7 +123,8 @@ class Plan(msgspec.Struct, frozen=True, eq=False):
 
     def to_markdown(self) -> str:
         """The plan as Markdown tables (``plan.md`` of its report, without the plots)."""
-        return report_markdown(self.to_dict())
+        text: str = lazy.load(REPORT_MARKDOWN)(self.to_dict())
+        return text
 
     def summary_row(self) -> dict[str, Any]:
         """One flat row for a sweep's table: status, topology, ranges, boundaries, GPU types,
@@ -169,7 +174,7 @@ class Plan(msgspec.Struct, frozen=True, eq=False):
         holding other files is refused.  Returns the files written."""
         result = self.to_dict()
         result.setdefault("topology", self.spec)        # an evaluated plan's JSON has none; its report does
-        return [Path(p) for p in write_report(result, folder, force=force)]
+        return [Path(p) for p in lazy.load(WRITE_REPORT)(result, folder, force=force)]
 
 
 def check_out_folder(folder: str | Path) -> list[str]:

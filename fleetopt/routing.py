@@ -29,7 +29,7 @@ from fleetopt.workload import LengthDist
 
 if TYPE_CHECKING:
     from fleetopt.instance import Compress
-    from fleetopt.profiles.paper import SubCdfRouting
+    from fleetopt.profiles.paper_routing import SubCdfRouting
 
 
 def pool_traffic(dist: LengthDist, lo: float, hi: float, next_hi: float | None,
@@ -94,7 +94,7 @@ class Router:
     """The routing of one problem, pool by pool: by routing key over the length
     distribution (``pool_traffic``), or, when the mode routes CDF workloads as the
     published simulator does, by each pool's own sub-CDF (``sub_cdf``,
-    ``fleetopt.profiles.paper.SubCdfRouting``).  ``pool(lo, hi, next_hi)`` gives one pool's
+    ``fleetopt.profiles.paper_routing.SubCdfRouting``).  ``pool(lo, hi, next_hi)`` gives one pool's
     (traffic, window); ``next_hi`` as in ``pool_traffic`` (None for the last pool)."""
 
     def __init__(self, dist: LengthDist, compress: Compress | None = None,

@@ -4,7 +4,7 @@ arrival rate, and the routing key pools are split on.
 Every source becomes the same object, ``LengthDist`` (points sorted by routing key, weights
 summing to 1), built by deterministic quadrature (no sampling, so no seed is needed; the
 one exception is paper mode's optional reproduction of the published simulator's seeded
-Monte-Carlo draws, ``fleetopt.profiles.paper.paper_mc_lengths``):
+Monte-Carlo draws, ``fleetopt.profiles.paper_routing.paper_mc_lengths``):
 
 * ``cdf``        the paper's total-token CDF knots, piecewise uniform between knots, split
                  into input/output by a fixed input share (0.8 in the paper);

@@ -8,7 +8,7 @@ import click
 
 from fleetopt.calibrate import calibrate as run
 from fleetopt.calibrate import read_measurements, write_calibration
-from fleetopt.cli.app import catalog_of, emit, format_opt
+from fleetopt.cli.common import catalog_of, emit, format_opt
 from fleetopt.errors import FleetoptError
 from fleetopt.measurements import METRICS
 from fleetopt.physics.calibration import active_label

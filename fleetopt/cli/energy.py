@@ -10,7 +10,7 @@ import click
 
 from fleetopt.atomic import check_set_target, write_atomic, write_set
 from fleetopt.catalog import Catalog
-from fleetopt.cli.app import catalog_of, emit, format_opt, ints, load, set_opt
+from fleetopt.cli.common import catalog_of, emit, format_opt, ints, load, set_opt
 from fleetopt.energy_map import energy_map, matrix_text, write_heatmap
 from fleetopt.energy_scale import energy_report, solve_for_peak
 from fleetopt.errors import FleetoptError

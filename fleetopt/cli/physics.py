@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from fleetopt.catalog import gpu_table, model_table
-from fleetopt.cli.app import catalog_of, emit, format_opt, ints, mode_opt
+from fleetopt.cli.common import catalog_of, emit, format_opt, ints, mode_opt
 from fleetopt.errors import FleetoptError
 from fleetopt.law import estimate as estimate_point
 from fleetopt.law import law_rows

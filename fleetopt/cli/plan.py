@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from fleetopt import console, lazy
-from fleetopt.cli.app import emit, force_opt, format_opt, load, out_opt, set_opt
+from fleetopt.cli.common import emit, force_opt, format_opt, load, out_opt, set_opt
 from fleetopt.errors import FleetoptError
 from fleetopt.evaluation import evaluate as evaluate_fleet
 from fleetopt.plan import Plan, check_out_folder

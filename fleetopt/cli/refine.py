@@ -6,12 +6,13 @@ import math
 
 import click
 
-from fleetopt.cli.app import emit, force_opt, format_opt, load, out_opt, set_opt
+from fleetopt.cli.common import emit, force_opt, format_opt, load, out_opt, set_opt
 from fleetopt.cli.plan import check_out
 from fleetopt.console import progress_enabled
 from fleetopt.errors import FleetoptError
-from fleetopt.plan_report import plan_from_refine, write_report
+from fleetopt.plan_report import plan_from_refine
 from fleetopt.plan_report.inputs import plan_inputs
+from fleetopt.plan_report.write import write_report
 from fleetopt.refinement import refine as run
 from fleetopt.render import table
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from fleetopt.cli.app import format_opt, load, set_opt, show
+from fleetopt.cli.common import format_opt, load, set_opt, show
 from fleetopt.errors import FleetoptError
 from fleetopt.plan import read_topology
 from fleetopt.render import table

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fleetopt.cli.app import catalog_files, emit
+from fleetopt.cli.common import catalog_files, emit
 from fleetopt.console import progress_enabled
 from fleetopt.sweeps import run_sweep
 from fleetopt.sweeps.report import report

@@ -17,23 +17,16 @@ leaves the whole old set or the whole new one; files get 0666 minus the umask):
   when they apply verification (analytical against simulated P99s), the Pareto front and
   the optimisation history of a refinement.
 
-Nothing here imports matplotlib until a report is rendered.
+``fleetopt.plan_report.write`` renders and writes (its module is loaded when a report is
+written: the start-up of a command without ``--out`` does not pay for it); nothing here
+imports matplotlib until a report is rendered.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from fleetopt import atomic
-from fleetopt.atomic import check_set_target, write_set
-from fleetopt.plan_report import html, markdown
-from fleetopt.plan_report.document import build
-from fleetopt.plan_report.figures import FIGURES, render_png
-from fleetopt.render import to_csv, to_json
+from fleetopt.plan_report.figures import FIGURES
 
 TEXT_FILES = ["plan.json", "pools.csv", "plan.md", "plan.html"]
 OUT_FILES = TEXT_FILES + [name for name, _, _ in FIGURES]
@@ -60,50 +53,3 @@ def with_inputs(result: dict[str, Any], inputs: dict[str, Any] | None) -> dict[s
     """The result with its ``inputs`` block (``inputs`` completing one the result has)."""
     merged = {**(result.get("inputs") or {}), **(inputs or {})}
     return {**result, "inputs": merged} if merged else dict(result)
-
-
-def report_markdown(result: dict[str, Any], inputs: dict[str, Any] | None = None) -> str:
-    """The report's ``plan.md`` without the plots (no matplotlib)."""
-    full = with_inputs(result, inputs)
-    return markdown.render(build(full, full.get("inputs") or {}, []))
-
-
-def render(result: dict[str, Any], inputs: dict[str, Any] | None = None) -> dict[str, bytes]:
-    """Every file of the report, by name, as bytes (plots rendered once, used for the PNG
-    files and embedded in the HTML)."""
-    full = with_inputs(result, inputs)
-    ins = full.get("inputs") or {}
-    images: dict[str, bytes] = {}
-    captions: list[tuple[str, str]] = []
-    try:
-        for name, caption, fn in FIGURES:
-            fig = fn(full, ins)
-            if fig is not None:
-                images[name] = render_png(fig)
-                captions.append((name, caption))
-    finally:
-        if "matplotlib.pyplot" in sys.modules:
-            sys.modules["matplotlib.pyplot"].close("all")
-    blocks = build(full, ins, captions)
-    title = f"fleetopt plan: {full.get('instance') or 'plan'}"
-    return {"plan.json": (to_json(full) + "\n").encode(), "pools.csv": to_csv(full["pools"]).encode(),
-            "plan.md": markdown.render(blocks).encode(), "plan.html": html.render(blocks, images, title).encode(),
-            **images}
-
-
-def write_report(result: dict[str, Any], out_dir: str | os.PathLike[str], inputs: dict[str, Any] | None = None,
-                 force: bool = False, what: str = "--out") -> list[str]:
-    """Render the report and write it into ``out_dir`` as one set; returns the files
-    written.  A folder holding files other than a report's is refused, and an earlier
-    report is replaced only with ``force`` (one line, ``FleetoptError``)."""
-    check_set_target(out_dir, OUT_FILES, what, force)       # before rendering: refuse early
-    data = render(result, inputs)
-
-    def writer(name: str) -> Callable[[Path], None]:
-        """Writes file ``name`` (nothing for a file not in this report: an earlier one's is dropped)."""
-        if name not in data:
-            return lambda path: None
-        return lambda path: atomic.write_atomic(path, data[name])
-
-    write_set(out_dir, {name: writer(name) for name in OUT_FILES}, what, force)
-    return [str(Path(out_dir) / n) for n in OUT_FILES if n in data]

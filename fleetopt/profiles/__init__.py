@@ -10,7 +10,7 @@ read without asking which mode they are in:
 * ``admission``: the one admission policy the mode has (the published model reserves the
   whole window), or None for the instance's choice;
 * ``sub_cdf_routing``: whether a CDF workload is routed as the published simulator does
-  (``fleetopt.profiles.paper.paper_pool_traffic``);
+  (``fleetopt.profiles.paper_routing.paper_pool_traffic``);
 * ``splits_phases``: whether prefill and decode can be sized on separate instances
   (disaggregated pools, ``fleetopt.disagg``): the published model has no prefill physics of
   its own.
@@ -93,7 +93,7 @@ class Mode(msgspec.Struct, frozen=True, kw_only=True):
         return self.build(m, g, tp, knobs if self.knobs else {})
 
 
-_SUB_CDF = "fleetopt.profiles.paper:SubCdfRouting"
+_SUB_CDF = "fleetopt.profiles.paper_routing:SubCdfRouting"
 
 MODES: dict[str, Mode] = {
     "physical": Mode(name="physical", builder="fleetopt.profiles.physical:build", knobs=True, admission=None,
