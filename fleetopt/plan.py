@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -329,7 +328,3 @@ def check_plan(problem: Problem, plan: Plan, last_upper: int | None = None) -> N
     if bad:
         raise PlanCheckError(f"plan {plan.spec} breaks its constraints: " + "; ".join(bad))
 
-
-def topology_members(topology: Sequence[PoolChoice]) -> int:
-    """Pools a topology sizes (a split pool is two)."""
-    return sum(2 if p.split else 1 for p in topology)

@@ -84,11 +84,6 @@ def topology_spec(topology: Sequence[PoolChoice]) -> str:
     return ",".join(p.spec() for p in topology)
 
 
-def is_split(choice: PoolChoice) -> bool:
-    """Whether the pool is split into prefill and decode instances."""
-    return choice.prefill_gpu is not None
-
-
 def parse_topology(spec: str) -> list[PoolChoice]:
     """``UPPER:GPU[xTP][:ADMISSION][:capW][@SHARE],...`` ascending, e.g. ``4096:h100x8,65536:h100x8:paged``
     (``:capW``: a per-GPU power cap in W);
