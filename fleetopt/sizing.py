@@ -188,7 +188,20 @@ class PoolShape:
 def pool_shapes(profile: Profile, tb: TrafficBatch, lo: Num, hi: Num, window: Num, slo: Slo,
                 admission: Admission = "reserve",
                 usd_per_gpu_hour: float | None = None) -> PoolShape:
-    """The rate-independent half of ``size_pools``."""
+    """The rate-independent half of ``size_pools``, per pool with traffic:
+
+        slots_KV  = concurrency(window, E[held KV], admission)       (KV cache, max_num_seqs)
+        slots     = the largest b <= slots_KV with step(b) <= TPOT target (``tpot_batch_cap``),
+                    the pool's prefill mixed into each step in physical mode:
+                    tokens/step = b x E[in] / E[out] at mean context E[in] / 2
+        S         = prefill(in) + out x step                          (a request's slot time)
+        E[S], E[S^2] from per-(pool, prompt length) sums (exact), cv^2 = E[S^2] / E[S]^2 - 1
+        pre_q     = prefill(P99 prompt) in physical mode, E[prefill] in paper mode
+        P_peak    = per-GPU power at the slot-capped batch (the ``peak`` provisioning basis)
+
+    A pool whose KV cache cannot hold one window-long sequence, whose TPOT target no
+    batch meets, or whose prefill alone misses the TTFT target gets its reason in ``err``
+    (a column that does not exist), never an exception."""
     m = tb.m
     lo, hi, window = (np.asarray(x, float) * np.ones(m) for x in (lo, hi, window))
     gpus_per = profile.gpus_per_instance
@@ -255,7 +268,18 @@ def pool_shapes(profile: Profile, tb: TrafficBatch, lo: Num, hi: Num, window: Nu
 def size_shapes(profile: Profile, sh: PoolShape, tb: TrafficBatch, total_rate: float, slo: Slo,
                 host_w_per_gpu: float = 0.0) -> PoolColumns:
     """The rate-dependent half of ``size_pools``: instance counts (TTFT and utilisation),
-    utilisation, mean batch and power at the given arrival rate."""
+    utilisation, mean batch and power at the given arrival rate.  Per pool, with
+    lambda = rate x share (req/ms), a = lambda E[S] the busy slots (erlangs):
+
+        n_stable = floor(a / slots) + 1
+        n_util   = ceil(a / (max_utilization x slots))
+        n        = the least n >= max(n_stable, n_util) with W_99(n slots) + pre_q <= TTFT target
+                   (doubled to a bound, then bisected; W_99: Kimura's M/G/c tail)
+        rho      = a / (n x slots),  batch = rho x slots
+        P_gpu    = P(batch) for batch >= 1, else idle + batch x (P(1) - idle)
+        P_inst   = gpus x (P_gpu + host W per GPU),  tokens/s = lambda x E[credited out] x 1e3
+
+    A pool that would need more than ``MAX_POOL_INSTANCES`` gets an error instead."""
     m = sh.m
     lam_s = total_rate * tb.share
     z = np.zeros(m)

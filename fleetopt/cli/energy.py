@@ -1,4 +1,18 @@
-"""``fleetopt energy`` and ``fleetopt energy-map``: energy at scale of a plan, and over input x output lengths."""
+"""``fleetopt energy`` and ``fleetopt energy-map``: energy at scale of a plan, and over
+input x output lengths.
+
+``energy`` prices a plan (``--plan``, ``--topology``, or the instance solved first) over a
+day: energy per query at the IT and the facility level (Wh = J / 3600; facility = IT x
+PUE), MWh per day and GWh per year of ``--queries-per-day``, cost at ``--usd-per-mwh`` and
+emissions at ``--gco2-per-kwh``, over the instance's 24-hour load profile when it has one
+(``fleetopt.energy_scale``).
+
+``energy-map`` tabulates one instance (GPUs only) over an input x output grid: J per
+output token = instance W / output tokens/s at each cell's steady state, J per token =
+that x O / (I + O), Wh per query = that x O / 3600; the most efficient cell and the cells
+within 10 % of it are marked (``fleetopt.energy_map``); ``--out`` writes a heatmap PNG and
+the rows as JSON, as one set.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,13 @@
-"""``fleetopt law``, ``estimate`` and ``catalog``: one instance's physics, and the catalogs."""
+"""``fleetopt law``, ``estimate`` and ``catalog``: one instance's physics, and the catalogs.
+
+``law`` is the 1/W law: for each context window W, the sequences an instance serves at
+saturation (n_max, KV-limited and capped by max_num_seqs), their step and power, and tokens
+per joule = output tokens/s / instance W (and the paper's per-GPU convention beside it).
+``estimate`` is one operating point (a batch of P + O token queries): sustained and pure
+decode step, TTFT, power, energy per token and per query.  Both take ``--mode`` from the
+profile registry (``fleetopt.profiles.MODES``) and the knobs a mode has (a DVFS power
+cap, gpu_memory_utilization, data-parallel attention with expert parallelism).
+"""
 
 from __future__ import annotations
 

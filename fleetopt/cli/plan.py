@@ -1,4 +1,18 @@
-"""``fleetopt evaluate`` and ``fleetopt solve``: size a given fleet, or find the optimal one."""
+"""``fleetopt evaluate`` and ``fleetopt solve``: size a given fleet, or find the optimal one.
+
+Both load the instance (a file, or ``-`` for stdin) with its ``--set`` overrides, compile
+it once (``Problem.from_instance``) and print the ``Plan`` the library returns: its tables
+(``Plan.to_text``), its JSON (``Plan.to_dict``: the result keys plus ``inputs``) or its
+pools as CSV.  ``--out`` writes the plan report (``Plan.write``); the folder is checked
+before the work starts, so a solve is never lost to a folder that cannot take its report.
+
+``solve --verbose`` sends the HiGHS log to stderr (stdout holds nothing but the result);
+without it a solve that runs past two seconds shows its elapsed time on a terminal.
+``--verify`` simulates the plan (``fleetopt.simulator.run.verify``, loaded only then) and
+``--repair`` adds instances to the pools that miss an SLO in simulation.  Exit statuses as
+``fleetopt.cli``: 2 for a mistake, 3 infeasible (with the binding constraint), 4 no plan
+within the time limit.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +35,8 @@ VERIFY = "fleetopt.simulator.run:verify"
 
 
 def _show(plan: Plan, fmt: str) -> bool:
-    """The plan as JSON, its pools as CSV, or its tables; True when the tables were shown."""
+    """The plan as JSON, its pools as CSV, or its tables; True when the tables were shown
+    (the caller then adds what only the terminal shows, e.g. the verification lines)."""
     if fmt == "json":
         emit(plan.to_dict(), "json")
     elif fmt == "csv":

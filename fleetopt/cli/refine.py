@@ -1,4 +1,15 @@
-"""``fleetopt refine``: Optuna over the knobs the MILP only samples, seeded by its plan."""
+"""``fleetopt refine``: Optuna over the knobs the MILP only samples, seeded by its plan.
+
+The study (``fleetopt.refinement.refine``) persists in a journal file or an RDB, so the
+same command resumes it; ``--pareto ttft|cost`` adds a second objective and reports the
+Pareto front; ``--verify`` simulates the refined plan.  The table shows the MILP plan and
+the refined one on the instance's objective, the improvement, the trial counts and the
+best knobs; ``--format json`` the whole result (its ``history`` lists every trial);
+``--out`` writes the refined plan's report (``fleetopt.plan_report.plan_from_refine``:
+the MILP plan as its baseline, the Pareto front and the optimisation history as plots).
+Progress (trials) shows on a terminal after two seconds; Ctrl-C lets the running trial
+finish and exits 130 with what the study keeps.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +48,11 @@ from fleetopt.render import table
 def refine(ctx: click.Context, instance: str, trials: int, timeout_s: float | None, storage: str | None,
            study_name: str | None, seed: int, pareto: str | None, verify: bool, overrides: tuple[str, ...],
            fmt: str, out_dir: str | None, force: bool) -> None:
-    """Optuna refinement of the non-convex knobs, seeded by the MILP plan."""
+    """Optuna refinement of the non-convex knobs, seeded by the MILP plan.
+
+    The knobs: exact boundaries between the MILP's candidates, each pool's GPU type, TP and
+    admission, max_num_seqs, a per-GPU DVFS power cap, gpu_memory_utilization, the prefill
+    chunk and compress-and-route gamma; every trial is the exact ``evaluate``."""
     if timeout_s is not None and not math.isfinite(timeout_s):
         raise FleetoptError(f"--timeout: must be a finite number of seconds, got {timeout_s}")
     problem = load(ctx, instance, overrides)

@@ -1,4 +1,13 @@
-"""``fleetopt simulate``: a fleet request by request, beside its analytical prediction."""
+"""``fleetopt simulate``: a fleet request by request, beside its analytical prediction.
+
+The fleet is a plan.json (``--plan``, as ``solve --out`` writes it) or a topology
+(``--topology``).  Arrivals are Poisson at the instance's rate, or a trace replayed
+(``--arrivals trace``); ``--trace-out`` writes every request's arrival, first token and
+finish as CSV (atomically; never over a file without ``--force``); ``--repair`` adds
+instances to pools that miss an SLO until they hold.  The table compares, per pool and for
+the fleet, the simulated P99 TTFT and TPOT, utilisation and tokens per joule with the
+analytical ones; a pool that misses an SLO is flagged.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,11 @@
-"""``fleetopt sweep`` and ``fleetopt sweep-report``: many solves from one spec, and their report."""
+"""``fleetopt sweep`` and ``fleetopt sweep-report``: many solves from one spec, and their report.
+
+``sweep`` validates every case of the spec before any runs (one line naming the case),
+then solves the cases not yet done on ``--workers`` local processes or a Dask cluster
+(``--scheduler``), one Parquet row per case written atomically; the summary says how many
+ran, failed, were infeasible or were already done (``fleetopt.sweeps``).  ``sweep-report``
+writes Markdown tables and PNG plots of the rows under OUT/report (``fleetopt.sweeps.report``).
+"""
 
 from __future__ import annotations
 

@@ -199,6 +199,9 @@ def simulate_pool(spec: PoolSpec, arrivals_ms: Sequence[float], inp: Sequence[fl
     add_ttft, add_tpot, add_e2e = st.ttft.add, st.tpot.add, st.e2e.add
 
     def advance(k: int, t: float) -> None:
+        """Bring instance k's clocks to time t: V += (t - T) / s while it runs, and the part
+        of [T, t] inside the measurement window charged as energy (P x dt, idle power when
+        empty) and busy slot time (b x dt)."""
         t_k = T[k]
         dt = t - t_k
         T[k] = t
@@ -219,6 +222,10 @@ def simulate_pool(spec: PoolSpec, arrivals_ms: Sequence[float], inp: Sequence[fl
             st.energy_j += idle_w * w * 1e-3
 
     def reschedule(k: int, t: float) -> None:
+        """Instance k's batch changed: its step and power at (b, mean held KV), and its next
+        event: the earliest finish, t + (V_fin - V) x s, or (paged) the moment the held KV
+        would reach the capacity, t + (cap - held) / b x s, whichever comes first; a new
+        version makes the instance's older events stale."""
         VER[k] += 1
         b = B[k]
         if not b:
@@ -242,6 +249,9 @@ def simulate_pool(spec: PoolSpec, arrivals_ms: Sequence[float], inp: Sequence[fl
         heappush(events, (t + (nxt if nxt > 0.0 else 0.0), 0, k, VER[k]))
 
     def admit(k: int, t: float) -> None:
+        """Admit instance k's queued requests in order while it has a free slot (and, paged,
+        KV for the prompt); each gets a virtual-clock budget of O + prefill_ms / s steps
+        (O steps after a recompute), or its fixed service time."""
         nonlocal order_ctr
         q = queues[k]
         if blocked[k]:
@@ -276,6 +286,9 @@ def simulate_pool(spec: PoolSpec, arrivals_ms: Sequence[float], inp: Sequence[fl
             qhead[k] = 0
 
     def finish(k: int, t: float) -> None:
+        """Complete instance k's sequences whose budget is spent by time t, recording TTFT,
+        TPOT = (finish - first token) / (O - 1) and end-to-end latency for measured
+        requests, and crediting their tokens inside the window."""
         h = running[k]
         # a sequence is done within rounding; on a long horizon the clock's own resolution
         # (ulp of t) is more tokens than 1e-9, and without it the event would recur forever
