@@ -8,13 +8,11 @@ the arrival rate is the sum of its weights.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import msgspec
 import numpy as np
 
 
-@dataclass(frozen=True)
-class PoolTraffic:
+class PoolTraffic(msgspec.Struct, frozen=True):
     """Requests a pool serves: lengths as served (after any compression), weights as a share
     of all traffic, and the output tokens credited per request."""
 
@@ -29,8 +27,7 @@ class PoolTraffic:
         return float(self.w.sum())
 
 
-@dataclass
-class TrafficBatch:
+class TrafficBatch(msgspec.Struct):
     """The traffic of m pools as ragged arrays (``seg`` = pool index of each point) with
     the statistics that do not depend on the GPU: computed once, reused for every config."""
 

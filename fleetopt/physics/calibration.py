@@ -156,13 +156,13 @@ def as_plain(cal: Calibration) -> dict[str, Any]:
     return asdict(cal)
 
 
-@dataclass
 class _Active:
     """The calibration in use by this process, where it came from and who chose it."""
 
-    cal: Calibration
-    label: str
-    source: str
+    __slots__ = ("cal", "label", "source")
+
+    def __init__(self, cal: Calibration, label: str, source: str) -> None:
+        self.cal, self.label, self.source = cal, label, source
 
 
 #: The packaged calibration unless ``use_calibration`` (the CLI's ``--calibration``,

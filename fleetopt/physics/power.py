@@ -12,8 +12,7 @@ falls as f^x.  No floor is tied to TDP: a GPU draws what its operations cost.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import msgspec
 import numpy as np
 
 from fleetopt.catalog import Gpu
@@ -43,8 +42,7 @@ def flop_energy_j(gpu: Gpu, peak_flops: float, cal: Calibration = DEFAULT) -> fl
     return cal.flop_energy_scale * (gpu.tdp_w - gpu.idle_w) / peak_flops
 
 
-@dataclass(frozen=True)
-class StepEnergy:
+class StepEnergy(msgspec.Struct, frozen=True):
     """Energy of one step per GPU, split by how it scales with the clock (J; scalars or arrays)."""
 
     fixed_j: Num

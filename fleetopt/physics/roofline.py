@@ -9,8 +9,8 @@ per-sequence overheads.  All coefficients come from ``Calibration``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
+import msgspec
 import numpy as np
 
 from fleetopt.catalog import DTYPE_BYTES, Gpu, Model
@@ -57,8 +57,7 @@ def soft_roof_ms(a_ms: Num, b_ms: Num, p: float) -> Num:
     return float(r) if np.ndim(r) == 0 else r
 
 
-@dataclass(frozen=True)
-class StepBreakdown:
+class StepBreakdown(msgspec.Struct, frozen=True):
     """One forward step of an instance (times in ms, per GPU; bytes and FLOPs per GPU)."""
 
     step_ms: Num
@@ -93,8 +92,7 @@ def _busy_fraction(busy_ms: Num, step_ms: Num) -> Num:
     return np.minimum(u, 1.0, out=u)
 
 
-@dataclass(frozen=True)
-class StepParts:
+class StepParts(msgspec.Struct, frozen=True):
     """The clock-independent pieces of a step (ms at full clock, per GPU; scalars or arrays):
     a DVFS search evaluates ``at(f)`` many times without recomputing bytes and FLOPs."""
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal, cast
+
+import msgspec
 
 from fleetopt.errors import FleetoptError
 from fleetopt.physics.energy import tokens_per_joule
@@ -15,8 +16,7 @@ Admission = Literal["reserve", "paged"]
 
 
 
-@dataclass(frozen=True)
-class OperatingPoint:
+class OperatingPoint(msgspec.Struct, frozen=True):
     """An instance in steady state: ``batch`` sequences decoding, prompts prefilled in the
     same steps (chunked prefill) at ``prefill_tokens_per_step``.  Fields are scalars or
     arrays of one shape.
