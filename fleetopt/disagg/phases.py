@@ -145,7 +145,15 @@ def size_decode(profile: Profile, tb: TrafficBatch, total_rate: float, lo: Array
                 slo: Slo, admission: Admission = "paged",
                 host_w_per_gpu: float = 0.0, usd_per_gpu_hour: float | None = None) -> PhaseColumns:
     """The decode phase of the m ranges of ``tb`` on one profile (module docstring):
-    sequences arrive with their prompt's KV built and hold a slot for O pure decode steps."""
+    sequences arrive with their prompt's KV built and hold a slot for O pure decode steps.
+
+        slots = the TPOT-capped batch of pure decode steps (no prefill mixed in)
+        S_d   = O x step,  cv^2 = E[O^2] / E[O]^2 - 1
+        n     = the least n >= max(floor(a / slots) + 1, ceil(a / (u_max x slots))) with
+                P99 slot wait W_99 = 0 (Erlang-C <= 1 %): the decode pool adds nothing to
+                the range's P99 TTFT (a = lambda S_d, u_max the utilisation cap)
+        P     = P(batch) per GPU at the mean batch rho x slots (rho = a / (n slots)), below
+                one sequence idle + batch x (P(1) - idle)"""
     m = tb.m
     lo, hi, window = (np.asarray(x, float) * np.ones(m) for x in (lo, hi, window))
     lam_s = total_rate * tb.share

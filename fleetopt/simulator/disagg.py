@@ -97,6 +97,10 @@ def simulate_prefill(instances: int, arrivals_ms: np.ndarray, prompts: np.ndarra
         return max(0.0, min(b, t_end) - max(a, t_warm))
 
     def start_batch(k: int, t: float) -> None:
+        """Prefill instance k takes the prompts at the head of its queue while their tokens
+        fit ``prefill_batch_tokens`` (one prompt at least) and runs them as one batch: the
+        batch lasts min(batch step(tokens), the sum of the prompts alone) at the batch's
+        power; its energy and busy time inside the window are counted."""
         nonlocal seq, energy, busy_ms, batches
         q = queues[k]
         if not q:

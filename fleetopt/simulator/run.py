@@ -98,7 +98,12 @@ def _simulate(problem: Problem, topology: Sequence[PoolChoice], requests: int, s
               instances: list[int] | None, warmup: float, arrivals: str, writer: TraceWriter,
               prefill_batch_tokens: int | None = None, tick: Callable[[int], None] | None = None) -> dict[str, Any]:
     """``simulate`` with its trace writer open (module docstring); ``tick(n)`` counts
-    simulated arrivals (a progress bar)."""
+    simulated arrivals (a progress bar).  Per pool of the analytical plan: its routed
+    traffic sampled (Poisson arrivals at share x rate, or the trace replayed), the warm-up
+    max(``warmup`` x horizon, 3 mean service times) left out of the figures, the pool run
+    (``simulate_pool``, or a split pool's prefill queue, transfers and decode pool), its
+    figures beside the analytical ones; then the fleet's figures over every pool and their
+    relative deviations (simulated / analytical - 1)."""
     t0 = time.perf_counter()
     rate = problem.rate
     ana = evaluate(problem, topology).to_dict()

@@ -106,7 +106,15 @@ def _stop_local(ex: Any) -> None:
 def run_sweep(spec_path: str, out: str, workers: int = 1, scheduler: str | None = None,
               retry_failed: bool = False, progress: bool = False, chunk_size: int = 10, reuse: bool = True,
               force: bool = False, catalog_files: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Run (or resume) a sweep; see the module docstring for what survives what."""
+    """Run (or resume) a sweep; see the module docstring for what survives what.
+
+    In order: the spec is read and every case built and validated (nothing is written for
+    a bad spec); ``out`` is refused when it holds another spec's results (unless
+    ``force``); under the folder's lock the rows of cases no longer in the spec are
+    removed, rows of another schema are brought to this one and the manifest is written
+    when it changed; temporaries of killed runs are removed; then the cases without a row
+    run (``_run``).  Returns the summary: cases, done, failed, infeasible, skipped,
+    removed, seconds, cases per second and the first errors."""
     spec, spec_dir = load_spec(spec_path)
     cases = expand(spec, spec_dir, load_catalog(tuple(catalog_files)), str(spec_path))
     out_p = Path(out)
