@@ -131,13 +131,19 @@ def add_flow(data: FleetModelData, path: Sequence[PathArc]) -> list[Row]:
         flow_balance[v]:  sum_{p: j_p = v} p - sum_{p: i_p = v} p = 0       v = 1..M-1
 
     so the chosen arcs form one path 0 -> M: every routing key is served exactly once."""
-    out_of: dict[int, list[int]] = {v: [] for v in range(data.n_nodes)}
-    into: dict[int, list[int]] = {v: [] for v in range(data.n_nodes)}
+    return flow_rows(data.n_nodes, path)
+
+
+def flow_rows(n_nodes: int, path: Sequence[PathArc]) -> list[Row]:
+    """The rows of ``add_flow`` over nodes 0..n_nodes-1 for any path variables (the
+    disaggregated variant passes its aggregated columns and split-arc variables)."""
+    out_of: dict[int, list[int]] = {v: [] for v in range(n_nodes)}
+    into: dict[int, list[int]] = {v: [] for v in range(n_nodes)}
     for var, i, j in path:
         out_of[i].append(var)
         into[j].append(var)
     rows = [Row("flow_source", None, out_of[0], [1.0] * len(out_of[0]), 1.0, 1.0)]
-    for v in range(1, data.n_nodes - 1):
+    for v in range(1, n_nodes - 1):
         if into[v] or out_of[v]:
             rows.append(Row("flow_balance", v, into[v] + out_of[v], [1.0] * len(into[v]) + [-1.0] * len(out_of[v]),
                             0.0, 0.0))

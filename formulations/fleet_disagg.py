@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from formulations.fleet import flow_rows
 from formulations.highs import Row, build_model
 
 
@@ -141,21 +142,11 @@ class _Index:
 
 
 def add_flow(data: DisaggModelData, ix: _Index) -> list[Row]:
-    """sum_{out of 0} (x + y) = 1; sum_{into v} (x + y) = sum_{out of v} (x + y), v = 1..M-1."""
-    out_of: dict[int, list[int]] = {v: [] for v in range(data.n_nodes)}
-    into: dict[int, list[int]] = {v: [] for v in range(data.n_nodes)}
-    for c, (i, j) in enumerate(zip(data.agg.arc_i, data.agg.arc_j)):
-        out_of[int(i)].append(c)
-        into[int(j)].append(c)
-    for (i, j), y in ix.y_of.items():
-        out_of[i].append(y)
-        into[j].append(y)
-    rows = [Row("flow_source", None, out_of[0], [1.0] * len(out_of[0]), 1.0, 1.0)]
-    for v in range(1, data.n_nodes - 1):
-        if into[v] or out_of[v]:
-            rows.append(Row("flow_balance", v, into[v] + out_of[v], [1.0] * len(into[v]) + [-1.0] * len(out_of[v]),
-                            0.0, 0.0))
-    return rows
+    """sum_{out of 0} (x + y) = 1; sum_{into v} (x + y) = sum_{out of v} (x + y), v = 1..M-1
+    (``formulations.fleet.flow_rows`` over the aggregated columns x and split-arc variables y)."""
+    path = [(c, int(i), int(j)) for c, (i, j) in enumerate(zip(data.agg.arc_i, data.agg.arc_j))]
+    path += [(y, i, j) for (i, j), y in ix.y_of.items()]
+    return flow_rows(data.n_nodes, path)
 
 
 def add_phases(data: DisaggModelData, ix: _Index) -> list[Row]:
