@@ -124,6 +124,21 @@ def empty_phase(phase: str, m: int, lo: np.ndarray, hi: np.ndarray, lam: np.ndar
                         z.copy(), z.copy(), np.zeros(m, bool), gpus, price, err)
 
 
+def start_phase(phase: str, profile: Profile, tb: TrafficBatch, total_rate: float, lo: ArrayLike, hi: ArrayLike,
+                usd_per_gpu_hour: float | None) -> tuple[PhaseColumns, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What sizing either phase starts from: the unsized columns (every figure 0, their
+    ``error`` list to fill), lo and hi as arrays, each range's rate lambda x share, and the
+    ranges with traffic (none when the total rate is 0)."""
+    m = tb.m
+    lo_a, hi_a = (np.asarray(x, float) * np.ones(m) for x in (lo, hi))
+    lam_s = total_rate * tb.share
+    err: list[str | None] = [None] * m
+    out = empty_phase(phase, m, lo_a, hi_a, lam_s, phase_gpus(profile), profile.usd_per_instance_hour(usd_per_gpu_hour),
+                      err)
+    act = np.flatnonzero(tb.share > 0) if total_rate > 0 else np.zeros(0, np.int64)
+    return out, lo_a, hi_a, lam_s, act
+
+
 def least_count(ok: Callable[[np.ndarray, np.ndarray], np.ndarray], n0: np.ndarray) -> np.ndarray:
     """Per element the least integer n >= n0 with ok(n) true (ok monotone: false then
     true): double until true, then bisect.  ok takes (n, index array)."""
@@ -154,15 +169,11 @@ def size_decode(profile: Profile, tb: TrafficBatch, total_rate: float, lo: Array
                 the range's P99 TTFT (a = lambda S_d, u_max the utilisation cap)
         P     = P(batch) per GPU at the mean batch rho x slots (rho = a / (n slots)), below
                 one sequence idle + batch x (P(1) - idle)"""
-    m = tb.m
-    lo, hi, window = (np.asarray(x, float) * np.ones(m) for x in (lo, hi, window))
-    lam_s = total_rate * tb.share
-    gp, price = phase_gpus(profile), profile.usd_per_instance_hour(usd_per_gpu_hour)
-    err: list = [None] * m
-    out = empty_phase(DECODE, m, lo, hi, lam_s, gp, price, err)
-    act = np.flatnonzero(tb.share > 0)
-    if not act.size or total_rate <= 0:
+    window = np.asarray(window, float) * np.ones(tb.m)
+    out, lo, hi, lam_s, act = start_phase(DECODE, profile, tb, total_rate, lo, hi, usd_per_gpu_hour)
+    if not act.size:
         return out
+    err, gp = out.error, out.gpus_per_instance
     gname = f"{profile.gpu.id}x{profile.tp}"
     mean_kv = tb.mean_kv[act]
     kv_slots = np.asarray(profile.concurrency(window[act], mean_kv, admission), np.int64) * np.ones(act.size, np.int64)

@@ -22,7 +22,7 @@ from fleetopt.disagg.links import (
     kv_transfer_ms,
     model_kv_bytes_per_token,
 )
-from fleetopt.disagg.phases import PREFILL, PhaseColumns, empty_phase, least_count, phase_gpus
+from fleetopt.disagg.phases import PREFILL, PhaseColumns, least_count, start_phase
 from fleetopt.queueing import log_erlang_c
 from fleetopt.sizing import Slo
 from fleetopt.traffic import TrafficBatch
@@ -127,15 +127,10 @@ def size_prefill(profile: Profile, tb: TrafficBatch, total_rate: float, lo: Arra
                  usd_per_gpu_hour: float | None = None) -> PhaseColumns:
     """The prefill phase of the m ranges of ``tb`` on one profile, its transfers over
     ``lanes`` lanes of ``link`` (module docstring); ranges without traffic get 0 instances."""
-    m = tb.m
-    lo, hi = (np.asarray(x, float) * np.ones(m) for x in (lo, hi))
-    lam_s = total_rate * tb.share
-    gp, price = phase_gpus(profile), profile.usd_per_instance_hour(usd_per_gpu_hour)
-    err: list = [None] * m
-    out = empty_phase(PREFILL, m, lo, hi, lam_s, gp, price, err)
-    act = np.flatnonzero(tb.share > 0)
-    if not act.size or total_rate <= 0:
+    out, lo, hi, lam_s, act = start_phase(PREFILL, profile, tb, total_rate, lo, hi, usd_per_gpu_hour)
+    if not act.size:
         return out
+    m, err, gp = tb.m, out.error, out.gpus_per_instance
     gname = f"{profile.gpu.id}x{profile.tp}"
     # per (range, prompt length) pair: service, busy power, KV bytes; moments per range
     svc_u = prefill_service_ms(profile, tb.uniq_inp)

@@ -145,6 +145,16 @@ def _routed(problem: Problem, bounds: list[int]) -> tuple[list[tuple[int, int]],
     return arc_list, TrafficBatch.of([t for t, _ in routed]), np.array([w for _, w in routed], float)
 
 
+def _phase_profile(problem: Problem, cf: PhaseConfig, key: tuple[str, int], errors: dict[Any, str]) -> Profile | None:
+    """The profile a phase config runs on (its serving settings with the phase's power cap),
+    or None with the reason recorded under ``key`` when the config cannot run."""
+    try:
+        return problem.profile(cf.gpu, cf.tp, phase_serving(problem.catalog, cf.gpu, cf.cap))
+    except FleetoptError as e:
+        errors[key] = str(e)
+        return None
+
+
 def _cols_of(phase: str, pc: PhaseColumns, c: int, width: int, ai: np.ndarray, aj: np.ndarray, prof: Profile,
              problem: Problem) -> tuple[np.ndarray, ...]:
     """The feasible rows of one sized phase config as column arrays."""
@@ -182,10 +192,8 @@ def generate_split(problem: Problem, rate: float, bounds: list[int]) -> SplitCol
     dec_parts: list[tuple[np.ndarray, ...]] = []
     dec_gpus: dict[int, tuple[str, int]] = {}
     for c, cf in enumerate(dec_cfgs):
-        try:
-            prof = problem.profile(cf.gpu, cf.tp, phase_serving(problem.catalog, cf.gpu, cf.cap))
-        except FleetoptError as e:
-            errors[(DECODE, c)] = str(e)
+        prof = _phase_profile(problem, cf, (DECODE, c), errors)
+        if prof is None:
             continue
         g = int(prof.gpus_per_instance)
         dec_gpus[c] = (cf.gpu, g)
@@ -194,10 +202,8 @@ def generate_split(problem: Problem, rate: float, bounds: list[int]) -> SplitCol
         dec_parts.append(_cols_of(DECODE, pc, c, g, ai, aj, prof, problem))
     pre_parts: list[tuple[np.ndarray, ...]] = []
     for c, cf in enumerate(pre_cfgs):
-        try:
-            prof = problem.profile(cf.gpu, cf.tp, phase_serving(problem.catalog, cf.gpu, cf.cap))
-        except FleetoptError as e:
-            errors[(PREFILL, c)] = str(e)
+        prof = _phase_profile(problem, cf, (PREFILL, c), errors)
+        if prof is None:
             continue
         g = int(prof.gpus_per_instance)
         peers = {h for t, h in dec_gpus.values() if not link.same_gpu_type or t == cf.gpu}
