@@ -25,6 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 INSTANCE = ROOT / "instances" / "energy" / "paper-chat-h100.yaml"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MODELS = [("llama-3.1-405b-fp8", 8), ("qwen3-235b-a22b", 8), ("deepseek-v3", 16)]
 SCALE = 15.0
 LONG_SHARE = 0.10
@@ -253,6 +254,61 @@ def sensitivity() -> list[dict]:
     return rows
 
 
+def measured_long_outputs() -> list[dict]:
+    """ML.ENERGY v3 H100: the same model, GPUs and ``max_num_seqs`` serving LM-Arena chat and
+    GPQA (a reasoning task: ~11x the chat output), measured beside fleetopt's prediction of
+    the same runs (task prompts as ``benchmarks/fidelity.py`` inferred them).  ``elasticity``
+    = ln(energy per request ratio) / ln(output ratio): 1 means energy grows in proportion to
+    the output, the paper's no-throughput-decline assumption; ``x15`` = 15**elasticity, what
+    the measured trend gives for 15x the output.  Empty when the shared data are absent."""
+    import json
+
+    import pandas as pd
+
+    from fleetopt.catalog import load_catalog
+    from fleetopt.measurements import predict
+    from fleetopt.physics.calibration import DEFAULT
+
+    import _measured
+
+    if not _measured.available():
+        return []
+    raw = pd.concat([pd.read_csv(_measured.DATA / f) for f in _measured.MLENERGY_FILES], ignore_index=True)
+    keys = ["model_id", "num_gpus", "tensor_parallel", "max_num_seqs"]
+    chat, gpqa = raw[raw.task == "lm-arena-chat"], raw[raw.task == "gpqa"]
+    pairs = chat.merge(gpqa, on=keys, suffixes=("_c", "_g"))
+    catalog = load_catalog()
+    fid = RESULTS_DIR / "fidelity.json"
+    prompts = json.loads(fid.read_text())["task_prompt_tokens"] if fid.exists() else {}
+    rows = []
+    for _, r in pairs.iterrows():
+        out_x = r.avg_output_len_g / r.avg_output_len_c
+        req_x = r.energy_per_request_joules_g / r.energy_per_request_joules_c
+        row = {"model": r.model_id, "gpus": int(r.num_gpus), "max_num_seqs": int(r.max_num_seqs),
+               "batch_chat": r.avg_batch_size_c, "batch_gpqa": r.avg_batch_size_g,
+               "out_tokens_chat": r.avg_output_len_c, "output_x": out_x,
+               "j_per_out_token_x": r.energy_per_token_joules_g / r.energy_per_token_joules_c,
+               "wh_per_request_x": req_x, "elasticity": math.log(req_x) / math.log(out_x),
+               "x15": SCALE ** (math.log(req_x) / math.log(out_x)), "predicted_j_per_out_token_x": math.nan,
+               "predicted_wh_per_request_x": math.nan}
+        try:
+            catalog.model(str(r.model_id))
+        except ValueError:
+            row["model"] = f"{r.model_id} (not in catalog)"
+            rows.append(row)
+            continue
+        df = pd.DataFrame({"gpu": "h100-sxm", "model": r.model_id, "tp": int(r.tensor_parallel),
+                           "dp": int(r.num_gpus // r.tensor_parallel), "batch": [r.avg_batch_size_c, r.avg_batch_size_g],
+                           "prompt_tokens": [prompts.get("lm-arena-chat", math.nan), prompts.get("gpqa", math.nan)],
+                           "output_tokens": [r.avg_output_len_c, r.avg_output_len_g], "scenario": "steady",
+                           "engine": "default", "task": ["lm-arena-chat", "gpqa"]})
+        pred = predict(df, DEFAULT, catalog).energy_per_output_token_j_pred.to_numpy()
+        row["predicted_j_per_out_token_x"] = pred[1] / pred[0]
+        row["predicted_wh_per_request_x"] = pred[1] * r.avg_output_len_g / (pred[0] * r.avg_output_len_c)
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     from fleetopt.atomic import write_atomic
     from fleetopt.render import table, to_json
@@ -263,6 +319,7 @@ def main() -> None:
     day = daily()
     maps = energy_maps()
     sens = sensitivity()
+    meas = measured_long_outputs()
     lo, hi = CRITERIA["wh_range"]
     rlo, rhi = CRITERIA["ratio_range"]
     checks = [{"criterion": f"facility Wh/query (median query) in {lo}-{hi}, {r['model']}",
@@ -293,12 +350,18 @@ def main() -> None:
                     "beside the Sweet Spots regime"),
         table(sens, f"5. Sensitivity ({MODELS[0][0]}, one assumption at a time)"),
         table(checks, "6. Issue #15 'Done when' criteria"),
+        (table(meas, "7. Measured: ML.ENERGY v3 H100, the same model, GPUs and max_num_seqs serving LM-Arena chat and "
+                     "GPQA (reasoning, ~11x the output), beside fleetopt's prediction of the same runs;\n"
+                     "   elasticity = ln(Wh/request ratio) / ln(output ratio), x15 = 15^elasticity (1 = energy in "
+                     "proportion to output, the paper's assumption)")
+         if meas else "7. Measured long outputs: skipped (../shared/data/measured absent)"),
     ])
     publish("energy_at_scale", text)
     write_atomic(RESULTS / "energy_at_scale.json",
                  to_json({"paper": PAPER, "criteria": CRITERIA, "per_query": rows, "per_query_pooled": b1,
                           "test_time_scaling": rows15, "test_time_scaling_pooled": b15, "daily": day,
-                          "energy_map": maps, "sensitivity": sens, "checks": checks}) + "\n")
+                          "energy_map": maps, "sensitivity": sens, "checks": checks,
+                          "measured_long_outputs": meas}) + "\n")
 
 
 if __name__ == "__main__":
