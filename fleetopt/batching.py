@@ -1,4 +1,5 @@
-"""Integer searches on rising functions, and the largest batch whose step meets TPOT.
+"""Integer searches on rising functions, the largest batch whose step meets TPOT, and the
+mean batch of a pool whose steps follow the batch running (``mean_batch``).
 
 The sizing layer asks two questions of a rising function many times, vectorised over pools:
 the largest batch whose step time is within the TPOT target (``tpot_batch_cap``, on
@@ -101,3 +102,26 @@ def tpot_batch_cap(profile: Profile, kv_slots: np.ndarray, mean_kv: np.ndarray, 
             slots[srch], s[srch] = search_rising(lambda n, i: step(n.astype(float), srch[i]), tpot_ms,
                                                   np.ones(srch.size), kv_slots[srch], s1[fits], s_top[srch])
     return slots, s
+
+
+def mean_batch(lam_inst_ms: np.ndarray, slots: np.ndarray, b_util: np.ndarray, step_ms: np.ndarray,
+               step_util_ms: np.ndarray, e_pre_ms: np.ndarray, e_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean batch b* and mean slot time E[S(b*)], ms, of pools receiving ``lam_inst_ms``
+    requests per ms per instance: the fixed point of Little's law with steps that follow the
+    batch (vLLM steps whatever is running),
+
+        b = lam (E[pre] + step(b) E[out]),  step(b) = step_u + k (b - b_u),
+        k = (step(slots) - step_u) / (slots - b_u)          (step is nearly affine in b)
+        => b* = lam (E[pre] + (step_u - k b_u) E[out]) / (1 - lam k E[out]),
+
+    clipped to [0, slots].  With no output term (the paper's fixed service times) b* =
+    lam E[pre], the published model's occupancy."""
+    top = np.maximum(slots, 1).astype(float)
+    span = top - b_util
+    wide = span > 1e-9
+    k = np.where(wide, (step_ms - step_util_ms) / np.where(wide, span, 1.0), 0.0)
+    num = lam_inst_ms * (e_pre_ms + (step_util_ms - k * b_util) * e_out)
+    den = 1.0 - lam_inst_ms * k * e_out
+    b = np.clip(np.where(den > 1e-12, num / np.where(den > 1e-12, den, 1.0), top), 0.0, top)
+    es = e_pre_ms + (step_util_ms + k * (b - b_util)) * e_out
+    return b, es

@@ -8,12 +8,16 @@ Model (each choice named):
   sequence; paged: tokens held, capped by max_num_seqs), further capped by TPOT: the
   largest batch whose step time (chunked prefill of the pool's prompts mixed in) stays
   within the TPOT target;
-* a request holds a slot for its prefill plus output_tokens steps at the slot-capped batch;
-* P99 TTFT = P99 queueing wait (Erlang-C in log space, Kimura's M/G/c tail) + prefill: the
-  pool's P99 prefill in physical mode, the mean prefill in paper mode (as published);
-* instances = the least N meeting TTFT, raised to ceil(load / (max_utilization x slots));
-* power is taken at the mean batch (utilisation x slots); output tokens are credited at
-  the length served (``credit`` overrides this for the paper's compress-and-route rows).
+* a request holds a slot for its prefill plus output_tokens steps, each as long as the batch
+  then running makes it (the paper's model: its published service time at the slot cap);
+* P99 TTFT = P99 queueing wait (Erlang-C in log space, Kimura's M/G/c tail) + prefill (P99
+  prefill in physical mode, mean in paper mode, as published); a request waits only when
+  every slot is busy, so the tail is taken with steps at the slot-capped batch;
+* utilisation cap: the mean batch b* = lambda_inst E[S(b*)] at most b_u = max_utilization x
+  slots, i.e. N >= lambda E[S(b_u)] / b_u (exact: E[S] rises with b);
+* instances = the least N meeting TTFT, raised to that utilisation bound;
+* power is taken at the mean batch b*; output tokens are credited at the length served
+  (``credit`` overrides this for the paper's compress-and-route rows).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fleetopt.batching import bisect_int, tpot_batch_cap
+from fleetopt.batching import bisect_int, mean_batch, tpot_batch_cap
 from fleetopt.errors import InfeasibleError
 from fleetopt.queueing import wait_quantile_mgc
 from fleetopt.traffic import PoolTraffic, TrafficBatch
@@ -174,7 +178,16 @@ class PoolShape:
     step_ms: np.ndarray
     pre_q: np.ndarray
     es: np.ndarray
+    """Mean slot time with every step at the slot-capped batch (the queueing tail's), ms."""
     cv2: np.ndarray
+    e_pre: np.ndarray
+    """Mean prefill time of the pool's requests, ms."""
+    e_out: np.ndarray
+    """Mean output tokens of the pool's requests (steps a request holds its slot)."""
+    b_util: np.ndarray
+    """The utilisation-capped batch max_utilization x slots (at least 1)."""
+    step_util_ms: np.ndarray
+    """Step time at ``b_util``, ms (equal to ``step_ms`` in paper mode: fixed service times)."""
     mean_kv: np.ndarray
     pf_per_seq: np.ndarray
     pf_ctx: np.ndarray
@@ -196,6 +209,7 @@ def pool_shapes(profile: Profile, tb: TrafficBatch, lo: Num, hi: Num, window: Nu
                     tokens/step = b x E[in] / E[out] at mean context E[in] / 2
         S         = prefill(in) + out x step                          (a request's slot time)
         E[S], E[S^2] from per-(pool, prompt length) sums (exact), cv^2 = E[S^2] / E[S]^2 - 1
+        b_u       = max_utilization x slots, step_u = step(b_u)       (the utilisation cap's batch)
         pre_q     = prefill(P99 prompt) in physical mode, E[prefill] in paper mode
         P_peak    = per-GPU power at the slot-capped batch (the ``peak`` provisioning basis)
 
@@ -210,7 +224,8 @@ def pool_shapes(profile: Profile, tb: TrafficBatch, lo: Num, hi: Num, window: Nu
     act = np.flatnonzero(tb.share > 0)
     e = np.zeros(0)
     if not act.size:
-        return PoolShape(m, lo, hi, window, act, e, e, e, e, e, e, e, e, e, e, np.zeros(0, bool), err, gpus_per, price)
+        return PoolShape(m, lo, hi, window, act, e, e, e, e, e, e, e, e, e, e, e, e, e, e, np.zeros(0, bool), err,
+                         gpus_per, price)
     gname = f"{profile.gpu.id}x{profile.tp}"
 
     def fail(mask: np.ndarray, msg: Callable[[int], str]) -> None:
@@ -244,6 +259,11 @@ def pool_shapes(profile: Profile, tb: TrafficBatch, lo: Num, hi: Num, window: Nu
         es = (e_pre + step_ms * tb.w_o[act]) / share
         es2 = (e_pre2 + 2.0 * step_ms * e_pre_o + step_ms**2 * tb.w_o2[act]) / share
         pre_q = np.asarray(profile.prefill_ms(tb.inp_q99[act]), float)
+        mean_pre, mean_out = e_pre / share, tb.w_o[act] / share
+        b_util = np.maximum(slo.max_utilization * np.maximum(slots, 1), 1.0)
+        step_util = np.asarray(profile.operating_point(b_util, mean_kv, b_util * pf_per_seq, pf_ctx,
+                                                       decode=False).step_ms, float) * np.ones(act.size)
+        step_util = np.minimum(step_util, step_ms)                  # step rises with the batch
     else:   # the published model: its service time per point (ragged over the active pools)
         pos = np.full(m, -1)
         pos[act] = np.arange(act.size)
@@ -254,6 +274,9 @@ def pool_shapes(profile: Profile, tb: TrafficBatch, lo: Num, hi: Num, window: Nu
         pre_q = np.bincount(sg, w_ * pre, act.size) / share
         es = np.bincount(sg, w_ * svc, act.size) / share
         es2 = np.bincount(sg, w_ * svc**2, act.size) / share
+        mean_pre, mean_out = es.copy(), np.zeros(act.size)         # fixed service times: no batch feedback
+        b_util = np.maximum(slo.max_utilization * np.maximum(slots, 1), 1.0)
+        step_util = step_ms.copy()
     cv2 = np.maximum(es2 / es**2 - 1.0, 0.0)
     fail(pre_q >= slo.ttft_p99_ms, lambda a: (f"TTFT SLO unreachable, prefill alone takes "
                                               f"{pre_q[a]:.0f} ms > {slo.ttft_p99_ms:.0f} ms"))
@@ -261,21 +284,24 @@ def pool_shapes(profile: Profile, tb: TrafficBatch, lo: Num, hi: Num, window: Nu
     sl = np.maximum(slots, 1).astype(float)
     peak = np.asarray(profile.operating_point(sl, mean_kv, sl * pf_per_seq, pf_ctx, decode=False).power_per_gpu_w,
                       float)
-    return PoolShape(m, lo, hi, window, act, kv_slots, slots, step_ms, pre_q, es, cv2, mean_kv, pf_per_seq, pf_ctx,
-                     peak * np.ones(act.size), good, err, gpus_per, price)
+    return PoolShape(m, lo, hi, window, act, kv_slots, slots, step_ms, pre_q, es, cv2, mean_pre, mean_out, b_util,
+                     step_util, mean_kv, pf_per_seq, pf_ctx, peak * np.ones(act.size), good, err, gpus_per, price)
 
 
 def size_shapes(profile: Profile, sh: PoolShape, tb: TrafficBatch, total_rate: float, slo: Slo,
                 host_w_per_gpu: float = 0.0) -> PoolColumns:
     """The rate-dependent half of ``size_pools``: instance counts (TTFT and utilisation),
     utilisation, mean batch and power at the given arrival rate.  Per pool, with
-    lambda = rate x share (req/ms), a = lambda E[S] the busy slots (erlangs):
+    lambda = rate x share (req/ms), a = lambda E[S] the busy slots (erlangs) with every step
+    at the slot-capped batch, a_u = lambda E[S(b_u)] with steps at b_u = max_utilization x slots:
 
         n_stable = floor(a / slots) + 1
-        n_util   = ceil(a / (max_utilization x slots))
+        n_util   = ceil(a_u / b_u)
         n        = the least n >= max(n_stable, n_util) with W_99(n slots) + pre_q <= TTFT target
                    (doubled to a bound, then bisected; W_99: Kimura's M/G/c tail)
-        rho      = a / (n x slots),  batch = rho x slots
+        batch    = b* = the fixed point of b = (lambda / n) (E[pre] + step(b) E[out]), step
+                   affine between b_u and slots (where it was evaluated): b* <= b_u
+        rho      = b* / slots
         P_gpu    = P(batch) for batch >= 1, else idle + batch x (P(1) - idle)
         P_inst   = gpus x (P_gpu + host W per GPU),  tokens/s = lambda x E[credited out] x 1e3
 
@@ -293,6 +319,7 @@ def size_shapes(profile: Profile, sh: PoolShape, tb: TrafficBatch, total_rate: f
     sl = np.maximum(slots, 1).astype(float)
     lam_ms = lam_s[act] / 1e3
     load = lam_ms * es                                                    # busy slots (erlangs)
+    load_u = lam_ms * (sh.e_pre + sh.step_util_ms * sh.e_out)              # ... with steps at b_u
 
     def ttft(n: np.ndarray, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
         """P99 TTFT of the pools ``idx`` at ``n`` instances: P99 wait + prefill, ms."""
@@ -300,7 +327,7 @@ def size_shapes(profile: Profile, sh: PoolShape, tb: TrafficBatch, total_rate: f
         return out
 
     n_lo = np.floor(load / sl) + 1                                        # least stable count
-    n_util = np.ceil(load / (slo.max_utilization * sl) - 1e-12)
+    n_util = np.ceil(load_u / sh.b_util - 1e-12)
     n = np.maximum(n_lo, n_util)
     good = good.copy()
 
@@ -331,8 +358,8 @@ def size_shapes(profile: Profile, sh: PoolShape, tb: TrafficBatch, total_rate: f
         # largest n with ttft > slo, plus one
         n[late] = bisect_int(lambda v, i: ttft(v.astype(float), late[i]) > slo.ttft_p99_ms, n[late], hi_n) + 1
     ttft_binds = (n > n_util) & good
-    rho = load / (n * sl)
-    batch = rho * sl
+    batch, es_mean = mean_batch(lam_ms / n, slots, sh.b_util, sh.step_ms, sh.step_util_ms, sh.e_pre, sh.e_out)
+    rho = batch / sl
     b1 = np.maximum(batch, 1.0)
     p_op = np.asarray(profile.operating_point(b1, sh.mean_kv, b1 * sh.pf_per_seq, sh.pf_ctx,
                                               decode=False).power_per_gpu_w, float)
@@ -343,7 +370,7 @@ def size_shapes(profile: Profile, sh: PoolShape, tb: TrafficBatch, total_rate: f
     gp = sh.gpus_per
     for name, val in (("instances", n), ("utilization", rho), ("slots", slots), ("batch", batch),
                       ("kv_slots", sh.kv_slots), ("ttft_p99_ms", ttft(n)), ("tpot_p99_ms", sh.step_ms),
-                      ("mean_service_ms", es), ("power_per_gpu_w", p_gpu),
+                      ("mean_service_ms", es_mean), ("power_per_gpu_w", p_gpu),
                       ("instance_power_w", gp * (p_gpu + host_w_per_gpu)),
                       ("peak_instance_power_w", gp * (sh.peak_gpu_w + host_w_per_gpu)), ("tokens_per_s", tok_s),
                       ("ttft_binds", ttft_binds)):

@@ -191,6 +191,15 @@ def test_post_solve_invariants_and_columns_agree_with_evaluate():
     assert res["solver"]["objective"] == pytest.approx(res["fleet"]["it_power_kw"] * 1e3, rel=1e-9)
 
 
+def assert_same_pools(fresh: list[dict], reported: list[dict]) -> None:
+    """The same pool rows up to float rounding (columns are sized vectorised over other pools)."""
+    assert len(fresh) == len(reported)
+    for f, p in zip(fresh, reported):
+        assert f.keys() == p.keys()
+        for k in f:
+            assert f[k] == (pytest.approx(p[k], rel=1e-12) if isinstance(p[k], float) else p[k]), k
+
+
 @pytest.mark.parametrize("name,sets", [("heterogeneous", ["power.facility_cap_mw=0.2", "gpus.1.max_gpus=64"]),
                                        ("paper-azure-h100", []), ("longctx-summarization", [])])
 def test_reported_plan_and_baselines_equal_a_fresh_evaluate(name, sets):
@@ -205,7 +214,7 @@ def test_reported_plan_and_baselines_equal_a_fresh_evaluate(name, sets):
         fresh = evaluate(inst, parse_topology(topo)).to_dict()
         assert fresh["fleet"] == pytest.approx({k: v for k, v in totals.items() if k in fresh["fleet"]}, rel=1e-12)
         if pools is not None:
-            assert fresh["pools"] == pools
+            assert_same_pools(fresh["pools"], pools)
 
 
 def test_pyomo_and_highspy_interfaces_give_the_same_plan():
@@ -544,7 +553,7 @@ def enumerate_mixed_plans(inst: Instance, dist_rate, inner: list[int], top: int)
 
 
 @pytest.mark.parametrize("seed,K,stock,stock_h200", [(11, 1, 16, None), (12, 2, 24, None), (13, 2, None, None),
-                                                     (14, 1, 8, None), (13, 1, 92, None), (13, 2, 92, None),
+                                                     (14, 1, 8, None), (13, 1, 92, 64), (13, 2, 92, None),
                                                      (13, 1, 96, 96), (13, 2, 96, 96), (14, 2, 48, 64)])
 def test_mixed_pools_equal_enumeration_through_evaluate(seed, K, stock, stock_h200):
     """The last three: both types stocked, no one-pool plan fits (the knee: the upper bound
@@ -560,12 +569,12 @@ def test_mixed_pools_equal_enumeration_through_evaluate(seed, K, stock, stock_h2
     res = solve(inst).to_dict()
     assert res["solver"]["status"] == "optimal"
     assert res["fleet"]["it_power_kw"] == pytest.approx(best_kw, rel=1e-6)
-    if (K, stock) == (1, 92):                         # this case's optimum is a mixed range
+    if (K, stock, stock_h200) == (1, 92, 64):         # this case's optimum is a mixed range
         assert any(p.share < 1 for p in topo) and "@" in res["topology"]
     # and what solve reports for its (possibly mixed) plan is what evaluate gives for it
     from fleetopt.topology import parse_topology
     fresh = evaluate(dr, parse_topology(res["topology"])).to_dict()
-    assert fresh["pools"] == res["pools"]
+    assert_same_pools(fresh["pools"], res["pools"])
 
 
 def quarter_covers(cfgs):
@@ -602,16 +611,16 @@ def test_a_quarter_grid_equals_enumeration_under_binding_stock(seed, stock, stoc
 
 
 def test_a_stock_limit_makes_the_mixed_plan_strictly_better():
-    """With H100s (the most efficient config here: 96 GPUs unlimited) limited to 92, one config per range
+    """With H100s (the most efficient config here: 68 GPUs unlimited) limited to 64, one config per range
     must fall back to H200; a mixed range keeps as many H100s as it may and uses less
     energy, and a finer grid (which contains the coarser one) is never worse."""
-    inst = tiny_instance(13, 1, None, 92)
+    inst = tiny_instance(14, 1, None, 64)
     plans = {m: solve(replace(inst, pools=replace(inst.pools, split_grid=m))).to_dict() for m in (1, 2, 4)}
     kw = {m: r["fleet"]["it_power_kw"] for m, r in plans.items()}
     assert "@" not in plans[1]["topology"] and "@" in plans[4]["topology"]
     assert kw[4] <= kw[2] * (1 + 1e-9) and kw[2] < kw[1]
     mixed = plans[4]
-    assert sum(p["gpus"] for p in mixed["pools"] if p["gpu"] == "h100-sxm") <= 92
+    assert sum(p["gpus"] for p in mixed["pools"] if p["gpu"] == "h100-sxm") <= 64
     shares = {}
     for p in mixed["pools"]:
         shares[p["hi_tokens"]] = shares.get(p["hi_tokens"], 0.0) + p["split"]

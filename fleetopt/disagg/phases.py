@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fleetopt.batching import bisect_int, tpot_batch_cap
+from fleetopt.batching import bisect_int, mean_batch, tpot_batch_cap
 from fleetopt.queueing import wait_quantile_mgc
 from fleetopt.sizing import PoolSizing, Slo
 from fleetopt.traffic import TrafficBatch
@@ -164,11 +164,12 @@ def size_decode(profile: Profile, tb: TrafficBatch, total_rate: float, lo: Array
 
         slots = the TPOT-capped batch of pure decode steps (no prefill mixed in)
         S_d   = O x step,  cv^2 = E[O^2] / E[O]^2 - 1
-        n     = the least n >= max(floor(a / slots) + 1, ceil(a / (u_max x slots))) with
+        n     = the least n >= max(floor(a / slots) + 1, ceil(a_u / b_u)) with
                 P99 slot wait W_99 = 0 (Erlang-C <= 1 %): the decode pool adds nothing to
-                the range's P99 TTFT (a = lambda S_d, u_max the utilisation cap)
-        P     = P(batch) per GPU at the mean batch rho x slots (rho = a / (n slots)), below
-                one sequence idle + batch x (P(1) - idle)"""
+                the range's P99 TTFT (a = lambda S_d with steps at the slot-capped batch,
+                a_u = lambda E[O] step(b_u) with b_u = u_max x slots, u_max the utilisation cap)
+        P     = P(batch) per GPU at the mean batch b* (``fleetopt.batching.mean_batch``: steps
+                follow the batch running), below one sequence idle + batch x (P(1) - idle)"""
     window = np.asarray(window, float) * np.ones(tb.m)
     out, lo, hi, lam_s, act = start_phase(DECODE, profile, tb, total_rate, lo, hi, usd_per_gpu_hour)
     if not act.size:
@@ -200,10 +201,14 @@ def size_decode(profile: Profile, tb: TrafficBatch, total_rate: float, lo: Array
         """Whether the decode pools ``idx`` at ``n`` instances have no P99 slot wait."""
         return ~good[idx] | (wait_quantile_mgc(n * sl[idx], lam_ms[idx], es[idx], cv2[idx]) <= 0.0)
 
-    n_util = np.maximum(np.floor(load / sl) + 1, np.ceil(load / (slo.max_utilization * sl) - 1e-12))
+    b_u = np.maximum(slo.max_utilization * sl, 1.0)
+    step_u = np.minimum(np.asarray(profile.operating_point(b_u, mean_kv, zero, zero, decode=False).step_ms, float),
+                        step)
+    n_util = np.maximum(np.floor(load / sl) + 1, np.ceil(lam_ms * e_out * step_u / b_u - 1e-12))
     n = np.where(good, least_count(no_wait, n_util), 0.0)
-    rho = np.where(good, load / (np.maximum(n, 1) * sl), 0.0)
-    batch = rho * sl
+    batch, es_mean = mean_batch(lam_ms / np.maximum(n, 1), slots, b_u, step, step_u, zero, e_out)
+    batch = np.where(good, batch, 0.0)
+    rho = batch / sl
     b1 = np.maximum(batch, 1.0)
     p_op = np.asarray(profile.operating_point(b1, mean_kv, zero, zero, decode=False).power_per_gpu_w, float)
     idle = profile.idle_power_w()
@@ -212,7 +217,7 @@ def size_decode(profile: Profile, tb: TrafficBatch, total_rate: float, lo: Array
     g = act[good]
     for name, val in (("instances", n), ("utilization", rho), ("slots", slots), ("batch", batch),
                       ("kv_slots", kv_slots), ("ttft_p99_ms", np.zeros(act.size)), ("tpot_p99_ms", step),
-                      ("mean_service_ms", es), ("power_per_gpu_w", p_gpu),
+                      ("mean_service_ms", es_mean), ("power_per_gpu_w", p_gpu),
                       ("instance_power_w", gp * (p_gpu + host_w_per_gpu)),
                       ("peak_instance_power_w", gp * (peak + host_w_per_gpu)),
                       ("tokens_per_s", lam_s[act] * tb.credit_mean[act]), ("binds", n > n_util)):
