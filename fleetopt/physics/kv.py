@@ -20,8 +20,8 @@ SMALL_GPU_MAX_BATCHED_TOKENS = 2048
 #: fp32 vocab-wide buffers alive at the peak of vLLM's sampler warm-up (profile_run's
 #: _dummy_sampler_run over max_num_seqs dummy requests: bf16 and fp32 logits, the top-k/top-p
 #: sort's fp32 values and int64 indices, softmax, masks, probabilities, exponential noise).
-#: Least squares on the held-in half of benchmarks/kv_concurrency.py gives 9.69; single logs'
-#: peak activation / (seqs x vocab x 4 B) are 9.6-9.7 on H100, H200 and L40S (vLLM 0.10-0.11)
+#: Least squares on the held-in half of benchmarks/kv_concurrency.py gives 9.7 (it prints the fit); single logs'
+#: peak activation / (seqs x vocab x 4 B) are 9.6-9.9 on H100, H200 and L40S (vLLM 0.10-0.11)
 #: and 11.8 on an A100 80GB (vLLM 0.31).
 SAMPLER_FP32_COPIES = 9.7
 
