@@ -12,8 +12,9 @@ Each row: logged KV tokens against ``fleetopt.physics.kv`` (the row's max_num_se
 max_num_batched_tokens, vLLM's defaults unless the log says otherwise), and the
 decomposition: weights per GPU predicted against logged, reserve predicted against implied
 (gmu x HBM - logged weights - logged KV bytes).  The sampler term of the reserve has one
-fitted coefficient (``SAMPLER_FP32_COPIES``): the rows alternate, in the order found, between
-a held-in half (the fit) and a held-out half (the check).
+fitted coefficient (``SAMPLER_FP32_COPIES``): the first rows alternate, in the order found,
+between a held-in half (the fit: rows logging the peak activation) and a held-out half; the
+validation-set rows (``VDB``) came after the coefficient was fixed and are all held out.
 
     python benchmarks/kv_concurrency.py   # writes benchmarks/results/kv_concurrency.md and .json
 """
@@ -27,6 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 GIB = 2**30
+
+#: A public validation set of vLLM start-up logs (RedHat AI and upstream builds, explicit
+#: accelerator, TP, --gpu-memory-utilization 0.92, --max-model-len 8192), one record per row.
+VDB = ("https://github.com/ashishkamra/vllm-memory-estimator/blob/8b0e21d1ec49357383758a164129515209b37e7f/"
+       "test_data/validation_db.json")
 
 #: Public vLLM logs, in the order found; ``split`` alternates held-in ("in", used to fit the
 #: sampler coefficient) and held-out ("out").  Figures are the log's own; settings the
@@ -80,22 +86,72 @@ LOGS = [
          logged_tokens=75_824, logged_kv_gib=11.57, logged_weights_gib=27.52, split="in",
          source="public blog post 'LLM 최적화 실전 프로젝트' (jinwoong, 2026-09-06; search index file 60168338778), after O'Reilly Hands-On LLM Serving and Optimization ch. 9",
          note="AWS g6e.2xlarge (L40S 46,068 MiB); 'vllm serve Qwen/Qwen3-14B --disable-log-stats': gmu is that version's default, 0.92 as vLLM 0.31 logs it (0.9 would leave 0.89 GiB, less than the logged-elsewhere 1.4 GiB sampler peak)"),
-    dict(id="h200-deepseek-r1-tp8", gpu="h200", model="deepseek-v3", tp=8, gmu=0.9,
-         vllm="0.11.2 (V1)", max_num_seqs=1024, max_batched_tokens=8192, max_model_len=8192,
+    dict(id="h200-deepseek-r1-tp8", gpu="h200", model="deepseek-v3", tp=8, gmu=0.92,
+         vllm="0.11.2 (V1, serve)", max_num_seqs=1024, max_batched_tokens=8192, max_model_len=8192,
          logged_tokens=635_648, logged_kv_gib=41.60, logged_weights_gib=79.739, split="out",
-         source="public GitHub test file of a 'memory_estimator' validation DB ('Real log snippets', DEEPSEEK_CONFIG_LINE / DEEPSEEK_MEMORY_LINES; search index file 54698501030)",
-         note="deepseek-ai/DeepSeek-R1-0528 (DeepSeek-V3 architecture, MLA latent 61 x 576 x 2 B = 70,272 B per token per GPU, logged 41.60 GiB / 635,648 = 70,272), fp8, TP 8, max_seq_len 8192; "
-              "the GPU is not named beside the snippet: the repository's runs are H200 or MI300X and only H200 at the default gmu 0.9 adds up (79.74 + 41.60 + 4.5 GiB of 125.83)"),
+         source=VDB + " record 88e492a0",
+         note="deepseek-ai/DeepSeek-R1-0528 (DeepSeek-V3 architecture; MLA latent 61 x 576 x 2 B = 70,272 B per token per GPU = 41.60 GiB / 635,648), fp8 weights, --gpu-memory-utilization 0.92"),
     dict(id="h100-llama70b-fp8-tp2", gpu="h100-sxm", model="llama-3.3-70b-fp8", tp=2, gmu=0.9,
          vllm="0.11.0 (V1, serve)", max_num_seqs=1024, max_batched_tokens=8192, max_model_len=16000,
          logged_kv_gib=32.0, logged_weights_gib=33.88, logged_activation_gib=4.84, logged_non_torch_gib=0.55,
          split="in", source="https://github.com/llm-d/llm-d-benchmark/blob/main/config_explorer/empirical-vllm-memory-results.md",
          note="RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic; --block-size 128; KV logged in GiB (per GPU)"),
-    dict(id="h200-llama70b-fp8-tp4", gpu="h200", model="llama-3.3-70b-fp8", tp=4, gmu=0.9,
-         vllm="0.11.2rc1+rhai0 (V1, Red Hat AI build)", max_num_seqs=1024, max_batched_tokens=8192, max_model_len=8192,
-         logged_tokens=1_391_552, logged_kv_gib=106.17, logged_weights_gib=16.9619, split="out",
-         source="public GitHub test file of a 'memory_estimator' validation DB ('Real log snippets', LLAMA_CONFIG_LINE / MEMORY_LINES; search index file 54698501030)",
-         note="RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic, TP 4, max_seq_len 8192; the GPU is not named beside the snippet: H200 or MI300X in that repository, and only H200 at the default gmu 0.9 adds up (16.96 + 106.17 + 2.7 GiB of 125.83)"),
+    dict(id="h200-llama70b-fp8-tp4", gpu="h200", model="llama-3.3-70b-fp8", tp=4, gmu=0.92,
+         vllm="0.11.2 (V1, serve)", max_num_seqs=1024, max_batched_tokens=8192, max_model_len=8192,
+         logged_tokens=1_391_344, logged_kv_gib=106.15, logged_weights_gib=16.9619, split="out",
+         source=VDB + " record f2961598", note="RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic, --gpu-memory-utilization 0.92"),
+    # vllm-memory-estimator validation DB (all held out: added after the sampler coefficient was fixed)
+    dict(id="h200-llama70b-tp4", gpu="h200", model="llama-3.1-70b", tp=4, gmu=0.92, vllm="0.19.0 (V1, serve)", max_num_seqs=1024,
+         max_batched_tokens=8192, max_model_len=8192, logged_tokens=1_200_192, logged_kv_gib=91.57, logged_weights_gib=32.89,
+         split="out", source=VDB + " record fdcab9a9", note="meta-llama/Llama-3.3-70B-Instruct, --gpu-memory-utilization 0.92, --max-model-len 8192"),
+    dict(id="h200-llama70b-fp8-tp4-fp8kv", gpu="h200", model="llama-3.3-70b-fp8", tp=4, gmu=0.92, kv_dtype="fp8", vllm="0.19.0 (V1, serve)", max_num_seqs=1024,
+         max_batched_tokens=8192, max_model_len=8192, logged_tokens=2_818_496, logged_kv_gib=107.52, logged_weights_gib=16.96,
+         split="out", source=VDB + " record d36ce1c6", note="RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic, --kv-cache-dtype fp8, --gpu-memory-utilization 0.92, --max-model-len 8192"),
+    dict(id="h200-qwen3-235b-tp4", gpu="h200", model="qwen3-235b-a22b", tp=4, gmu=0.92, vllm="0.11.2 (V1, serve)", max_num_seqs=1024,
+         max_batched_tokens=8192, max_model_len=8192, logged_tokens=284_080, logged_kv_gib=12.73, logged_weights_gib=109.6068,
+         split="out", source=VDB + " record ae4a7e0e", note="Qwen/Qwen3-235B-A22B-Instruct-2507, --gpu-memory-utilization 0.92, --max-model-len 8192"),
+    dict(id="h200-qwen3-235b-fp8-tp4", gpu="h200", model="qwen3-235b-a22b-fp8", tp=4, gmu=0.92, vllm="0.11.2 (V1, serve)", max_num_seqs=1024,
+         max_batched_tokens=8192, max_model_len=8192, logged_tokens=1_475_472, logged_kv_gib=66.13, logged_weights_gib=55.2032,
+         split="out", source=VDB + " record 049928ed", note="RedHatAI/Qwen3-235B-A22B-FP8-dynamic (per-channel FP8; the catalog entry is Qwen's block FP8), --enable-expert-parallel, --gpu-memory-utilization 0.92, --max-model-len 8192"),
+    dict(id="h200-deepseek-r1-tp8-v0.19", gpu="h200", model="deepseek-v3", tp=8, gmu=0.92, vllm="0.19.0 (V1, serve)", max_num_seqs=1024,
+         max_batched_tokens=8192, max_model_len=8192, logged_tokens=653_808, logged_kv_gib=42.79, logged_weights_gib=79.74,
+         split="out", source=VDB + " record 94e7cdb0", note="deepseek-ai/DeepSeek-R1-0528, --gpu-memory-utilization 0.92, --max-model-len 8192"),
+    dict(id="b200-llama70b-tp4", gpu="b200", model="llama-3.1-70b", tp=4, gmu=0.92, vllm="0.18.0 (V1, serve)", max_num_seqs=1024,
+         max_batched_tokens=8192, max_model_len=8192, logged_tokens=1_664_848, logged_kv_gib=127.02, logged_weights_gib=32.89,
+         split="out", source=VDB + " record b421cf24", note="meta-llama/Llama-3.3-70B-Instruct, --gpu-memory-utilization 0.92, --max-model-len 8192"),
+    dict(id="b200-llama70b-fp8-tp4-fp8kv", gpu="b200", model="llama-3.3-70b-fp8", tp=4, gmu=0.92, kv_dtype="fp8", vllm="0.18.0 (V1, serve)", max_num_seqs=1024,
+         max_batched_tokens=8192, max_model_len=8192, logged_tokens=3_747_120, logged_kv_gib=142.94, logged_weights_gib=16.96,
+         split="out", source=VDB + " record 4f6e745d", note="RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic, --kv-cache-dtype fp8, --gpu-memory-utilization 0.92, --max-model-len 8192"),
+    dict(id="b200-deepseek-r1-tp8", gpu="b200", model="deepseek-v3", tp=8, gmu=0.92, vllm="0.18.0 (V1, serve)", max_num_seqs=1024,
+         max_batched_tokens=8192, max_model_len=8192, logged_tokens=1_219_424, logged_kv_gib=79.81, logged_weights_gib=79.88,
+         split="out", source=VDB + " record dcea7fc0", note="deepseek-ai/DeepSeek-R1-0528, --gpu-memory-utilization 0.92, --max-model-len 8192"),
+    dict(id="mi300x-llama70b-tp1", gpu="mi300x", model="llama-3.1-70b", tp=1, gmu=0.92, vllm="0.18.0+rhaiv.0 (V1, serve)", max_num_seqs=1024,
+         max_batched_tokens=8192, max_model_len=8192, logged_tokens=137_232, logged_kv_gib=41.88, logged_weights_gib=131.62,
+         split="out", source=VDB + " record 9a0b6d4e", note="meta-llama/Llama-3.3-70B-Instruct (ROCm), --gpu-memory-utilization 0.92, --max-model-len 8192"),
+    dict(id="mi300x-llama70b-tp4", gpu="mi300x", model="llama-3.1-70b", tp=4, gmu=0.92, vllm="0.13.1.dev8 (V1, serve)", max_num_seqs=1024,
+         max_batched_tokens=8192, max_model_len=8192, logged_tokens=1_846_048, logged_kv_gib=140.86, logged_weights_gib=32.9629,
+         split="out", source=VDB + " record 9e6c1f39", note="meta-llama/Llama-3.3-70B-Instruct (ROCm), --gpu-memory-utilization 0.92, --max-model-len 8192"),
+    dict(id="mi300x-llama70b-fp8-tp1", gpu="mi300x", model="llama-3.3-70b-fp8", tp=1, gmu=0.92, vllm="0.11.2+rhai1 (V1, serve)", max_num_seqs=1024,
+         max_batched_tokens=8192, max_model_len=8192, logged_tokens=334_864, logged_kv_gib=102.19, logged_weights_gib=68.3613,
+         split="out", source=VDB + " record 95cac1c3", note="RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic (ROCm), --gpu-memory-utilization 0.92, --max-model-len 8192"),
+    dict(id="mi300x-llama70b-fp8-tp1-fp8kv", gpu="mi300x", model="llama-3.3-70b-fp8", tp=1, gmu=0.92, kv_dtype="fp8", vllm="0.18.0+rhaiv.0 (V1, serve)", max_num_seqs=1024,
+         max_batched_tokens=8192, max_model_len=8192, logged_tokens=688_064, logged_kv_gib=104.99, logged_weights_gib=68.37,
+         split="out", source=VDB + " record b315d677", note="RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic, --kv-cache-dtype fp8 (ROCm), --gpu-memory-utilization 0.92, --max-model-len 8192"),
+    dict(id="mi300x-qwen3-235b-tp4", gpu="mi300x", model="qwen3-235b-a22b", tp=4, gmu=0.92, vllm="0.11.2+rhai1 (V1, serve)", max_num_seqs=1024,
+         max_batched_tokens=8192, max_model_len=8192, logged_tokens=1_267_456, logged_kv_gib=56.83, logged_weights_gib=112.6113,
+         split="out", source=VDB + " record 46cec274", note="Qwen/Qwen3-235B-A22B-Instruct-2507 (ROCm), --gpu-memory-utilization 0.92, --max-model-len 8192"),
+    dict(id="mi300x-qwen3-235b-tp8", gpu="mi300x", model="qwen3-235b-a22b", tp=8, gmu=0.92, vllm="0.11.2+rhai1 (V1, serve)", max_num_seqs=1024,
+         max_batched_tokens=8192, max_model_len=8192, logged_tokens=2_468_368, logged_kv_gib=111.06, logged_weights_gib=56.6465,
+         split="out", source=VDB + " record 5d492557", note="Qwen/Qwen3-235B-A22B-Instruct-2507 (ROCm), --gpu-memory-utilization 0.92, --max-model-len 8192"),
+    dict(id="mi300x-qwen3-235b-fp8-tp4", gpu="mi300x", model="qwen3-235b-a22b-fp8", tp=4, gmu=0.92, vllm="0.11.2+rhai1 (V1, serve)", max_num_seqs=1024,
+         max_batched_tokens=8192, max_model_len=8192, logged_tokens=2_528_512, logged_kv_gib=113.35, logged_weights_gib=55.9199,
+         split="out", source=VDB + " record c6b429bc", note="RedHatAI/Qwen3-235B-A22B-FP8-dynamic, --enable-expert-parallel (ROCm), --gpu-memory-utilization 0.92, --max-model-len 8192"),
+    dict(id="mi300x-qwen3-235b-fp8-tp8", gpu="mi300x", model="qwen3-235b-a22b-fp8", tp=8, gmu=0.92, vllm="0.11.2+rhai1 (V1, serve)", max_num_seqs=1024,
+         max_batched_tokens=8192, max_model_len=8192, logged_tokens=3_102_816, logged_kv_gib=139.5, logged_weights_gib=28.041,
+         split="out", source=VDB + " record ea27031b", note="RedHatAI/Qwen3-235B-A22B-FP8-dynamic, --enable-expert-parallel (ROCm), --gpu-memory-utilization 0.92, --max-model-len 8192"),
+    dict(id="mi300x-deepseek-r1-tp8", gpu="mi300x", model="deepseek-v3", tp=8, gmu=0.92, vllm="0.18.0+rhaiv.0 (V1, serve)", max_num_seqs=1024,
+         max_batched_tokens=8192, max_model_len=8192, logged_tokens=1_338_112, logged_kv_gib=88.0, logged_weights_gib=81.31,
+         split="out", source=VDB + " record e8d9fc5d", note="deepseek-ai/DeepSeek-R1-0528 (ROCm), --gpu-memory-utilization 0.92, --max-model-len 8192"),
     dict(id="a100-40-llama3-8b-v0", gpu="a100-sxm-40gb", model="llama-3-8b", tp=1, gmu=0.9,
          vllm="~0.6.6 (V0 engine, serve)", max_num_seqs=256, max_batched_tokens=8192, max_model_len=8192,
          logged_tokens=91_056, logged_kv_gib=11.12, logged_weights_gib=14.96, logged_activation_gib=9.37,
@@ -118,11 +174,15 @@ LOGGED_KV = [
 def evaluate(cat) -> list[dict]:
     """One row per log in ``LOGS``: logged and predicted KV tokens and the decomposition
     (GiB per GPU)."""
+    import msgspec
+
     from fleetopt.physics import kv
 
     out = []
     for r in LOGS:
         m, g, tp, gmu = cat.model(r["model"]), cat.gpu(r["gpu"]), r["tp"], r["gmu"]
+        if "kv_dtype" in r:                                   # --kv-cache-dtype
+            m = msgspec.structs.replace(m, kv_dtype=r["kv_dtype"])
         reserve = kv.runtime_reserve_bytes(m, tp, r["max_batched_tokens"], r["max_num_seqs"], gpu=g)
         pred_tokens = kv.kv_capacity_tokens(m, g, tp, gmu, reserve_bytes=reserve)
         per_token = kv.kv_bytes_per_token_per_gpu(m, tp)
@@ -131,6 +191,7 @@ def evaluate(cat) -> list[dict]:
         sampler = r["max_num_seqs"] * m.vocab * 4
         out.append({
             "log": r["id"], "split": r["split"], "gpu": r["gpu"], "tp": tp, "model": r["model"], "gmu": gmu,
+            "kv_dtype": m.kv_dtype,
             "vllm": r["vllm"], "seqs": r["max_num_seqs"], "batched": r["max_batched_tokens"],
             "logged_tokens": logged_tokens, "tokens_from_gib": "logged_tokens" not in r,
             "predicted_tokens": pred_tokens, "error_pct": round(100 * (pred_tokens / logged_tokens - 1), 1),
@@ -191,7 +252,7 @@ def main() -> None:
     rows = evaluate(cat)
     fitted = fit_sampler_copies(rows)
     stats = summary(rows)
-    show = [{k: r[k] for k in ("log", "split", "gpu", "tp", "model", "gmu", "seqs", "logged_tokens",
+    show = [{k: r[k] for k in ("log", "split", "gpu", "tp", "model", "kv_dtype", "gmu", "seqs", "logged_tokens",
                                 "predicted_tokens", "error_pct", "weights_gib", "logged_weights_gib",
                                 "reserve_gib", "implied_reserve_gib", "logged_activation_gib")} for r in rows]
     for s in show:

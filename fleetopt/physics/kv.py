@@ -30,14 +30,26 @@ def weight_bytes_per_gpu(model: Model, tp: int, dp: int = 1) -> float:
     """Weight bytes each GPU holds: every parameter sharded over the TP group (vLLM shards
     attention, FFN, experts and the vocab-parallel embeddings); with ``dp`` data-parallel
     attention ranks (expert parallelism) the experts are sharded over tp x dp GPUs and the
-    rest replicated per rank.  Expert and dense parts in their own dtypes, embeddings in bf16.
-    Source: parameter counts from the architecture (catalog)."""
+    rest replicated per rank.  Expert and dense parts in their own dtypes, embeddings in bf16;
+    what vLLM replicates on every rank (MoE routers, MLA down-projections) counted whole.
+    Source: parameter counts from the architecture (catalog); vLLM model code as noted."""
+    dense = DTYPE_BYTES[model.dense_dtype]
     expert_bytes = model.moe_layers * model.experts * model.expert_params * DTYPE_BYTES[model.weight_dtype]
-    dense_bytes = (model.non_expert_params - model.embedding_params) * DTYPE_BYTES[model.dense_dtype]
+    # MoE routers: ReplicatedLinear(hidden, experts, quant_config=None), bf16 on every rank (vLLM qwen3_moe.py)
+    router = model.moe_layers * model.hidden * model.experts
+    # MLA down-projections q_a_proj and kv_a_proj_with_mqa: ReplicatedLinear on every rank (vLLM deepseek_v2.py)
+    mla_down = (model.layers * model.hidden * (model.q_lora_rank + model.kv_lora_rank + model.qk_rope_head_dim)
+                if model.attention == "mla" else 0)
+    # quantised MLA: process_weights_after_loading keeps a bf16 dequantised kv_b_proj (W_UK, W_UV) per rank
+    kv_b = (model.layers * model.kv_lora_rank * model.heads * 2 * model.head_dim
+            if model.attention == "mla" and dense < DTYPE_BYTES["bf16"] else 0)
     # quantised releases (FP8, MXFP4) keep the embeddings and the LM head in bf16 (their
     # config.json quantization_config leaves embed_tokens / lm_head unquantised)
-    embedding_bytes = model.embedding_params * DTYPE_BYTES["bf16"]
-    return expert_bytes / (tp * dp) + (dense_bytes + embedding_bytes) / tp
+    embedding = model.embedding_params
+    sharded = (model.non_expert_params - embedding - router - mla_down) * dense
+    bf16 = DTYPE_BYTES["bf16"]
+    return (expert_bytes / (tp * dp) + (sharded + (embedding + kv_b) * bf16) / tp
+            + router * bf16 + mla_down * dense)
 
 
 def kv_bytes_per_token(model: Model) -> float:
