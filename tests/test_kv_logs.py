@@ -52,3 +52,20 @@ def test_l40s_qwen3_235b_fp8_tp8_vllm_0_10(cat):
     assert g.hbm_bytes / GIB == pytest.approx(44.42, abs=0.005)
     assert kv.kv_bytes_per_token_per_gpu(m, 8) == 48_128
     assert kv.kv_capacity_tokens(m, g, 8) == pytest.approx(237_344, rel=0.05)
+
+
+def test_b200_deepseek_r1_tp8_mla_vllm_0_18(cat):
+    """github.com/ashishkamra/vllm-memory-estimator test_data/validation_db.json (commit 8b0e21d),
+    record dcea7fc0: DeepSeek-R1-0528 on 8 x B200, vLLM 0.18.0, --gpu-memory-utilization 0.92,
+    'Model loading took 79.88 GiB', 'GPU KV cache size: 1,219,424 tokens'.  vLLM replicates
+    MLA's q_a_proj and kv_a_proj_with_mqa (61 x 7,168 x (1,536 + 512 + 64) fp8 parameters) and
+    the bf16 routers (58 x 7,168 x 256) on every rank; the latent cache (61 x 576 x 2 B) too."""
+    m, g = cat.model("deepseek-v3"), cat.gpu("b200")
+    replicated = 61 * 7_168 * 2_112 * 1 + 58 * 7_168 * 256 * 2
+    kv_b_bf16 = 61 * 512 * 128 * 256 * 2 / 8                      # dequantised kv_b_proj per rank
+    base = m.moe_layers * m.experts * m.expert_params / 8 + (m.non_expert_params - m.embedding_params
+                                                             - 61 * 7_168 * 2_112 - 58 * 7_168 * 256) / 8
+    assert kv.weight_bytes_per_gpu(m, 8) == pytest.approx(base + m.embedding_params * 2 / 8 + replicated + kv_b_bf16)
+    assert kv.weight_bytes_per_gpu(m, 8) / GIB == pytest.approx(79.88, rel=0.01)
+    assert kv.kv_bytes_per_token_per_gpu(m, 8) == 61 * 576 * 2
+    assert kv.kv_capacity_tokens(m, g, 8, 0.92) == pytest.approx(1_219_424, rel=0.02)
