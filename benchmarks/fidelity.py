@@ -24,6 +24,7 @@ from fleetopt.measurements import METRICS, predict, validate
 from fleetopt.physics.calibration import BOUNDS, DEFAULT, REASONS
 
 from _measured import REFERENCE_ENGINE, available, load_all
+from kv_concurrency import _logged_kv
 
 SHORT = {"power_w_per_gpu": "power/GPU", "itl_ms": "ITL", "throughput_tok_s": "throughput",
          "energy_per_output_token_j": "J/out tok", "prefill_ms": "prefill"}
@@ -57,29 +58,6 @@ def _kv_check(df, pred) -> tuple[str, dict]:
             f"{table['overflows_but_normal']}.  The shared data carry no vLLM-logged 'maximum concurrency' "
             "figure, so this is the only KV-capacity evidence they give.")
     return text, table
-
-
-#: Public logs of a serving engine's KV cache size with a known GPU, model and TP (source, note).
-LOGGED_KV = [
-    dict(gpu="h100", model="qwen3-235b-a22b-fp8", tp=4, engine="vLLM ~0.9 (with an LMCache connector)",
-         logged_tokens=178_880, source="github.com/vllm-project/vllm/issues/21348",
-         note="SGLang on the same 4 x H100 allocated 367,404 tokens (16.5 GB of K and V)"),
-    dict(gpu="h100", model="qwen3-235b-a22b-fp8", tp=4, engine="SGLang (mem-fraction-static 0.93)",
-         logged_tokens=367_404, source="github.com/vllm-project/vllm/issues/21348", note="gpu_memory_utilization 0.93",
-         gmu=0.93),
-]
-
-
-def _logged_kv(cat) -> str:
-    """Predicted KV cache tokens against the public logs in ``LOGGED_KV``."""
-    from fleetopt.physics.kv import kv_capacity_tokens
-
-    lines = ["| GPU x TP | model | engine | logged tokens | predicted | error | source |", "|---|---|---|---:|---:|---:|---|"]
-    for r in LOGGED_KV:
-        pred = kv_capacity_tokens(cat.model(r["model"]), cat.gpu(r["gpu"]), r["tp"], r.get("gmu", 0.9))
-        lines.append(f"| {r['gpu']} x {r['tp']} | {r['model']} | {r['engine']} | {r['logged_tokens']:,} | {pred:,} | "
-                     f"{(pred / r['logged_tokens'] - 1) * 100:+.0f} % | {r['source']} ({r['note']}) |")
-    return "\n".join(lines)
 
 
 def main() -> None:

@@ -32,7 +32,9 @@ def test_weights_per_gpu(cat):
     m = cat.model("llama-3.1-70b")
     assert kv.weight_bytes_per_gpu(m, 8) == pytest.approx(m.total_params * 2 / 8)
     fp8 = cat.model("llama-3.1-405b-fp8")
-    assert kv.weight_bytes_per_gpu(fp8, 8) == pytest.approx(fp8.total_params / 8)
+    # fp8 linear layers; embeddings and LM head stay bf16: 2 x 128,256 x 16,384 parameters
+    emb = 2 * 128_256 * 16_384
+    assert kv.weight_bytes_per_gpu(fp8, 8) == pytest.approx(((fp8.total_params - emb) * 1 + emb * 2) / 8)
 
 
 def test_kv_budget_hand(cat):

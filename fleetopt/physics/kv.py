@@ -13,17 +13,43 @@ BLOCK_TOKENS = 16
 DEFAULT_MAX_NUM_SEQS = 1024
 DEFAULT_MAX_BATCHED_TOKENS = 8192
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
+#: The same defaults on smaller GPUs and on every A100 (vllm/engine/arg_utils.py get_batch_defaults:
+#: ``device_memory >= 70 GiB and "a100" not in device_name`` picks the larger pair).
+SMALL_GPU_MAX_NUM_SEQS = 256
+SMALL_GPU_MAX_BATCHED_TOKENS = 2048
+#: fp32 vocab-wide buffers alive at the peak of vLLM's sampler warm-up (profile_run's
+#: _dummy_sampler_run over max_num_seqs dummy requests: bf16 and fp32 logits, the top-k/top-p
+#: sort's fp32 values and int64 indices, softmax, masks, probabilities, exponential noise).
+#: Least squares on the held-in half of benchmarks/kv_concurrency.py gives 9.7 (it prints the fit); single logs'
+#: peak activation / (seqs x vocab x 4 B) are 9.6-9.9 on H100, H200 and L40S (vLLM 0.10-0.11)
+#: and 11.8 on an A100 80GB (vLLM 0.31).
+SAMPLER_FP32_COPIES = 9.7
 
 
 def weight_bytes_per_gpu(model: Model, tp: int, dp: int = 1) -> float:
     """Weight bytes each GPU holds: every parameter sharded over the TP group (vLLM shards
     attention, FFN, experts and the vocab-parallel embeddings); with ``dp`` data-parallel
     attention ranks (expert parallelism) the experts are sharded over tp x dp GPUs and the
-    rest replicated per rank.  Expert and dense parts in their own dtypes.  Source:
-    parameter counts from the architecture (catalog)."""
+    rest replicated per rank.  Expert and dense parts in their own dtypes, embeddings in bf16;
+    what vLLM replicates on every rank (MoE routers, MLA down-projections) counted whole.
+    Source: parameter counts from the architecture (catalog); vLLM model code as noted."""
+    dense = DTYPE_BYTES[model.dense_dtype]
     expert_bytes = model.moe_layers * model.experts * model.expert_params * DTYPE_BYTES[model.weight_dtype]
-    dense_bytes = model.non_expert_params * DTYPE_BYTES[model.dense_dtype]
-    return expert_bytes / (tp * dp) + dense_bytes / tp
+    # MoE routers: ReplicatedLinear(hidden, experts, quant_config=None), bf16 on every rank (vLLM qwen3_moe.py)
+    router = model.moe_layers * model.hidden * model.experts
+    # MLA down-projections q_a_proj and kv_a_proj_with_mqa: ReplicatedLinear on every rank (vLLM deepseek_v2.py)
+    mla_down = (model.layers * model.hidden * (model.q_lora_rank + model.kv_lora_rank + model.qk_rope_head_dim)
+                if model.attention == "mla" else 0)
+    # quantised MLA: process_weights_after_loading keeps a bf16 dequantised kv_b_proj (W_UK, W_UV) per rank
+    kv_b = (model.layers * model.kv_lora_rank * model.heads * 2 * model.head_dim
+            if model.attention == "mla" and dense < DTYPE_BYTES["bf16"] else 0)
+    # quantised releases (FP8, MXFP4) keep the embeddings and the LM head in bf16 (their
+    # config.json quantization_config leaves embed_tokens / lm_head unquantised)
+    embedding = model.embedding_params
+    sharded = (model.non_expert_params - embedding - router - mla_down) * dense
+    bf16 = DTYPE_BYTES["bf16"]
+    return (expert_bytes / (tp * dp) + (sharded + (embedding + kv_b) * bf16) / tp
+            + router * bf16 + mla_down * dense)
 
 
 def kv_bytes_per_token(model: Model) -> float:
@@ -40,24 +66,50 @@ def kv_bytes_per_token_per_gpu(model: Model, tp: int) -> float:
     return kv_bytes_per_token(model) / min(tp, model.kv_heads)
 
 
-def runtime_reserve_bytes(model: Model, tp: int, max_batched_tokens: int = DEFAULT_MAX_BATCHED_TOKENS,
-                          max_num_seqs: int = DEFAULT_MAX_NUM_SEQS) -> float:
-    """Memory vLLM keeps out of the KV pool: non-torch allocations (CUDA context share,
-    NCCL buffers, CUDA graphs, about 0.75 GiB at TP>1, 0.5 GiB at TP=1) plus the profiled
-    activation peak of one max-size chunk (FFN intermediate and QKV buffers in bf16) and the
-    fp32 logits of a full batch.  Source: vLLM worker memory profiling (gpu_worker.py)."""
-    non_torch = (0.75 if tp > 1 else 0.5) * 2**30
+def default_max_num_seqs(gpu: Gpu | None = None) -> int:
+    """vLLM's default max_num_seqs on ``gpu``: 1024 on >= 70 GiB GPUs other than A100s (H100,
+    H200, B200, MI300X), else 256 (vllm/engine/arg_utils.py get_batch_defaults); None = 1024."""
+    return DEFAULT_MAX_NUM_SEQS if gpu is None or _big_gpu(gpu) else SMALL_GPU_MAX_NUM_SEQS
+
+
+def default_max_batched_tokens(gpu: Gpu | None = None) -> int:
+    """vLLM's OpenAI-server default max_num_batched_tokens on ``gpu``: 8192 on >= 70 GiB GPUs
+    other than A100s, else 2048 (vllm/engine/arg_utils.py get_batch_defaults); None = 8192."""
+    return DEFAULT_MAX_BATCHED_TOKENS if gpu is None or _big_gpu(gpu) else SMALL_GPU_MAX_BATCHED_TOKENS
+
+
+def _big_gpu(gpu: Gpu) -> bool:
+    return gpu.hbm_bytes >= 70 * 2**30 and "a100" not in f"{gpu.id} {gpu.name}".lower()
+
+
+def runtime_reserve_bytes(model: Model, tp: int, max_batched_tokens: int | None = None,
+                          max_num_seqs: int | None = None, gpu: Gpu | None = None) -> float:
+    """Memory vLLM (V1) keeps out of the KV pool on each GPU: the non-torch memory its
+    profiling finds plus the torch peak of ``profile_run`` above the weights, which is the
+    larger of one max-size chunk's forward pass and the sampler's warm-up over max_num_seqs
+    dummy requests (every TP rank samples from the full gathered vocabulary).  Unset
+    ``max_batched_tokens`` / ``max_num_seqs`` take vLLM's defaults for ``gpu``.
+    Source: vLLM gpu_worker.py determine_available_memory (KV = gmu x total - weights - peak
+    activation - non-torch) and gpu_model_runner.py profile_run; checked against the public
+    logs in benchmarks/kv_concurrency.py."""
+    tokens = max_batched_tokens or default_max_batched_tokens(gpu)
+    seqs = max_num_seqs or default_max_num_seqs(gpu)
+    # cuBLAS workspaces and allocator slack (logged 0.07-0.26 GiB at TP 1); NCCL and
+    # custom all-reduce buffers at TP > 1 (logged 0.2-1.7 GiB)
+    non_torch = (0.75 if tp > 1 else 0.15) * 2**30
+    # one chunk's FFN intermediate (gate/up and activation) and QKV/residual buffers in bf16
     width = max(model.intermediate, model.expert_intermediate * max(model.top_k, 1)) / tp
-    activation = max_batched_tokens * (2 * width + 4 * model.hidden) * 2
-    logits = max_num_seqs * model.vocab * 4 / tp
-    return non_torch + activation + logits
+    forward = tokens * (2 * width + 4 * model.hidden) * 2
+    # the sampler's fp32 buffers over seqs x vocab logits (SAMPLER_FP32_COPIES)
+    sampler = seqs * model.vocab * 4 * SAMPLER_FP32_COPIES
+    return non_torch + max(forward, sampler)
 
 
 def kv_budget_bytes(model: Model, gpu: Gpu, tp: int,
                     gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
                     reserve_bytes: float | None = None, dp: int = 1) -> float:
     """KV pool per GPU = gpu_memory_utilization x HBM - weights - runtime reserve (vLLM)."""
-    reserve = runtime_reserve_bytes(model, tp) if reserve_bytes is None else reserve_bytes
+    reserve = runtime_reserve_bytes(model, tp, gpu=gpu) if reserve_bytes is None else reserve_bytes
     return gpu_memory_utilization * gpu.hbm_bytes - weight_bytes_per_gpu(model, tp, dp) - reserve
 
 
