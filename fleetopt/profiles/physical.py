@@ -65,8 +65,10 @@ class PhysicalProfile:
 
     def kv_capacity_tokens(self) -> int:
         """Tokens the KV pool holds: (gmu x HBM - weights - runtime reserve) / KV bytes per
-        token, in whole blocks, x dp (``fleetopt.physics.kv.kv_capacity_tokens``)."""
-        return kvm.kv_capacity_tokens(self.model, self.gpu, self.tp, self.gpu_memory_utilization, dp=self.dp)
+        token, in whole blocks, x dp (``fleetopt.physics.kv.kv_capacity_tokens``); the
+        reserve's profiling run at this profile's chunk and max_num_seqs."""
+        reserve = kvm.runtime_reserve_bytes(self.model, self.tp, self.chunk_tokens, self.max_num_seqs, self.gpu)
+        return kvm.kv_capacity_tokens(self.model, self.gpu, self.tp, self.gpu_memory_utilization, reserve, dp=self.dp)
 
     def concurrency(self, window_tokens: Num, mean_held_tokens: Num, admission: Admission = "reserve") -> Num:
         """Sequences served at once, capped by max_num_seqs:
