@@ -260,10 +260,6 @@ def pool_shapes(profile: Profile, tb: TrafficBatch, lo: Num, hi: Num, window: Nu
         es2 = (e_pre2 + 2.0 * step_ms * e_pre_o + step_ms**2 * tb.w_o2[act]) / share
         pre_q = np.asarray(profile.prefill_ms(tb.inp_q99[act]), float)
         mean_pre, mean_out = e_pre / share, tb.w_o[act] / share
-        b_util = np.maximum(slo.max_utilization * np.maximum(slots, 1), 1.0)
-        step_util = np.asarray(profile.operating_point(b_util, mean_kv, b_util * pf_per_seq, pf_ctx,
-                                                       decode=False).step_ms, float) * np.ones(act.size)
-        step_util = np.minimum(step_util, step_ms)                  # step rises with the batch
     else:   # the published model: its service time per point (ragged over the active pools)
         pos = np.full(m, -1)
         pos[act] = np.arange(act.size)
@@ -275,15 +271,19 @@ def pool_shapes(profile: Profile, tb: TrafficBatch, lo: Num, hi: Num, window: Nu
         es = np.bincount(sg, w_ * svc, act.size) / share
         es2 = np.bincount(sg, w_ * svc**2, act.size) / share
         mean_pre, mean_out = es.copy(), np.zeros(act.size)         # fixed service times: no batch feedback
-        b_util = np.maximum(slo.max_utilization * np.maximum(slots, 1), 1.0)
-        step_util = step_ms.copy()
     cv2 = np.maximum(es2 / es**2 - 1.0, 0.0)
     fail(pre_q >= slo.ttft_p99_ms, lambda a: (f"TTFT SLO unreachable, prefill alone takes "
                                               f"{pre_q[a]:.0f} ms > {slo.ttft_p99_ms:.0f} ms"))
     good = np.array([err[k] is None for k in act])
     sl = np.maximum(slots, 1).astype(float)
-    peak = np.asarray(profile.operating_point(sl, mean_kv, sl * pf_per_seq, pf_ctx, decode=False).power_per_gpu_w,
-                      float)
+    b_util = np.maximum(slo.max_utilization * sl, 1.0)
+    # one call: the slot cap's power (peak basis) and, with chunked prefill, the step at b_u
+    two = 2 if profile.chunked_prefill else 1
+    bb, kv2 = np.concatenate([sl, b_util][:two]), np.tile(mean_kv, two)
+    op = profile.operating_point(bb, kv2, bb * np.tile(pf_per_seq, two), np.tile(pf_ctx, two), decode=False)
+    peak = (np.asarray(op.power_per_gpu_w, float) * np.ones(bb.size))[:act.size]
+    step_util = (np.minimum((np.asarray(op.step_ms, float) * np.ones(bb.size))[act.size:], step_ms) if two == 2
+                 else step_ms.copy())                              # step rises with the batch
     return PoolShape(m, lo, hi, window, act, kv_slots, slots, step_ms, pre_q, es, cv2, mean_pre, mean_out, b_util,
                      step_util, mean_kv, pf_per_seq, pf_ctx, peak * np.ones(act.size), good, err, gpus_per, price)
 
