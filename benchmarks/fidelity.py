@@ -101,7 +101,7 @@ def main() -> None:
     dense = df.dp.eq(1) & ~df.model.str.contains("a3b|a22b|mixtral|gpt-oss|deepseek")
     logo_dense = cross_validate(df[dense].reset_index(drop=True), cat, "gpu", full, DEFAULT, args.nfev)
     kv_text, kv = _kv_check(df, pred)
-    packaged = full.cal.with_(engine=full.engines[REFERENCE_ENGINE])
+    packaged = full.cal
     coeffs = packaged.to_dict()
     md = ["# Fidelity of the physical model (cross-validated)", "",
           "Produced by `python benchmarks/fidelity.py` from every shared measurement "

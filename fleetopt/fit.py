@@ -63,8 +63,12 @@ def _identifiable(df: DataFrame, name: str) -> bool:
         return bool((default_engine & (df.dp > 1)).any())
     if name == "allreduce_us":
         return bool((default_engine & (df.tp > 1)).any())
+    # eta_flops and eta_prefill are the default engine's GEMM efficiencies: another engine's rows
+    # identify only their product with that engine's flops_scale, so they need default-engine rows
+    if name == "eta_flops":
+        return bool((default_engine & (df.scenario != "prefill")).any())
     if name == "eta_prefill":
-        return bool((df.scenario != "steady").any() | df.task.ne("").any())
+        return bool((default_engine & (df.scenario == "prefill")).any())
     if name == "flops_scale":
         return False            # the reference engine defines eta_flops; only other engines scale it
     if name in ENGINE_FIELDS:
@@ -177,7 +181,8 @@ def cross_validate(df: DataFrame, catalog: Catalog, by: str = "gpu", full: FitRe
                    start: Calibration = DEFAULT, max_nfev: int = 200) -> list[dict[str, Any]]:
     """Hold out each GPU chip (``by="gpu"``) or model family (``by="model"``) in turn, refit on
     the rest and predict the held-out rows.  Nuisances that only the held-out rows identify
-    (an engine or task seen nowhere else) are taken from ``full``, the fit on every row, and
+    (an engine or task seen nowhere else; the default engine's overheads and GEMM efficiency
+    when the held-out rows are all its rows) are taken from ``full``, the fit on every row, and
     the row says so in ``nuisance_from_full``."""
     key = df.gpu.map(gpu_family) if by == "gpu" else df.model.map(model_family)
     full = full or fit(df, catalog, start, max_nfev=max_nfev)
@@ -186,11 +191,15 @@ def cross_validate(df: DataFrame, catalog: Catalog, by: str = "gpu", full: FitRe
         test, train = df[key == held].reset_index(drop=True), df[key != held].reset_index(drop=True)
         fixed_e = {e: full.engines[e] for e in set(test.engine) - set(train.engine) if e in full.engines}
         fixed_t = {t: full.prompt_by_task[t] for t in set(test.task) - set(train.task) if t in full.prompt_by_task}
-        r = fit(train, catalog, start, fixed_engines=fixed_e, fixed_prompts=fixed_t, max_nfev=max_nfev)
+        # coefficients only the held-out rows identify (the default engine's overheads and GEMM
+        # efficiency when they hold every default-engine row) are nuisances from ``full`` too
+        held_names = [n for n in GLOBAL if _identifiable(df, n) and not _identifiable(train, n)]
+        r = fit(train, catalog, start.with_(**{n: full.cal.get(n) for n in held_names}), fixed_engines=fixed_e,
+                fixed_prompts=fixed_t, max_nfev=max_nfev)
         engines = {**full.engines, **r.engines}
         prompts = {**full.prompt_by_task, **r.prompt_by_task}
         pred = predict(test, r.cal, catalog, engines, prompts)
         row = {"held_out": held, "rows": len(test), **summarize(test, pred),
-               "nuisance_from_full": ", ".join(sorted(list(fixed_e) + list(fixed_t)))}
+               "nuisance_from_full": ", ".join(sorted(list(fixed_e) + list(fixed_t)) + held_names)}
         out.append(row)
     return out
