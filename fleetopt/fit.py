@@ -53,14 +53,18 @@ class FitResult:
     rows_used: int = 0
 
 
-def _identifiable(df: DataFrame, name: str) -> bool:
-    """Whether the rows carry information on coefficient ``name``."""
+def _identifiable(df: DataFrame, name: str, catalog: Catalog | None = None) -> bool:
+    """Whether the rows carry information on coefficient ``name`` (``moe_layer_us``: only with
+    the catalog, which says which models are MoE)."""
     power = df.power_w_per_gpu.notna() | df.energy_per_output_token_j.notna()
     default_engine = df.engine.isin(["default", ""])
     if name in ("static_scale", "mem_energy_scale", "flop_energy_scale"):
         return bool(power.any())
     if name == "alltoall_us":
         return bool((default_engine & (df.dp > 1)).any())
+    if name == "moe_layer_us":
+        moe = np.array([catalog is not None and catalog.model(m).experts > 0 for m in df.model])
+        return bool((default_engine.to_numpy() & moe).any())
     if name == "allreduce_us":
         return bool((default_engine & (df.tp > 1)).any())
     # eta_flops and eta_prefill are the default engine's GEMM efficiencies: another engine's rows
@@ -95,7 +99,7 @@ def fit(df: DataFrame, catalog: Catalog, start: Calibration = DEFAULT, names: tu
     from scipy.optimize import least_squares
 
     fixed_engines, fixed_prompts = dict(fixed_engines or {}), dict(fixed_prompts or {})
-    names = tuple(n for n in (names or GLOBAL) if _identifiable(df, n))
+    names = tuple(n for n in (names or GLOBAL) if _identifiable(df, n, catalog))
     eng_labels = sorted(set(df.engine) - {"default", ""} - set(fixed_engines))
     tasks = sorted(set(df.task[df.prompt_tokens.isna()]) - {""} - set(fixed_prompts))
     x0, lo, hi = [], [], []
@@ -193,7 +197,7 @@ def cross_validate(df: DataFrame, catalog: Catalog, by: str = "gpu", full: FitRe
         fixed_t = {t: full.prompt_by_task[t] for t in set(test.task) - set(train.task) if t in full.prompt_by_task}
         # coefficients only the held-out rows identify (the default engine's overheads and GEMM
         # efficiency when they hold every default-engine row) are nuisances from ``full`` too
-        held_names = [n for n in GLOBAL if _identifiable(df, n) and not _identifiable(train, n)]
+        held_names = [n for n in GLOBAL if _identifiable(df, n, catalog) and not _identifiable(train, n, catalog)]
         r = fit(train, catalog, start.with_(**{n: full.cal.get(n) for n in held_names}), fixed_engines=fixed_e,
                 fixed_prompts=fixed_t, max_nfev=max_nfev)
         engines = {**full.engines, **r.engines}
