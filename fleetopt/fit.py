@@ -5,7 +5,7 @@ table (``fleetopt.measurements``), together with two kinds of nuisance parameter
 belong to a data set, not to a GPU: the overheads of each non-default serving engine
 (``Engine``, one per ``engine`` label) and the unknown mean prompt length of each ``task``.
 Least squares on log residuals log(pred / meas) with a soft-L1 loss (robust to a few runs
-in regimes the model does not describe), each (source, metric) group weighted equally,
+in regimes the model does not describe), each (source, GPU, metric) group weighted equally,
 inside ``BOUNDS``.  Rows whose batch does not fit the KV cache (batch scenarios) are left
 out: there the engine preempts and recomputes, which the step model does not describe.
 
@@ -81,9 +81,11 @@ def _identifiable(df: DataFrame, name: str, catalog: Catalog | None = None) -> b
 
 
 def _weights(df: DataFrame, metric: str, used: np.ndarray) -> np.ndarray:
-    """Each (source, metric) group carries equal total weight: 1 / sqrt(rows in the group)."""
+    """Each (source, GPU, metric) group carries equal total weight: 1 / sqrt(rows in the group).
+    By GPU too: the shared efficiencies are meant to transfer across GPUs, so a GPU with many
+    runs in a source (Argonne: 461 MI300X runs against 75 A100 runs) does not set them alone."""
     w = np.zeros(len(df))
-    for _, idx in df[used].groupby("source").indices.items():
+    for _, idx in df[used].groupby(["source", "gpu"]).indices.items():
         rows = np.flatnonzero(used)[idx]
         w[rows] = 1.0 / math.sqrt(len(rows))
     return w

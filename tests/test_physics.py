@@ -135,9 +135,11 @@ def test_power_cap_lowers_power_and_stretches_compute(cat):
 
 
 def test_prefill_superlinear(cat):
-    """Attention FLOPs grow with the context already cached: 8K prompts cost more than 2 x 4K."""
+    """Attention FLOPs grow with the context already cached: the second 4K tokens of one 8K
+    prompt cost more than the first 4K (both single-chunk steps, so the per-step overheads
+    cancel; comparing with two separate 4K prompts would count those overheads twice)."""
     p = make_profile("physical", "llama-3.1-70b", "h100", 8)
-    assert p.prefill_ms(8192) > 2 * p.prefill_ms(4096) * 0.999
+    assert p.prefill_ms(8192) - p.prefill_ms(4096) > p.prefill_ms(4096) - p.prefill_ms(1)
     assert p.prefill_ms(32768) > 4 * p.prefill_ms(8192)
 
 
