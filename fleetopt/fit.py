@@ -80,6 +80,17 @@ def _identifiable(df: DataFrame, name: str, catalog: Catalog | None = None) -> b
     return True
 
 
+def _engine_fields(rows: DataFrame, catalog: Catalog) -> tuple[str, ...]:
+    """The overheads a labelled engine's own rows identify (the others stay at the start
+    values): per step, per layer and the GEMM factor always; per sequence with decode rows;
+    all-reduce with TP > 1, all-to-all with DP > 1, per MoE layer with MoE models."""
+    moe = any(catalog.model(m).experts > 0 for m in set(rows.model))
+    use = {"step_fixed_ms": True, "layer_us": True, "flops_scale": True,
+           "seq_us": bool((rows.scenario != "prefill").any()), "allreduce_us": bool((rows.tp > 1).any()),
+           "alltoall_us": bool((rows.dp > 1).any()), "moe_layer_us": moe}
+    return tuple(n for n in ENGINE_FIELDS if use[n])
+
+
 def _weights(df: DataFrame, metric: str, used: np.ndarray) -> np.ndarray:
     """Each (source, GPU, metric) group carries equal total weight: 1 / sqrt(rows in the group).
     By GPU too: the shared efficiencies are meant to transfer across GPUs, so a GPU with many
@@ -95,7 +106,7 @@ def fit(df: DataFrame, catalog: Catalog, start: Calibration = DEFAULT, names: tu
         fixed_engines: dict[str, Engine] | None = None, fixed_prompts: dict[str, float] | None = None,
         max_nfev: int = 200) -> FitResult:
     """Least-squares fit of ``names`` (default: every identifiable global coefficient), the
-    overheads of every non-default engine label and the prompt length of every task with
+    overheads of every non-default engine label its rows identify and the prompt length of every task with
     unknown prompts, except those given in ``fixed_engines`` / ``fixed_prompts``.
     ``df`` is a validated measurement table (``measurements.validate``)."""
     from scipy.optimize import least_squares
@@ -109,8 +120,9 @@ def fit(df: DataFrame, catalog: Catalog, start: Calibration = DEFAULT, names: tu
         x0.append(start.get(n))
         lo.append(BOUNDS[n][0])
         hi.append(BOUNDS[n][1])
-    for _ in eng_labels:
-        for n in ENGINE_FIELDS:
+    eng_fields = {label: _engine_fields(df[df.engine == label], catalog) for label in eng_labels}
+    for label in eng_labels:
+        for n in eng_fields[label]:
             x0.append(start.get(n))
             lo.append(BOUNDS[n][0])
             hi.append(BOUNDS[n][1])
@@ -125,12 +137,12 @@ def fit(df: DataFrame, catalog: Catalog, start: Calibration = DEFAULT, names: tu
         k = len(names)
         cal = start.with_(**dict(zip(names, map(float, x[:k]))))
         engines = dict(fixed_engines)
-        ne = len(ENGINE_FIELDS)
-        for j, label in enumerate(eng_labels):
-            engines[label] = Engine(*map(float, x[k + ne * j: k + ne * j + ne]))
-        k2 = k + ne * len(eng_labels)
+        for label in eng_labels:
+            ne = len(eng_fields[label])
+            engines[label] = start.engine.with_(**dict(zip(eng_fields[label], map(float, x[k:k + ne]))))
+            k += ne
         prompts = dict(fixed_prompts)
-        prompts.update({t: float(math.exp(v)) for t, v in zip(tasks, x[k2:])})
+        prompts.update({t: float(math.exp(v)) for t, v in zip(tasks, x[k:])})
         return cal, engines, prompts
 
     first = predict(df, start, catalog, *unpack(x0)[1:])

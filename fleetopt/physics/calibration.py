@@ -152,10 +152,10 @@ def check_bounds(cal: Calibration) -> None:
 
 #: The packaged calibration (fitted by ``python benchmarks/fidelity.py --fit`` on every shared
 #: measurement; cross-validated figures in benchmarks/results/fidelity.md).
-DEFAULT = Calibration(eta_bw=0.919, eta_flops=0.8195, eta_prefill=0.6295, roof_p=4.0, static_scale=2.0,
-                      mem_energy_scale=3.661, flop_energy_scale=1.49, dvfs_exponent=2.0,
-                      engine=Engine(step_fixed_ms=3.653e-06, layer_us=61.62, seq_us=42.47, allreduce_us=28.41,
-                                    alltoall_us=66.46, moe_layer_us=53.24, flops_scale=1.0))
+DEFAULT = Calibration(eta_bw=0.9188, eta_flops=0.9, eta_prefill=0.6295, roof_p=4.0, static_scale=2.0,
+                      mem_energy_scale=3.679, flop_energy_scale=1.448, dvfs_exponent=2.0,
+                      engine=Engine(step_fixed_ms=0.0, layer_us=60.26, seq_us=42.66, allreduce_us=29.29,
+                                    alltoall_us=66.46, moe_layer_us=52.49, flops_scale=1.0))
 
 
 def as_plain(cal: Calibration) -> dict[str, Any]:
