@@ -4,7 +4,8 @@ Never copies the data: reads the CSVs in place.  ``load_all(catalog)`` returns o
 in the schema of ``fleetopt.measurements`` with a ``source`` column:
 
 * ``mlenergy``: ML.ENERGY v3 H100, vLLM 0.11 (tasks lm-arena-chat, gpqa, sourcegraph-fim;
-  prompt lengths unpublished: left empty, inferred per task);
+  prompt lengths unpublished: left empty, inferred per task); the MoE runs with expert
+  parallelism are tensor-parallel over all their GPUs (see ``mlenergy``);
 * ``argonne-throughput`` / ``argonne-power``: Argonne LLM-Inference-Bench, one offline batch
   with input = output length, vLLM of 2024 (engine ``vllm-2024``; ``vllm-2024-rocm`` on
   MI300X); A100 rows are Polaris's A100-SXM4-40GB;
@@ -25,7 +26,9 @@ ARGONNE_POWER = "argonne_llm_inference_bench_power.csv"
 SPLITWISE = "splitwise_perf_model.csv"
 ARGONNE_GPUS = {"Nvidia A100 GPU": "a100-sxm-40gb", "Nvidia H100 GPU": "h100-sxm", "AMD MI300X GPU": "mi300x"}
 SPLITWISE_GPUS = {"a100-80gb": "a100-sxm-80gb", "h100-80gb": "h100-sxm"}
-#: The engine of the ML.ENERGY runs (vLLM 0.11, V1 engine, CUDA graphs): the packaged calibration's engine.
+#: The engine of the ML.ENERGY runs (vLLM 0.11, V1 engine, CUDA graphs): the packaged calibration's
+#: engine, so their rows carry the label ``default`` (its overheads and GEMM efficiencies are the
+#: calibration's own; every other engine's GEMM efficiency is a fraction ``flops_scale`` of it).
 REFERENCE_ENGINE = "vllm-0.11"
 
 
@@ -49,10 +52,17 @@ def mlenergy(catalog) -> pd.DataFrame:
     """ML.ENERGY v3 H100 runs of catalog models (all three tasks)."""
     d = pd.concat([pd.read_csv(DATA / f) for f in MLENERGY_FILES], ignore_index=True)
     d = d[_known(catalog, d.model_id)]
+    # The runs were launched as ``vllm serve --tensor-parallel-size <num_gpus>`` unless the run's
+    # config sets ``data-parallel-size`` (github.com/ml-energy/benchmark, mlenergy/benchmark/llm/
+    # benchmark.py); ``enable-expert-parallel`` then shards the experts over those TP ranks (vLLM:
+    # EP = TP x DP, attention stays tensor-parallel).  The data set's ``tensor_parallel`` column
+    # reads 1 for those runs only because its loader defaults TP to 1 when EP > 1
+    # (github.com/ml-energy/data, mlenergy_data/records/runs.py, _load_parallelization).
+    dp = d.data_parallel.clip(lower=1)
     return pd.DataFrame({
-        "gpu": "h100-sxm", "model": d.model_id, "tp": d.tensor_parallel, "dp": d.num_gpus // d.tensor_parallel,
+        "gpu": "h100-sxm", "model": d.model_id, "tp": d.num_gpus // dp, "dp": dp,
         "batch": d.avg_batch_size, "prompt_tokens": np.nan, "output_tokens": d.avg_output_len,
-        "scenario": "steady", "engine": REFERENCE_ENGINE, "task": d.task, "source": "mlenergy",
+        "scenario": "steady", "engine": "default", "task": d.task, "source": "mlenergy",
         "power_w_per_gpu": d.avg_power_watts_per_gpu, "itl_ms": d.median_itl_ms,
         "throughput_tok_s": d.output_throughput_tokens_per_sec, "energy_per_output_token_j": d.energy_per_token_joules,
     })

@@ -5,7 +5,7 @@ table (``fleetopt.measurements``), together with two kinds of nuisance parameter
 belong to a data set, not to a GPU: the overheads of each non-default serving engine
 (``Engine``, one per ``engine`` label) and the unknown mean prompt length of each ``task``.
 Least squares on log residuals log(pred / meas) with a soft-L1 loss (robust to a few runs
-in regimes the model does not describe), each (source, metric) group weighted equally,
+in regimes the model does not describe), each (source, GPU, metric) group weighted equally,
 inside ``BOUNDS``.  Rows whose batch does not fit the KV cache (batch scenarios) are left
 out: there the engine preempts and recomputes, which the step model does not describe.
 
@@ -53,18 +53,26 @@ class FitResult:
     rows_used: int = 0
 
 
-def _identifiable(df: DataFrame, name: str) -> bool:
-    """Whether the rows carry information on coefficient ``name``."""
+def _identifiable(df: DataFrame, name: str, catalog: Catalog | None = None) -> bool:
+    """Whether the rows carry information on coefficient ``name`` (``moe_layer_us``: only with
+    the catalog, which says which models are MoE)."""
     power = df.power_w_per_gpu.notna() | df.energy_per_output_token_j.notna()
     default_engine = df.engine.isin(["default", ""])
     if name in ("static_scale", "mem_energy_scale", "flop_energy_scale"):
         return bool(power.any())
     if name == "alltoall_us":
         return bool((default_engine & (df.dp > 1)).any())
+    if name == "moe_layer_us":
+        moe = np.array([catalog is not None and catalog.model(m).experts > 0 for m in df.model])
+        return bool((default_engine.to_numpy() & moe).any())
     if name == "allreduce_us":
         return bool((default_engine & (df.tp > 1)).any())
+    # eta_flops and eta_prefill are the default engine's GEMM efficiencies: another engine's rows
+    # identify only their product with that engine's flops_scale, so they need default-engine rows
+    if name == "eta_flops":
+        return bool((default_engine & (df.scenario != "prefill")).any())
     if name == "eta_prefill":
-        return bool((df.scenario != "steady").any() | df.task.ne("").any())
+        return bool((default_engine & (df.scenario == "prefill")).any())
     if name == "flops_scale":
         return False            # the reference engine defines eta_flops; only other engines scale it
     if name in ENGINE_FIELDS:
@@ -72,10 +80,23 @@ def _identifiable(df: DataFrame, name: str) -> bool:
     return True
 
 
+def _engine_fields(rows: DataFrame, catalog: Catalog) -> tuple[str, ...]:
+    """The overheads a labelled engine's own rows identify (the others stay at the start
+    values): per step, per layer and the GEMM factor always; per sequence with decode rows;
+    all-reduce with TP > 1, all-to-all with DP > 1, per MoE layer with MoE models."""
+    moe = any(catalog.model(m).experts > 0 for m in set(rows.model))
+    use = {"step_fixed_ms": True, "layer_us": True, "flops_scale": True,
+           "seq_us": bool((rows.scenario != "prefill").any()), "allreduce_us": bool((rows.tp > 1).any()),
+           "alltoall_us": bool((rows.dp > 1).any()), "moe_layer_us": moe}
+    return tuple(n for n in ENGINE_FIELDS if use[n])
+
+
 def _weights(df: DataFrame, metric: str, used: np.ndarray) -> np.ndarray:
-    """Each (source, metric) group carries equal total weight: 1 / sqrt(rows in the group)."""
+    """Each (source, GPU, metric) group carries equal total weight: 1 / sqrt(rows in the group).
+    By GPU too: the shared efficiencies are meant to transfer across GPUs, so a GPU with many
+    runs in a source (Argonne: 461 MI300X runs against 75 A100 runs) does not set them alone."""
     w = np.zeros(len(df))
-    for _, idx in df[used].groupby("source").indices.items():
+    for _, idx in df[used].groupby(["source", "gpu"]).indices.items():
         rows = np.flatnonzero(used)[idx]
         w[rows] = 1.0 / math.sqrt(len(rows))
     return w
@@ -85,13 +106,13 @@ def fit(df: DataFrame, catalog: Catalog, start: Calibration = DEFAULT, names: tu
         fixed_engines: dict[str, Engine] | None = None, fixed_prompts: dict[str, float] | None = None,
         max_nfev: int = 200) -> FitResult:
     """Least-squares fit of ``names`` (default: every identifiable global coefficient), the
-    overheads of every non-default engine label and the prompt length of every task with
+    overheads of every non-default engine label its rows identify and the prompt length of every task with
     unknown prompts, except those given in ``fixed_engines`` / ``fixed_prompts``.
     ``df`` is a validated measurement table (``measurements.validate``)."""
     from scipy.optimize import least_squares
 
     fixed_engines, fixed_prompts = dict(fixed_engines or {}), dict(fixed_prompts or {})
-    names = tuple(n for n in (names or GLOBAL) if _identifiable(df, n))
+    names = tuple(n for n in (names or GLOBAL) if _identifiable(df, n, catalog))
     eng_labels = sorted(set(df.engine) - {"default", ""} - set(fixed_engines))
     tasks = sorted(set(df.task[df.prompt_tokens.isna()]) - {""} - set(fixed_prompts))
     x0, lo, hi = [], [], []
@@ -99,8 +120,9 @@ def fit(df: DataFrame, catalog: Catalog, start: Calibration = DEFAULT, names: tu
         x0.append(start.get(n))
         lo.append(BOUNDS[n][0])
         hi.append(BOUNDS[n][1])
-    for _ in eng_labels:
-        for n in ENGINE_FIELDS:
+    eng_fields = {label: _engine_fields(df[df.engine == label], catalog) for label in eng_labels}
+    for label in eng_labels:
+        for n in eng_fields[label]:
             x0.append(start.get(n))
             lo.append(BOUNDS[n][0])
             hi.append(BOUNDS[n][1])
@@ -115,12 +137,12 @@ def fit(df: DataFrame, catalog: Catalog, start: Calibration = DEFAULT, names: tu
         k = len(names)
         cal = start.with_(**dict(zip(names, map(float, x[:k]))))
         engines = dict(fixed_engines)
-        ne = len(ENGINE_FIELDS)
-        for j, label in enumerate(eng_labels):
-            engines[label] = Engine(*map(float, x[k + ne * j: k + ne * j + ne]))
-        k2 = k + ne * len(eng_labels)
+        for label in eng_labels:
+            ne = len(eng_fields[label])
+            engines[label] = start.engine.with_(**dict(zip(eng_fields[label], map(float, x[k:k + ne]))))
+            k += ne
         prompts = dict(fixed_prompts)
-        prompts.update({t: float(math.exp(v)) for t, v in zip(tasks, x[k2:])})
+        prompts.update({t: float(math.exp(v)) for t, v in zip(tasks, x[k:])})
         return cal, engines, prompts
 
     first = predict(df, start, catalog, *unpack(x0)[1:])
@@ -177,7 +199,8 @@ def cross_validate(df: DataFrame, catalog: Catalog, by: str = "gpu", full: FitRe
                    start: Calibration = DEFAULT, max_nfev: int = 200) -> list[dict[str, Any]]:
     """Hold out each GPU chip (``by="gpu"``) or model family (``by="model"``) in turn, refit on
     the rest and predict the held-out rows.  Nuisances that only the held-out rows identify
-    (an engine or task seen nowhere else) are taken from ``full``, the fit on every row, and
+    (an engine or task seen nowhere else; the default engine's overheads and GEMM efficiency
+    when the held-out rows are all its rows) are taken from ``full``, the fit on every row, and
     the row says so in ``nuisance_from_full``."""
     key = df.gpu.map(gpu_family) if by == "gpu" else df.model.map(model_family)
     full = full or fit(df, catalog, start, max_nfev=max_nfev)
@@ -186,11 +209,15 @@ def cross_validate(df: DataFrame, catalog: Catalog, by: str = "gpu", full: FitRe
         test, train = df[key == held].reset_index(drop=True), df[key != held].reset_index(drop=True)
         fixed_e = {e: full.engines[e] for e in set(test.engine) - set(train.engine) if e in full.engines}
         fixed_t = {t: full.prompt_by_task[t] for t in set(test.task) - set(train.task) if t in full.prompt_by_task}
-        r = fit(train, catalog, start, fixed_engines=fixed_e, fixed_prompts=fixed_t, max_nfev=max_nfev)
+        # coefficients only the held-out rows identify (the default engine's overheads and GEMM
+        # efficiency when they hold every default-engine row) are nuisances from ``full`` too
+        held_names = [n for n in GLOBAL if _identifiable(df, n, catalog) and not _identifiable(train, n, catalog)]
+        r = fit(train, catalog, start.with_(**{n: full.cal.get(n) for n in held_names}), fixed_engines=fixed_e,
+                fixed_prompts=fixed_t, max_nfev=max_nfev)
         engines = {**full.engines, **r.engines}
         prompts = {**full.prompt_by_task, **r.prompt_by_task}
         pred = predict(test, r.cal, catalog, engines, prompts)
         row = {"held_out": held, "rows": len(test), **summarize(test, pred),
-               "nuisance_from_full": ", ".join(sorted(list(fixed_e) + list(fixed_t)))}
+               "nuisance_from_full": ", ".join(sorted(list(fixed_e) + list(fixed_t)) + held_names)}
         out.append(row)
     return out

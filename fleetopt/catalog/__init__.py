@@ -70,6 +70,9 @@ class Gpu(Frozen, frozen=True, kw_only=True):
     link_pj_per_bit: Pos = 5.5
     """scale-up link energy per bit crossing the link (both SerDes ends, GPU side; switch
     power excluded), pJ/bit; default: board-level SerDes class (gpus.yaml)"""
+    fp4_units: bool = False
+    """native FP4 tensor units (NVIDIA Blackwell, AMD CDNA 4): without them a 4-bit weight
+    format is dequantised in registers and multiplied at the bf16 rate (see ``flops_for``)"""
     process_nm: NonNeg = 0.0
     """logic process node of the compute die, nm-class (TSMC N7 = 7, 4N/4NP = 4); 0 = not
     stated.  Documentation only: no formula reads it"""
@@ -80,7 +83,12 @@ class Gpu(Frozen, frozen=True, kw_only=True):
 
     def flops_for(self, dtype: str) -> float:
         """Dense tensor FLOP/s for matmuls whose weights are ``dtype`` (fp8 falls back to bf16
-        where the GPU has no fp8 units; sub-byte formats dequantise to the 8-bit or bf16 path)."""
+        where the GPU has no fp8 units).  4-bit formats run on the 8-bit path only on GPUs
+        with FP4 units (``fp4_units``: FP4 or FP8 activations); elsewhere they are weight-only,
+        dequantised in registers against bf16 activations, at the bf16 rate (vLLM on Hopper
+        serves MXFP4 MoE with triton_kernels' matmul_ogs or Marlin, INT4 with Marlin: bf16 MMA)."""
+        if dtype in ("mxfp4", "int4") and not self.fp4_units:
+            return self.bf16_flops
         if dtype in ("fp8", "int8", "mxfp4", "int4") and self.fp8_flops > 0:
             return self.fp8_flops
         return self.bf16_flops

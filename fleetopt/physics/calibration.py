@@ -35,6 +35,10 @@ class Engine:
     (vLLM's custom one-shot all-reduce, or NCCL/RCCL)."""
     alltoall_us: float = 40.0
     """Latency of one expert-parallel all-to-all (two per MoE layer), µs."""
+    moe_layer_us: float = 0.0
+    """Per-MoE-layer per-step cost of the routing kernels (router top-k, token sort and
+    alignment to expert blocks, gather/scatter and the weighted sum of the experts' outputs):
+    latency-bound launches at decode batch sizes, µs."""
     flops_scale: float = 1.0
     """Fraction of the calibrated tensor efficiency this engine's GEMM libraries reach (1 for
     the reference engine; far below 1 for untuned kernels, e.g. ROCm vLLM of 2024)."""
@@ -107,7 +111,8 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "eta_bw": (0.5, 0.95), "eta_flops": (0.2, 0.9), "eta_prefill": (0.2, 0.9), "roof_p": (2.0, 8.0),
     "allreduce_us": (2.0, 60.0), "alltoall_us": (5.0, 300.0), "static_scale": (0.8, 2.0),
     "mem_energy_scale": (1.0, 8.0), "flop_energy_scale": (0.05, 1.5), "dvfs_exponent": (1.0, 3.0),
-    "step_fixed_ms": (0.0, 5.0), "layer_us": (0.0, 300.0), "seq_us": (0.0, 100.0), "flops_scale": (0.01, 1.0),
+    "step_fixed_ms": (0.0, 5.0), "layer_us": (0.0, 300.0), "seq_us": (0.0, 100.0), "moe_layer_us": (0.0, 300.0),
+    "flops_scale": (0.01, 1.0),
 }
 
 #: Why each coefficient lies where it does (printed by ``fleetopt calibrate`` and the fidelity report).
@@ -126,6 +131,8 @@ REASONS: dict[str, str] = {
     "step_fixed_ms": "scheduler and input preparation per step (vLLM V1 overlaps much of it)",
     "layer_us": "small kernels per layer: a few us under CUDA graphs, tens of us eager",
     "seq_us": "per-sequence sampling and bookkeeping per step",
+    "moe_layer_us": ("an MoE layer's routing kernels (top-k, sort/align, gather/scatter, weighted sum): "
+                     "about 5-8 launches of a few to tens of us each at decode sizes"),
     "flops_scale": "an engine's GEMM libraries against the reference engine's (ROCm vLLM 2024: untuned)",
 }
 
@@ -145,10 +152,10 @@ def check_bounds(cal: Calibration) -> None:
 
 #: The packaged calibration (fitted by ``python benchmarks/fidelity.py --fit`` on every shared
 #: measurement; cross-validated figures in benchmarks/results/fidelity.md).
-DEFAULT = Calibration(eta_bw=0.933, eta_flops=0.7351, eta_prefill=0.6295, roof_p=4.0, static_scale=2.0,
-                      mem_energy_scale=3.693, flop_energy_scale=1.422, dvfs_exponent=2.0,
-                      engine=Engine(step_fixed_ms=0.003944, layer_us=72.76, seq_us=41.67, allreduce_us=13.23,
-                                    alltoall_us=66.46, flops_scale=1.0))
+DEFAULT = Calibration(eta_bw=0.9188, eta_flops=0.9, eta_prefill=0.6295, roof_p=4.0, static_scale=2.0,
+                      mem_energy_scale=3.679, flop_energy_scale=1.448, dvfs_exponent=2.0,
+                      engine=Engine(step_fixed_ms=0.0, layer_us=60.26, seq_us=42.66, allreduce_us=29.29,
+                                    alltoall_us=66.46, moe_layer_us=52.49, flops_scale=1.0))
 
 
 def as_plain(cal: Calibration) -> dict[str, Any]:

@@ -19,21 +19,41 @@ from fleetopt.physics.kv import kv_bytes_per_token_per_gpu
 from fleetopt.units import Num
 
 
-def experts_touched(experts: int, top_k: int, tokens: Num) -> Num:
+def experts_touched(experts: int, top_k: int, tokens: Num, prefill_tokens: Num = 0.0,
+                    prompt_unit_tokens: Num = 0.0) -> Num:
     """Expected distinct experts a layer touches when ``tokens`` tokens each pick top_k of E
-    uniformly: E (1 - (1 - k/E)^tokens).  Source: occupancy of k-of-E draws per token."""
+    uniformly: E (1 - q^tokens), q = 1 - k/E.  Source: occupancy of k-of-E draws per token.
+
+    With ``prompt_unit_tokens`` U > 0, the ``prefill_tokens`` among them are the mean of whole
+    prompts (or chunks) of U tokens arriving a Poisson number of times per step, rate
+    lambda = prefill / U (steady serving: most steps decode only, a few carry a prompt); the
+    expectation over that number is E (1 - q^(tokens - prefill) exp(lambda (q^U - 1)))
+    (Poisson generating function).  Spreading the prefill evenly instead (U = 0) overstates the
+    experts touched, a concave function of the tokens (Jensen)."""
     if experts == 0:
         return 0.0
-    return experts * (1.0 - (1.0 - top_k / experts) ** np.maximum(tokens, 0.0))
+    q = 1.0 - top_k / experts
+    if np.ndim(prompt_unit_tokens) == 0 and prompt_unit_tokens <= 0:
+        return experts * (1.0 - q ** np.maximum(tokens, 0.0))
+    unit = np.asarray(prompt_unit_tokens, float)
+    whole = unit > 0
+    lam = np.where(whole, prefill_tokens / np.where(whole, unit, 1.0), 0.0)
+    rest = np.where(whole, np.asarray(tokens, float) - prefill_tokens, tokens)
+    miss = q ** np.maximum(rest, 0.0) * np.exp(lam * (q ** np.where(whole, unit, 0.0) - 1.0))
+    out = experts * (1.0 - miss)
+    return float(out) if np.ndim(out) == 0 else out
 
 
-def weight_bytes_streamed_per_gpu(model: Model, tp: int, tokens: Num, dp: int = 1) -> Num:
+def weight_bytes_streamed_per_gpu(model: Model, tp: int, tokens: Num, dp: int = 1, prefill_tokens: Num = 0.0,
+                                  prompt_unit_tokens: Num = 0.0) -> Num:
     """Weight bytes one GPU reads in a step that processes ``tokens`` tokens (all ranks):
     the non-expert weights (sharded over TP, replicated over DP) plus the experts the step
-    touches (MoE), sharded over TP x DP (expert parallel)."""
+    touches (MoE; prefill arriving as whole prompts of ``prompt_unit_tokens``, see
+    ``experts_touched``), sharded over TP x DP (expert parallel)."""
     dense = model.non_expert_params * DTYPE_BYTES[model.dense_dtype]
     emb_lookup = model.vocab * model.hidden * DTYPE_BYTES[model.dense_dtype]  # gathered rows only
-    experts = model.moe_layers * experts_touched(model.experts, model.top_k, tokens) * model.expert_params
+    touched = experts_touched(model.experts, model.top_k, tokens, prefill_tokens, prompt_unit_tokens)
+    experts = model.moe_layers * touched * model.expert_params
     return (dense - emb_lookup) / tp + experts * DTYPE_BYTES[model.weight_dtype] / (tp * dp)
 
 
@@ -142,8 +162,11 @@ class StepParts(msgspec.Struct, frozen=True):
 
 def step_parts(model: Model, gpu: Gpu, tp: int, batch: Num, mean_kv_tokens: Num,
                prefill_tokens: Num = 0.0, prefill_ctx_tokens: Num = 0.0,
-               cal: Calibration = DEFAULT, eta_flops: float | None = None, dp: int = 1) -> StepParts:
-    """The pieces of ``step_breakdown`` that do not depend on the clock (arguments as there)."""
+               cal: Calibration = DEFAULT, eta_flops: float | None = None, dp: int = 1,
+               prompt_unit_tokens: Num = 0.0) -> StepParts:
+    """The pieces of ``step_breakdown`` that do not depend on the clock (arguments as there;
+    ``prompt_unit_tokens`` > 0: the prefill tokens are the mean of whole prompts or chunks of
+    that size, as in steady serving, which matters for the experts an MoE step touches)."""
     eng = cal.engine
     eta = (cal.eta_flops if eta_flops is None else eta_flops) * eng.flops_scale
     tokens = batch + prefill_tokens
@@ -151,7 +174,8 @@ def step_parts(model: Model, gpu: Gpu, tp: int, batch: Num, mean_kv_tokens: Num,
     bw = gpu.mem_bw_bytes_s * cal.eta_bw
     flops_lin = gpu.flops_for(model.weight_dtype) * eta
     flops_attn = gpu.bf16_flops * eta
-    w_bytes = weight_bytes_streamed_per_gpu(model, tp, tokens, dp) * (np.asarray(tokens) > 0)
+    w_bytes = (weight_bytes_streamed_per_gpu(model, tp, tokens, dp, prefill_tokens, prompt_unit_tokens)
+               * (np.asarray(tokens) > 0))
     kv_bytes = batch_r * mean_kv_tokens * kv_bytes_per_token_per_gpu(model, tp)
     lin_flops = 2.0 * model.active_params * tokens_r / tp            # 2 FLOPs per MAC
     pairs = batch_r * mean_kv_tokens + prefill_tokens / dp * prefill_ctx_tokens    # (query, cached token) pairs
@@ -166,7 +190,8 @@ def step_parts(model: Model, gpu: Gpu, tp: int, batch: Num, mean_kv_tokens: Num,
         a2a_bytes = (dp - 1) / dp * tokens_r * model.top_k * model.hidden * 2.0
         comm_ms = comm_ms + 2 * model.moe_layers * (eng.alltoall_us * 1e-3 + a2a_bytes / (gpu.link_gb_s * 1e9) * 1e3)
         link_bytes = link_bytes + 2 * model.moe_layers * a2a_bytes
-    overhead_ms = eng.step_fixed_ms + model.layers * eng.layer_us * 1e-3 + batch_r * eng.seq_us * 1e-3
+    overhead_ms = (eng.step_fixed_ms + (model.layers * eng.layer_us + model.moe_layers * eng.moe_layer_us) * 1e-3
+                   + batch_r * eng.seq_us * 1e-3)
     return StepParts(w_bytes / bw * 1e3, lin_flops / flops_lin * 1e3, kv_bytes / bw * 1e3,
                      attn_flops / flops_attn * 1e3,
                      comm_ms, overhead_ms, w_bytes + kv_bytes, lin_flops + attn_flops, cal.roof_p,

@@ -88,13 +88,14 @@ class PhysicalProfile:
             return kvm.concurrency_reserve(kv, window_tokens, None)
         return kvm.concurrency_paged(kv, mean_held_tokens, 2**62)
 
-    def _power_and_freq(self, batch: Num, mean_kv: Num, pf_tokens: Num, pf_ctx: Num
+    def _power_and_freq(self, batch: Num, mean_kv: Num, pf_tokens: Num, pf_ctx: Num, prompt_unit: Num = 0.0
                         ) -> tuple[StepBreakdown, Num, Num, Num, Num]:
         """Step breakdown, utilisations, per-GPU power and clock scale; scalar or array.
         Over the cap (TDP or the user's), DVFS lowers the clock to the f in [0.2, 1] where
         power meets the cap (``_dvfs_scale``)."""
         cap = min(self.gpu.tdp_w, self.power_cap_w or self.gpu.tdp_w)
-        parts = step_parts(self.model, self.gpu, self.tp, batch, mean_kv, pf_tokens, pf_ctx, self.cal, dp=self.dp)
+        parts = step_parts(self.model, self.gpu, self.tp, batch, mean_kv, pf_tokens, pf_ctx, self.cal, dp=self.dp,
+                           prompt_unit_tokens=prompt_unit)
         energy = self._energy(parts)
         br, um, uc, p = self._power_at(parts, energy, 1.0)
         over = np.asarray(p > cap)
@@ -142,7 +143,8 @@ class PhysicalProfile:
         return float(f) if np.ndim(f) == 0 else f
 
     def operating_point(self, batch: Num, mean_kv_tokens: Num, prefill_tokens_per_step: Num = 0.0,
-                        prefill_ctx_tokens: Num = 0.0, decode: bool = True) -> OperatingPoint:
+                        prefill_ctx_tokens: Num = 0.0, decode: bool = True,
+                        prompt_unit_tokens: Num = 0.0) -> OperatingPoint:
         """The step of ``batch`` sequences holding ``mean_kv_tokens`` each with
         ``prefill_tokens_per_step`` prompt tokens mixed in, at the clock DVFS allows:
 
@@ -151,8 +153,11 @@ class PhysicalProfile:
             tokens/s = batch / step
 
         ``decode=False`` skips the decode-only step (``decode_step_ms`` is then NaN): the
-        sizing layer's searches do not read it."""
-        br, um, uc, p, f = self._power_and_freq(batch, mean_kv_tokens, prefill_tokens_per_step, prefill_ctx_tokens)
+        sizing layer's searches do not read it.  ``prompt_unit_tokens`` > 0: the prefill tokens
+        are the mean of whole prompts (chunks) of that size arriving a Poisson number of times
+        per step (``roofline.experts_touched``; 0 spreads them evenly)."""
+        br, um, uc, p, f = self._power_and_freq(batch, mean_kv_tokens, prefill_tokens_per_step, prefill_ctx_tokens,
+                                                prompt_unit_tokens)
         if decode:      # the same batch without prefill, at the same clock
             dparts = step_parts(self.model, self.gpu, self.tp, batch, mean_kv_tokens, cal=self.cal, dp=self.dp)
             dec = dparts.at(f)
@@ -168,9 +173,12 @@ class PhysicalProfile:
 
     def steady_state(self, batch: Num, prompt_tokens: Num, output_tokens: Num) -> OperatingPoint:
         """Closed-loop steady state: ``batch`` sequences of prompt P and output O; each step
-        finishes batch/O sequences, so batch x P/O prompt tokens are prefilled per step."""
+        finishes batch/O sequences, so batch x P/O prompt tokens are prefilled per step, as
+        whole prompts (in chunks of at most ``chunk_tokens``) that a few steps carry."""
         pf = batch * prompt_tokens / np.maximum(output_tokens, 1.0)
-        return self.operating_point(batch, prompt_tokens + output_tokens / 2.0, pf, prompt_tokens / 2.0)
+        unit = np.minimum(prompt_tokens, self.chunk_tokens)
+        return self.operating_point(batch, prompt_tokens + output_tokens / 2.0, pf, prompt_tokens / 2.0,
+                                    prompt_unit_tokens=unit)
 
     def saturation(self, window_tokens: int, output_tokens: int,
                    admission: Admission = "reserve") -> tuple[int, OperatingPoint | None]:
