@@ -85,8 +85,9 @@ def tpot_batch_cap(profile: Profile, kv_slots: np.ndarray, mean_kv: np.ndarray, 
     kv_slots = np.maximum(np.asarray(kv_slots, np.int64), 1)
 
     def step(b: np.ndarray, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
-        return np.asarray(profile.operating_point(b, mean_kv[idx], b * pf_per_seq[idx], pf_ctx[idx],
-                                                  decode=False).step_ms, float) * np.ones(np.shape(b))
+        op = profile.operating_point(b, mean_kv[idx], b * pf_per_seq[idx], pf_ctx[idx], decode=False,
+                                     whole_prompts=True)
+        return np.asarray(op.step_ms, float) * np.ones(np.shape(b))
 
     s_top = step(kv_slots.astype(float))
     if tpot_ms is None:

@@ -16,8 +16,7 @@ Model (each choice named):
 * utilisation cap: the mean batch b* = lambda_inst E[S(b*)] at most b_u = max_utilization x
   slots, i.e. N >= lambda E[S(b_u)] / b_u (exact: E[S] rises with b);
 * instances = the least N meeting TTFT, raised to that utilisation bound;
-* power is taken at the mean batch b*; output tokens are credited at the length served
-  (``credit`` overrides this for the paper's compress-and-route rows).
+* power at the mean batch b*; outputs credited at the length served (``credit``: the paper's).
 """
 
 from __future__ import annotations
@@ -280,7 +279,8 @@ def pool_shapes(profile: Profile, tb: TrafficBatch, lo: Num, hi: Num, window: Nu
     # one call: the slot cap's power (peak basis) and, with chunked prefill, the step at b_u
     two = 2 if profile.chunked_prefill else 1
     bb, kv2 = np.concatenate([sl, b_util][:two]), np.tile(mean_kv, two)
-    op = profile.operating_point(bb, kv2, bb * np.tile(pf_per_seq, two), np.tile(pf_ctx, two), decode=False)
+    op = profile.operating_point(bb, kv2, bb * np.tile(pf_per_seq, two), np.tile(pf_ctx, two), decode=False,
+                                 whole_prompts=True)
     peak = (np.asarray(op.power_per_gpu_w, float) * np.ones(bb.size))[:act.size]
     step_util = (np.minimum((np.asarray(op.step_ms, float) * np.ones(bb.size))[act.size:], step_ms) if two == 2
                  else step_ms.copy())                              # step rises with the batch
@@ -362,7 +362,7 @@ def size_shapes(profile: Profile, sh: PoolShape, tb: TrafficBatch, total_rate: f
     rho = batch / sl
     b1 = np.maximum(batch, 1.0)
     p_op = np.asarray(profile.operating_point(b1, sh.mean_kv, b1 * sh.pf_per_seq, sh.pf_ctx,
-                                              decode=False).power_per_gpu_w, float)
+                                              decode=False, whole_prompts=True).power_per_gpu_w, float)
     idle = profile.idle_power_w()
     p_gpu = np.where(batch < 1.0, idle + batch * (p_op - idle), p_op)    # the instance idles part of the time
     tok_s = lam_s[act] * tb.credit_mean[act]

@@ -88,10 +88,13 @@ class Profile(Protocol):
         ...
 
     def operating_point(self, batch: Num, mean_kv_tokens: Num, prefill_tokens_per_step: Num = 0.0,
-                        prefill_ctx_tokens: Num = 0.0, decode: bool = True) -> OperatingPoint:
+                        prefill_ctx_tokens: Num = 0.0, decode: bool = True,
+                        whole_prompts: bool = False) -> OperatingPoint:
         """The step at ``batch`` sequences holding ``mean_kv_tokens`` each, with
         ``prefill_tokens_per_step`` prompt tokens (of mean attended context
-        ``prefill_ctx_tokens``) mixed in; ``decode=False`` may skip the pure-decode figures."""
+        ``prefill_ctx_tokens``) mixed in; ``decode=False`` may skip the pure-decode figures;
+        ``whole_prompts``: the prefill tokens are the mean of whole prompts (of 2 x that
+        context, in chunks) that some steps carry, not an even spread (matters for MoE)."""
         ...
 
     def prefill_ms(self, prompt_tokens: Num) -> Num:

@@ -67,7 +67,8 @@ class _PaperPoints:
         raise NotImplementedError
 
     def operating_point(self, batch: Num, mean_kv_tokens: Num, prefill_tokens_per_step: Num = 0.0,
-                        prefill_ctx_tokens: Num = 0.0, decode: bool = True) -> OperatingPoint:
+                        prefill_ctx_tokens: Num = 0.0, decode: bool = True,
+                        whole_prompts: bool = False) -> OperatingPoint:
         """The published iteration and power model (each profile's own)."""
         raise NotImplementedError
 
@@ -173,7 +174,8 @@ class ManualProfile(_PaperPoints):
         return self.n_slots(window_tokens)
 
     def operating_point(self, batch: Num, mean_kv_tokens: Num, prefill_tokens_per_step: Num = 0.0,
-                        prefill_ctx_tokens: Num = 0.0, decode: bool = True) -> OperatingPoint:
+                        prefill_ctx_tokens: Num = 0.0, decode: bool = True,
+                        whole_prompts: bool = False) -> OperatingPoint:
         """iter(batch, Lbar) as the step, P(batch) per GPU, tokens/s = batch / iter x 1000;
         prefill is not in the step."""
         it = self.iter_ms(batch, mean_kv_tokens)
@@ -249,7 +251,8 @@ class ComputedProfile(_PaperPoints):
         return float(p) if np.ndim(p) == 0 else p
 
     def operating_point(self, batch: Num, mean_kv_tokens: Num, prefill_tokens_per_step: Num = 0.0,
-                        prefill_ctx_tokens: Num = 0.0, decode: bool = True) -> OperatingPoint:
+                        prefill_ctx_tokens: Num = 0.0, decode: bool = True,
+                        whole_prompts: bool = False) -> OperatingPoint:
         """iter = W + batch x H(Lbar), P from ``power_w``; prefill is not in the step."""
         it = self.w_ms + batch * self.h_ms(mean_kv_tokens)
         pw = self.power_w(batch, mean_kv_tokens)

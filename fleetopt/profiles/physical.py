@@ -144,7 +144,7 @@ class PhysicalProfile:
 
     def operating_point(self, batch: Num, mean_kv_tokens: Num, prefill_tokens_per_step: Num = 0.0,
                         prefill_ctx_tokens: Num = 0.0, decode: bool = True,
-                        prompt_unit_tokens: Num = 0.0) -> OperatingPoint:
+                        whole_prompts: bool = False, prompt_unit_tokens: Num = 0.0) -> OperatingPoint:
         """The step of ``batch`` sequences holding ``mean_kv_tokens`` each with
         ``prefill_tokens_per_step`` prompt tokens mixed in, at the clock DVFS allows:
 
@@ -155,7 +155,10 @@ class PhysicalProfile:
         ``decode=False`` skips the decode-only step (``decode_step_ms`` is then NaN): the
         sizing layer's searches do not read it.  ``prompt_unit_tokens`` > 0: the prefill tokens
         are the mean of whole prompts (chunks) of that size arriving a Poisson number of times
-        per step (``roofline.experts_touched``; 0 spreads them evenly)."""
+        per step (``roofline.experts_touched``; 0 spreads them evenly); ``whole_prompts`` sets
+        it to min(2 x prefill_ctx_tokens, chunk_tokens): prompts of the mean length in chunks."""
+        if whole_prompts:
+            prompt_unit_tokens = np.minimum(2.0 * np.asarray(prefill_ctx_tokens, float), self.chunk_tokens)
         br, um, uc, p, f = self._power_and_freq(batch, mean_kv_tokens, prefill_tokens_per_step, prefill_ctx_tokens,
                                                 prompt_unit_tokens)
         if decode:      # the same batch without prefill, at the same clock

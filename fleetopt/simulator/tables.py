@@ -32,7 +32,8 @@ def step_tables(profile: Profile, slots: int, window: float, pf_per_seq: float, 
     b = np.arange(1, slots + 1, dtype=float)[:, None]
     kv = np.geomspace(16.0, max(window, 32.0), KV_GRID)[None, :]
     bb, kk = np.broadcast_arrays(b, kv)
-    op = profile.operating_point(bb.ravel(), kk.ravel(), bb.ravel() * pf_per_seq, np.full(bb.size, pf_ctx))
+    op = profile.operating_point(bb.ravel(), kk.ravel(), bb.ravel() * pf_per_seq, np.full(bb.size, pf_ctx),
+                                 whole_prompts=True)
     gpus = profile.gpus_per_instance
     step: list[list[float]] = np.asarray(op.step_ms, float).reshape(bb.shape).tolist()
     powr_w = gpus * (np.asarray(op.power_per_gpu_w, float) + host_w_per_gpu)
