@@ -244,13 +244,20 @@ def sensitivity() -> list[dict]:
              ("PUE 1.05 (paper P5)", {"power__pue": 1.05}), ("PUE 1.40 (paper P95)", {"power__pue": 1.40}),
              ("host 1,200 W/node", {"power__host_w_per_node": 1200}), ("no host power", {"power__host_w_per_node": 0})]
     cases.append(("fp8 KV cache", {"catalog": _fp8_kv_catalog(model)}))
+    from fleetopt.errors import InfeasibleError
+
     rows = []
     for label, sets in cases:
-        r = _report(model, tp, **sets)
-        r15 = _report(model, tp, SCALE, **sets)
+        try:
+            r = _report(model, tp, **sets)
+            r15 = _report(model, tp, SCALE, **sets)
+        except InfeasibleError as e:          # e.g. a TPOT one sequence cannot meet
+            rows.append({"model": model, "case": label, "wh_facility_mean": math.nan, "wh_facility_p50": math.nan,
+                         "slots": 0, "ratio_15x_mean": math.nan, "note": str(e)})
+            continue
         rows.append({"model": model, "case": label, "wh_facility_mean": r["wh_per_query_facility"],
                      "wh_facility_p50": r["wh_per_query_facility_p50"], "slots": r["pools"][0]["slots"],
-                     "ratio_15x_mean": r15["wh_per_query_facility"] / r["wh_per_query_facility"]})
+                     "ratio_15x_mean": r15["wh_per_query_facility"] / r["wh_per_query_facility"], "note": ""})
     return rows
 
 

@@ -97,12 +97,13 @@ def main() -> None:
           "## Leave one model family out", "", _table(lomo, "held-out family"), "",
           "## In-sample (the fit on every run)", "", _table(in_sample, "source (GPU)"), "",
           "## KV capacity", "", kv_text, "",
-          "Public engine logs of the KV cache size (the only ones found with a known GPU, model and TP):", "",
+          "Public vLLM start-up logs of the KV cache size against the model: `benchmarks/kv_concurrency.py` "
+          "(`results/kv_concurrency.md`, 29 logs with a known GPU, model, TP and settings). Below, the logs "
+          "of other engines or with a KV connector, not scored:", "",
           _logged_kv(cat), "",
-          "The two engines differ by 2x on the same GPUs: vLLM's profiling there kept about 8 GiB per GPU out of "
-          "the KV pool beyond the weights, SGLang about 1 GiB. fleetopt's runtime reserve (non-torch memory, "
-          "one chunk's activations, the sampler's logits) follows the SGLang-like budget; a vLLM deployment "
-          "with large CUDA-graph or connector workspaces holds fewer tokens than predicted.", "",
+          "The reserve is vLLM V1's profiling (non-torch memory plus the larger of one chunk's forward pass and "
+          "the sampler's warm-up over max_num_seqs x vocabulary logits); SGLang keeps less back, and a vLLM "
+          "deployment with a KV connector's workspace holds fewer tokens than predicted.", "",
           "## Coefficients (the packaged calibration)", "",
           "| coefficient | value | bounds | why |", "|---|---:|---|---|"]
     for k, v in coeffs.items():

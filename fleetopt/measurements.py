@@ -38,7 +38,7 @@ import numpy as np
 from fleetopt.catalog import Catalog
 from fleetopt.errors import FleetoptError
 from fleetopt.physics.calibration import Calibration, Engine
-from fleetopt.physics.kv import DEFAULT_MAX_BATCHED_TOKENS
+from fleetopt.physics.kv import DEFAULT_MAX_BATCHED_TOKENS, default_max_num_seqs
 from fleetopt.profiles.physical import PhysicalProfile
 
 if TYPE_CHECKING:
@@ -171,7 +171,9 @@ def predict(df: DataFrame, cal: Calibration, catalog: Catalog, engines: dict[str
     kv_fits = np.ones(n, bool)
     for g in groups(df):
         c = cal if g.engine in ("default", "") or g.engine not in engines else cal.with_(engine=engines[g.engine])
-        prof = PhysicalProfile(catalog.model(g.model), catalog.gpu(g.gpu), g.tp, c, dp=g.dp, chunk_tokens=chunk_tokens)
+        gpu = catalog.gpu(g.gpu)        # the runs' engines at vLLM's default max_num_seqs for the GPU (KV reserve)
+        prof = PhysicalProfile(catalog.model(g.model), gpu, g.tp, c, dp=g.dp, chunk_tokens=chunk_tokens,
+                               max_num_seqs=default_max_num_seqs(gpu))
         i = g.index
         b = df.batch.to_numpy(float)[i]
         o = df.output_tokens.to_numpy(float)[i]
