@@ -42,6 +42,15 @@ def _table(rows: list[dict], key: str) -> str:
     return "\n".join(lines)
 
 
+def _signed_table(row: dict) -> str:
+    """Markdown table of a held-out fold's mean signed error per model and metric."""
+    lines = ["| model | rows | " + " | ".join(SHORT[m] for m in METRICS) + " |", "|---|---:|" + "---:|" * len(METRICS)]
+    for model, cells in sorted(row["signed_pct_by_model"].items()):
+        vals = [f"{cells[m]:+.1f}" if m in cells else "-" for m in METRICS]
+        lines.append(f"| {model} | {int(cells['rows'])} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
 def _kv_check(df, pred) -> tuple[str, dict]:
     """Batch runs the model says do not fit the KV cache against how much slower than the
     no-preemption prediction they measured: if the KV model is right, only those are slow."""
@@ -94,6 +103,8 @@ def main() -> None:
           "and per FLOP, static power) always comes from the other GPUs.", "",
           _table(logo, "held-out GPU"), "",
           "Dense models only (no expert parallelism), leave one GPU out:", "", _table(logo_dense, "held-out GPU"), "",
+          "Where the held-out H100's error sits (all models; mean signed error pred / meas - 1 by model, %):", "",
+          _signed_table(next(r for r in logo if r["held_out"] == "h100")), "",
           "## Leave one model family out", "", _table(lomo, "held-out family"), "",
           "## In-sample (the fit on every run)", "", _table(in_sample, "source (GPU)"), "",
           "## KV capacity", "", kv_text, "",

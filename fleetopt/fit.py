@@ -195,6 +195,23 @@ def summarize(df: DataFrame, pred: DataFrame) -> dict[str, float]:
     return out
 
 
+def signed_by_model(df: DataFrame, pred: DataFrame) -> dict[str, dict[str, float]]:
+    """Mean signed error per model and metric, % (mean of pred / meas - 1 over rows whose
+    batch fits the KV cache): where a held-out GPU's error sits and which way it leans."""
+    ok = pred.kv_fits.to_numpy()
+    out: dict[str, dict[str, float]] = {}
+    for model, idx in df.groupby("model", sort=True).indices.items():
+        idx = idx[ok[idx]]
+        cells = {"rows": float(idx.size)}
+        for m in METRICS:
+            meas, p = df[m].to_numpy(float)[idx], pred[f"{m}_pred"].to_numpy(float)[idx]
+            good = np.isfinite(meas) & np.isfinite(p) & (meas > 0)
+            if good.any():
+                cells[m] = float(np.mean(p[good] / meas[good] - 1.0) * 100.0)
+        out[str(model)] = cells
+    return out
+
+
 def cross_validate(df: DataFrame, catalog: Catalog, by: str = "gpu", full: FitResult | None = None,
                    start: Calibration = DEFAULT, max_nfev: int = 200) -> list[dict[str, Any]]:
     """Hold out each GPU chip (``by="gpu"``) or model family (``by="model"``) in turn, refit on
@@ -218,6 +235,7 @@ def cross_validate(df: DataFrame, catalog: Catalog, by: str = "gpu", full: FitRe
         prompts = {**full.prompt_by_task, **r.prompt_by_task}
         pred = predict(test, r.cal, catalog, engines, prompts)
         row = {"held_out": held, "rows": len(test), **summarize(test, pred),
-               "nuisance_from_full": ", ".join(sorted(list(fixed_e) + list(fixed_t)) + held_names)}
+               "nuisance_from_full": ", ".join(sorted(list(fixed_e) + list(fixed_t)) + held_names),
+               "signed_pct_by_model": signed_by_model(test, pred)}
         out.append(row)
     return out
