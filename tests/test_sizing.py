@@ -55,3 +55,45 @@ def test_tpot_batch_cap_equals_a_scan(gpu, tp, cap_w):
         assert slots[k] == want
         if want:
             assert step[k] == pytest.approx(s[want - 1], rel=1e-6)   # the clock is solved to 1 mW of power
+
+
+@pytest.mark.parametrize("name,gpu,tp", [("azure-conv-h100", "h100-sxm", 8), ("azure-code", "b200", 4),
+                                         ("moe-qwen3-235b", "b200", 4)])
+def test_instances_and_mean_batch_from_the_fixed_point(name, gpu, tp):
+    """Steps follow the batch running: the mean batch b* satisfies Little's law with the step
+    at b* (b = lambda_inst (E[pre] + step(b) E[out]), the step evaluated here directly by the
+    physics, not by the sizing's affine interpolation); b* stays within the utilisation cap;
+    and where the cap binds, one instance fewer would need b_u = max_utilization x slots to
+    exceed lambda_inst E[S(b_u)], recomputed here from the traffic's points."""
+    from pathlib import Path
+
+    from fleetopt import load_instance
+    from fleetopt.problem import Problem
+    from fleetopt.routing import Router
+    from fleetopt.sizing import size_pool
+
+    inst = load_instance(Path(__file__).resolve().parents[1] / "instances" / f"{name}.yaml")
+    problem = Problem.from_instance(inst)
+    prof = problem.profile(gpu, tp)
+    [(t, window)] = Router(problem.dist).route([16384])
+    rate = inst.workload.arrival_rate
+    p = size_pool(prof, t, rate, 0, 16384, window, problem.slo, "paged")
+    w = t.w / t.w.sum()
+    e_out, e_in = float(w @ t.out), float(w @ t.inp)
+    e_pre = float(w @ np.asarray(prof.prefill_ms(t.inp), float))
+    mean_kv = float(w @ (t.out * (t.inp + t.out / 2))) / e_out
+    pf_per, pf_ctx = e_in / e_out, e_in / 2
+
+    def step(b):
+        return float(prof.operating_point(b, mean_kv, b * pf_per, pf_ctx, decode=False, whole_prompts=True).step_ms)
+
+    lam = p.arrival_rate / 1e3                                   # requests per ms
+    b = p.batch
+    assert b == pytest.approx(lam / p.instances * p.mean_service_ms, rel=1e-9)          # Little's law
+    assert b == pytest.approx(lam / p.instances * (e_pre + step(b) * e_out), rel=0.03)   # with the true step
+    b_u = problem.slo.max_utilization * p.slots
+    assert b <= b_u * (1 + 1e-9) and p.utilization == pytest.approx(b / p.slots)
+    if p.binding[0] == "utilization":                            # the least count under the cap
+        s_u = e_pre + step(b_u) * e_out
+        assert lam / p.instances * s_u <= b_u * (1 + 1e-9)
+        assert lam / (p.instances - 1) * s_u > b_u
