@@ -1,5 +1,6 @@
-"""Integer searches on rising functions, the largest batch whose step meets TPOT, and the
-mean batch of a pool whose steps follow the batch running (``mean_batch``).
+"""Integer searches on rising functions, the largest batch whose step meets TPOT, the
+points sizing reads the physics at (``cap_points``), and the mean batch of a pool whose
+steps follow the batch running (``mean_batch``).
 
 The sizing layer asks two questions of a rising function many times, vectorised over pools:
 the largest batch whose step time is within the TPOT target (``tpot_batch_cap``, on
@@ -126,3 +127,26 @@ def mean_batch(lam_inst_ms: np.ndarray, slots: np.ndarray, b_util: np.ndarray, s
     b = np.clip(np.where(den > 1e-12, num / np.where(den > 1e-12, den, 1.0), top), 0.0, top)
     es = e_pre_ms + (step_util_ms + k * (b - b_util)) * e_out
     return b, es
+
+
+def cap_points(profile: Profile, slots: np.ndarray, step_ms: np.ndarray, mean_kv: np.ndarray,
+               pf_per_seq: np.ndarray, pf_ctx: np.ndarray, max_utilization: float
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The two batches sizing reads the physics at, in one call (one entry per pool):
+
+        b_u    = max(max_utilization x slots, 1)         (the utilisation cap's batch)
+        step_u = min(step(b_u), step(slots))            (steps follow the batch: chunked
+                 prefill; the paper's fixed service times keep step(slots))
+        P_peak = per-GPU power at the slot cap           (the ``peak`` provisioning basis)
+
+    ``step_ms`` is the step at the slot cap (``tpot_batch_cap``)."""
+    sl = np.maximum(slots, 1).astype(float)
+    b_util = np.maximum(max_utilization * sl, 1.0)
+    two = 2 if profile.chunked_prefill else 1
+    bb = np.concatenate([sl, b_util][:two])
+    op = profile.operating_point(bb, np.tile(mean_kv, two), bb * np.tile(pf_per_seq, two), np.tile(pf_ctx, two),
+                                 decode=False, whole_prompts=True)
+    peak_w = (np.asarray(op.power_per_gpu_w, float) * np.ones(bb.size))[:sl.size]
+    step_util = (np.minimum((np.asarray(op.step_ms, float) * np.ones(bb.size))[sl.size:], step_ms) if two == 2
+                 else np.array(step_ms, float))
+    return b_util, step_util, peak_w

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fleetopt.batching import bisect_int, mean_batch, tpot_batch_cap
+from fleetopt.batching import bisect_int, cap_points, mean_batch, tpot_batch_cap
 from fleetopt.errors import InfeasibleError
 from fleetopt.queueing import wait_quantile_mgc
 from fleetopt.traffic import PoolTraffic, TrafficBatch
@@ -274,18 +274,9 @@ def pool_shapes(profile: Profile, tb: TrafficBatch, lo: Num, hi: Num, window: Nu
     fail(pre_q >= slo.ttft_p99_ms, lambda a: (f"TTFT SLO unreachable, prefill alone takes "
                                               f"{pre_q[a]:.0f} ms > {slo.ttft_p99_ms:.0f} ms"))
     good = np.array([err[k] is None for k in act])
-    sl = np.maximum(slots, 1).astype(float)
-    b_util = np.maximum(slo.max_utilization * sl, 1.0)
-    # one call: the slot cap's power (peak basis) and, with chunked prefill, the step at b_u
-    two = 2 if profile.chunked_prefill else 1
-    bb, kv2 = np.concatenate([sl, b_util][:two]), np.tile(mean_kv, two)
-    op = profile.operating_point(bb, kv2, bb * np.tile(pf_per_seq, two), np.tile(pf_ctx, two), decode=False,
-                                 whole_prompts=True)
-    peak = (np.asarray(op.power_per_gpu_w, float) * np.ones(bb.size))[:act.size]
-    step_util = (np.minimum((np.asarray(op.step_ms, float) * np.ones(bb.size))[act.size:], step_ms) if two == 2
-                 else step_ms.copy())                              # step rises with the batch
+    b_util, step_util, peak = cap_points(profile, slots, step_ms, mean_kv, pf_per_seq, pf_ctx, slo.max_utilization)
     return PoolShape(m, lo, hi, window, act, kv_slots, slots, step_ms, pre_q, es, cv2, mean_pre, mean_out, b_util,
-                     step_util, mean_kv, pf_per_seq, pf_ctx, peak * np.ones(act.size), good, err, gpus_per, price)
+                     step_util, mean_kv, pf_per_seq, pf_ctx, peak, good, err, gpus_per, price)
 
 
 def size_shapes(profile: Profile, sh: PoolShape, tb: TrafficBatch, total_rate: float, slo: Slo,

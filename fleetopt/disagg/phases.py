@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fleetopt.batching import bisect_int, mean_batch, tpot_batch_cap
+from fleetopt.batching import bisect_int, cap_points, mean_batch, tpot_batch_cap
 from fleetopt.queueing import wait_quantile_mgc
 from fleetopt.sizing import PoolSizing, Slo
 from fleetopt.traffic import TrafficBatch
@@ -201,9 +201,7 @@ def size_decode(profile: Profile, tb: TrafficBatch, total_rate: float, lo: Array
         """Whether the decode pools ``idx`` at ``n`` instances have no P99 slot wait."""
         return ~good[idx] | (wait_quantile_mgc(n * sl[idx], lam_ms[idx], es[idx], cv2[idx]) <= 0.0)
 
-    b_u = np.maximum(slo.max_utilization * sl, 1.0)
-    step_u = np.minimum(np.asarray(profile.operating_point(b_u, mean_kv, zero, zero, decode=False).step_ms, float),
-                        step)
+    b_u, step_u, peak = cap_points(profile, slots, step, mean_kv, zero, zero, slo.max_utilization)
     n_util = np.maximum(np.floor(load / sl) + 1, np.ceil(lam_ms * e_out * step_u / b_u - 1e-12))
     n = np.where(good, least_count(no_wait, n_util), 0.0)
     batch, es_mean = mean_batch(lam_ms / np.maximum(n, 1), slots, b_u, step, step_u, zero, e_out)
@@ -213,7 +211,6 @@ def size_decode(profile: Profile, tb: TrafficBatch, total_rate: float, lo: Array
     p_op = np.asarray(profile.operating_point(b1, mean_kv, zero, zero, decode=False).power_per_gpu_w, float)
     idle = profile.idle_power_w()
     p_gpu = np.where(batch < 1.0, idle + batch * (p_op - idle), p_op)
-    peak = np.asarray(profile.operating_point(sl, mean_kv, zero, zero, decode=False).power_per_gpu_w, float)
     g = act[good]
     for name, val in (("instances", n), ("utilization", rho), ("slots", slots), ("batch", batch),
                       ("kv_slots", kv_slots), ("ttft_p99_ms", np.zeros(act.size)), ("tpot_p99_ms", step),

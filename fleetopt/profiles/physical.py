@@ -144,7 +144,7 @@ class PhysicalProfile:
 
     def operating_point(self, batch: Num, mean_kv_tokens: Num, prefill_tokens_per_step: Num = 0.0,
                         prefill_ctx_tokens: Num = 0.0, decode: bool = True,
-                        whole_prompts: bool = False, prompt_unit_tokens: Num = 0.0) -> OperatingPoint:
+                        whole_prompts: bool = False) -> OperatingPoint:
         """The step of ``batch`` sequences holding ``mean_kv_tokens`` each with
         ``prefill_tokens_per_step`` prompt tokens mixed in, at the clock DVFS allows:
 
@@ -153,14 +153,13 @@ class PhysicalProfile:
             tokens/s = batch / step
 
         ``decode=False`` skips the decode-only step (``decode_step_ms`` is then NaN): the
-        sizing layer's searches do not read it.  ``prompt_unit_tokens`` > 0: the prefill tokens
-        are the mean of whole prompts (chunks) of that size arriving a Poisson number of times
-        per step (``roofline.experts_touched``; 0 spreads them evenly); ``whole_prompts`` sets
-        it to min(2 x prefill_ctx_tokens, chunk_tokens): prompts of the mean length in chunks."""
-        if whole_prompts:
-            prompt_unit_tokens = np.minimum(2.0 * np.asarray(prefill_ctx_tokens, float), self.chunk_tokens)
+        sizing layer's searches do not read it.  ``whole_prompts``: the prefill tokens are the
+        mean of whole prompts of 2 x ``prefill_ctx_tokens`` (in chunks of at most
+        ``chunk_tokens``) arriving a Poisson number of times per step
+        (``roofline.experts_touched``); otherwise they are spread evenly over the steps."""
+        unit = np.minimum(2.0 * np.asarray(prefill_ctx_tokens, float), self.chunk_tokens) if whole_prompts else 0.0
         br, um, uc, p, f = self._power_and_freq(batch, mean_kv_tokens, prefill_tokens_per_step, prefill_ctx_tokens,
-                                                prompt_unit_tokens)
+                                                unit)
         if decode:      # the same batch without prefill, at the same clock
             dparts = step_parts(self.model, self.gpu, self.tp, batch, mean_kv_tokens, cal=self.cal, dp=self.dp)
             dec = dparts.at(f)
@@ -179,9 +178,8 @@ class PhysicalProfile:
         finishes batch/O sequences, so batch x P/O prompt tokens are prefilled per step, as
         whole prompts (in chunks of at most ``chunk_tokens``) that a few steps carry."""
         pf = batch * prompt_tokens / np.maximum(output_tokens, 1.0)
-        unit = np.minimum(prompt_tokens, self.chunk_tokens)
         return self.operating_point(batch, prompt_tokens + output_tokens / 2.0, pf, prompt_tokens / 2.0,
-                                    prompt_unit_tokens=unit)
+                                    whole_prompts=True)
 
     def saturation(self, window_tokens: int, output_tokens: int,
                    admission: Admission = "reserve") -> tuple[int, OperatingPoint | None]:
