@@ -37,20 +37,40 @@ from conftest import need_shared_data
 
 
 def test_power_formula_by_hand(cat):
-    """P = idle x static + (bytes x scale x pJ/bit x 8 + FLOPs x fscale x (TDP - idle) / peak) / step,
-    with the H100's catalog figures, against the formula evaluated by hand."""
+    """P = (idle x static x (S - h) + idle x h + bytes x scale x pJ/bit x 8 + FLOPs x fscale x
+    (TDP - idle) / peak) / S for a step of S = 20 ms with h = 3 ms of host time (the GPU idles
+    then), with the H100's catalog figures, against the formula evaluated by hand."""
     h100 = cat.gpu("h100")
-    cal = Calibration(static_scale=1.25, mem_energy_scale=4.0, flop_energy_scale=0.5)
+    cal = Calibration(static_scale=1.25, mem_energy_scale=4.0, flop_energy_scale=0.5,
+                      engine=Engine(step_fixed_ms=3.0))
     e = step_energy(h100, h100.fp8_flops, bytes_per_gpu=2e10, lin_flops=3e12, attn_flops=2e11, link_bytes=1e8, cal=cal)
     p = gpu_power_w(h100, e, 20.0, cal)
     mem_j = 2e10 * 4.0 * h100.mem_pj_per_bit * 8e-12
     lin_j = 3e12 * 0.5 * (h100.tdp_w - h100.idle_w) / h100.fp8_flops
     att_j = 2e11 * 0.5 * (h100.tdp_w - h100.idle_w) / h100.bf16_flops
     link_j = 1e8 * h100.link_pj_per_bit * 8e-12
-    assert p == pytest.approx(h100.idle_w * 1.25 + (mem_j + lin_j + att_j + link_j) / 0.020, rel=1e-12)
+    base_j = h100.idle_w * 1.25 * 0.017 + h100.idle_w * 0.003     # busy static for 17 ms, idle for 3 ms
+    assert p == pytest.approx((base_j + mem_j + lin_j + att_j + link_j) / 0.020, rel=1e-12)
     # at half clock the compute energy falls as f^2 and the step given is what it is
     p_half = gpu_power_w(h100, e, 20.0, cal, 0.5)
-    assert p_half == pytest.approx(h100.idle_w * 1.25 + (mem_j + link_j + 0.25 * (lin_j + att_j)) / 0.020, rel=1e-12)
+    assert p_half == pytest.approx((base_j + mem_j + link_j + 0.25 * (lin_j + att_j)) / 0.020, rel=1e-12)
+    # an engine that overlaps its host work (h = 0) draws busy static power the whole step
+    cal0 = cal.with_(step_fixed_ms=0.0)
+    e0 = step_energy(h100, h100.fp8_flops, bytes_per_gpu=2e10, lin_flops=3e12, attn_flops=2e11, link_bytes=1e8, cal=cal0)
+    assert gpu_power_w(h100, e0, 20.0, cal0) == pytest.approx(
+        h100.idle_w * 1.25 + (mem_j + lin_j + att_j + link_j) / 0.020, rel=1e-12)
+
+
+def test_allreduce_latency_by_hand(cat):
+    """TP communication per step = 2 layers x (allreduce_us x log2(tp) + bytes / link), the
+    bytes 2 (tp - 1)/tp x tokens x hidden x 2 (bf16 ring): by hand for TP 2, 4 and 8."""
+    from fleetopt.physics.roofline import step_parts
+    h100, m = cat.gpu("h100"), cat.model("llama-3.1-70b")
+    cal = DEFAULT.with_(allreduce_us=10.0)
+    for tp, rounds in ((2, 1), (4, 2), (8, 3)):
+        ar_bytes = 2.0 * (tp - 1) / tp * 64 * m.hidden * 2.0
+        want_ms = 2 * m.layers * (10.0 * rounds * 1e-3 + ar_bytes / (h100.link_gb_s * 1e9) * 1e3)
+        assert step_parts(m, h100, tp, 64, 1000.0, cal=cal).comm_ms == pytest.approx(want_ms, rel=1e-12)
 
 
 def test_no_floor_tied_to_tdp(cat):

@@ -24,15 +24,18 @@ class Engine:
     """Host-side and launch overheads of a serving engine (µs or ms per step, per GPU rank)."""
 
     step_fixed_ms: float = 1.0
-    """Per-step scheduler, input preparation and sampling launch, ms."""
+    """Per-step host time while the GPU waits (scheduler, input preparation), ms: the GPU draws
+    its idle power then, not the busy static power (``power.step_energy``)."""
     layer_us: float = 5.0
     """Per-layer per-step cost of small kernels and launches (norms, rotary, residuals); CUDA
     graphs make it a few µs, eager execution tens of µs.  µs."""
     seq_us: float = 5.0
     """Per-sequence per-step host cost (sampling, detokenisation, block tables), µs."""
     allreduce_us: float = 15.0
-    """Latency of one tensor-parallel all-reduce (two per layer), µs: the engine's collective
-    (vLLM's custom one-shot all-reduce, or NCCL/RCCL)."""
+    """Latency of one tensor-parallel all-reduce over two GPUs (two all-reduces per layer), µs:
+    the engine's collective (vLLM's custom all-reduce, or NCCL/RCCL).  Over tp GPUs the latency
+    is allreduce_us x log2(tp): the latency term of recursive doubling, log2(p) rounds of
+    messages (Thakur, Rabenseifner & Gropp, IJHPCA 2005)."""
     alltoall_us: float = 40.0
     """Latency of one expert-parallel all-to-all (two per MoE layer), µs."""
     moe_layer_us: float = 0.0
@@ -121,14 +124,16 @@ REASONS: dict[str, str] = {
     "eta_flops": "cuBLAS/hipBLASLt dense GEMMs reach at most ~80-90 % of the spec peak",
     "eta_prefill": "whole-prompt prefill (attention, norms, launches between GEMMs) reaches 30-80 % of peak",
     "roof_p": "memory and math overlap imperfectly near the ridge: p=4 costs 19 % there, p=2 41 %",
-    "allreduce_us": "NCCL/RCCL small-message all-reduce latency within a node: 5-30 us",
+    "allreduce_us": ("small-message all-reduce latency over 2 GPUs within a node, 5-30 us; "
+                     "x log2(tp) over more (recursive doubling's rounds)"),
     "alltoall_us": "expert-parallel dispatch/combine latency within a node",
     "static_scale": "idle figures are taken at rest; with an engine attached and clocks at boost a GPU draws up to ~2x",
     "mem_energy_scale": "the seed's ~20 pJ/bit for a byte moved to the SMs against 3-4 pJ/bit in the HBM device",
     "flop_energy_scale": ("(TDP - idle) / peak FLOP/s is the energy per FLOP at which a GPU at peak rate meets "
                           "TDP; dense GEMMs throttle there, so up to ~1.5x"),
     "dvfs_exponent": "dynamic energy per op ~ V^2 with V roughly tracking f",
-    "step_fixed_ms": "scheduler and input preparation per step (vLLM V1 overlaps much of it)",
+    "step_fixed_ms": ("host time per step while the GPU idles (scheduler, input preparation; "
+                      "vLLM V1 overlaps it with the previous step)"),
     "layer_us": "small kernels per layer: a few us under CUDA graphs, tens of us eager",
     "seq_us": "per-sequence sampling and bookkeeping per step",
     "moe_layer_us": ("an MoE layer's routing kernels (top-k, sort/align, gather/scatter, weighted sum): "
@@ -152,10 +157,10 @@ def check_bounds(cal: Calibration) -> None:
 
 #: The packaged calibration (fitted by ``python benchmarks/fidelity.py --fit`` on every shared
 #: measurement; cross-validated figures in benchmarks/results/fidelity.md).
-DEFAULT = Calibration(eta_bw=0.9188, eta_flops=0.9, eta_prefill=0.6295, roof_p=4.0, static_scale=2.0,
-                      mem_energy_scale=3.679, flop_energy_scale=1.448, dvfs_exponent=2.0,
-                      engine=Engine(step_fixed_ms=0.0, layer_us=60.26, seq_us=42.66, allreduce_us=29.29,
-                                    alltoall_us=66.46, moe_layer_us=52.49, flops_scale=1.0))
+DEFAULT = Calibration(eta_bw=0.9127, eta_flops=0.9, eta_prefill=0.6295, roof_p=4.0, static_scale=2.0,
+                      mem_energy_scale=3.936, flop_energy_scale=1.487, dvfs_exponent=2.0,
+                      engine=Engine(step_fixed_ms=0.0, layer_us=54.08, seq_us=46.91, allreduce_us=17.85,
+                                    alltoall_us=66.46, moe_layer_us=40.87, flops_scale=1.0))
 
 
 def as_plain(cal: Calibration) -> dict[str, Any]:

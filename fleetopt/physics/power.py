@@ -1,11 +1,12 @@
 """Per-GPU power from energy per operation, and its derivative in the clock (for DVFS).
 
-    P(f) = P_static + (E_mem + E_link + E_comp f^x) / S(f)
+    P(f) = P_static + (E_mem + E_link + E_comp f^x - (P_static - P_idle) h) / S(f)
 
 per GPU and per step of S seconds: P_static the power of a GPU holding the model with its
 clocks up (the catalog's idle power times a calibrated factor), E_mem the bytes read from
 memory times the energy per byte, E_link the bytes sent over the scale-up link times its
-energy per byte, E_comp the FLOPs times the energy per FLOP (by dtype).  Under a clock
+energy per byte, E_comp the FLOPs times the energy per FLOP (by dtype), h the engine's host
+time per step, when the GPU waits at idle power.  Under a clock
 scale f < 1 (a power cap or TDP) compute time stretches and the dynamic energy per FLOP
 falls as f^x.  No floor is tied to TDP: a GPU draws what its operations cost.
 """
@@ -42,11 +43,18 @@ def flop_energy_j(gpu: Gpu, peak_flops: float, cal: Calibration = DEFAULT) -> fl
     return cal.flop_energy_scale * (gpu.tdp_w - gpu.idle_w) / peak_flops
 
 
+def host_gap_s(cal: Calibration = DEFAULT) -> float:
+    """Seconds per step the GPU waits for the host (the engine's ``step_fixed_ms``): a
+    synchronous engine (vLLM before V1) schedules between steps while the GPU idles; V1
+    overlaps it.  Source: the engine's step structure."""
+    return cal.engine.step_fixed_ms * 1e-3
+
+
 class StepEnergy(msgspec.Struct, frozen=True):
     """Energy of one step per GPU, split by how it scales with the clock (J; scalars or arrays)."""
 
     fixed_j: Num
-    """Memory and link energy: independent of the SM clock."""
+    """Memory and link energy less the host-gap credit: independent of the SM clock."""
     comp_j: Num
     """Compute energy at full clock: scales as f^x."""
 
@@ -55,8 +63,13 @@ def step_energy(gpu: Gpu, weight_dtype_flops: float, bytes_per_gpu: Num, lin_flo
                 link_bytes: Num,
                 cal: Calibration = DEFAULT) -> StepEnergy:
     """E_mem + E_link and E_comp of a step: bytes x J/byte, link bytes x J/byte, linear FLOPs
-    at the weights' dtype energy plus attention FLOPs at the bf16 energy."""
+    at the weights' dtype energy plus attention FLOPs at the bf16 energy.  E_mem carries a
+    credit -(P_static - P_idle) h for the h seconds of host time per step (``host_gap_s``), so
+    that P = P_static + E / S draws idle power during the gap:
+    P = (P_static (S - h) + P_idle h + E_dyn) / S."""
     fixed = bytes_per_gpu * mem_energy_j_per_byte(gpu, cal) + link_bytes * link_energy_j_per_byte(gpu)
+    # the engine's per-step host time h: the GPU waits at idle power, not busy static power
+    fixed = fixed - (static_power_w(gpu, cal) - gpu.idle_w) * host_gap_s(cal)
     comp = (lin_flops * flop_energy_j(gpu, weight_dtype_flops, cal)
             + attn_flops * flop_energy_j(gpu, gpu.bf16_flops, cal))
     return StepEnergy(fixed, comp)

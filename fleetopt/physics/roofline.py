@@ -2,8 +2,8 @@
 
 Each step runs the linear layers (weights streamed once per step, FLOPs per token) and the
 attention kernels (KV read per sequence) one after the other; each kernel family has its own
-roofline.  TP adds two all-reduces per layer; the serving stack adds per-step, per-layer and
-per-sequence overheads.  All coefficients come from ``Calibration``.
+roofline.  TP adds two all-reduces per layer (latency log2(tp) rounds, bytes as a ring); the
+serving stack adds per-step, per-layer and per-sequence overheads.  All coefficients come from ``Calibration``.
 """
 
 from __future__ import annotations
@@ -182,9 +182,10 @@ def step_parts(model: Model, gpu: Gpu, tp: int, batch: Num, mean_kv_tokens: Num,
     attn_flops = attention_flops_per_pair(model) * pairs / tp
     comm_ms: Num = 0.0
     link_bytes: Num = 0.0
-    if tp > 1:   # ring all-reduce of bf16 activations, twice per layer: each GPU sends 2 (tp-1)/tp of the tensor
+    if tp > 1:   # all-reduce of bf16 activations, twice per layer: each GPU sends 2 (tp-1)/tp of the tensor
+        # (ring bandwidth term) after log2(tp) latency rounds (recursive doubling's latency term)
         ar_bytes = 2.0 * (tp - 1) / tp * tokens * model.hidden * 2.0
-        comm_ms = 2 * model.layers * (eng.allreduce_us * 1e-3 + ar_bytes / (gpu.link_gb_s * 1e9) * 1e3)
+        comm_ms = 2 * model.layers * (eng.allreduce_us * math.log2(tp) * 1e-3 + ar_bytes / (gpu.link_gb_s * 1e9) * 1e3)
         link_bytes = 2 * model.layers * ar_bytes
     if dp > 1:   # expert-parallel dispatch and combine: top_k copies of each token's hidden state
         a2a_bytes = (dp - 1) / dp * tokens_r * model.top_k * model.hidden * 2.0
