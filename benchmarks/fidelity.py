@@ -26,6 +26,16 @@ from fleetopt.physics.calibration import BOUNDS, DEFAULT, REASONS
 from _measured import REFERENCE_ENGINE, available, load_all
 from kv_concurrency import _logged_kv
 
+#: Models whose runs are scored (every table below includes them) but left out of the fits: a
+#: documented engine defect, not the hardware, sets their speed and power.  In the ML.ENERGY
+#: runs Qwen3-235B-A22B-FP8 (block-quantised FP8 experts) steps 22 % slower than its bf16 twin
+#: on the same 8 x H100 at batch 8 while reading half the expert bytes, and draws 100 W more
+#: per GPU; vLLM's tracker reports block-FP8 MoE running slower than bf16 on that vLLM
+#: (github.com/vllm-project/vllm/issues/25540).  Fitted, those 26 runs pulled the engine's
+#: per-layer, MoE and all-reduce overheads up for every other model (TP > 1 runs at small
+#: batches 10-38 % too slow in-sample).
+UNFITTED = {"qwen3-235b-a22b-fp8": "block-FP8 MoE kernels slower than bf16 on vLLM 0.11 (vllm-project/vllm#25540)"}
+
 SHORT = {"power_w_per_gpu": "power/GPU", "itl_ms": "ITL", "throughput_tok_s": "throughput",
          "energy_per_output_token_j": "J/out tok", "prefill_ms": "prefill"}
 
@@ -77,16 +87,17 @@ def main() -> None:
         sys.exit("skipped: ../shared/data/measured not found (the shared data folder is absent)")
     cat = load_catalog()
     df = validate(load_all(cat), cat)
-    full = fit(df, cat, DEFAULT, max_nfev=args.nfev)
+    skip = frozenset(UNFITTED)
+    full = fit(df, cat, DEFAULT, max_nfev=args.nfev, unfitted=skip)
     pred = predict(df, full.cal, cat, full.engines, full.prompt_by_task)
     in_sample = [{"held_out": f"{src} ({g})", "rows": int(((df.source == src) & (df.gpu == g)).sum()),
                   **summarize(df[(df.source == src) & (df.gpu == g)].reset_index(drop=True),
                               pred[((df.source == src) & (df.gpu == g)).to_numpy()].reset_index(drop=True))}
                  for src, g in sorted(set(zip(df.source, df.gpu)))]
-    logo = cross_validate(df, cat, "gpu", full, DEFAULT, args.nfev)
-    lomo = cross_validate(df, cat, "model", full, DEFAULT, args.nfev)
+    logo = cross_validate(df, cat, "gpu", full, DEFAULT, args.nfev, skip)
+    lomo = cross_validate(df, cat, "model", full, DEFAULT, args.nfev, skip)
     dense = df.dp.eq(1) & ~df.model.str.contains("a3b|a22b|mixtral|gpt-oss|deepseek")
-    logo_dense = cross_validate(df[dense].reset_index(drop=True), cat, "gpu", full, DEFAULT, args.nfev)
+    logo_dense = cross_validate(df[dense].reset_index(drop=True), cat, "gpu", full, DEFAULT, args.nfev, skip)
     kv_text, kv = _kv_check(df, pred)
     packaged = full.cal
     coeffs = packaged.to_dict()
@@ -94,7 +105,9 @@ def main() -> None:
           "Produced by `python benchmarks/fidelity.py` from every shared measurement "
           f"({len(df)} runs: ML.ENERGY v3 H100, Argonne LLM-Inference-Bench A100-40GB/H100/MI300X, "
           "Splitwise prefill).  Mean absolute percentage errors; batch runs that overflow the KV cache "
-          "are excluded (see the KV check).", "",
+          "are excluded (see the KV check).  Scored but not fitted: "
+          + "; ".join(f"`{m}` ({why})" for m, why in UNFITTED.items())
+          + " (`UNFITTED` in the script says why).", "",
           "## Leave one GPU out", "", "Each GPU chip predicted from a fit that never saw it.  The last column "
           "names what only the held-out rows identify and is taken from the fit on every run: their engine "
           "(leaving H100 out, the default engine of the ML.ENERGY runs: its overheads and its GEMM efficiency "
@@ -129,7 +142,7 @@ def main() -> None:
                   f"GEMM efficiency x{e.flops_scale:.3f}")
     for t, p in sorted(full.prompt_by_task.items()):
         md.append(f"* task `{t}`: mean prompt {p:.0f} tokens (inferred; ML.ENERGY does not publish it)")
-    out = {"logo_gpu": logo, "logo_gpu_dense": logo_dense, "lomo_family": lomo, "in_sample": in_sample,
+    out = {"unfitted": UNFITTED, "logo_gpu": logo, "logo_gpu_dense": logo_dense, "lomo_family": lomo, "in_sample": in_sample,
            "kv_check": kv, "coefficients": coeffs,
            "engines": {k: vars(v) for k, v in full.engines.items()},
            "task_prompt_tokens": full.prompt_by_task}

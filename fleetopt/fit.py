@@ -104,11 +104,12 @@ def _weights(df: DataFrame, metric: str, used: np.ndarray) -> np.ndarray:
 
 def fit(df: DataFrame, catalog: Catalog, start: Calibration = DEFAULT, names: tuple[str, ...] | None = None,
         fixed_engines: dict[str, Engine] | None = None, fixed_prompts: dict[str, float] | None = None,
-        max_nfev: int = 200) -> FitResult:
+        max_nfev: int = 200, unfitted: frozenset[str] = frozenset()) -> FitResult:
     """Least-squares fit of ``names`` (default: every identifiable global coefficient), the
     overheads of every non-default engine label its rows identify and the prompt length of every task with
     unknown prompts, except those given in ``fixed_engines`` / ``fixed_prompts``.
-    ``df`` is a validated measurement table (``measurements.validate``)."""
+    ``df`` is a validated measurement table (``measurements.validate``); rows of the models in
+    ``unfitted`` (runs a documented engine defect distorts) do not enter the fit."""
     from scipy.optimize import least_squares
 
     fixed_engines, fixed_prompts = dict(fixed_engines or {}), dict(fixed_prompts or {})
@@ -146,7 +147,7 @@ def fit(df: DataFrame, catalog: Catalog, start: Calibration = DEFAULT, names: tu
         return cal, engines, prompts
 
     first = predict(df, start, catalog, *unpack(x0)[1:])
-    used_rows = first.kv_fits.to_numpy()
+    used_rows = first.kv_fits.to_numpy() & ~df.model.isin(sorted(unfitted)).to_numpy()
     weights = {m: _weights(df, m, used_rows & df[m].notna().to_numpy()) for m in METRICS}
 
     def residuals(x: np.ndarray) -> np.ndarray:
@@ -213,14 +214,16 @@ def signed_by_model(df: DataFrame, pred: DataFrame) -> dict[str, dict[str, float
 
 
 def cross_validate(df: DataFrame, catalog: Catalog, by: str = "gpu", full: FitResult | None = None,
-                   start: Calibration = DEFAULT, max_nfev: int = 200) -> list[dict[str, Any]]:
+                   start: Calibration = DEFAULT, max_nfev: int = 200,
+                   unfitted: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     """Hold out each GPU chip (``by="gpu"``) or model family (``by="model"``) in turn, refit on
-    the rest and predict the held-out rows.  Nuisances that only the held-out rows identify
+    the rest and predict the held-out rows (all of them: ``unfitted`` models are left out of
+    the fits, as in ``fit``, and scored).  Nuisances that only the held-out rows identify
     (an engine or task seen nowhere else; the default engine's overheads and GEMM efficiency
     when the held-out rows are all its rows) are taken from ``full``, the fit on every row, and
     the row says so in ``nuisance_from_full``."""
     key = df.gpu.map(gpu_family) if by == "gpu" else df.model.map(model_family)
-    full = full or fit(df, catalog, start, max_nfev=max_nfev)
+    full = full or fit(df, catalog, start, max_nfev=max_nfev, unfitted=unfitted)
     out = []
     for held in sorted(set(key)):
         test, train = df[key == held].reset_index(drop=True), df[key != held].reset_index(drop=True)
@@ -230,7 +233,7 @@ def cross_validate(df: DataFrame, catalog: Catalog, by: str = "gpu", full: FitRe
         # efficiency when they hold every default-engine row) are nuisances from ``full`` too
         held_names = [n for n in GLOBAL if _identifiable(df, n, catalog) and not _identifiable(train, n, catalog)]
         r = fit(train, catalog, start.with_(**{n: full.cal.get(n) for n in held_names}), fixed_engines=fixed_e,
-                fixed_prompts=fixed_t, max_nfev=max_nfev)
+                fixed_prompts=fixed_t, max_nfev=max_nfev, unfitted=unfitted)
         engines = {**full.engines, **r.engines}
         prompts = {**full.prompt_by_task, **r.prompt_by_task}
         pred = predict(test, r.cal, catalog, engines, prompts)

@@ -157,10 +157,10 @@ def check_bounds(cal: Calibration) -> None:
 
 #: The packaged calibration (fitted by ``python benchmarks/fidelity.py --fit`` on every shared
 #: measurement; cross-validated figures in benchmarks/results/fidelity.md).
-DEFAULT = Calibration(eta_bw=0.9127, eta_flops=0.9, eta_prefill=0.6295, roof_p=4.0, static_scale=2.0,
-                      mem_energy_scale=3.936, flop_energy_scale=1.487, dvfs_exponent=2.0,
-                      engine=Engine(step_fixed_ms=0.0, layer_us=54.08, seq_us=46.91, allreduce_us=17.85,
-                                    alltoall_us=66.46, moe_layer_us=40.87, flops_scale=1.0))
+DEFAULT = Calibration(eta_bw=0.9004, eta_flops=0.8473, eta_prefill=0.6295, roof_p=4.0, static_scale=2.0,
+                      mem_energy_scale=3.805, flop_energy_scale=1.5, dvfs_exponent=2.0,
+                      engine=Engine(step_fixed_ms=0.5941, layer_us=52.48, seq_us=45.66, allreduce_us=11.91,
+                                    alltoall_us=66.46, moe_layer_us=9.933, flops_scale=1.0))
 
 
 def as_plain(cal: Calibration) -> dict[str, Any]:
