@@ -115,6 +115,8 @@ def main() -> None:
           "and their tasks' prompt lengths.  The GPU-transfer physics (bandwidth efficiency, energy per byte "
           "and per FLOP, static power) always comes from the other GPUs.", "",
           _table(logo, "held-out GPU"), "",
+          "The same folds scored without the unfitted models' runs (they are in the table above):", "",
+          _table([r["without_unfitted"] for r in logo], "held-out GPU"), "",
           "Dense models only (no expert parallelism), leave one GPU out:", "", _table(logo_dense, "held-out GPU"), "",
           "Where the held-out H100's error sits (all models; mean signed error pred / meas - 1 by model, %):", "",
           _signed_table(next(r for r in logo if r["held_out"] == "h100")), "",

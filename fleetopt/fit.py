@@ -240,5 +240,10 @@ def cross_validate(df: DataFrame, catalog: Catalog, by: str = "gpu", full: FitRe
         row = {"held_out": held, "rows": len(test), **summarize(test, pred),
                "nuisance_from_full": ", ".join(sorted(list(fixed_e) + list(fixed_t)) + held_names),
                "signed_pct_by_model": signed_by_model(test, pred)}
+        if unfitted:    # the same fold scored without the unfitted models' rows, beside the full score
+            keep = ~test.model.isin(sorted(unfitted)).to_numpy()
+            row["without_unfitted"] = {"held_out": held, "rows": int(keep.sum()),
+                                       **summarize(test[keep].reset_index(drop=True),
+                                                   pred[keep].reset_index(drop=True))}
         out.append(row)
     return out
