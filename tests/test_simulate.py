@@ -13,7 +13,8 @@ from fleetopt.cli import main
 from fleetopt.problem import Problem
 from fleetopt.profiles import make_profile
 from fleetopt.queueing import erlang_c
-from fleetopt.simulator.core import LogHist, PoolSpec, simulate_pool
+from fleetopt.simulator.core import PoolSpec, simulate_pool
+from fleetopt.simulator.loghist import LogHist
 from fleetopt.simulator.run import simulate
 from fleetopt.simulator.tables import step_tables
 from fleetopt.topology import parse_topology
@@ -30,6 +31,23 @@ def run_queue(c, lam_per_ms, service, n=200_000, seed=3, power=(100.0, 100.0)):
     spec = PoolSpec(1, c, math.inf, "reserve", lambda b, kv: (1.0, power[0]), power[1])
     st = simulate_pool(spec, arr.tolist(), [1.0] * n, svc.tolist(), [0.0] * n, n // 10, 1e9, None)
     return st, arr
+
+
+def test_first_token_ends_the_prefill_and_o_minus_1_steps_follow():
+    """By hand, a step of b ms at batch b.  A (prefill 4 ms, 3 tokens) is admitted alone at 0
+    (4 prefill steps of 1 ms); B arrives at 2 and the step becomes 2 ms, so A's last two
+    prefill steps take 4 ms: its first token at 6 (not 0 + 4), then 2 decode steps of 2 ms:
+    finish 10, TPOT (10 - 6) / 2 = 2 ms, the step.  A disaggregated decode pool's requests
+    (``prefilled``) have their first token at admission and O - 1 steps to run."""
+    seen = {}
+    spec = PoolSpec(1, 4, math.inf, "reserve", lambda b, kv: (float(b), 100.0), 50.0)
+    simulate_pool(spec, [0.0, 2.0], [10.0, 10.0], [3.0, 10.0], [4.0, 4.0], 0, 1e9, None,
+                  record=lambda rid, ft, t, k: seen.update({rid: (ft, t)}))
+    assert seen[0] == pytest.approx((6.0, 10.0))
+    seen.clear()
+    simulate_pool(spec, [0.0], [10.0], [3.0], [0.0], 0, 1e9, None, prefilled=True,
+                  record=lambda rid, ft, t, k: seen.update({rid: (ft, t)}))
+    assert seen[0] == pytest.approx((0.0, 2.0))                 # 2 steps of 1 ms after the first token
 
 
 @pytest.mark.parametrize("c,rho", [(1, 0.7), (4, 0.8), (16, 0.85)])

@@ -10,9 +10,13 @@ instance is sum(prompt - V0) + b V, so the moment it would overflow is known in 
 
 Prefill (chunked, mixed into the decode steps, as the sizing layer models it): a request's
 prompt takes ``prefill_ms`` from admission (its first token then), expressed as
-prefill_ms / s extra steps in its virtual-clock budget; the decode step times come from
-the same operating points as the sizing layer (the pool's mean prefill load per step is
-mixed in).  TTFT = queueing wait + prefill; TPOT = (finish - first token) / (O - 1).
+max(prefill_ms / s, 1) steps in its virtual-clock budget (s the step when it is admitted),
+the last of which emits its first token, then O - 1 decode steps;
+the decode step times come from the same operating points as the sizing layer (the pool's
+mean prefill load per step is mixed in).  Its first token comes when the instance's clock
+passes those prefill steps (a per-instance heap of such marks, resolved exactly inside
+``advance``), so a batch that grows during a prefill delays the first token, not the
+decode.  TTFT = first token - arrival; TPOT = (finish - first token) / (O - 1).
 
 Preemption (paged): when the held KV would exceed the capacity, the most recently admitted
 sequence is evicted and re-queued at the front with its prompt extended by the tokens it
@@ -35,73 +39,7 @@ from typing import Any
 
 import numpy as np
 
-
-class LogHist:
-    """Streaming quantiles: values collect in a bounded buffer that is folded, vectorised,
-    into log-spaced bins from 1e-3 to 1e8 (ms), 0.5 % wide, plus an exact count of zeros;
-    quantiles are read at the bin's geometric middle (0.25 % resolution).  Memory stays
-    bounded however many requests are simulated."""
-
-    LO, HI, STEP = 1e-3, 1e8, 1.005
-    BUFFER = 65536
-
-    def __init__(self) -> None:
-        self.nb = int(math.log(self.HI / self.LO) / math.log(self.STEP)) + 2
-        self.bins = np.zeros(self.nb, np.int64)
-        self.zeros = 0
-        self.n = 0
-        self.total = 0.0
-        self.buf: list[float] = []
-        self.add = self.buf.append          # the hot path: one list append per value
-
-    def _fold(self) -> None:
-        if not self.buf:
-            return
-        x = np.asarray(self.buf, float)
-        self.buf.clear()
-        self.n += x.size
-        self.total += float(x.sum())
-        pos = x > 0
-        self.zeros += int((~pos).sum())
-        i = np.floor((np.log(x[pos]) - math.log(self.LO)) / math.log(self.STEP)).astype(np.int64) + 1
-        self.bins += np.bincount(np.clip(i, 0, self.nb - 1), minlength=self.nb)
-
-    def maybe_fold(self) -> None:
-        """Fold the buffered samples into the bins once the buffer is full."""
-        if len(self.buf) >= self.BUFFER:
-            self._fold()
-
-    def merge(self, other: LogHist) -> None:
-        """Add ``other``'s samples to this histogram."""
-        self._fold()
-        other._fold()
-        self.bins += other.bins
-        self.zeros += other.zeros
-        self.n += other.n
-        self.total += other.total
-
-    def quantile(self, q: float) -> float:
-        """The q-quantile, read at its bin's geometric middle (NaN when empty)."""
-        self._fold()
-        if self.n == 0:
-            return float("nan")
-        target = q * self.n
-        if self.zeros >= target:
-            return 0.0
-        c = np.cumsum(self.bins) + self.zeros
-        i = int(np.searchsorted(c, target))
-        return self.LO * self.STEP ** (i - 0.5) if i < self.nb else self.HI
-
-    @property
-    def mean(self) -> float:
-        """The exact mean of the samples (NaN when empty)."""
-        self._fold()
-        return self.total / self.n if self.n else float("nan")
-
-    def frac_zero(self) -> float:
-        """The share of samples equal to 0 (e.g. requests that did not wait)."""
-        self._fold()
-        return self.zeros / self.n if self.n else float("nan")
+from fleetopt.simulator.loghist import LogHist
 
 
 @dataclass
@@ -148,7 +86,8 @@ a few more): past it the simulation stops with an error instead of running forev
 def simulate_pool(spec: PoolSpec, arrivals_ms: Sequence[float], inp: Sequence[float], out: Sequence[float],
                   prefill_ms: Sequence[float], warm: int, ttft_slo_ms: float, tpot_slo_ms: float | None,
                   record: Callable[[int, float, float, int], None] | None = None,
-                  service_ms: Sequence[float] | None = None, tick: Callable[[int], None] | None = None) -> PoolStats:
+                  service_ms: Sequence[float] | None = None, tick: Callable[[int], None] | None = None,
+                  prefilled: bool = False) -> PoolStats:
     """Run one pool over the given requests (arrival times ascending, ms; lengths; prefill
     ms per request).  Requests with index < warm are warm-up.  ``record(rid, first_token_ms,
     finish_ms, instance)``, when given, is called as each request finishes (--trace-out).
@@ -156,7 +95,9 @@ def simulate_pool(spec: PoolSpec, arrivals_ms: Sequence[float], inp: Sequence[fl
     admission to its last token, whatever the batch (the published model's M/G/c servers:
     paper mode); the instance's step function then gives only its power.  ``tick(n)``,
     when given, is called with the number of arrivals taken since its last call (every
-    65,536 arrivals and once at the end: a progress bar)."""
+    65,536 arrivals and once at the end: a progress bar).  ``prefilled``: the requests come
+    with their first token emitted elsewhere (a disaggregated decode pool: the prefill
+    instance's last step made it), so it counts at admission and O - 1 steps follow."""
     n_req = len(arrivals_ms)
     st = PoolStats()
     if n_req == 0 or spec.instances <= 0:
@@ -179,6 +120,7 @@ def simulate_pool(spec: PoolSpec, arrivals_ms: Sequence[float], inp: Sequence[fl
     POW = [idle_w] * N
     VER = [0] * N
     running: list[list[tuple[float, int, int]]] = [[] for _ in range(N)]   # heap of (finish_V, order, rid)
+    ftq: list[list[tuple[float, int, int]]] = [[] for _ in range(N)]       # heap of (first-token V, order, rid)
     stack: list[list[int]] = [[] for _ in range(N)]     # admission order (for LIFO eviction), lazy
     alive: dict[int, tuple[int, float, float, float, int]] = {}   # rid -> (instance, V0, held0, finish_V, order)
     queues: list[list[int]] = [[] for _ in range(N)]    # FIFO per instance: list used as deque via index
@@ -209,7 +151,14 @@ def simulate_pool(spec: PoolSpec, arrivals_ms: Sequence[float], inp: Sequence[fl
             return
         b = B[k]
         if b:
-            V[k] += dt / STEP[k]
+            v_old, s_k = V[k], STEP[k]
+            v_new = V[k] = v_old + dt / s_k
+            q = ftq[k]
+            while q and q[0][0] <= v_new:    # first tokens inside [t_k, t]: exact times on this segment
+                v_ft, order, rid = heappop(q)
+                a = alive.get(rid)
+                if a is not None and a[4] == order and first_tok[rid] < 0:
+                    first_tok[rid] = t_k + (v_ft - v_old) * s_k if v_ft > v_old else t_k
         if t <= t_warm or t_k >= t_end:      # outside the measurement window
             return
         lo = t_k if t_k > t_warm else t_warm
@@ -250,8 +199,10 @@ def simulate_pool(spec: PoolSpec, arrivals_ms: Sequence[float], inp: Sequence[fl
 
     def admit(k: int, t: float) -> None:
         """Admit instance k's queued requests in order while it has a free slot (and, paged,
-        KV for the prompt); each gets a virtual-clock budget of O + prefill_ms / s steps
-        (O steps after a recompute), or its fixed service time."""
+        KV for the prompt); each gets a virtual-clock budget of max(prefill_ms / s, 1) + O - 1
+        steps (the step that ends the prefill emits the first token; the O steps left after a
+        recompute),
+        or its fixed service time."""
         nonlocal order_ctr
         q = queues[k]
         if blocked[k]:
@@ -266,17 +217,27 @@ def simulate_pool(spec: PoolSpec, arrivals_ms: Sequence[float], inp: Sequence[fl
                 admit_t[rid] = t
                 if rid >= warm:
                     st.wait.add(t - arrivals_ms[rid])
+            pending = first_tok[rid] < 0
+            if prefilled and pending:        # first token made by the prefill instance
+                first_tok[rid] = t
+                pending = False
+                p_out[rid] = max(p_out[rid] - 1.0, 0.0)
             if fixed:
                 budget = svc[rid]
+                if pending:                  # the published model: first token after its prefill time
+                    first_tok[rid] = t + pre[rid]
+                    pending = False
             else:
                 s = STEP[k] if B[k] else sp_fn(1, held_new)[0]
-                budget = p_out[rid] + (pre[rid] / s if first_tok[rid] < 0 else 0.0)
-            if first_tok[rid] < 0:
-                first_tok[rid] = t + pre[rid]
+                # the step finishing the prefill (at least one) emits the first token; O - 1 follow
+                first = max(pre[rid] / s, 1.0)
+                budget = first + p_out[rid] - 1.0 if pending else p_out[rid]
             order_ctr += 1
             v0 = V[k]
             fin = v0 + budget
             alive[rid] = (k, v0, held_new, fin, order_ctr)
+            if pending:
+                heappush(ftq[k], (v0 + first, order_ctr, rid))
             heapq.heappush(running[k], (fin, order_ctr, rid))
             stack[k].append(rid)
             B[k] += 1
@@ -303,6 +264,8 @@ def simulate_pool(spec: PoolSpec, arrivals_ms: Sequence[float], inp: Sequence[fl
             load[k] -= 1
             blocked[k] = False
             st.completed += 1
+            if first_tok[rid] < 0:           # its prefill mark and its end fell on one event
+                first_tok[rid] = t
             if record is not None:
                 record(rid, first_tok[rid], t, k)
             ft = first_tok[rid]                  # tokens credited pro rata to the window

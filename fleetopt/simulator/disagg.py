@@ -213,7 +213,7 @@ def simulate_split(problem: Problem, choice: PoolChoice, arrivals_ms: np.ndarray
     spec = PoolSpec(n_d, slots, cap, adm, step_tables(dp, slots, window, 0.0, 0.0, host_w_per_gpu), idle_d)
     warm_d = int(np.searchsorted(darr, arrivals_ms[warm] if warm < n else arrivals_ms[-1]))
     st_d = simulate_pool(spec, darr.tolist(), inp[order].tolist(), out[order].tolist(), [0.0] * n, warm_d,
-                         problem.slo.ttft_p99_ms, problem.slo.tpot_p99_ms, rec)
+                         problem.slo.ttft_p99_ms, problem.slo.tpot_p99_ms, rec, prefilled=True)
     # per-request figures of the measured requests
     meas = np.arange(n) >= warm
     ttft = first - arrivals_ms

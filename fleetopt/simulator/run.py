@@ -30,7 +30,8 @@ from fleetopt.errors import FleetoptError
 from fleetopt.evaluation import evaluate
 from fleetopt.plan import Plan
 from fleetopt.problem import Problem
-from fleetopt.simulator.core import LogHist, PoolSpec, PoolStats, simulate_pool
+from fleetopt.simulator.core import PoolSpec, PoolStats, simulate_pool
+from fleetopt.simulator.loghist import LogHist
 from fleetopt.simulator.tables import at_kv, step_tables
 from fleetopt.simulator.trace import TraceWriter, replayed
 from fleetopt.sizing import Slo
