@@ -187,7 +187,7 @@ def evaluate(cat) -> list[dict]:
         pred_tokens = kv.kv_capacity_tokens(m, g, tp, gmu, reserve_bytes=reserve)
         per_token = kv.kv_bytes_per_token_per_gpu(m, tp)
         logged_tokens = r.get("logged_tokens") or int(r["logged_kv_gib"] * GIB // (per_token * 16)) * 16
-        weights = kv.weight_bytes_per_gpu(m, tp)
+        weights = kv.weight_bytes_per_gpu(m, tp, gpu=g)
         sampler = r["max_num_seqs"] * m.vocab * 4
         out.append({
             "log": r["id"], "split": r["split"], "gpu": r["gpu"], "tp": tp, "model": r["model"], "gmu": gmu,

@@ -69,3 +69,23 @@ def test_b200_deepseek_r1_tp8_mla_vllm_0_18(cat):
     assert kv.weight_bytes_per_gpu(m, 8) / GIB == pytest.approx(79.88, rel=0.01)
     assert kv.kv_bytes_per_token_per_gpu(m, 8) == 61 * 576 * 2
     assert kv.kv_capacity_tokens(m, g, 8, 0.92) == pytest.approx(1_219_424, rel=0.02)
+
+
+def test_rocm_moe_row_padding_by_hand(cat):
+    """github.com/ashishkamra/vllm-memory-estimator validation_db.json records 46cec274 / 5d492557:
+    Qwen3-235B-A22B bf16 on 4 / 8 x MI300X (ROCm vLLM 0.11.2) loads 112.6 / 56.65 GiB where the
+    parameter count gives 109.5 / 54.8.  ROCm vLLM pads each 16-bit MoE weight row that is a
+    multiple of 512 B by 256 B (VLLM_ROCM_MOE_PADDING): gate/up rows of 4,096 x 2 B qualify
+    (94 layers x 128 experts x 2 x 1,536 / tp rows); down rows of 1,536 / tp x 2 B (768 B,
+    384 B) do not.  That is 2.20 / 1.10 GiB more per GPU, on AMD only, and none for FP8."""
+    m, mi, h = cat.model("qwen3-235b-a22b"), cat.gpu("mi300x"), cat.gpu("h100")
+    for tp, want_gib in ((4, 2.20), (8, 1.10)):
+        pad = 94 * 128 * 2 * 1_536 / tp * 256
+        assert kv.rocm_moe_padding_bytes(m, tp) == pytest.approx(pad)
+        assert pad / GIB == pytest.approx(want_gib, abs=0.01)
+        assert kv.weight_bytes_per_gpu(m, tp, gpu=mi) - kv.weight_bytes_per_gpu(m, tp, gpu=h) == pytest.approx(pad)
+    # with expert parallelism whole experts spread: down rows of 1,536 x 2 B = 3,072 B qualify too
+    ep = 94 * 128 / 8 * (2 * 1_536 + 4_096) * 256
+    assert kv.rocm_moe_padding_bytes(m, 4, dp=2) == pytest.approx(ep)
+    assert kv.rocm_moe_padding_bytes(cat.model("qwen3-235b-a22b-fp8"), 4) == 0.0
+    assert kv.rocm_moe_padding_bytes(cat.model("llama-3.1-70b"), 4) == 0.0

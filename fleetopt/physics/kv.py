@@ -26,12 +26,38 @@ SMALL_GPU_MAX_BATCHED_TOKENS = 2048
 SAMPLER_FP32_COPIES = 9.7
 
 
-def weight_bytes_per_gpu(model: Model, tp: int, dp: int = 1) -> float:
+#: Bytes ROCm vLLM appends to each row of an unquantised MoE weight whose row is a multiple of
+#: 512 bytes (``VLLM_ROCM_MOE_PADDING``, on by default: F.pad(w, (0, 256 // element size))
+#: then sliced back, so the storage keeps the pad; vllm/envs.py and the unquantised fused-MoE
+#: method; quantised MoE methods do not pad).
+ROCM_MOE_ROW_PAD_BYTES = 256
+
+
+def rocm_moe_padding_bytes(model: Model, tp: int, dp: int = 1) -> float:
+    """Bytes per GPU ROCm vLLM's MoE row padding adds (``ROCM_MOE_ROW_PAD_BYTES`` per row of
+    16-bit expert weights whose row is a multiple of 512 B): per MoE layer and expert,
+    gate/up [2 I, H] has 2 I rows of H, down [H, I] has H rows of I; without expert
+    parallelism (dp = 1) TP shards I, with it (dp > 1) whole experts spread over tp x dp."""
+    width = DTYPE_BYTES[model.weight_dtype]
+    if model.experts == 0 or width != 2:
+        return 0.0
+    ep = dp > 1
+    inter = model.expert_intermediate if ep else model.expert_intermediate / tp
+    experts = model.experts / (tp * dp) if ep else model.experts
+
+    def pad(rows: float, row_elems: float) -> float:
+        return rows * ROCM_MOE_ROW_PAD_BYTES if (row_elems * width) % 512 == 0 else 0.0
+    per_expert = pad(2 * inter, model.hidden) + pad(model.hidden, inter)
+    return model.moe_layers * experts * per_expert
+
+
+def weight_bytes_per_gpu(model: Model, tp: int, dp: int = 1, gpu: Gpu | None = None) -> float:
     """Weight bytes each GPU holds: every parameter sharded over the TP group (vLLM shards
     attention, FFN, experts and the vocab-parallel embeddings); with ``dp`` data-parallel
     attention ranks (expert parallelism) the experts are sharded over tp x dp GPUs and the
     rest replicated per rank.  Expert and dense parts in their own dtypes, embeddings in bf16;
-    what vLLM replicates on every rank (MoE routers, MLA down-projections) counted whole.
+    what vLLM replicates on every rank (MoE routers, MLA down-projections) counted whole; on an
+    AMD ``gpu``, ROCm vLLM's MoE row padding (``rocm_moe_padding_bytes``).
     Source: parameter counts from the architecture (catalog); vLLM model code as noted."""
     dense = DTYPE_BYTES[model.dense_dtype]
     expert_bytes = model.moe_layers * model.experts * model.expert_params * DTYPE_BYTES[model.weight_dtype]
@@ -48,8 +74,9 @@ def weight_bytes_per_gpu(model: Model, tp: int, dp: int = 1) -> float:
     embedding = model.embedding_params
     sharded = (model.non_expert_params - embedding - router - mla_down) * dense
     bf16 = DTYPE_BYTES["bf16"]
+    rocm_pad = rocm_moe_padding_bytes(model, tp, dp) if gpu is not None and gpu.vendor == "amd" else 0.0
     return (expert_bytes / (tp * dp) + (sharded + (embedding + kv_b) * bf16) / tp
-            + router * bf16 + mla_down * dense)
+            + router * bf16 + mla_down * dense + rocm_pad)
 
 
 def kv_bytes_per_token(model: Model) -> float:
@@ -110,7 +137,7 @@ def kv_budget_bytes(model: Model, gpu: Gpu, tp: int,
                     reserve_bytes: float | None = None, dp: int = 1) -> float:
     """KV pool per GPU = gpu_memory_utilization x HBM - weights - runtime reserve (vLLM)."""
     reserve = runtime_reserve_bytes(model, tp, gpu=gpu) if reserve_bytes is None else reserve_bytes
-    return gpu_memory_utilization * gpu.hbm_bytes - weight_bytes_per_gpu(model, tp, dp) - reserve
+    return gpu_memory_utilization * gpu.hbm_bytes - weight_bytes_per_gpu(model, tp, dp, gpu) - reserve
 
 
 def kv_capacity_tokens(model: Model, gpu: Gpu, tp: int,

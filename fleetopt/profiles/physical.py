@@ -233,7 +233,7 @@ def check_fits(model: Model, gpu: Gpu, tp: int, gmu: float = kvm.DEFAULT_GPU_MEM
         raise FleetoptError(f"tp {tp} does not divide {model.id}'s {model.heads} attention heads")
     if model.attention == "gqa" and tp > model.kv_heads and tp % model.kv_heads:
         raise FleetoptError(f"tp {tp} is not a multiple of {model.id}'s {model.kv_heads} KV heads")
-    w = kvm.weight_bytes_per_gpu(model, tp, dp)
+    w = kvm.weight_bytes_per_gpu(model, tp, dp, gpu)
     budget = kvm.kv_budget_bytes(model, gpu, tp, gmu, dp=dp)
     if budget < kvm.kv_bytes_per_token_per_gpu(model, tp) * kvm.BLOCK_TOKENS * 64:
         raise FleetoptError(
