@@ -9,7 +9,7 @@ when V reaches V0 + O, so completions come off a heap in O(log b).  KV held by a
 instance is sum(prompt - V0) + b V, so the moment it would overflow is known in O(1).
 
 Prefill (chunked, mixed into the decode steps, as the sizing layer models it): a request's
-prompt takes ``prefill_ms`` from admission (its first token then), expressed as
+prompt takes ``prefill_ms`` from admission, expressed as
 max(prefill_ms / s, 1) steps in its virtual-clock budget (s the step when it is admitted),
 the last of which emits its first token, then O - 1 decode steps;
 the decode step times come from the same operating points as the sizing layer (the pool's
@@ -141,9 +141,10 @@ def simulate_pool(spec: PoolSpec, arrivals_ms: Sequence[float], inp: Sequence[fl
     add_ttft, add_tpot, add_e2e = st.ttft.add, st.tpot.add, st.e2e.add
 
     def advance(k: int, t: float) -> None:
-        """Bring instance k's clocks to time t: V += (t - T) / s while it runs, and the part
-        of [T, t] inside the measurement window charged as energy (P x dt, idle power when
-        empty) and busy slot time (b x dt)."""
+        """Bring instance k's clocks to time t: V += (t - T) / s while it runs (stamping the
+        first tokens whose marks V passes, at T + (mark - V) x s), and the part of [T, t]
+        inside the measurement window charged as energy (P x dt, idle power when empty) and
+        busy slot time (b x dt)."""
         t_k = T[k]
         dt = t - t_k
         T[k] = t
@@ -218,26 +219,26 @@ def simulate_pool(spec: PoolSpec, arrivals_ms: Sequence[float], inp: Sequence[fl
                 if rid >= warm:
                     st.wait.add(t - arrivals_ms[rid])
             pending = first_tok[rid] < 0
-            if prefilled and pending:        # first token made by the prefill instance
-                first_tok[rid] = t
-                pending = False
-                p_out[rid] = max(p_out[rid] - 1.0, 0.0)
+            mark = -1.0                      # steps to the first token, when the clock must find it
             if fixed:
                 budget = svc[rid]
                 if pending:                  # the published model: first token after its prefill time
                     first_tok[rid] = t + pre[rid]
-                    pending = False
+            elif prefilled and pending:      # first token made by the prefill instance: O - 1 steps
+                first_tok[rid] = t
+                budget = max(p_out[rid] - 1.0, 0.0)
             else:
                 s = STEP[k] if B[k] else sp_fn(1, held_new)[0]
                 # the step finishing the prefill (at least one) emits the first token; O - 1 follow
-                first = max(pre[rid] / s, 1.0)
-                budget = first + p_out[rid] - 1.0 if pending else p_out[rid]
+                if pending:
+                    mark = max(pre[rid] / s, 1.0)
+                budget = mark + p_out[rid] - 1.0 if pending else p_out[rid]
             order_ctr += 1
             v0 = V[k]
             fin = v0 + budget
             alive[rid] = (k, v0, held_new, fin, order_ctr)
-            if pending:
-                heappush(ftq[k], (v0 + first, order_ctr, rid))
+            if mark >= 0.0:
+                heappush(ftq[k], (v0 + mark, order_ctr, rid))
             heapq.heappush(running[k], (fin, order_ctr, rid))
             stack[k].append(rid)
             B[k] += 1
