@@ -1,6 +1,6 @@
 """Integer searches on rising functions, the largest batch whose step meets TPOT, the
 points sizing reads the physics at (``cap_points``), and the mean batch of a pool whose
-steps follow the batch running (``mean_batch``).
+steps follow the batch running (``mean_batch``, ``refine_mean_batch``).
 
 The sizing layer asks two questions of a rising function many times, vectorised over pools:
 the largest batch whose step time is within the TPOT target (``tpot_batch_cap``, on
@@ -106,6 +106,23 @@ def tpot_batch_cap(profile: Profile, kv_slots: np.ndarray, mean_kv: np.ndarray, 
     return slots, s
 
 
+def _chord_fixed_point(lam: np.ndarray, b_a: np.ndarray, s_a: np.ndarray, b_b: np.ndarray, s_b: np.ndarray,
+                       e_pre: np.ndarray, e_out: np.ndarray, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed point of b = lam (E[pre] + step(b) E[out]) with step the line through (b_a, s_a)
+    and (b_b, s_b) (one point where the two coincide: slope 0),
+
+        k = (s_b - s_a) / (b_b - b_a),  b* = lam (E[pre] + (s_a - k b_a) E[out]) / (1 - lam k E[out]),
+
+    clipped to [0, top]; returns b* and E[S(b*)] = E[pre] + step(b*) E[out]."""
+    span = b_b - b_a
+    wide = np.abs(span) > 1e-9
+    k = np.where(wide, (s_b - s_a) / np.where(wide, span, 1.0), 0.0)
+    num = lam * (e_pre + (s_a - k * b_a) * e_out)
+    den = 1.0 - lam * k * e_out
+    b = np.clip(np.where(den > 1e-12, num / np.where(den > 1e-12, den, 1.0), top), 0.0, top)
+    return b, e_pre + (s_a + k * (b - b_a)) * e_out
+
+
 def mean_batch(lam_inst_ms: np.ndarray, slots: np.ndarray, b_util: np.ndarray, step_ms: np.ndarray,
                step_util_ms: np.ndarray, e_pre_ms: np.ndarray, e_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean batch b* and mean slot time E[S(b*)], ms, of pools receiving ``lam_inst_ms``
@@ -113,20 +130,26 @@ def mean_batch(lam_inst_ms: np.ndarray, slots: np.ndarray, b_util: np.ndarray, s
     batch (vLLM steps whatever is running),
 
         b = lam (E[pre] + step(b) E[out]),  step(b) = step_u + k (b - b_u),
-        k = (step(slots) - step_u) / (slots - b_u)          (step is nearly affine in b)
-        => b* = lam (E[pre] + (step_u - k b_u) E[out]) / (1 - lam k E[out]),
+        k = (step(slots) - step_u) / (slots - b_u)          (the chord where step was evaluated)
 
-    clipped to [0, slots].  With no output term (the paper's fixed service times) b* =
-    lam E[pre], the published model's occupancy."""
+    (``_chord_fixed_point``), clipped to [0, slots].  With no output term (the paper's fixed
+    service times) b* = lam E[pre], the published model's occupancy.  Below b_u the chord is
+    an extrapolation; ``refine_mean_batch`` corrects it with the step at b*."""
     top = np.maximum(slots, 1).astype(float)
-    span = top - b_util
-    wide = span > 1e-9
-    k = np.where(wide, (step_ms - step_util_ms) / np.where(wide, span, 1.0), 0.0)
-    num = lam_inst_ms * (e_pre_ms + (step_util_ms - k * b_util) * e_out)
-    den = 1.0 - lam_inst_ms * k * e_out
-    b = np.clip(np.where(den > 1e-12, num / np.where(den > 1e-12, den, 1.0), top), 0.0, top)
-    es = e_pre_ms + (step_util_ms + k * (b - b_util)) * e_out
-    return b, es
+    return _chord_fixed_point(lam_inst_ms, b_util, step_util_ms, top, step_ms, e_pre_ms, e_out, top)
+
+
+def refine_mean_batch(lam_inst_ms: np.ndarray, slots: np.ndarray, b0: np.ndarray, step0_ms: np.ndarray,
+                      b_util: np.ndarray, step_util_ms: np.ndarray, e_pre_ms: np.ndarray,
+                      e_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One secant step of the same fixed point from ``mean_batch``'s b0, with the step
+    evaluated there (``step0_ms`` = step(b0)): the chord through (b0, step(b0)) and
+    (b_u, step_u), both on the curve.  Where b0 sits well below b_u the first chord was an
+    extrapolation, off by the step's curvature (MoE steps bend: a few per cent of the batch);
+    the secant brackets the fixed point between evaluated points.  At b0 = b_u (the
+    utilisation cap binds) nothing moves."""
+    top = np.maximum(slots, 1).astype(float)
+    return _chord_fixed_point(lam_inst_ms, b0, step0_ms, b_util, step_util_ms, e_pre_ms, e_out, top)
 
 
 def cap_points(profile: Profile, slots: np.ndarray, step_ms: np.ndarray, mean_kv: np.ndarray,

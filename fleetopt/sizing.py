@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fleetopt.batching import bisect_int, cap_points, mean_batch, tpot_batch_cap
+from fleetopt.batching import bisect_int, cap_points, mean_batch, refine_mean_batch, tpot_batch_cap
 from fleetopt.errors import InfeasibleError
 from fleetopt.queueing import wait_quantile_mgc
 from fleetopt.traffic import PoolTraffic, TrafficBatch
@@ -291,7 +291,7 @@ def size_shapes(profile: Profile, sh: PoolShape, tb: TrafficBatch, total_rate: f
         n        = the least n >= max(n_stable, n_util) with W_99(n slots) + pre_q <= TTFT target
                    (doubled to a bound, then bisected; W_99: Kimura's M/G/c tail)
         batch    = b* = the fixed point of b = (lambda / n) (E[pre] + step(b) E[out]), step
-                   affine between b_u and slots (where it was evaluated): b* <= b_u
+                   affine between b_u and slots, then one secant step with the step at b*: b* <= b_u
         rho      = b* / slots
         P_gpu    = P(batch) for batch >= 1, else idle + batch x (P(1) - idle)
         P_inst   = gpus x (P_gpu + host W per GPU),  tokens/s = lambda x E[credited out] x 1e3
@@ -350,10 +350,15 @@ def size_shapes(profile: Profile, sh: PoolShape, tb: TrafficBatch, total_rate: f
         n[late] = bisect_int(lambda v, i: ttft(v.astype(float), late[i]) > slo.ttft_p99_ms, n[late], hi_n) + 1
     ttft_binds = (n > n_util) & good
     batch, es_mean = mean_batch(lam_ms / n, slots, sh.b_util, sh.step_ms, sh.step_util_ms, sh.e_pre, sh.e_out)
+    for last in (not sh.e_out.any(), True):     # the step at b*, a secant step of the fixed point, the power there
+        b1 = np.maximum(batch, 1.0)
+        op = profile.operating_point(b1, sh.mean_kv, b1 * sh.pf_per_seq, sh.pf_ctx, decode=False, whole_prompts=True)
+        if last:
+            break
+        batch, es_mean = refine_mean_batch(lam_ms / n, slots, b1, np.asarray(op.step_ms, float) + 0.0 * b1,
+                                           sh.b_util, sh.step_util_ms, sh.e_pre, sh.e_out)
     rho = batch / sl
-    b1 = np.maximum(batch, 1.0)
-    p_op = np.asarray(profile.operating_point(b1, sh.mean_kv, b1 * sh.pf_per_seq, sh.pf_ctx,
-                                              decode=False, whole_prompts=True).power_per_gpu_w, float)
+    p_op = np.asarray(op.power_per_gpu_w, float)
     idle = profile.idle_power_w()
     p_gpu = np.where(batch < 1.0, idle + batch * (p_op - idle), p_op)    # the instance idles part of the time
     tok_s = lam_s[act] * tb.credit_mean[act]

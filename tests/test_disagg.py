@@ -450,7 +450,7 @@ def test_ties_go_to_the_aggregated_plan():
     two pools, and of equal plans the aggregated one wins)."""
 
     sets = ["model=llama-3.1-70b", "gpus=[{id: a100, tp: [4, 8]}]", "objective=min_cost", "slo.ttft_p99_ms=2500",
-            "slo.tpot_p99_ms=100", "workload.arrival_rate=3"]    # a rate where the packaged calibration ties
+            "slo.tpot_p99_ms=100", "workload.arrival_rate=8"]    # a rate where the packaged calibration ties
     off = solve(load_instance(INST / "sharegpt-llama8b.yaml", sets + ["pools.disaggregation=off"])).to_dict()
     only = solve(load_instance(INST / "sharegpt-llama8b.yaml", sets + ["pools.disaggregation=only"])).to_dict()
     on = solve(load_instance(INST / "sharegpt-llama8b.yaml", sets + ["pools.disaggregation=allow"])).to_dict()

@@ -42,6 +42,12 @@ class Engine:
     """Per-MoE-layer per-step cost of the routing kernels (router top-k, token sort and
     alignment to expert blocks, gather/scatter and the weighted sum of the experts' outputs):
     latency-bound launches at decode batch sizes, µs."""
+    overhead_power_frac: float = 0.0
+    """Power above static while the engine's per-layer, per-MoE-layer and per-sequence overheads
+    run, as a fraction of the GPU's TDP - idle: near 0 where they are host work the GPU waits
+    for (vLLM V0's Python bookkeeping between kernels), larger where they are GPU kernels
+    (vLLM V1 under CUDA graphs: sampling, norms, routing; small latency-bound kernels keep the
+    SMs clocked and issuing while moving few bytes)."""
     flops_scale: float = 1.0
     """Fraction of the calibrated tensor efficiency this engine's GEMM libraries reach (1 for
     the reference engine; far below 1 for untuned kernels, e.g. ROCm vLLM of 2024)."""
@@ -114,6 +120,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "eta_bw": (0.5, 0.95), "eta_flops": (0.2, 0.9), "eta_prefill": (0.2, 0.9), "roof_p": (2.0, 8.0),
     "allreduce_us": (2.0, 60.0), "alltoall_us": (5.0, 300.0), "static_scale": (0.8, 2.0),
     "mem_energy_scale": (1.0, 8.0), "flop_energy_scale": (0.05, 1.5), "dvfs_exponent": (1.0, 3.0),
+    "overhead_power_frac": (0.0, 1.0),
     "step_fixed_ms": (0.0, 5.0), "layer_us": (0.0, 300.0), "seq_us": (0.0, 100.0), "moe_layer_us": (0.0, 300.0),
     "flops_scale": (0.01, 1.0),
 }
@@ -132,6 +139,8 @@ REASONS: dict[str, str] = {
     "flop_energy_scale": ("(TDP - idle) / peak FLOP/s is the energy per FLOP at which a GPU at peak rate meets "
                           "TDP; dense GEMMs throttle there, so up to ~1.5x"),
     "dvfs_exponent": "dynamic energy per op ~ V^2 with V roughly tracking f",
+    "overhead_power_frac": ("an engine's overheads are host waits (~0) or small GPU kernels that keep the SMs "
+                            "clocked and issuing while moving few bytes: activity power below a GEMM's (TDP - idle)"),
     "step_fixed_ms": ("host time per step while the GPU idles (scheduler, input preparation; "
                       "vLLM V1 overlaps it with the previous step)"),
     "layer_us": "small kernels per layer: a few us under CUDA graphs, tens of us eager",
@@ -157,10 +166,10 @@ def check_bounds(cal: Calibration) -> None:
 
 #: The packaged calibration (fitted by ``python benchmarks/fidelity.py --fit`` on every shared
 #: measurement; cross-validated figures in benchmarks/results/fidelity.md).
-DEFAULT = Calibration(eta_bw=0.9004, eta_flops=0.8473, eta_prefill=0.6295, roof_p=4.0, static_scale=2.0,
-                      mem_energy_scale=3.805, flop_energy_scale=1.5, dvfs_exponent=2.0,
-                      engine=Engine(step_fixed_ms=0.5941, layer_us=52.48, seq_us=45.66, allreduce_us=11.91,
-                                    alltoall_us=66.46, moe_layer_us=9.933, flops_scale=1.0))
+DEFAULT = Calibration(eta_bw=0.866, eta_flops=0.6283, eta_prefill=0.6295, roof_p=4.0, static_scale=1.925,
+                      mem_energy_scale=3.813, flop_energy_scale=1.5, dvfs_exponent=2.0,
+                      engine=Engine(step_fixed_ms=2.404, layer_us=0.0, seq_us=52.14, allreduce_us=17.28,
+                                    alltoall_us=66.46, moe_layer_us=7.303, overhead_power_frac=0.4967, flops_scale=1.0))
 
 
 def as_plain(cal: Calibration) -> dict[str, Any]:

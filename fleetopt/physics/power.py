@@ -1,12 +1,14 @@
 """Per-GPU power from energy per operation, and its derivative in the clock (for DVFS).
 
-    P(f) = P_static + (E_mem + E_link + E_comp f^x - (P_static - P_idle) h) / S(f)
+    P(f) = P_static + (E_mem + E_link + E_comp f^x - (P_static - P_idle) h + a (TDP - P_idle) o) / S(f)
 
 per GPU and per step of S seconds: P_static the power of a GPU holding the model with its
 clocks up (the catalog's idle power times a calibrated factor), E_mem the bytes read from
 memory times the energy per byte, E_link the bytes sent over the scale-up link times its
 energy per byte, E_comp the FLOPs times the energy per FLOP (by dtype), h the engine's host
-time per step, when the GPU waits at idle power.  Under a clock
+time per step, when the GPU waits at idle power, o the engine's GPU-side overheads per step
+(per layer, per MoE layer, per sequence), when small kernels keep the SMs busy at a fraction
+a (the engine's ``overhead_power_frac``) of the dynamic headroom.  Under a clock
 scale f < 1 (a power cap or TDP) compute time stretches and the dynamic energy per FLOP
 falls as f^x.  No floor is tied to TDP: a GPU draws what its operations cost.
 """
@@ -61,15 +63,18 @@ class StepEnergy(msgspec.Struct, frozen=True):
 
 def step_energy(gpu: Gpu, weight_dtype_flops: float, bytes_per_gpu: Num, lin_flops: Num, attn_flops: Num,
                 link_bytes: Num,
-                cal: Calibration = DEFAULT) -> StepEnergy:
+                cal: Calibration = DEFAULT, busy_overhead_s: Num = 0.0) -> StepEnergy:
     """E_mem + E_link and E_comp of a step: bytes x J/byte, link bytes x J/byte, linear FLOPs
     at the weights' dtype energy plus attention FLOPs at the bf16 energy.  E_mem carries a
     credit -(P_static - P_idle) h for the h seconds of host time per step (``host_gap_s``), so
     that P = P_static + E / S draws idle power during the gap:
-    P = (P_static (S - h) + P_idle h + E_dyn) / S."""
+    P = (P_static (S - h) + P_idle h + E_dyn) / S, and the activity energy of the engine's
+    ``busy_overhead_s`` seconds of GPU-side overheads, overhead_power_frac x (TDP - idle) x o."""
     fixed = bytes_per_gpu * mem_energy_j_per_byte(gpu, cal) + link_bytes * link_energy_j_per_byte(gpu)
     # the engine's per-step host time h: the GPU waits at idle power, not busy static power
     fixed = fixed - (static_power_w(gpu, cal) - gpu.idle_w) * host_gap_s(cal)
+    # the engine's per-layer/sequence overheads: overhead_power_frac x (TDP - idle) above static
+    fixed = fixed + cal.engine.overhead_power_frac * (gpu.tdp_w - gpu.idle_w) * busy_overhead_s
     comp = (lin_flops * flop_energy_j(gpu, weight_dtype_flops, cal)
             + attn_flops * flop_energy_j(gpu, gpu.bf16_flops, cal))
     return StepEnergy(fixed, comp)

@@ -108,7 +108,8 @@ class PhysicalProfile:
     def _energy(self, parts: StepParts) -> StepEnergy:
         """Energy per step per GPU of ``parts`` (memory and link; compute at full clock)."""
         return step_energy(self.gpu, self.gpu.flops_for(self.model.weight_dtype), parts.bytes_per_gpu,
-                           parts.lin_flops_per_gpu, parts.attn_flops_per_gpu, parts.link_bytes_per_gpu, self.cal)
+                           parts.lin_flops_per_gpu, parts.attn_flops_per_gpu, parts.link_bytes_per_gpu, self.cal,
+                           (parts.overhead_ms - self.cal.engine.step_fixed_ms) * 1e-3)
 
     def _power_at(self, parts: StepParts, energy: StepEnergy, f: Num) -> tuple[StepBreakdown, Num, Num, Num]:
         """Step breakdown, memory and compute utilisations and per-GPU power at clock scale f."""
