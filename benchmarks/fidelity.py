@@ -134,14 +134,14 @@ def main() -> None:
           "| coefficient | value | bounds | why |", "|---|---:|---|---|"]
     for k, v in coeffs.items():
         lo, hi = BOUNDS[k]
-        md.append(f"| {k} | {v:.4g} | [{lo:g}, {hi:g}] | {REASONS.get(k, '')} |")
+        md.append(f"| {k} | {v if abs(v) > 1e-9 else 0.0:.4g} | [{lo:g}, {hi:g}] | {REASONS.get(k, '')} |")
     md += ["", f"The engine coefficients are those of `{REFERENCE_ENGINE}` (the ML.ENERGY runs' vLLM), the packaged "
            "default engine.", "", "Nuisance parameters (properties of a data set, not of a GPU):", ""]
     for label, e in sorted(full.engines.items()):
         md.append(f"* engine `{label}`: step {e.step_fixed_ms:.2f} ms, {e.layer_us:.1f} us/layer, "
                   f"{e.seq_us:.1f} us/sequence, {e.moe_layer_us:.1f} us/MoE layer, all-reduce {e.allreduce_us:.1f} us, "
                   f"all-to-all {e.alltoall_us:.1f} us, "
-                  f"GEMM efficiency x{e.flops_scale:.3f}")
+                  f"GEMM efficiency x{e.flops_scale:.3f}, overheads at {e.overhead_power_frac:.2f} x (TDP - idle)")
     for t, p in sorted(full.prompt_by_task.items()):
         md.append(f"* task `{t}`: mean prompt {p:.0f} tokens (inferred; ML.ENERGY does not publish it)")
     out = {"unfitted": UNFITTED, "logo_gpu": logo, "logo_gpu_dense": logo_dense, "lomo_family": lomo, "in_sample": in_sample,

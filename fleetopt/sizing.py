@@ -209,7 +209,8 @@ def pool_shapes(profile: Profile, tb: TrafficBatch, lo: Num, hi: Num, window: Nu
         S         = prefill(in) + out x step                          (a request's slot time)
         E[S], E[S^2] from per-(pool, prompt length) sums (exact), cv^2 = E[S^2] / E[S]^2 - 1
         b_u       = max_utilization x slots, step_u = step(b_u)       (the utilisation cap's batch)
-        pre_q     = prefill(P99 prompt) in physical mode, E[prefill] in paper mode
+        pre_q     = max(prefill(P99 prompt), step_u) in physical mode (the step ending the prefill
+                    emits the first token), E[prefill] in paper mode
         P_peak    = per-GPU power at the slot-capped batch (the ``peak`` provisioning basis)
 
     A pool whose KV cache cannot hold one window-long sequence, whose TPOT target no
@@ -271,10 +272,12 @@ def pool_shapes(profile: Profile, tb: TrafficBatch, lo: Num, hi: Num, window: Nu
         es2 = np.bincount(sg, w_ * svc**2, act.size) / share
         mean_pre, mean_out = es.copy(), np.zeros(act.size)         # fixed service times: no batch feedback
     cv2 = np.maximum(es2 / es**2 - 1.0, 0.0)
-    fail(pre_q >= slo.ttft_p99_ms, lambda a: (f"TTFT SLO unreachable, prefill alone takes "
-                                              f"{pre_q[a]:.0f} ms > {slo.ttft_p99_ms:.0f} ms"))
-    good = np.array([err[k] is None for k in act])
     b_util, step_util, peak = cap_points(profile, slots, step_ms, mean_kv, pf_per_seq, pf_ctx, slo.max_utilization)
+    if profile.chunked_prefill:     # the first token ends a step: at least one step at b_u (as the simulator has it)
+        pre_q = np.maximum(pre_q, step_util)
+    fail(pre_q >= slo.ttft_p99_ms, lambda a: (f"TTFT SLO unreachable, the first token alone takes {pre_q[a]:.0f} ms "
+                                              f"(prefill, at least one step) > {slo.ttft_p99_ms:.0f} ms"))
+    good = np.array([err[k] is None for k in act])
     return PoolShape(m, lo, hi, window, act, kv_slots, slots, step_ms, pre_q, es, cv2, mean_pre, mean_out, b_util,
                      step_util, mean_kv, pf_per_seq, pf_ctx, peak, good, err, gpus_per, price)
 
@@ -291,7 +294,7 @@ def size_shapes(profile: Profile, sh: PoolShape, tb: TrafficBatch, total_rate: f
         n        = the least n >= max(n_stable, n_util) with W_99(n slots) + pre_q <= TTFT target
                    (doubled to a bound, then bisected; W_99: Kimura's M/G/c tail)
         batch    = b* = the fixed point of b = (lambda / n) (E[pre] + step(b) E[out]), step
-                   affine between b_u and slots, then one secant step with the step at b*: b* <= b_u
+                   affine between b_u and slots (below 0.95 b_u, one secant step with the step at b*)
         rho      = b* / slots
         P_gpu    = P(batch) for batch >= 1, else idle + batch x (P(1) - idle)
         P_inst   = gpus x (P_gpu + host W per GPU),  tokens/s = lambda x E[credited out] x 1e3
@@ -350,15 +353,16 @@ def size_shapes(profile: Profile, sh: PoolShape, tb: TrafficBatch, total_rate: f
         n[late] = bisect_int(lambda v, i: ttft(v.astype(float), late[i]) > slo.ttft_p99_ms, n[late], hi_n) + 1
     ttft_binds = (n > n_util) & good
     batch, es_mean = mean_batch(lam_ms / n, slots, sh.b_util, sh.step_ms, sh.step_util_ms, sh.e_pre, sh.e_out)
-    for last in (not sh.e_out.any(), True):     # the step at b*, a secant step of the fixed point, the power there
-        b1 = np.maximum(batch, 1.0)
-        op = profile.operating_point(b1, sh.mean_kv, b1 * sh.pf_per_seq, sh.pf_ctx, decode=False, whole_prompts=True)
-        if last:
-            break
-        batch, es_mean = refine_mean_batch(lam_ms / n, slots, b1, np.asarray(op.step_ms, float) + 0.0 * b1,
-                                           sh.b_util, sh.step_util_ms, sh.e_pre, sh.e_out)
-    rho = batch / sl
-    p_op = np.asarray(op.power_per_gpu_w, float)
+    far = np.flatnonzero((batch < 0.95 * sh.b_util) & (sh.e_out > 0))    # b* extrapolated below the chord
+    if far.size:            # a secant step with the step at b* (``refine_mean_batch``); near b_u the chord holds
+        bf = np.maximum(batch[far], 1.0)
+        st = profile.operating_point(bf, sh.mean_kv[far], bf * sh.pf_per_seq[far], sh.pf_ctx[far], decode=False,
+                                     whole_prompts=True).step_ms
+        batch[far], es_mean[far] = refine_mean_batch((lam_ms / n)[far], slots[far], bf, np.asarray(st, float) + 0 * bf,
+                                                     sh.b_util[far], sh.step_util_ms[far], sh.e_pre[far], sh.e_out[far])
+    b1 = np.maximum(batch, 1.0)
+    op = profile.operating_point(b1, sh.mean_kv, b1 * sh.pf_per_seq, sh.pf_ctx, decode=False, whole_prompts=True)
+    p_op, rho = np.asarray(op.power_per_gpu_w, float), batch / sl
     idle = profile.idle_power_w()
     p_gpu = np.where(batch < 1.0, idle + batch * (p_op - idle), p_op)    # the instance idles part of the time
     tok_s = lam_s[act] * tb.credit_mean[act]

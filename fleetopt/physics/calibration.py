@@ -141,8 +141,8 @@ REASONS: dict[str, str] = {
     "dvfs_exponent": "dynamic energy per op ~ V^2 with V roughly tracking f",
     "overhead_power_frac": ("an engine's overheads are host waits (~0) or small GPU kernels that keep the SMs "
                             "clocked and issuing while moving few bytes: activity power below a GEMM's (TDP - idle)"),
-    "step_fixed_ms": ("host time per step while the GPU idles (scheduler, input preparation; "
-                      "vLLM V1 overlaps it with the previous step)"),
+    "step_fixed_ms": ("host time per step while the GPU idles (scheduler, input preparation, output "
+                      "processing; hidden only where the engine schedules asynchronously)"),
     "layer_us": "small kernels per layer: a few us under CUDA graphs, tens of us eager",
     "seq_us": "per-sequence sampling and bookkeeping per step",
     "moe_layer_us": ("an MoE layer's routing kernels (top-k, sort/align, gather/scatter, weighted sum): "
