@@ -209,8 +209,8 @@ def pool_shapes(profile: Profile, tb: TrafficBatch, lo: Num, hi: Num, window: Nu
         S         = prefill(in) + out x step                          (a request's slot time)
         E[S], E[S^2] from per-(pool, prompt length) sums (exact), cv^2 = E[S^2] / E[S]^2 - 1
         b_u       = max_utilization x slots, step_u = step(b_u)       (the utilisation cap's batch)
-        pre_q     = max(prefill(P99 prompt), step_u) in physical mode (the step ending the prefill
-                    emits the first token), E[prefill] in paper mode
+        pre_q     = max(prefill(P99 prompt), step(slots)) in physical mode (the step ending the
+                    prefill emits the first token; at the full batch, as the wait), E[prefill] in paper mode
         P_peak    = per-GPU power at the slot-capped batch (the ``peak`` provisioning basis)
 
     A pool whose KV cache cannot hold one window-long sequence, whose TPOT target no
@@ -273,8 +273,8 @@ def pool_shapes(profile: Profile, tb: TrafficBatch, lo: Num, hi: Num, window: Nu
         mean_pre, mean_out = es.copy(), np.zeros(act.size)         # fixed service times: no batch feedback
     cv2 = np.maximum(es2 / es**2 - 1.0, 0.0)
     b_util, step_util, peak = cap_points(profile, slots, step_ms, mean_kv, pf_per_seq, pf_ctx, slo.max_utilization)
-    if profile.chunked_prefill:     # the first token ends a step: at least one step at b_u (as the simulator has it)
-        pre_q = np.maximum(pre_q, step_util)
+    if profile.chunked_prefill:     # the first token ends a step (as the simulator has it): one at the full batch
+        pre_q = np.maximum(pre_q, step_ms)
     fail(pre_q >= slo.ttft_p99_ms, lambda a: (f"TTFT SLO unreachable, the first token alone takes {pre_q[a]:.0f} ms "
                                               f"(prefill, at least one step) > {slo.ttft_p99_ms:.0f} ms"))
     good = np.array([err[k] is None for k in act])

@@ -414,3 +414,22 @@ def test_fit_infers_unpublished_prompt_lengths_despite_the_tie_breaking_prior(ca
     res = fit(df, cat, truth, names=("eta_bw",), max_nfev=200)
     assert res.prompt_by_task["long"] == pytest.approx(2000.0, rel=0.05)
     assert 120.0 <= res.prompt_by_task["short"] <= 120.0 * 1.15
+
+
+def test_sliding_window_layers_read_at_most_the_window(cat):
+    """gpt-oss-20b: 12 of 24 layers attend to the last 128 tokens.  At a 1,000-token context a
+    decode step reads (12 x 1000 + 12 x 128) / 24 = 564 tokens of KV per sequence (averaged
+    over the layers), and its attention FLOPs follow; a context inside the window reads it all,
+    and a full-attention model is unchanged."""
+    from fleetopt.physics.kv import kv_bytes_per_token_per_gpu
+    from fleetopt.physics.roofline import attended_tokens, attention_flops_per_pair, step_parts
+
+    h100, m = cat.gpu("h100"), cat.model("gpt-oss-20b")
+    assert (m.sliding_window_layers, m.sliding_window_tokens, m.layers) == (12, 128, 24)
+    assert attended_tokens(m, 1000.0) == pytest.approx(564.0)
+    assert attended_tokens(m, 100.0) == pytest.approx(100.0)
+    assert attended_tokens(cat.model("llama-3.1-8b"), 1000.0) == 1000.0
+    parts = step_parts(m, h100, 1, 32, 1000.0, cal=DEFAULT)
+    assert parts.attn_flops_per_gpu == pytest.approx(attention_flops_per_pair(m) * 32 * 564.0, rel=1e-12)
+    kv_ms = 32 * 564.0 * kv_bytes_per_token_per_gpu(m, 1) / (h100.mem_bw_bytes_s * DEFAULT.eta_bw) * 1e3
+    assert parts.att_mem_ms == pytest.approx(kv_ms, rel=1e-12)

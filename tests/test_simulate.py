@@ -274,7 +274,7 @@ def test_paper_mode_simulated_utilisation_matches_the_analytical(compress):
 
 def test_analytical_ttft_is_never_below_the_simulated_pool_by_pool():
     """The first token ends a step, so a pool's planned P99 TTFT counts at least one step at
-    the utilisation cap's batch: on the MoE plan, whose short-prompt MI300X pool promised
+    the full batch (the TPOT-capped step): on the MoE plan, whose short-prompt MI300X pool promised
     46 ms (its prefill alone) against 71 ms simulated before, every pool's simulated P99 TTFT
     is within its analytical one (0.5 % histogram resolution)."""
     inst = load_instance(INST / "moe-qwen3-235b.yaml")

@@ -122,6 +122,12 @@ class Model(Frozen, frozen=True, kw_only=True):
     kv_dtype: Dtype = "bf16"
     published_params_b: Pos | None = None
     """vendor's total, billions"""
+    sliding_window_tokens: NonNegInt = 0
+    """attention window of the sliding-window layers, tokens (0: every layer attends to the
+    whole context); config.json ``sliding_window``"""
+    sliding_window_layers: NonNegInt = 0
+    """how many of the layers attend only to the last ``sliding_window_tokens`` tokens
+    (config.json ``layer_types``)"""
     max_context_tokens: NonNegInt = 0
     """longest sequence (prompt + output) the release supports, tokens: config.json
     ``max_position_embeddings`` (vLLM's default ``max_model_len``) or the model card's stated

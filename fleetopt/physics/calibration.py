@@ -166,10 +166,10 @@ def check_bounds(cal: Calibration) -> None:
 
 #: The packaged calibration (fitted by ``python benchmarks/fidelity.py --fit`` on every shared
 #: measurement; cross-validated figures in benchmarks/results/fidelity.md).
-DEFAULT = Calibration(eta_bw=0.866, eta_flops=0.6283, eta_prefill=0.6295, roof_p=4.0, static_scale=1.925,
-                      mem_energy_scale=3.813, flop_energy_scale=1.5, dvfs_exponent=2.0,
-                      engine=Engine(step_fixed_ms=2.404, layer_us=0.0, seq_us=52.14, allreduce_us=17.28,
-                                    alltoall_us=66.46, moe_layer_us=7.303, overhead_power_frac=0.4967, flops_scale=1.0))
+DEFAULT = Calibration(eta_bw=0.8683, eta_flops=0.6354, eta_prefill=0.6295, roof_p=4.0, static_scale=1.972,
+                      mem_energy_scale=3.738, flop_energy_scale=1.5, dvfs_exponent=2.0,
+                      engine=Engine(step_fixed_ms=2.384, layer_us=0.0, seq_us=56.61, allreduce_us=16.96,
+                                    alltoall_us=66.46, moe_layer_us=7.746, overhead_power_frac=0.4981, flops_scale=1.0))
 
 
 def as_plain(cal: Calibration) -> dict[str, Any]:

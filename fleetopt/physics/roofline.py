@@ -57,6 +57,17 @@ def weight_bytes_streamed_per_gpu(model: Model, tp: int, tokens: Num, dp: int = 
     return (dense - emb_lookup) / tp + experts * DTYPE_BYTES[model.weight_dtype] / (tp * dp)
 
 
+def attended_tokens(model: Model, ctx_tokens: Num) -> Num:
+    """Cached tokens a query attends to, averaged over the layers: the whole context on
+    full-attention layers, at most the window on sliding-window layers,
+    (L_full ctx + L_swa min(ctx, W)) / L.  Source: the model's config (``layer_types``)."""
+    swa = model.sliding_window_layers
+    if not swa or not model.sliding_window_tokens:
+        return ctx_tokens
+    window = np.minimum(ctx_tokens, model.sliding_window_tokens)
+    return ((model.layers - swa) * ctx_tokens + swa * window) / model.layers
+
+
 def attention_flops_per_pair(model: Model) -> float:
     """FLOPs per (query token, cached token) pair over all layers: QK^T and AV, 2 x 2 x heads
     x head_dim (GQA); MLA with absorbed projections scores against the latent + rope dims."""
@@ -176,9 +187,10 @@ def step_parts(model: Model, gpu: Gpu, tp: int, batch: Num, mean_kv_tokens: Num,
     flops_attn = gpu.bf16_flops * eta
     w_bytes = (weight_bytes_streamed_per_gpu(model, tp, tokens, dp, prefill_tokens, prompt_unit_tokens)
                * (np.asarray(tokens) > 0))
-    kv_bytes = batch_r * mean_kv_tokens * kv_bytes_per_token_per_gpu(model, tp)
+    read_kv = attended_tokens(model, mean_kv_tokens)              # sliding-window layers read at most W
+    kv_bytes = batch_r * read_kv * kv_bytes_per_token_per_gpu(model, tp)
     lin_flops = 2.0 * model.active_params * tokens_r / tp            # 2 FLOPs per MAC
-    pairs = batch_r * mean_kv_tokens + prefill_tokens / dp * prefill_ctx_tokens    # (query, cached token) pairs
+    pairs = batch_r * read_kv + prefill_tokens / dp * attended_tokens(model, prefill_ctx_tokens)  # (query, key) pairs
     attn_flops = attention_flops_per_pair(model) * pairs / tp
     comm_ms: Num = 0.0
     link_bytes: Num = 0.0
