@@ -275,8 +275,8 @@ def pool_shapes(profile: Profile, tb: TrafficBatch, lo: Num, hi: Num, window: Nu
     b_util, step_util, peak = cap_points(profile, slots, step_ms, mean_kv, pf_per_seq, pf_ctx, slo.max_utilization)
     if profile.chunked_prefill:     # the first token ends a step (as the simulator has it): one at the full batch
         pre_q = np.maximum(pre_q, step_ms)
-    fail(pre_q >= slo.ttft_p99_ms, lambda a: (f"TTFT SLO unreachable, the first token alone takes {pre_q[a]:.0f} ms "
-                                              f"(prefill, at least one step) > {slo.ttft_p99_ms:.0f} ms"))
+    fail(pre_q >= slo.ttft_p99_ms, lambda a: (f"TTFT SLO unreachable: a first token takes {pre_q[a]:.0f} ms > "
+                                              f"{slo.ttft_p99_ms:.0f} ms (prefill, or a step at the TPOT cap)"))
     good = np.array([err[k] is None for k in act])
     return PoolShape(m, lo, hi, window, act, kv_slots, slots, step_ms, pre_q, es, cv2, mean_pre, mean_out, b_util,
                      step_util, mean_kv, pf_per_seq, pf_ctx, peak, good, err, gpus_per, price)
