@@ -240,6 +240,25 @@ def _logged_kv(cat) -> str:
     return "\n".join(lines)
 
 
+def sliding_window_rows(cat) -> list[dict]:
+    """Maximum concurrency (vLLM's logged figure) of the sliding-window models on one GPU at
+    two request lengths: with the hybrid allocator's window spans (fleetopt) against every
+    layer holding the whole request (what fleetopt assumed before)."""
+    from fleetopt.physics import kv
+    from fleetopt.profiles.physical import PhysicalProfile
+
+    rows = []
+    for model, gpu, tp in (("gpt-oss-20b", "h100", 1), ("gpt-oss-120b", "h100", 1), ("gpt-oss-120b", "h200", 1)):
+        prof = PhysicalProfile(cat.model(model), cat.gpu(gpu), tp)
+        blocks = prof.kv_capacity_tokens() // kv.BLOCK_TOKENS
+        for tokens in (131072, 16000):
+            rows.append({"model": model, "gpu": prof.gpu.id, "tp": tp, "request_tokens": tokens,
+                         "sliding_span_blocks": kv.sliding_span_blocks(prof.model, prof.chunk_tokens),
+                         "max_concurrency": int(prof.kv_concurrency(tokens, 0.0)),
+                         "full_attention_everywhere": int(blocks // -(-tokens // kv.BLOCK_TOKENS))})
+    return rows
+
+
 def main() -> None:
     from fleetopt.atomic import write_atomic
     from fleetopt.catalog import load_catalog
@@ -268,6 +287,9 @@ def main() -> None:
         f"Sampler coefficient: least squares on the held-in rows' logged peak activation = {fitted:.2f} fp32 copies "
         f"of seqs x vocab; kv.SAMPLER_FP32_COPIES = {SAMPLER_FP32_COPIES:g}.",
         "Sources:\n" + "\n".join(f"  {r['log']}: {r['source']} -- {r['note']}" for r in rows),
+        table(sliding_window_rows(cat), "Sliding-window models: vLLM's maximum concurrency with the hybrid "
+              "allocator's window spans (a prefill chunk on top of the window) against every layer holding the "
+              "whole request"),
         "Other engines and connectors (not scored):\n" + "\n".join(
             f"  {r['gpu']} x {r['tp']} {r['model']}, {r['engine']}: {r['logged_tokens']:,} tokens ({r['source']}; {r['note']})"
             for r in LOGGED_KV),

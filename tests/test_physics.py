@@ -202,3 +202,26 @@ def test_dvfs_derivative_matches_finite_difference(cat):
         h = 1e-6
         pw = lambda x: gpu_power_w(prof.gpu, energy, parts.at(x).step_ms, prof.cal, x)  # noqa: E731
         assert np.allclose(d, (pw(f + h) - pw(f - h)) / (2 * h), rtol=1e-5)
+
+
+def test_sliding_window_layers_hold_at_most_their_window(cat):
+    """gpt-oss-20b on one H100: half its layers keep a 128-token window.  vLLM's logged maximum
+    concurrency charges a request ceil(L / 16) blocks on the full layers and, on the sliding
+    ones, the window plus a prefill chunk of 8,192 tokens in blocks plus one (SlidingWindowSpec):
+    by hand, blocks / (0.5 ceil(L / 16) + 0.5 (ceil(8319 / 16) + 1)) in all-layer blocks.
+    Running (paged), a sliding layer keeps ceil(128 / 16) + 1 = 9 blocks.  A model without
+    sliding windows is unchanged."""
+    prof = PhysicalProfile(cat.model("gpt-oss-20b"), cat.gpu("h100"), 1)
+    blocks = prof.kv_capacity_tokens() // 16
+    for L in (131072, 16000):
+        want = math.floor(blocks / (0.5 * math.ceil(L / 16) + 0.5 * (math.ceil(8319 / 16) + 1)))
+        assert prof.kv_concurrency(L, 0.0) == want
+        assert want > blocks // math.ceil(L / 16)                 # more than full attention everywhere
+    assert kv.sliding_span_blocks(prof.model) == 9
+    want_paged = min(1024, blocks // (0.5 * (2000 / 16 + 0.5) + 0.5 * 9))
+    assert prof.concurrency(16384, 2000.0, "paged") == want_paged
+    dense = PhysicalProfile(cat.model("llama-3.1-8b"), cat.gpu("h100"), 1)
+    assert dense.kv_concurrency(16000, 0.0) == dense.kv_capacity_tokens() // (1000 * 16)
+    assert kv.paged_limits(dense.model, 1e6) == (1e6, 0.0)
+    cap, per_seq = kv.paged_limits(prof.model, 1e6)
+    assert (cap, per_seq) == (2e6, 9 * 16)                      # f = 1/2: kv / f, (1 - f) / f x span

@@ -284,3 +284,17 @@ def test_analytical_ttft_is_never_below_the_simulated_pool_by_pool():
     assert len(pools) == 3
     for p in pools:
         assert p["ttft_p99_ms"] <= p["analytical_ttft_p99_ms"] * 1.005, p
+
+
+def test_paged_capacity_counts_what_each_sequence_holds_beyond_its_tokens():
+    """By hand, steps of 1 ms, capacity 1,000 tokens.  Four 200-token prompts (10 outputs)
+    arrive at 0.  Holding nothing more, all four fit (4 x 210 <= 1,000): first tokens at 1.
+    With 100 tokens more per sequence (a sliding window's span), three fit (3 x 300 + 3 x 10
+    <= 1,000 < 4 x 300): the fourth waits for the first to finish at 10 ms, first token at 11."""
+    for extra, want in ((0.0, 1.0), (100.0, 11.0)):
+        first: dict[int, float] = {}
+        spec = PoolSpec(1, 8, 1000.0, "paged", lambda b, kv: (1.0, 100.0), 50.0, extra)
+        simulate_pool(spec, [0.0] * 4, [200.0] * 4, [10.0] * 4, [0.0] * 4, 0, 1e9, None,
+                      record=lambda rid, ft, t, k, seen=first: seen.update({rid: ft}))
+        assert [first[r] for r in range(3)] == pytest.approx([1.0] * 3)
+        assert first[3] == pytest.approx(want)

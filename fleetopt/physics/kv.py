@@ -162,17 +162,59 @@ def blocks_for_tokens(tokens: Num) -> Num:
     return _scalar_or_array(np.maximum(1, np.ceil(np.asarray(tokens, float) / BLOCK_TOKENS)).astype(np.int64))
 
 
-def concurrency_reserve(kv_tokens: int, window_tokens: Num, max_num_seqs: int | None = None) -> Num:
+def full_attention_fraction(model: Model) -> float:
+    """Share of the KV bytes per token in layers that cache the whole context: 1 - sliding
+    layers / layers (1 without sliding windows).  Source: the model's ``layer_types``."""
+    if not model.sliding_window_layers or not model.sliding_window_tokens:
+        return 1.0
+    return 1.0 - model.sliding_window_layers / model.layers
+
+
+def sliding_span_blocks(model: Model, max_batched_tokens: int | None = None) -> int:
+    """Blocks a sliding-window layer keeps for one sequence (vLLM V1's hybrid allocator frees
+    the blocks behind the window): running, ceil(W / 16) + 1 (the window straddles a block
+    boundary); the worst case vLLM reserves when it logs its maximum concurrency, a chunk of
+    ``max_batched_tokens`` on top of the window, ceil((W - 1 + chunk) / 16) + 1
+    (vllm/v1/kv_cache_interface.py, SlidingWindowSpec.max_memory_usage_bytes).  0 without."""
+    w = model.sliding_window_tokens if model.sliding_window_layers else 0
+    if not w:
+        return 0
+    tokens = w if max_batched_tokens is None else w - 1 + max_batched_tokens
+    return -(-tokens // BLOCK_TOKENS) + 1
+
+
+def paged_limits(model: Model, kv_tokens: float) -> tuple[float, float]:
+    """The paged KV capacity in tokens held by every layer, and what each running sequence holds
+    beyond its tokens, in the same units: with sliding windows (a share 1 - f of the bytes per
+    token) a sequence of L tokens costs f L + (1 - f) x its window span of the pool's
+    ``kv_tokens`` (all-layer units), so the capacity is kv / f tokens less (1 - f) / f x span
+    per sequence (span = ``sliding_span_blocks`` x 16; taken whole: prompts outrun a
+    128-token window).  (kv, 0) without sliding windows."""
+    f = full_attention_fraction(model)
+    if f >= 1.0:
+        return kv_tokens, 0.0
+    return kv_tokens / f, (1.0 - f) / f * sliding_span_blocks(model) * BLOCK_TOKENS
+
+
+def concurrency_reserve(kv_tokens: int, window_tokens: Num, max_num_seqs: int | None = None,
+                        full_fraction: float = 1.0, span_blocks: int = 0) -> Num:
     """Sequences when each reserves its whole window: kv_tokens // window (vLLM's "maximum
-    concurrency for max_model_len tokens per request"; the 1/W paper's n_max).  Scalar or array."""
-    n = kv_tokens // (np.asarray(blocks_for_tokens(window_tokens)) * BLOCK_TOKENS)
+    concurrency for max_model_len tokens per request"; the 1/W paper's n_max).  With sliding
+    windows (``full_fraction`` f < 1) a sequence costs f x its window's blocks + (1 - f) x
+    min(its blocks, ``span_blocks``), in blocks of every layer's bytes.  Scalar or array."""
+    blocks = np.asarray(blocks_for_tokens(window_tokens), float)
+    per_seq = full_fraction * blocks + (1.0 - full_fraction) * np.minimum(blocks, span_blocks)
+    n = np.floor(kv_tokens / (per_seq * BLOCK_TOKENS) + 1e-9).astype(np.int64)
     return _scalar_or_array(np.minimum(n, max_num_seqs) if max_num_seqs else n)
 
 
-def concurrency_paged(kv_tokens: int, mean_held_tokens: Num, max_num_seqs: int = DEFAULT_MAX_NUM_SEQS) -> Num:
+def concurrency_paged(kv_tokens: int, mean_held_tokens: Num, max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
+                      full_fraction: float = 1.0, span_blocks: int = 0) -> Num:
     """Sequences admitted by the tokens actually held (vLLM paged KV): pool blocks / mean
-    blocks per sequence (mean tokens / block size + half a block of rounding), capped by
+    blocks per sequence (mean tokens / block size + half a block of rounding; sliding-window
+    layers at most ``span_blocks``, weighted as in ``concurrency_reserve``), capped by
     max_num_seqs.  Scalar or array."""
     blocks = kv_tokens // BLOCK_TOKENS
-    per_seq = np.asarray(mean_held_tokens, float) / BLOCK_TOKENS + 0.5
+    held = np.asarray(mean_held_tokens, float) / BLOCK_TOKENS + 0.5
+    per_seq = full_fraction * held + (1.0 - full_fraction) * np.minimum(held, span_blocks)
     return _scalar_or_array(np.minimum(max_num_seqs, blocks // per_seq).astype(np.int64))

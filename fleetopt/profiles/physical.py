@@ -74,19 +74,25 @@ class PhysicalProfile:
         """Sequences served at once, capped by max_num_seqs:
 
             reserve: n = min(kv // blocks(window) x 16, max_num_seqs)
-            paged:   n = min(kv_blocks // (mean_held / 16 + 1/2), max_num_seqs)"""
-        kv = self.kv_capacity_tokens()
+            paged:   n = min(kv_blocks // (mean_held / 16 + 1/2), max_num_seqs)
+
+        with sliding-window layers (a share 1 - f of the KV bytes per token) charged at most
+        their window's blocks (``kvm.sliding_span_blocks``: while running, or with a prefill
+        chunk on top as vLLM reserves for ``reserve``)."""
+        kv, f = self.kv_capacity_tokens(), kvm.full_attention_fraction(self.model)
         if admission == "reserve":
-            return kvm.concurrency_reserve(kv, window_tokens, self.max_num_seqs)
-        return kvm.concurrency_paged(kv, mean_held_tokens, self.max_num_seqs)
+            return kvm.concurrency_reserve(kv, window_tokens, self.max_num_seqs, f,
+                                           kvm.sliding_span_blocks(self.model, self.chunk_tokens))
+        return kvm.concurrency_paged(kv, mean_held_tokens, self.max_num_seqs, f, kvm.sliding_span_blocks(self.model))
 
     def kv_concurrency(self, window_tokens: Num, mean_held_tokens: Num, admission: Admission = "reserve") -> Num:
         """Sequences the KV cache alone holds (no max_num_seqs cap): vLLM's logged "maximum
         concurrency" for ``reserve``; pool blocks over mean blocks per sequence for ``paged``."""
-        kv = self.kv_capacity_tokens()
+        kv, f = self.kv_capacity_tokens(), kvm.full_attention_fraction(self.model)
         if admission == "reserve":
-            return kvm.concurrency_reserve(kv, window_tokens, None)
-        return kvm.concurrency_paged(kv, mean_held_tokens, 2**62)
+            span = kvm.sliding_span_blocks(self.model, self.chunk_tokens)
+            return kvm.concurrency_reserve(kv, window_tokens, None, f, span)
+        return kvm.concurrency_paged(kv, mean_held_tokens, 2**62, f, kvm.sliding_span_blocks(self.model))
 
     def _power_and_freq(self, batch: Num, mean_kv: Num, pf_tokens: Num, pf_ctx: Num, prompt_unit: Num = 0.0
                         ) -> tuple[StepBreakdown, Num, Num, Num, Num]:

@@ -56,6 +56,9 @@ class PoolSpec:
     """step_and_power(batch, mean_held_kv_tokens) -> (step ms, W per busy instance)."""
     idle_w: float
     """Power of an instance with nothing to run, W."""
+    kv_seq_tokens: float = 0.0
+    """KV each running sequence holds beyond its tokens, in the same units (sliding-window
+    layers keep their window): a batch of b leaves kv_capacity_tokens - b x kv_seq_tokens."""
 
 
 @dataclass
@@ -111,6 +114,7 @@ def simulate_pool(spec: PoolSpec, arrivals_ms: Sequence[float], inp: Sequence[fl
     st.window_ms = max(t_end - t_warm, 0.0)
     N = spec.instances
     slots, cap, paged = spec.slots, spec.kv_capacity_tokens, spec.admission == "paged"
+    kvs = spec.kv_seq_tokens
     sp_fn, idle_w = spec.step_and_power, spec.idle_w
     V = [0.0] * N              # virtual clock: tokens per running sequence
     T = [0.0] * N              # time of the last update
@@ -174,7 +178,7 @@ def simulate_pool(spec: PoolSpec, arrivals_ms: Sequence[float], inp: Sequence[fl
     def reschedule(k: int, t: float) -> None:
         """Instance k's batch changed: its step and power at (b, mean held KV), and its next
         event: the earliest finish, t + (V_fin - V) x s, or (paged) the moment the held KV
-        would reach the capacity, t + (cap - held) / b x s, whichever comes first; a new
+        would reach the capacity, t + (cap - b x kv_seq - held) / b x s, whichever comes first; a new
         version makes the instance's older events stale."""
         VER[k] += 1
         b = B[k]
@@ -192,7 +196,7 @@ def simulate_pool(spec: PoolSpec, arrivals_ms: Sequence[float], inp: Sequence[fl
             heappop(h)
         nxt = (h[0][0] - V[k]) * s if h else inf
         if paged and cap < inf and b > 1:
-            t_over = max(cap - held, 0.0) / b * s
+            t_over = max(cap - kvs * b - held, 0.0) / b * s
             if t_over < nxt:
                 heappush(events, (t + t_over, 0, k, VER[k]))
                 return
@@ -211,7 +215,7 @@ def simulate_pool(spec: PoolSpec, arrivals_ms: Sequence[float], inp: Sequence[fl
         while qhead[k] < len(q) and B[k] < slots:
             rid = q[qhead[k]]
             held_new = p_in[rid]
-            if paged and KV0[k] + B[k] * V[k] + held_new > cap and B[k] > 0:
+            if paged and KV0[k] + B[k] * V[k] + held_new > cap - kvs * (B[k] + 1) and B[k] > 0:
                 break
             qhead[k] += 1
             if admit_t[rid] < 0:
@@ -320,7 +324,7 @@ def simulate_pool(spec: PoolSpec, arrivals_ms: Sequence[float], inp: Sequence[fl
                 continue
             advance(k, t)
             finish(k, t)
-            while paged and B[k] > 1 and KV0[k] + B[k] * V[k] >= cap * (1 - 1e-9):
+            while paged and B[k] > 1 and KV0[k] + B[k] * V[k] >= (cap - kvs * B[k]) * (1 - 1e-9):
                 preempt(k)
             admit(k, t)
             reschedule(k, t)

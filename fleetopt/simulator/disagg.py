@@ -45,6 +45,7 @@ from fleetopt.disagg.links import (
     transfer_lanes,
 )
 from fleetopt.disagg.prefill import prefill_busy_power_w, prefill_service_ms
+from fleetopt.physics.kv import paged_limits
 from fleetopt.problem import Problem
 from fleetopt.simulator.core import PoolSpec, PoolStats, simulate_pool
 from fleetopt.simulator.tables import step_tables
@@ -208,9 +209,10 @@ def simulate_split(problem: Problem, choice: PoolChoice, arrivals_ms: np.ndarray
 
     slots = int(dec_row["slots"])
     adm = dec_row["admission"]
-    cap = float(dp.kv_capacity_tokens()) if adm == "paged" else math.inf
+    cap, kv_seq = (paged_limits(problem.model, float(dp.kv_capacity_tokens())) if adm == "paged"
+                   else (math.inf, 0.0))      # sliding-window layers hold at most their window
     idle_d = gd * (dp.idle_power_w() + host_w_per_gpu)
-    spec = PoolSpec(n_d, slots, cap, adm, step_tables(dp, slots, window, 0.0, 0.0, host_w_per_gpu), idle_d)
+    spec = PoolSpec(n_d, slots, cap, adm, step_tables(dp, slots, window, 0.0, 0.0, host_w_per_gpu), idle_d, kv_seq)
     warm_d = int(np.searchsorted(darr, arrivals_ms[warm] if warm < n else arrivals_ms[-1]))
     st_d = simulate_pool(spec, darr.tolist(), inp[order].tolist(), out[order].tolist(), [0.0] * n, warm_d,
                          problem.slo.ttft_p99_ms, problem.slo.tpot_p99_ms, rec, prefilled=True)

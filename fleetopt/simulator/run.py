@@ -28,6 +28,7 @@ from fleetopt import console, lazy
 from fleetopt.atomic import os_error
 from fleetopt.errors import FleetoptError
 from fleetopt.evaluation import evaluate
+from fleetopt.physics.kv import paged_limits
 from fleetopt.plan import Plan
 from fleetopt.problem import Problem
 from fleetopt.simulator.core import PoolSpec, PoolStats, simulate_pool
@@ -187,9 +188,11 @@ def _simulate(problem: Problem, topology: Sequence[PoolChoice], requests: int, s
                             e_in / 2.0 if physical else 0.0, host)
             gpus = prof.gpus_per_instance
             adm = sized["admission"]
-            cap = float(prof.kv_capacity_tokens()) if adm == "paged" else math.inf
+            cap, kv_seq = float(prof.kv_capacity_tokens()) if adm == "paged" else math.inf, 0.0
+            if physical and adm == "paged":     # sliding-window layers hold at most their window
+                cap, kv_seq = paged_limits(problem.model, cap)
             spec = PoolSpec(int(n_inst), int(sized["slots"]), cap, adm, sp_fn,
-                            gpus * (prof.idle_power_w() + host))
+                            gpus * (prof.idle_power_w() + host), kv_seq)
             pre = np.asarray(prof.prefill_ms(inp), float)
             warm = int(np.searchsorted(arr, warm_ms))
             svc = None
