@@ -1,6 +1,6 @@
 """Integer searches on rising functions, the largest batch whose step meets TPOT, the
 points sizing reads the physics at (``cap_points``), and the mean batch of a pool whose
-steps follow the batch running (``mean_batch``, ``refine_mean_batch``).
+steps follow the batch running (``mean_batch``, ``refine_mean_batch``, ``settled_batch``).
 
 The sizing layer asks two questions of a rising function many times, vectorised over pools:
 the largest batch whose step time is within the TPOT target (``tpot_batch_cap``, on
@@ -150,6 +150,31 @@ def refine_mean_batch(lam_inst_ms: np.ndarray, slots: np.ndarray, b0: np.ndarray
     utilisation cap binds) nothing moves."""
     top = np.maximum(slots, 1).astype(float)
     return _chord_fixed_point(lam_inst_ms, b0, step0_ms, b_util, step_util_ms, e_pre_ms, e_out, top)
+
+
+def settled_batch(profile: Profile, lam_inst_ms: np.ndarray, slots: np.ndarray, b_util: np.ndarray,
+                  step_ms: np.ndarray, step_util_ms: np.ndarray, e_pre_ms: np.ndarray, e_out: np.ndarray,
+                  mean_kv: np.ndarray, pf_per_seq: np.ndarray, pf_ctx: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean batch b*, mean slot time E[S(b*)] (ms) and per-GPU power (W) of pools at
+    ``lam_inst_ms`` requests per ms per instance: ``mean_batch``; where b* lies more than 5 %
+    below b_u the chord was an extrapolation, so one secant step with the step evaluated at
+    b* (``refine_mean_batch``; nearer b_u the chord holds); then the power at max(b*, 1)
+    (prefill of ``pf_per_seq`` prompt tokens per sequence mixed in as whole prompts), below one
+    sequence idle + b* (P(1) - idle): the instance idles part of the time."""
+    batch, es = mean_batch(lam_inst_ms, slots, b_util, step_ms, step_util_ms, e_pre_ms, e_out)
+    far = np.flatnonzero((batch < 0.95 * b_util) & (e_out > 0))
+    if far.size:
+        bf = np.maximum(batch[far], 1.0)
+        st = profile.operating_point(bf, mean_kv[far], bf * pf_per_seq[far], pf_ctx[far], decode=False,
+                                     whole_prompts=True).step_ms
+        batch[far], es[far] = refine_mean_batch(lam_inst_ms[far], slots[far], bf, np.asarray(st, float) + 0 * bf,
+                                                b_util[far], step_util_ms[far], e_pre_ms[far], e_out[far])
+    b1 = np.maximum(batch, 1.0)
+    p_op = np.asarray(profile.operating_point(b1, mean_kv, b1 * pf_per_seq, pf_ctx, decode=False,
+                                              whole_prompts=True).power_per_gpu_w, float)
+    idle = profile.idle_power_w()
+    return batch, es, np.where(batch < 1.0, idle + batch * (p_op - idle), p_op)
 
 
 def cap_points(profile: Profile, slots: np.ndarray, step_ms: np.ndarray, mean_kv: np.ndarray,

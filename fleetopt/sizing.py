@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fleetopt.batching import bisect_int, cap_points, mean_batch, refine_mean_batch, tpot_batch_cap
+from fleetopt.batching import bisect_int, cap_points, settled_batch, tpot_batch_cap
 from fleetopt.errors import InfeasibleError
 from fleetopt.queueing import wait_quantile_mgc
 from fleetopt.traffic import PoolTraffic, TrafficBatch
@@ -352,19 +352,9 @@ def size_shapes(profile: Profile, sh: PoolShape, tb: TrafficBatch, total_rate: f
         # largest n with ttft > slo, plus one
         n[late] = bisect_int(lambda v, i: ttft(v.astype(float), late[i]) > slo.ttft_p99_ms, n[late], hi_n) + 1
     ttft_binds = (n > n_util) & good
-    batch, es_mean = mean_batch(lam_ms / n, slots, sh.b_util, sh.step_ms, sh.step_util_ms, sh.e_pre, sh.e_out)
-    far = np.flatnonzero((batch < 0.95 * sh.b_util) & (sh.e_out > 0))    # b* extrapolated below the chord
-    if far.size:            # a secant step with the step at b* (``refine_mean_batch``); near b_u the chord holds
-        bf = np.maximum(batch[far], 1.0)
-        st = profile.operating_point(bf, sh.mean_kv[far], bf * sh.pf_per_seq[far], sh.pf_ctx[far], decode=False,
-                                     whole_prompts=True).step_ms
-        batch[far], es_mean[far] = refine_mean_batch((lam_ms / n)[far], slots[far], bf, np.asarray(st, float) + 0 * bf,
-                                                     sh.b_util[far], sh.step_util_ms[far], sh.e_pre[far], sh.e_out[far])
-    b1 = np.maximum(batch, 1.0)
-    op = profile.operating_point(b1, sh.mean_kv, b1 * sh.pf_per_seq, sh.pf_ctx, decode=False, whole_prompts=True)
-    p_op, rho = np.asarray(op.power_per_gpu_w, float), batch / sl
-    idle = profile.idle_power_w()
-    p_gpu = np.where(batch < 1.0, idle + batch * (p_op - idle), p_op)    # the instance idles part of the time
+    batch, es_mean, p_gpu = settled_batch(profile, lam_ms / n, slots, sh.b_util, sh.step_ms, sh.step_util_ms,
+                                          sh.e_pre, sh.e_out, sh.mean_kv, sh.pf_per_seq, sh.pf_ctx)
+    rho = batch / sl
     tok_s = lam_s[act] * tb.credit_mean[act]
     g = act[good]
     gp = sh.gpus_per

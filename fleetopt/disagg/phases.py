@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fleetopt.batching import bisect_int, cap_points, mean_batch, refine_mean_batch, tpot_batch_cap
+from fleetopt.batching import bisect_int, cap_points, settled_batch, tpot_batch_cap
 from fleetopt.queueing import wait_quantile_mgc
 from fleetopt.sizing import PoolSizing, Slo
 from fleetopt.traffic import TrafficBatch
@@ -168,9 +168,8 @@ def size_decode(profile: Profile, tb: TrafficBatch, total_rate: float, lo: Array
                 P99 slot wait W_99 = 0 (Erlang-C <= 1 %): the decode pool adds nothing to
                 the range's P99 TTFT (a = lambda S_d with steps at the slot-capped batch,
                 a_u = lambda E[O] step(b_u) with b_u = u_max x slots, u_max the utilisation cap)
-        P     = P(batch) per GPU at the mean batch b* (``fleetopt.batching.mean_batch``: steps
-                follow the batch running; one secant step, ``refine_mean_batch``), below one
-                sequence idle + batch x (P(1) - idle)"""
+        P     = P(batch) per GPU at the mean batch b* (``fleetopt.batching.settled_batch``: steps
+                follow the batch running), below one sequence idle + batch x (P(1) - idle)"""
     window = np.asarray(window, float) * np.ones(tb.m)
     out, lo, hi, lam_s, act = start_phase(DECODE, profile, tb, total_rate, lo, hi, usd_per_gpu_hour)
     if not act.size:
@@ -205,18 +204,10 @@ def size_decode(profile: Profile, tb: TrafficBatch, total_rate: float, lo: Array
     b_u, step_u, peak = cap_points(profile, slots, step, mean_kv, zero, zero, slo.max_utilization)
     n_util = np.maximum(np.floor(load / sl) + 1, np.ceil(lam_ms * e_out * step_u / b_u - 1e-12))
     n = np.where(good, least_count(no_wait, n_util), 0.0)
-    lam_inst = lam_ms / np.maximum(n, 1)
-    batch, es_mean = mean_batch(lam_inst, slots, b_u, step, step_u, zero, e_out)
-    b1 = np.maximum(batch, 1.0)     # a secant step with the step at b* (``refine_mean_batch``), then the power there
-    op = profile.operating_point(b1, mean_kv, zero, zero, decode=False)
-    batch, es_mean = refine_mean_batch(lam_inst, slots, b1, np.asarray(op.step_ms, float) + 0.0 * b1, b_u, step_u,
-                                       zero, e_out)
+    batch, es_mean, p_gpu = settled_batch(profile, lam_ms / np.maximum(n, 1), slots, b_u, step, step_u, zero, e_out,
+                                          mean_kv, zero, zero)
     batch = np.where(good, batch, 0.0)
     rho = batch / sl
-    b1 = np.maximum(batch, 1.0)
-    p_op = np.asarray(profile.operating_point(b1, mean_kv, zero, zero, decode=False).power_per_gpu_w, float)
-    idle = profile.idle_power_w()
-    p_gpu = np.where(batch < 1.0, idle + batch * (p_op - idle), p_op)
     g = act[good]
     for name, val in (("instances", n), ("utilization", rho), ("slots", slots), ("batch", batch),
                       ("kv_slots", kv_slots), ("ttft_p99_ms", np.zeros(act.size)), ("tpot_p99_ms", step),
