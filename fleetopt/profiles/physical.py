@@ -71,23 +71,19 @@ class PhysicalProfile:
         return kvm.kv_capacity_tokens(self.model, self.gpu, self.tp, self.gpu_memory_utilization, reserve, dp=self.dp)
 
     def concurrency(self, window_tokens: Num, mean_held_tokens: Num, admission: Admission = "reserve") -> Num:
-        """Sequences served at once, capped by max_num_seqs:
+        """Sequences served at once: ``kv_concurrency`` capped by max_num_seqs."""
+        n = np.minimum(self.kv_concurrency(window_tokens, mean_held_tokens, admission), self.max_num_seqs)
+        return int(n) if np.ndim(n) == 0 else n
 
-            reserve: n = min(kv // blocks(window) x 16, max_num_seqs)
-            paged:   n = min(kv_blocks // (mean_held / 16 + 1/2), max_num_seqs)
+    def kv_concurrency(self, window_tokens: Num, mean_held_tokens: Num, admission: Admission = "reserve") -> Num:
+        """Sequences the KV cache alone holds (no max_num_seqs cap):
+
+            reserve: kv // blocks(window) x 16                 (vLLM's logged "maximum concurrency")
+            paged:   kv_blocks // (mean_held / 16 + 1/2)        (pool blocks over mean blocks per sequence)
 
         with sliding-window layers (a share 1 - f of the KV bytes per token) charged at most
         their window's blocks (``kvm.sliding_span_blocks``: while running, or with a prefill
         chunk on top as vLLM reserves for ``reserve``)."""
-        kv, f = self.kv_capacity_tokens(), kvm.full_attention_fraction(self.model)
-        if admission == "reserve":
-            return kvm.concurrency_reserve(kv, window_tokens, self.max_num_seqs, f,
-                                           kvm.sliding_span_blocks(self.model, self.chunk_tokens))
-        return kvm.concurrency_paged(kv, mean_held_tokens, self.max_num_seqs, f, kvm.sliding_span_blocks(self.model))
-
-    def kv_concurrency(self, window_tokens: Num, mean_held_tokens: Num, admission: Admission = "reserve") -> Num:
-        """Sequences the KV cache alone holds (no max_num_seqs cap): vLLM's logged "maximum
-        concurrency" for ``reserve``; pool blocks over mean blocks per sequence for ``paged``."""
         kv, f = self.kv_capacity_tokens(), kvm.full_attention_fraction(self.model)
         if admission == "reserve":
             span = kvm.sliding_span_blocks(self.model, self.chunk_tokens)

@@ -188,9 +188,10 @@ def _simulate(problem: Problem, topology: Sequence[PoolChoice], requests: int, s
                             e_in / 2.0 if physical else 0.0, host)
             gpus = prof.gpus_per_instance
             adm = sized["admission"]
-            cap, kv_seq = float(prof.kv_capacity_tokens()) if adm == "paged" else math.inf, 0.0
-            if physical and adm == "paged":     # sliding-window layers hold at most their window
-                cap, kv_seq = paged_limits(problem.model, cap)
+            cap, kv_seq = math.inf, 0.0
+            if adm == "paged":      # physical: sliding-window layers hold at most their window
+                cap = float(prof.kv_capacity_tokens())
+                cap, kv_seq = paged_limits(problem.model, cap) if physical else (cap, 0.0)
             spec = PoolSpec(int(n_inst), int(sized["slots"]), cap, adm, sp_fn,
                             gpus * (prof.idle_power_w() + host), kv_seq)
             pre = np.asarray(prof.prefill_ms(inp), float)
