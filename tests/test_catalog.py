@@ -66,6 +66,9 @@ def test_bad_user_catalog_names_field(tmp_path):
     f.write_text("gpus:\n  - id: h100\n    tdp_w: -5\n")
     with pytest.raises(FleetoptError, match=r"tdp_w"):
         load_catalog((str(f),))
+    f.write_text("models:\n  - id: gpt-oss-20b\n    sliding_window_layers: 30\n")    # of 24 layers
+    with pytest.raises(FleetoptError, match=r"gpt-oss-20b.*sliding_window_layers exceeds layers"):
+        load_catalog((str(f),))
 
 
 # --- energy fields, context lengths, measured-model coverage -------------------------------

@@ -142,6 +142,10 @@ class Model(Frozen, frozen=True, kw_only=True):
             raise ValueError("attention 'mla' needs kv_lora_rank")
         if self.first_dense_layers > self.layers:
             raise ValueError("first_dense_layers exceeds layers")
+        if self.sliding_window_layers > self.layers:
+            raise ValueError("sliding_window_layers exceeds layers")
+        if self.sliding_window_layers and not self.sliding_window_tokens:
+            raise ValueError("sliding_window_layers needs sliding_window_tokens")
 
     @property
     def is_moe(self) -> bool:
