@@ -46,8 +46,8 @@ PROMPT_BOUNDS = (32.0, 16000.0)
 #: 120-token prompt comes back 13 % long, which moves its runs' predictions by under 2 %;
 #: a 2,000-token one within 5 %: ``tests/test_energy_physics.py``).  GPQA's is one: its outputs
 #: are ten times longer than any prompt, so the prompt moves a step's context by a few per cent,
-#: and without the prior it ran to the 32-token bound (with it, about 300 tokens; the fit's
-#: other figures move by under 0.3 points).
+#: and without the prior it ran to the 32-token bound (with it, the value in
+#: ``benchmarks/results/fidelity.json``'s ``task_prompt_tokens``).
 PROMPT_PRIOR_TOKENS, PROMPT_PRIOR_WEIGHT = 500.0, 0.05
 #: Engine fields a labelled (non-reference) engine holds at a stated value instead of fitting:
 #: the power of its overheads.  The shared data sets of other engines carry too few power rows to
